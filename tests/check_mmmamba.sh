@@ -1,0 +1,40 @@
+#!/bin/sh
+# check_mmmamba.sh: drives the built `mmmamba` tool end to end: mkmodel for
+# every tiny preset (single file and sharded), inspect on each, and the
+# error paths (bad preset, missing model) exit non-zero with a message.
+set -eu
+bin="${top_builddir:-.}/mmmamba"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+pass=0
+check() { # name, then a command that must succeed
+  name=$1; shift
+  if "$@" >"$tmp/out" 2>&1; then pass=$((pass + 1)); else echo "FAIL: $name"; cat "$tmp/out"; fails=$((fails + 1)); fi
+}
+for p in tiny-linear tiny-hybrid tiny-teacher; do
+  check "mkmodel $p" "$bin" mkmodel --preset $p --seed 5 --out "$tmp/$p"
+  check "inspect $p" "$bin" inspect "$tmp/$p"
+  check "mkmodel $p sharded" "$bin" mkmodel --preset $p --seed 5 --shards 2 --out "$tmp/$p-sh"
+  check "inspect $p sharded" "$bin" inspect "$tmp/$p-sh"
+  check "index present" test -f "$tmp/$p-sh/model.safetensors.index.json"
+done
+"$bin" inspect "$tmp/tiny-hybrid" > "$tmp/insp"
+check "inspect says hybrid" grep -q "layout: hybrid (3 mamba2, 3 mha layers)" "$tmp/insp"
+check "inspect says post" grep -q "pixel shuffle post" "$tmp/insp"
+check "inspect counts params" grep -q "parameters 584328" "$tmp/insp"
+check "mkmodel overrides" "$bin" mkmodel --preset tiny-linear --pixel-shuffle-loc post \
+  --normalize-encoder-output 1 --image-size 112 --out "$tmp/ov"
+"$bin" inspect "$tmp/ov" > "$tmp/insp"
+check "override applied" grep -q "position grid 8x8, pixel shuffle post.*normalize_encoder_output true" "$tmp/insp"
+# error paths: non-zero exit and a message naming the problem
+if "$bin" mkmodel --preset nope --out "$tmp/x" 2>"$tmp/err"; then echo "FAIL: bad preset accepted"; fails=$((fails + 1)); fi
+check "bad preset message" grep -q 'unknown preset "nope"' "$tmp/err"
+if "$bin" inspect "$tmp/none" 2>"$tmp/err"; then echo "FAIL: missing model accepted"; fails=$((fails + 1)); fi
+check "missing model message" grep -q "config.json" "$tmp/err"
+rm "$tmp/tiny-linear-sh/model-00002-of-00002.safetensors"
+if "$bin" inspect "$tmp/tiny-linear-sh" 2>"$tmp/err"; then echo "FAIL: missing shard accepted"; fails=$((fails + 1)); fi
+check "missing shard message" grep -q "model-00002-of-00002.safetensors" "$tmp/err"
+if "$bin" frobnicate 2>/dev/null; then echo "FAIL: unknown command accepted"; fails=$((fails + 1)); fi
+echo "$pass passed, $fails failed"
+[ "$fails" -eq 0 ]
