@@ -5,9 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/log.h"
 #include "base/status.h"
+#include "engine/engine.h"
 #include "model/config.h"
 #include "model/safetensors.h"
 #include "model/synthetic.h"
@@ -177,11 +179,260 @@ static int cmd_inspect(int argc, char **argv)
     return 0;
 }
 
+
+/* ---- generate ------------------------------------------------------------------- */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Parses "1 2 3" into a new array; returns 0 on a malformed list. */
+static int parse_ids(const char *s, int32_t **out, int64_t *n)
+{
+    int64_t cap = 64, len = 0;
+    int32_t *ids = malloc((size_t)cap * sizeof *ids);
+    if (!ids)
+        return 0;
+    for (;;) {
+        while (*s == ' ' || *s == ',' || *s == '\t' || *s == '\n')
+            s++;
+        if (!*s)
+            break;
+        char *end;
+        errno = 0;
+        const long v = strtol(s, &end, 10);
+        if (end == s || errno || v < 0 || v > INT32_MAX) {
+            free(ids);
+            return 0;
+        }
+        if (len == cap) {
+            int32_t *nid = realloc(ids, (size_t)(cap *= 2) * sizeof *ids);
+            if (!nid) {
+                free(ids);
+                return 0;
+            }
+            ids = nid;
+        }
+        ids[len++] = (int32_t)v;
+        s = end;
+    }
+    *out = ids;
+    *n = len;
+    return len > 0;
+}
+
+/* Greedy choice: the highest logit, lowest id among equal maxima (MODEL.md §3.7). */
+static int32_t argmax(const float *v, int64_t n)
+{
+    int64_t best = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (v[i] > v[best])
+            best = i;
+    return (int32_t)best;
+}
+
+static float *read_tiles(const char *path, int64_t n_tiles, int64_t side, struct mm_err *err)
+{
+    const size_t want = (size_t)n_tiles * 3 * (size_t)side * (size_t)side;
+    float *t = malloc((want ? want : 1) * sizeof *t);
+    FILE *f = fopen(path, "rb");
+    if (!t || !f || fread(t, sizeof *t, want, f) != want) {
+        mm_err_set(err, MM_ERR_IO, "%s: cannot read %lld tiles of %lldx%lld fp32", path,
+                   (long long)n_tiles, (long long)side, (long long)side);
+        free(t);
+        t = NULL;
+    }
+    if (f)
+        fclose(f);
+    return t;
+}
+
+/* Prompt end of the chunk starting at i: at most `chunk` ids, but never
+ * inside an image tile run (the engine takes whole tiles). */
+static int64_t chunk_end(const int32_t *ids, int64_t n, int64_t i, int64_t chunk, int32_t img, int64_t tpt)
+{
+    int64_t j = i + chunk < n ? i + chunk : n;
+    if (j < n && ids[j] == img && ids[j - 1] == img) {
+        int64_t run_start = j;
+        while (run_start > 0 && ids[run_start - 1] == img)
+            run_start--;
+        const int64_t into = (j - run_start) % tpt;
+        j += into ? tpt - into : 0;
+    }
+    return j;
+}
+
+static int cmd_generate(int argc, char **argv)
+{
+    const char *model = NULL, *ids_arg = NULL, *tiles_path = NULL, *dump = NULL, *backend = "cpu";
+    unsigned long long max_new = 16, n_tiles = 0, threads = 0, chunk = 0;
+    int print_ids = 0, state_bf16 = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--print-ids") == 0) {
+            print_ids = 1;
+            continue;
+        }
+        const char *v = i + 1 < argc ? argv[++i] : NULL;
+        int ok = v != NULL;
+        if (!ok)
+            ;
+        else if (strcmp(a, "--model") == 0)
+            model = v;
+        else if (strcmp(a, "--prompt-ids") == 0)
+            ids_arg = v;
+        else if (strcmp(a, "--tiles") == 0)
+            tiles_path = v;
+        else if (strcmp(a, "--num-tiles") == 0)
+            ok = parse_u64(v, &n_tiles) && n_tiles <= 4096;
+        else if (strcmp(a, "--max-tokens") == 0)
+            ok = parse_u64(v, &max_new) && max_new <= 1000000;
+        else if (strcmp(a, "--dump-logits") == 0)
+            dump = v;
+        else if (strcmp(a, "--backend") == 0)
+            backend = v;
+        else if (strcmp(a, "--threads") == 0)
+            ok = parse_u64(v, &threads) && threads <= 256;
+        else if (strcmp(a, "--prefill-chunk") == 0)
+            ok = parse_u64(v, &chunk);
+        else if (strcmp(a, "--state") == 0 && (strcmp(v, "fp32") == 0 || strcmp(v, "bf16") == 0))
+            state_bf16 = strcmp(v, "bf16") == 0;
+        else
+            ok = 0;
+        if (!ok) {
+            fprintf(stderr, "mmmamba generate: bad option %s%s%s\n", a, v ? " " : "", v ? v : "");
+            return 2;
+        }
+    }
+    if (!model || !ids_arg) {
+        fprintf(stderr, "mmmamba generate: --model and --prompt-ids are required\n");
+        return 2;
+    }
+    if (strcmp(backend, "cpu") && strcmp(backend, "cuda")) {
+        fprintf(stderr, "mmmamba generate: --backend is cpu or cuda\n");
+        return 2;
+    }
+    struct mm_err err;
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    if (!parse_ids(ids_arg, &ids, &n)) {
+        fprintf(stderr, "mmmamba generate: --prompt-ids must be a list of token ids\n");
+        return 2;
+    }
+    struct mm_engine_options opt;
+    mm_engine_options_default(&opt);
+    opt.backend = strcmp(backend, "cuda") == 0 ? MM_BACKEND_CUDA : MM_BACKEND_CPU;
+    opt.n_threads = (int)threads;
+    opt.max_seqs = 1;
+    opt.state_fp32 = !state_bf16;
+    opt.max_tiles = n_tiles > 0 ? (int64_t)n_tiles : 1;
+    opt.max_context = n + (int64_t)max_new + 1;
+    int rc = 1;
+    struct mm_engine *e = NULL;
+    float *tiles = NULL, *logits = NULL;
+    int32_t *out_ids = NULL;
+    /* the prompt goes in one step unless chunked; its tiles must fit the budget */
+    opt.max_tokens = chunk ? (int64_t)chunk : n;
+    if (mm_engine_open(model, &opt, &e, &err) != MM_OK)
+        goto done;
+    const int64_t tpt = e->cfg.tokens_per_tile;
+    if (chunk && (int64_t)chunk < tpt && n_tiles) {
+        /* a chunk must hold at least one whole tile */
+        mm_engine_close(e);
+        opt.max_tokens = tpt;
+        if (mm_engine_open(model, &opt, &e, &err) != MM_OK)
+            goto done;
+    }
+    if (n_tiles && !tiles_path) {
+        mm_err_set(&err, MM_ERR_INVALID, "--num-tiles needs --tiles FILE");
+        goto done;
+    }
+    if (n_tiles && !(tiles = read_tiles(tiles_path, (int64_t)n_tiles, e->cfg.force_image_size, &err)))
+        goto done;
+    const int64_t V = e->cfg.vocab_size;
+    logits = malloc((size_t)V * sizeof *logits);
+    out_ids = malloc((size_t)(max_new ? max_new : 1) * sizeof *out_ids);
+    int32_t slot;
+    if (!logits || !out_ids) {
+        mm_err_set(&err, MM_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    if (mm_engine_slot_acquire(e, &slot, &err) != MM_OK)
+        goto done;
+    /* prefill (in chunks that keep image tiles whole) */
+    const double t0 = now_s();
+    const size_t tile_floats = 3 * (size_t)e->cfg.force_image_size * (size_t)e->cfg.force_image_size;
+    int64_t tiles_used = 0;
+    for (int64_t i = 0; i < n;) {
+        const int64_t j = chunk ? chunk_end(ids, n, i, opt.max_tokens, (int32_t)e->cfg.img_context_token_id, tpt) : n;
+        int64_t img = 0;
+        for (int64_t k = i; k < j; k++)
+            img += ids[k] == e->cfg.img_context_token_id;
+        const struct mm_seq_step st = {slot, ids + i, j - i,
+                                       tiles ? tiles + (size_t)tiles_used * tile_floats : NULL,
+                                       img / tpt, j == n};
+        if (mm_engine_forward(e, &st, 1, logits, &err) != MM_OK)
+            goto done;
+        tiles_used += img / tpt;
+        i = j;
+    }
+    const double t1 = now_s();
+    if (dump) {
+        FILE *f = fopen(dump, "wb");
+        if (!f || fwrite(logits, sizeof *logits, (size_t)V, f) != (size_t)V) {
+            mm_err_set(&err, MM_ERR_IO, "%s: cannot write logits", dump);
+            if (f)
+                fclose(f);
+            goto done;
+        }
+        fclose(f);
+    }
+    /* greedy decode: each new token is fed back as a one-token step */
+    int64_t produced = 0;
+    for (; produced < (int64_t)max_new; produced++) {
+        const int32_t next = argmax(logits, V);
+        out_ids[produced] = next;
+        if (produced + 1 == (int64_t)max_new)
+            break;
+        const struct mm_seq_step st = {slot, &out_ids[produced], 1, NULL, 0, true};
+        if (mm_engine_forward(e, &st, 1, logits, &err) != MM_OK)
+            goto done;
+    }
+    if (max_new > 0)
+        produced++;
+    const double t2 = now_s();
+    if (print_ids) {
+        for (int64_t i = 0; i < produced; i++)
+            printf("%s%d", i ? " " : "", out_ids[i]);
+        printf("\n");
+    }
+    fprintf(stderr, "prefill: %lld tokens in %.3f s (%.1f tok/s); decode: %lld tokens in %.3f s (%.1f tok/s)\n",
+            (long long)n, t1 - t0, (double)n / (t1 - t0), (long long)(produced > 0 ? produced - 1 : 0), t2 - t1,
+            produced > 1 ? (double)(produced - 1) / (t2 - t1) : 0.0);
+    rc = 0;
+done:
+    if (rc)
+        fail(&err);
+    mm_engine_close(e);
+    free(tiles);
+    free(logits);
+    free(out_ids);
+    free(ids);
+    return rc;
+}
+
 static const struct command commands[] = {
     {"mkmodel", "--preset P --out DIR [--seed S] [--shards N] [--pixel-shuffle-loc pre|post] "
                 "[--normalize-encoder-output 0|1] [--image-size N]",
      cmd_mkmodel},
     {"inspect", "DIR", cmd_inspect},
+    {"generate", "--model DIR --prompt-ids \"1 2 3\" [--tiles FILE --num-tiles N] [--max-tokens N] "
+                 "[--backend cpu|cuda] [--print-ids] [--dump-logits FILE] [--threads N] "
+                 "[--prefill-chunk N] [--state fp32|bf16]",
+     cmd_generate},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,94 @@
+/* engine.h: a loaded model on a backend, with its state slots: the object
+ * the scheduler (and `mmmamba generate`) drives one step at a time.
+ *
+ * Design: a sequence lives in a slot; the engine keeps each slot's position
+ * counters (one per stack: with "post" pixel shuffle the embedding stack sees
+ * 1024 tokens per tile where the LLM sees 256) so callers only hand in new
+ * token ids. A step may mix several sequences, each with any number of new
+ * tokens (prefill chunks and single decode tokens alike). The engine, its
+ * backend and all device state belong to one thread (the engine thread);
+ * nothing here is thread-safe. */
+#ifndef MM_ENGINE_ENGINE_H
+#define MM_ENGINE_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/status.h"
+#include "engine/backend.h"
+#include "engine/kv_pool.h"
+#include "model/config.h"
+#include "model/safetensors.h"
+#include "model/weights.h"
+
+enum mm_backend_kind {
+    MM_BACKEND_CPU = 0,
+    MM_BACKEND_CUDA,
+};
+
+struct mm_engine_options {
+    enum mm_backend_kind backend;
+    int n_threads;       /* CPU backend: 0 = all CPUs */
+    int32_t max_seqs;    /* state slots */
+    int64_t max_tokens;  /* LLM-stack tokens in one step (prefill chunk budget) */
+    int64_t max_tiles;   /* image tiles in one step */
+    int64_t max_context; /* longest sequence (LLM positions) */
+    bool state_fp32;     /* SSM state precision between steps */
+};
+
+/* Defaults: CPU, 4 slots, 4096 tokens, 13 tiles, 32768 context, fp32 state. */
+void mm_engine_options_default(struct mm_engine_options *o);
+
+/* New tokens of one sequence for one step. */
+struct mm_seq_step {
+    int32_t slot;
+    const int32_t *ids; /* [n]; image positions hold img_context_token_id */
+    int64_t n;
+    const float *tiles; /* [n_tiles, 3, S, S] normalised, for the image runs in ids */
+    int64_t n_tiles;
+    bool want_logits;   /* logits of the last token of this step */
+};
+
+struct mm_engine_slot {
+    bool used;
+    int64_t pos;     /* LLM-stack tokens consumed */
+    int64_t emb_pos; /* embedding-stack tokens consumed */
+};
+
+struct mm_engine {
+    struct mm_config cfg;
+    struct mm_safetensors *st; /* owns the mapped weights */
+    struct mm_weights w;       /* borrows from st */
+    struct mm_backend be;
+    struct mm_engine_options opt;
+    struct mm_kv_pool *kv; /* NULL when the model has no attention layer */
+    struct mm_engine_slot *slots; /* [opt.max_seqs] */
+    int64_t max_emb_tokens;       /* embedding-stack rows in one step */
+    /* step buffers, sized once */
+    struct mm_act *x_emb, *x_llm, *patches, *img;
+    struct mm_span *spans_emb, *spans_llm; /* [max_seqs] */
+    int64_t *logit_rows;                   /* [max_seqs] */
+};
+
+/* Loads DIR (config, weights, backend). *out is owned by the caller
+ * (mm_engine_close). */
+enum mm_status mm_engine_open(const char *dir, const struct mm_engine_options *opt,
+                              struct mm_engine **out, struct mm_err *err);
+void mm_engine_close(struct mm_engine *e);
+
+/* Takes a free slot with zeroed state; MM_ERR_LIMIT when none is free. */
+enum mm_status mm_engine_slot_acquire(struct mm_engine *e, int32_t *slot, struct mm_err *err);
+/* Frees a slot and its KV blocks. */
+void mm_engine_slot_release(struct mm_engine *e, int32_t slot);
+
+/* Runs one step. logits receives vocab_size floats per step with
+ * want_logits, in order. Input is validated (ids in range, image runs
+ * matching n_tiles, limits) before anything runs; on error no state changes.
+ * Two steps may not name the same slot. */
+enum mm_status mm_engine_forward(struct mm_engine *e, const struct mm_seq_step *steps, int n_steps,
+                                 float *logits, struct mm_err *err);
+
+/* Embedding-stack rows a step of n ids with n_tiles tiles occupies. */
+int64_t mm_engine_emb_rows(const struct mm_config *cfg, int64_t n, int64_t n_tiles);
+
+#endif

@@ -1,0 +1,220 @@
+/* forward.c: the forward pass of MODEL.md §3, written once against the
+ * backend interface, for a step of several sequences (varlen batch).
+ *
+ *   ids → text/special embeddings, image tiles → patch embeddings
+ *   (pixel shuffle "pre": shuffled + projected before the embedding stack)
+ *   → embedding stack (8 layers, own positions)
+ *   (pixel shuffle "post": applied to the image rows of its output)
+ *   → optional x/‖x‖ → LLM stack (24 layers) → final norm → logits.
+ *
+ * Each layer is two residual blocks: x += Mixer(RMSNorm(x)); x += MLP(RMSNorm(x)).
+ * Sequences are laid out one after another in the token batch; the backend's
+ * mixers keep them apart by span. */
+#include "engine/engine.h"
+
+#include <string.h>
+
+static enum mm_status validate(const struct mm_engine *e, const struct mm_seq_step *steps,
+                               int n_steps, struct mm_err *err)
+{
+    const struct mm_config *cfg = &e->cfg;
+    const int64_t n_special = e->w.special_emb ? e->w.special_emb->shape[0] : 0;
+    const int64_t id_limit = cfg->llm_vocab_size + n_special;
+    const int64_t tpt = cfg->tokens_per_tile;
+    int64_t tokens = 0, tiles = 0, emb_rows = 0;
+    if (n_steps < 1 || n_steps > e->opt.max_seqs)
+        return mm_err_set(err, MM_ERR_INVALID, "a step holds 1..%d sequences", e->opt.max_seqs);
+    for (int s = 0; s < n_steps; s++) {
+        const struct mm_seq_step *st = &steps[s];
+        if (st->slot < 0 || st->slot >= e->opt.max_seqs || !e->slots[st->slot].used)
+            return mm_err_set(err, MM_ERR_INVALID, "slot %d is not acquired", st->slot);
+        for (int o = 0; o < s; o++)
+            if (steps[o].slot == st->slot)
+                return mm_err_set(err, MM_ERR_INVALID, "slot %d appears twice in one step", st->slot);
+        if (st->n < 1)
+            return mm_err_set(err, MM_ERR_INVALID, "a sequence step needs at least one token");
+        int64_t img = 0, run = 0;
+        for (int64_t i = 0; i < st->n; i++) {
+            if (st->ids[i] < 0 || st->ids[i] >= id_limit)
+                return mm_err_set(err, MM_ERR_INVALID, "token id %d outside the vocabulary (0..%lld)",
+                                  st->ids[i], (long long)id_limit - 1);
+            const bool is_img = st->ids[i] == cfg->img_context_token_id;
+            img += is_img;
+            run = is_img ? run + 1 : 0;
+            /* image runs come in whole tiles: a run ends on a tile boundary */
+            const bool run_ends = run > 0 && (i + 1 == st->n || st->ids[i + 1] != cfg->img_context_token_id);
+            if (run_ends && run % tpt != 0)
+                return mm_err_set(err, MM_ERR_INVALID,
+                                  "an image run of %lld tokens is not a whole number of %lld-token tiles",
+                                  (long long)run, (long long)tpt);
+        }
+        if (img != st->n_tiles * tpt || st->n_tiles < 0 || (st->n_tiles > 0 && !st->tiles))
+            return mm_err_set(err, MM_ERR_INVALID,
+                              "%lld image-context tokens but %lld tiles (%lld tokens per tile)",
+                              (long long)img, (long long)st->n_tiles, (long long)tpt);
+        const struct mm_engine_slot *sl = &e->slots[st->slot];
+        if (sl->pos + st->n > e->opt.max_context)
+            return mm_err_set(err, MM_ERR_LIMIT, "sequence would exceed the context limit of %lld tokens",
+                              (long long)e->opt.max_context);
+        tokens += st->n;
+        tiles += st->n_tiles;
+        emb_rows += mm_engine_emb_rows(cfg, st->n, st->n_tiles);
+    }
+    if (tokens > e->opt.max_tokens || emb_rows > e->max_emb_tokens)
+        return mm_err_set(err, MM_ERR_LIMIT, "step of %lld tokens exceeds the budget of %lld",
+                          (long long)tokens, (long long)e->opt.max_tokens);
+    if (tiles > e->opt.max_tiles)
+        return mm_err_set(err, MM_ERR_LIMIT, "step of %lld tiles exceeds the limit of %lld",
+                          (long long)tiles, (long long)e->opt.max_tiles);
+    return MM_OK;
+}
+
+/* Reserves KV blocks for every attention-bearing stack; on failure nothing
+ * was computed yet (earlier reservations stay with their slots, unused). */
+static enum mm_status reserve_kv(struct mm_engine *e, const struct mm_seq_step *steps, int n_steps,
+                                 struct mm_err *err)
+{
+    if (!e->kv)
+        return MM_OK;
+    for (int s = 0; s < n_steps; s++) {
+        const struct mm_engine_slot *sl = &e->slots[steps[s].slot];
+        enum mm_status st;
+        const int64_t emb_end = sl->emb_pos + mm_engine_emb_rows(&e->cfg, steps[s].n, steps[s].n_tiles);
+        if ((st = mm_kv_pool_reserve(e->kv, steps[s].slot, MM_STACK_EMB, emb_end, err)) != MM_OK ||
+            (st = mm_kv_pool_reserve(e->kv, steps[s].slot, MM_STACK_LLM, sl->pos + steps[s].n, err)) != MM_OK)
+            return st;
+    }
+    return MM_OK;
+}
+
+/* Fills x_emb rows for one sequence starting at row; returns rows written. */
+static int64_t embed_sequence(struct mm_engine *e, const struct mm_seq_step *st, int64_t row)
+{
+    const struct mm_backend_ops *ops = e->be.ops;
+    void *ctx = e->be.ctx;
+    const struct mm_config *cfg = &e->cfg;
+    const int64_t P2 = cfg->patches_per_side * cfg->patches_per_side, tpt = cfg->tokens_per_tile;
+    const bool post = cfg->shuffle_loc == MM_SHUFFLE_POST;
+    if (st->n_tiles > 0) {
+        /* patch conv + position embedding; "pre": shuffle + project now */
+        ops->vision_embed(ctx, st->tiles, st->n_tiles, e->patches);
+        if (!post)
+            ops->pixel_shuffle(ctx, e->patches, 0, st->n_tiles, e->img, 0);
+    }
+    int64_t i = 0, out = row, img_tok = 0;
+    while (i < st->n) {
+        int64_t j = i;
+        if (st->ids[i] != cfg->img_context_token_id) {
+            while (j < st->n && st->ids[j] != cfg->img_context_token_id)
+                j++;
+            ops->embed_tokens(ctx, st->ids + i, j - i, e->x_emb, out);
+            out += j - i;
+        } else {
+            while (j < st->n && st->ids[j] == cfg->img_context_token_id)
+                j++;
+            if (post) { /* the embedding stack sees every patch of each tile */
+                const int64_t tiles = (j - i) / tpt;
+                ops->copy_rows(ctx, e->patches, (img_tok / tpt) * P2, e->x_emb, out, tiles * P2);
+                out += tiles * P2;
+            } else {
+                ops->copy_rows(ctx, e->img, img_tok, e->x_emb, out, j - i);
+                out += j - i;
+            }
+            img_tok += j - i;
+        }
+        i = j;
+    }
+    return out - row;
+}
+
+/* "post": x_llm rows of one sequence from its x_emb rows, shuffling each tile. */
+static void contract_sequence(struct mm_engine *e, const struct mm_seq_step *st, int64_t emb_row,
+                              int64_t llm_row)
+{
+    const struct mm_backend_ops *ops = e->be.ops;
+    void *ctx = e->be.ctx;
+    const struct mm_config *cfg = &e->cfg;
+    const int64_t P2 = cfg->patches_per_side * cfg->patches_per_side, tpt = cfg->tokens_per_tile;
+    int64_t i = 0;
+    while (i < st->n) {
+        int64_t j = i;
+        const bool img = st->ids[i] == cfg->img_context_token_id;
+        while (j < st->n && (st->ids[j] == cfg->img_context_token_id) == img)
+            j++;
+        if (img) {
+            const int64_t tiles = (j - i) / tpt;
+            ops->pixel_shuffle(ctx, e->x_emb, emb_row, tiles, e->x_llm, llm_row);
+            emb_row += tiles * P2;
+        } else {
+            ops->copy_rows(ctx, e->x_emb, emb_row, e->x_llm, llm_row, j - i);
+            emb_row += j - i;
+        }
+        llm_row += j - i;
+        i = j;
+    }
+}
+
+static void run_stack(struct mm_engine *e, enum mm_stack stack, struct mm_act *x,
+                      const struct mm_span *spans, int n_spans, int64_t rows)
+{
+    const struct mm_backend_ops *ops = e->be.ops;
+    const struct mm_stack_config *sc = stack == MM_STACK_EMB ? &e->cfg.emb : &e->cfg.llm;
+    for (int64_t l = 0; l < sc->num_layers; l++) {
+        /* h = h + Mixer(RMSNorm(h)); h = h + MLP(RMSNorm(h)) */
+        if (sc->kinds[l] == MM_LAYER_MAMBA2)
+            ops->mamba2(e->be.ctx, stack, (int)l, x, spans, n_spans);
+        else
+            ops->attention(e->be.ctx, stack, (int)l, x, spans, n_spans);
+        ops->mlp(e->be.ctx, stack, (int)l, x, rows);
+    }
+}
+
+enum mm_status mm_engine_forward(struct mm_engine *e, const struct mm_seq_step *steps, int n_steps,
+                                 float *logits, struct mm_err *err)
+{
+    enum mm_status st;
+    if ((st = validate(e, steps, n_steps, err)) != MM_OK || (st = reserve_kv(e, steps, n_steps, err)) != MM_OK)
+        return st;
+    const struct mm_backend_ops *ops = e->be.ops;
+    const bool post = e->cfg.shuffle_loc == MM_SHUFFLE_POST;
+
+    /* 1. embeddings and the embedding stack, over the (expanded) token batch */
+    int64_t emb_rows = 0, llm_rows = 0;
+    for (int s = 0; s < n_steps; s++) {
+        const struct mm_engine_slot *sl = &e->slots[steps[s].slot];
+        const int64_t n = embed_sequence(e, &steps[s], emb_rows);
+        e->spans_emb[s] = (struct mm_span){steps[s].slot, emb_rows, n, sl->emb_pos,
+                                           e->kv ? mm_kv_pool_table(e->kv, steps[s].slot, MM_STACK_EMB) : NULL};
+        e->spans_llm[s] = (struct mm_span){steps[s].slot, llm_rows, steps[s].n, sl->pos,
+                                           e->kv ? mm_kv_pool_table(e->kv, steps[s].slot, MM_STACK_LLM) : NULL};
+        emb_rows += n;
+        llm_rows += steps[s].n;
+    }
+    run_stack(e, MM_STACK_EMB, e->x_emb, e->spans_emb, n_steps, emb_rows);
+
+    /* 2. "post": shuffle the image rows of the embedding output; the LLM
+     *    batch is the contracted sequence. "pre": the same rows go on. */
+    struct mm_act *x = e->x_emb;
+    if (post) {
+        for (int s = 0; s < n_steps; s++)
+            contract_sequence(e, &steps[s], e->spans_emb[s].row, e->spans_llm[s].row);
+        x = e->x_llm;
+    }
+    if (e->cfg.normalize_encoder_output) /* x ← x/‖x‖₂ per token */
+        ops->l2_normalize(e->be.ctx, x, llm_rows);
+
+    /* 3. the LLM stack, final norm and LM head */
+    run_stack(e, MM_STACK_LLM, x, e->spans_llm, n_steps, llm_rows);
+    int n_logits = 0;
+    for (int s = 0; s < n_steps; s++)
+        if (steps[s].want_logits)
+            e->logit_rows[n_logits++] = e->spans_llm[s].row + steps[s].n - 1;
+    if (n_logits > 0)
+        ops->logits(e->be.ctx, x, e->logit_rows, n_logits, logits);
+
+    for (int s = 0; s < n_steps; s++) {
+        e->slots[steps[s].slot].pos += steps[s].n;
+        e->slots[steps[s].slot].emb_pos += e->spans_emb[s].n;
+    }
+    return MM_OK;
+}
