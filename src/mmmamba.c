@@ -334,18 +334,15 @@ static int cmd_generate(int argc, char **argv)
     struct mm_engine *e = NULL;
     float *tiles = NULL, *logits = NULL;
     int32_t *out_ids = NULL;
-    /* the prompt goes in one step unless chunked; its tiles must fit the budget */
-    opt.max_tokens = chunk ? (int64_t)chunk : n;
+    struct mm_config cfg;
+    if (mm_config_load(model, &cfg, &err) != MM_OK)
+        goto done;
+    const int64_t tpt = cfg.tokens_per_tile;
+    /* the prompt goes in one step unless chunked; a chunk that would end inside
+     * an image grows to the end of that tile */
+    opt.max_tokens = chunk ? (int64_t)chunk + (n_tiles ? tpt : 0) : n;
     if (mm_engine_open(model, &opt, &e, &err) != MM_OK)
         goto done;
-    const int64_t tpt = e->cfg.tokens_per_tile;
-    if (chunk && (int64_t)chunk < tpt && n_tiles) {
-        /* a chunk must hold at least one whole tile */
-        mm_engine_close(e);
-        opt.max_tokens = tpt;
-        if (mm_engine_open(model, &opt, &e, &err) != MM_OK)
-            goto done;
-    }
     if (n_tiles && !tiles_path) {
         mm_err_set(&err, MM_ERR_INVALID, "--num-tiles needs --tiles FILE");
         goto done;
@@ -367,7 +364,7 @@ static int cmd_generate(int argc, char **argv)
     const size_t tile_floats = 3 * (size_t)e->cfg.force_image_size * (size_t)e->cfg.force_image_size;
     int64_t tiles_used = 0;
     for (int64_t i = 0; i < n;) {
-        const int64_t j = chunk ? chunk_end(ids, n, i, opt.max_tokens, (int32_t)e->cfg.img_context_token_id, tpt) : n;
+        const int64_t j = chunk ? chunk_end(ids, n, i, (int64_t)chunk, (int32_t)e->cfg.img_context_token_id, tpt) : n;
         int64_t img = 0;
         for (int64_t k = i; k < j; k++)
             img += ids[k] == e->cfg.img_context_token_id;

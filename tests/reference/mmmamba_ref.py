@@ -674,7 +674,7 @@ def load_tiles(path, n_tiles, model):
     count = n_tiles * model.channels * S * S
     size = os.path.getsize(path)
     if size != 4 * count:
-        raise SystemExit("%s: %d bytes, expected %d tiles x %d x %d x %d float32 = %d bytes"
+        raise ValueError("%s: %d bytes, expected %d tiles x %d x %d x %d float32 = %d bytes"
                          % (path, size, n_tiles, model.channels, S, S, 4 * count))
     arr = np.fromfile(path, dtype="<f4").astype(np.float32).reshape(n_tiles, model.channels, S, S)
     return torch.from_numpy(arr).to(model.ck.device)
@@ -714,11 +714,11 @@ def main(argv=None):
     if args.greedy < 0:
         ap.error("--greedy must be >= 0")
 
-    model = load_model(args.model, args.device, args.ssd, args.ssd_chunk)
-    tiles = load_tiles(args.tiles, args.num_tiles, model) if args.tiles else None
     try:
+        model = load_model(args.model, args.device, args.ssd, args.ssd_chunk)
+        tiles = load_tiles(args.tiles, args.num_tiles, model) if args.tiles else None
         logits = model.forward(ids, tiles=tiles, all_positions=args.all_positions)
-    except ValueError as e:
+    except (ValueError, KeyError, OSError, NotImplementedError) as e:
         print("error: %s" % e, file=sys.stderr)
         return 2
     if args.out:
@@ -937,9 +937,13 @@ def self_test(args):
         if not ok:
             failures.append(name)
 
+    def as64(a):
+        if isinstance(a, torch.Tensor):
+            return a.detach().to("cpu", torch.float64)
+        return torch.from_numpy(np.asarray(a, dtype=np.float64))
+
     def maxdiff(a, b):
-        return float((torch.as_tensor(a, dtype=torch.float64) -
-                      torch.as_tensor(b, dtype=torch.float64)).abs().max())
+        return float((as64(a) - as64(b)).abs().max())
 
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1)
