@@ -73,23 +73,12 @@ START_TEST(test_read_file)
 }
 END_TEST
 
-START_TEST(test_err_prefix)
-{
-    struct mm_err err;
-    ck_assert_int_eq(mm_err_set(&err, MM_ERR_IO, "inner %d", 1), MM_ERR_IO);
-    ck_assert_int_eq(mm_err_prefix(&err, "outer"), MM_ERR_IO);
-    ck_assert_str_eq(err.msg, "outer: inner 1");
-    ck_assert_str_eq(mm_status_str(MM_ERR_NOMEM), "out of memory");
-}
-END_TEST
-
 int main(void)
 {
     Suite *s = suite_create("base/json");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_getters);
     tcase_add_test(tc, test_read_file);
-    tcase_add_test(tc, test_err_prefix);
     suite_add_tcase(s, tc);
     return mm_test_run(s);
 }
