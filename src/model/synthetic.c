@@ -410,17 +410,36 @@ static enum mm_status write_shard(const char *path, const struct spec_list *l, i
     return mm_st_writer_finish(w, err);
 }
 
+/* mkdir -p */
+static enum mm_status make_dirs(const char *dir, struct mm_err *err)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
+        return mm_err_set(err, MM_ERR_INVALID, "path too long");
+    for (char *p = path + 1; ; p++) {
+        const char c = *p;
+        if (c == '/' || c == '\0') {
+            *p = '\0';
+            if (mkdir(path, 0755) != 0 && errno != EEXIST)
+                return mm_err_set(err, MM_ERR_IO, "%s: %s", path, strerror(errno));
+            *p = c;
+        }
+        if (c == '\0')
+            return MM_OK;
+    }
+}
+
 enum mm_status mm_synthetic_write(const char *dir, const struct mm_config *cfg,
                                   const struct mm_synthetic_options *opt, struct mm_err *err)
 {
     if (opt->shards < 1 || opt->shards > 999)
         return mm_err_set(err, MM_ERR_INVALID, "shards must be 1..999");
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-        return mm_err_set(err, MM_ERR_IO, "%s: %s", dir, strerror(errno));
+    enum mm_status st = make_dirs(dir, err);
+    if (st != MM_OK)
+        return st;
     struct spec_list l = {0};
     const size_t buf_elems = 1u << 20;
     uint16_t *buf = malloc(buf_elems * sizeof *buf);
-    enum mm_status st = MM_OK;
     cJSON *index = NULL;
     if (!buf || !build_specs(cfg, &l)) {
         st = mm_err_set(err, MM_ERR_NOMEM, "out of memory");
