@@ -8,9 +8,9 @@ static const struct {
     const char *name;
     size_t size;
 } dtypes[MM_DTYPE_COUNT] = {
-    [MM_DTYPE_F32] = {"F32", 4}, [MM_DTYPE_F16] = {"F16", 2}, [MM_DTYPE_BF16] = {"BF16", 2},
-    [MM_DTYPE_F64] = {"F64", 8}, [MM_DTYPE_I64] = {"I64", 8}, [MM_DTYPE_I32] = {"I32", 4},
-    [MM_DTYPE_I16] = {"I16", 2}, [MM_DTYPE_I8] = {"I8", 1},   [MM_DTYPE_U8] = {"U8", 1},
+    [MM_DTYPE_F32] = {"F32", 4},   [MM_DTYPE_F16] = {"F16", 2}, [MM_DTYPE_BF16] = {"BF16", 2},
+    [MM_DTYPE_F64] = {"F64", 8},   [MM_DTYPE_I64] = {"I64", 8}, [MM_DTYPE_I32] = {"I32", 4},
+    [MM_DTYPE_I16] = {"I16", 2},   [MM_DTYPE_I8] = {"I8", 1},   [MM_DTYPE_U8] = {"U8", 1},
     [MM_DTYPE_BOOL] = {"BOOL", 1},
 };
 

@@ -60,8 +60,8 @@ enum mm_status mm_json_get_bool(const cJSON *obj, const char *key, bool required
     return MM_OK;
 }
 
-enum mm_status mm_json_get_str(const cJSON *obj, const char *key, bool required,
-                               const char **out, const char *ctx, struct mm_err *err)
+enum mm_status mm_json_get_str(const cJSON *obj, const char *key, bool required, const char **out,
+                               const char *ctx, struct mm_err *err)
 {
     enum mm_status st;
     const cJSON *v = lookup(obj, key, required, ctx, err, &st);
@@ -73,8 +73,8 @@ enum mm_status mm_json_get_str(const cJSON *obj, const char *key, bool required,
     return MM_OK;
 }
 
-enum mm_status mm_json_get_obj(const cJSON *obj, const char *key, bool required,
-                               const cJSON **out, const char *ctx, struct mm_err *err)
+enum mm_status mm_json_get_obj(const cJSON *obj, const char *key, bool required, const cJSON **out,
+                               const char *ctx, struct mm_err *err)
 {
     enum mm_status st;
     const cJSON *v = lookup(obj, key, required, ctx, err, &st);

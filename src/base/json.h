@@ -23,11 +23,11 @@ enum mm_status mm_json_get_f64(const cJSON *obj, const char *key, bool required,
 enum mm_status mm_json_get_bool(const cJSON *obj, const char *key, bool required, bool *out,
                                 const char *ctx, struct mm_err *err);
 /* *out borrows the string inside obj (valid while obj lives). */
-enum mm_status mm_json_get_str(const cJSON *obj, const char *key, bool required,
-                               const char **out, const char *ctx, struct mm_err *err);
+enum mm_status mm_json_get_str(const cJSON *obj, const char *key, bool required, const char **out,
+                               const char *ctx, struct mm_err *err);
 /* Object-valued key; *out borrows. */
-enum mm_status mm_json_get_obj(const cJSON *obj, const char *key, bool required,
-                               const cJSON **out, const char *ctx, struct mm_err *err);
+enum mm_status mm_json_get_obj(const cJSON *obj, const char *key, bool required, const cJSON **out,
+                               const char *ctx, struct mm_err *err);
 
 /* Reads a whole file into a NUL-terminated heap buffer (caller frees).
  * Refuses files larger than max_bytes with MM_ERR_LIMIT. */

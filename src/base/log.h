@@ -24,10 +24,10 @@ int mm_log_parse_level(const char *name);
 void mm_log_write(enum mm_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-#define MM_LOG(level, ...)                                                     \
-    do {                                                                       \
-        if ((level) >= mm_log_threshold)                                       \
-            mm_log_write((level), __VA_ARGS__);                                \
+#define MM_LOG(level, ...)                                                                         \
+    do {                                                                                           \
+        if ((level) >= mm_log_threshold)                                                           \
+            mm_log_write((level), __VA_ARGS__);                                                    \
     } while (0)
 #define MM_DEBUG(...) MM_LOG(MM_LOG_DEBUG, __VA_ARGS__)
 #define MM_INFO(...) MM_LOG(MM_LOG_INFO, __VA_ARGS__)

@@ -8,16 +8,26 @@
 const char *mm_status_str(enum mm_status s)
 {
     switch (s) {
-    case MM_OK: return "ok";
-    case MM_ERR_INVALID: return "invalid argument";
-    case MM_ERR_FORMAT: return "malformed data";
-    case MM_ERR_IO: return "I/O error";
-    case MM_ERR_NOMEM: return "out of memory";
-    case MM_ERR_OVERFLOW: return "size overflow";
-    case MM_ERR_UNSUPPORTED: return "unsupported";
-    case MM_ERR_NOT_FOUND: return "not found";
-    case MM_ERR_LIMIT: return "limit exceeded";
-    case MM_ERR_BACKEND: return "backend error";
+    case MM_OK:
+        return "ok";
+    case MM_ERR_INVALID:
+        return "invalid argument";
+    case MM_ERR_FORMAT:
+        return "malformed data";
+    case MM_ERR_IO:
+        return "I/O error";
+    case MM_ERR_NOMEM:
+        return "out of memory";
+    case MM_ERR_OVERFLOW:
+        return "size overflow";
+    case MM_ERR_UNSUPPORTED:
+        return "unsupported";
+    case MM_ERR_NOT_FOUND:
+        return "not found";
+    case MM_ERR_LIMIT:
+        return "limit exceeded";
+    case MM_ERR_BACKEND:
+        return "backend error";
     }
     return "unknown status";
 }

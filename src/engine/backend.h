@@ -28,11 +28,12 @@ enum mm_stack {
 
 /* One sequence's rows in a token batch of one stack. */
 struct mm_span {
-    int32_t slot;          /* state slot (recurrent state, KV block table owner) */
-    int64_t row;           /* first row of this sequence in the batch */
-    int64_t n;             /* number of tokens */
-    int64_t pos;           /* position of the first token in this stack's sequence */
-    const int32_t *blocks; /* KV block table for this stack (covers pos + n tokens); NULL if unused */
+    int32_t slot; /* state slot (recurrent state, KV block table owner) */
+    int64_t row;  /* first row of this sequence in the batch */
+    int64_t n;    /* number of tokens */
+    int64_t pos;  /* position of the first token in this stack's sequence */
+    const int32_t
+        *blocks; /* KV block table for this stack (covers pos + n tokens); NULL if unused */
 };
 
 struct mm_act; /* backend-owned activation buffer [rows, cols], backend dtype */

@@ -27,17 +27,17 @@ struct cpu_layer {
     float *attn_norm, *ffn_norm; /* [H] */
     float *w1, *w3, *w2;         /* [F,H], [F,H], [H,F] */
     /* mamba2 */
-    float *wz;      /* [Z, H], Z = C + heads*d + heads */
-    float *conv_w;  /* [C, 2] */
-    float *conv_b;  /* [C] */
-    float *dt_bias; /* [heads] */
-    float *A;       /* [heads], A = -exp(A_log_bias) */
-    float *gnorm;   /* [d] */
-    float *o_proj;  /* [H, heads*d] */
+    float *wz;         /* [Z, H], Z = C + heads*d + heads */
+    float *conv_w;     /* [C, 2] */
+    float *conv_b;     /* [C] */
+    float *dt_bias;    /* [heads] */
+    float *A;          /* [heads], A = -exp(A_log_bias) */
+    float *gnorm;      /* [d] */
+    float *o_proj;     /* [H, heads*d] */
     int64_t state_off; /* offset of this layer's state inside a slot */
     /* mha */
-    float *wqkv;  /* [(heads + 2 kv) d, H] */
-    float *wo;    /* [H, heads*d] */
+    float *wqkv;    /* [(heads + 2 kv) d, H] */
+    float *wo;      /* [H, heads*d] */
     int64_t kv_off; /* offset of this layer's K/V inside a block */
 };
 
@@ -97,8 +97,9 @@ static float *to_f32(struct cpu_ctx *c, const struct mm_tensor *t)
 static int load_layer(struct cpu_ctx *c, const struct mm_layer_weights *lw, struct cpu_layer *l)
 {
     l->kind = lw->kind;
-    if (!(l->attn_norm = to_f32(c, lw->attention_norm)) || !(l->ffn_norm = to_f32(c, lw->ffn_norm)) ||
-        !(l->w1 = to_f32(c, lw->w1)) || !(l->w3 = to_f32(c, lw->w3)) || !(l->w2 = to_f32(c, lw->w2)))
+    if (!(l->attn_norm = to_f32(c, lw->attention_norm)) ||
+        !(l->ffn_norm = to_f32(c, lw->ffn_norm)) || !(l->w1 = to_f32(c, lw->w1)) ||
+        !(l->w3 = to_f32(c, lw->w3)) || !(l->w2 = to_f32(c, lw->w2)))
         return 0;
     if (lw->kind == MM_LAYER_MHA)
         return (l->wqkv = to_f32(c, lw->wqkv)) && (l->wo = to_f32(c, lw->wo));
@@ -192,8 +193,8 @@ static enum mm_status cpu_load(void *vctx, const struct mm_config *cfg, const st
     c->s_m = malloc((size_t)(T * max64(maxF, H)) * sizeof(float));
     c->s_patch = malloc((size_t)(max64(lim->max_tiles, 1) * P * P * patch_in) * sizeof(float));
     c->s_scores = malloc((size_t)(c->n_threads * max64(lim->max_context, 1)) * sizeof(float));
-    if (!c->state || (lim->n_kv_blocks > 0 && c->block_elems > 0 && !c->kv) || !c->s_u ||
-        !c->s_z || !c->s_y || !c->s_m || !c->s_patch || !c->s_scores)
+    if (!c->state || (lim->n_kv_blocks > 0 && c->block_elems > 0 && !c->kv) || !c->s_u || !c->s_z ||
+        !c->s_y || !c->s_m || !c->s_patch || !c->s_scores)
         return mm_err_set(err, MM_ERR_NOMEM, "cpu backend: out of memory for state/KV/scratch");
     return MM_OK;
 }
@@ -243,7 +244,8 @@ static struct mm_act *cpu_act_alloc(void *vctx, int64_t rows, int64_t cols)
 
 /* ---- front end ------------------------------------------------------------------- */
 
-static void cpu_embed_tokens(void *vctx, const int32_t *ids, int64_t n, struct mm_act *x, int64_t row0)
+static void cpu_embed_tokens(void *vctx, const int32_t *ids, int64_t n, struct mm_act *x,
+                             int64_t row0)
 {
     struct cpu_ctx *c = vctx;
     const int64_t H = c->cfg.llm.hidden, Ve = c->cfg.llm_vocab_size;
@@ -272,7 +274,8 @@ static void cpu_vision_embed(void *vctx, const float *tiles, int64_t n_tiles, st
                                (size_t)p * sizeof(float));
             }
     /* Conv2d(k=p, stride=p, bias) as a matmul, then + position embedding */
-    mm_cpu_matmul(c->tp, c->s_patch, n_tiles * P * P, K, c->patch_w, H, c->patch_b, out->data, false);
+    mm_cpu_matmul(c->tp, c->s_patch, n_tiles * P * P, K, c->patch_w, H, c->patch_b, out->data,
+                  false);
     for (int64_t n = 0; n < n_tiles; n++)
         for (int64_t t = 0; t < P * P; t++) {
             float *o = out->data + (n * P * P + t) * H;
@@ -295,7 +298,8 @@ static void cpu_pixel_shuffle(void *vctx, const struct mm_act *in, int64_t in_ro
                 float *dst = c->s_u + ((n * P2 + R) * P2 + C) * 4 * H;
                 const int64_t base = in_row0 + n * P * P;
                 const int64_t src[4] = {base + (2 * R) * P + 2 * C, base + (2 * R) * P + 2 * C + 1,
-                                        base + (2 * R + 1) * P + 2 * C, base + (2 * R + 1) * P + 2 * C + 1};
+                                        base + (2 * R + 1) * P + 2 * C,
+                                        base + (2 * R + 1) * P + 2 * C + 1};
                 for (int k = 0; k < 4; k++)
                     memcpy(dst + k * H, in->data + src[k] * H, (size_t)H * sizeof(float));
             }
@@ -350,7 +354,8 @@ static void scan_items(void *arg, int64_t i0, int64_t i1, int worker)
     for (int64_t it = i0; it < i1; it++) {
         const struct mm_span *sp = &j->spans[it / nh];
         const int64_t h = it % nh;
-        float *S = j->c->state + (int64_t)sp->slot * j->c->state_elems + j->l->state_off + j->C + h * d * d;
+        float *S = j->c->state + (int64_t)sp->slot * j->c->state_elems + j->l->state_off + j->C +
+                   h * d * d;
         /* conv outputs (s_u, stride C): v | k | q; head h reads x = v[h/g], B = k[h/g], C = q[h] */
         const float *base = j->c->s_u + sp->row * j->C;
         const float *x = base + (h / groups) * d;
@@ -358,7 +363,8 @@ static void scan_items(void *arg, int64_t i0, int64_t i1, int worker)
         const float *Cq = base + 2 * kvd + h * d;
         const float *dt = j->c->s_z + sp->row * j->Z + j->C + nh * d + h;
         float *y = j->c->s_m + sp->row * nh * d + h * d;
-        mm_cpu_ssm_scan(sp->n, d, x, B, Cq, j->C, dt, j->Z, j->l->dt_bias[h], j->l->A[h], S, y, nh * d);
+        mm_cpu_ssm_scan(sp->n, d, x, B, Cq, j->C, dt, j->Z, j->l->dt_bias[h], j->l->A[h], S, y,
+                        nh * d);
         if (!j->c->lim.state_fp32) /* the reference keeps S in bf16 between steps */
             for (int64_t k = 0; k < d * d; k++)
                 S[k] = mm_bf16_to_f32(mm_f32_to_bf16(S[k]));
@@ -441,9 +447,10 @@ static void attn_items(void *arg, int64_t i0, int64_t i1, int worker)
         struct kv_view v = {j->c->kv, sp->blocks, j->c->block_elems, j->l->kv_off, kvd, kvh * d};
         for (int64_t t = 0; t < sp->n; t++) {
             /* q of head h: kv group kvh, member h % groups (packed (h gs d)) */
-            const float *q = j->c->s_z + (sp->row + t) * QKV + kvh * (groups + 2) * d + (h % groups) * d;
-            mm_cpu_attend(q, d, sp->pos + t + 1, kv_k, kv_v, &v, j->c->s_y + (sp->row + t) * nh * d + h * d,
-                          scores);
+            const float *q =
+                j->c->s_z + (sp->row + t) * QKV + kvh * (groups + 2) * d + (h % groups) * d;
+            mm_cpu_attend(q, d, sp->pos + t + 1, kv_k, kv_v, &v,
+                          j->c->s_y + (sp->row + t) * nh * d + h * d, scores);
         }
     }
 }
@@ -467,8 +474,8 @@ static void cpu_attention(void *vctx, enum mm_stack stack, int layer, struct mm_
         for (int64_t t = 0; t < sp->n; t++) {
             const int64_t pos = sp->pos + t;
             float *row = c->s_z + (sp->row + t) * QKV;
-            float *kdst = c->kv + (int64_t)sp->blocks[pos / MM_KV_BLOCK] * c->block_elems + l->kv_off +
-                          (pos % MM_KV_BLOCK) * kvd;
+            float *kdst = c->kv + (int64_t)sp->blocks[pos / MM_KV_BLOCK] * c->block_elems +
+                          l->kv_off + (pos % MM_KV_BLOCK) * kvd;
             float *vdst = kdst + MM_KV_BLOCK * kvd;
             for (int64_t j = 0; j < kv; j++) {
                 float *grp = row + j * (groups + 2) * d;

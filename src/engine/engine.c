@@ -42,7 +42,8 @@ enum mm_status mm_engine_open(const char *dir, const struct mm_engine_options *o
         (st = mm_weights_bind(&e->cfg, e->st, &e->w, err)) != MM_OK)
         goto fail;
     if (opt->backend == MM_BACKEND_CUDA) {
-        st = mm_err_set(err, MM_ERR_UNSUPPORTED, "the CUDA backend is not built yet; use --backend cpu");
+        st = mm_err_set(err, MM_ERR_UNSUPPORTED,
+                        "the CUDA backend is not built yet; use --backend cpu");
         goto fail;
     }
     if ((st = mm_cpu_backend_create(opt->n_threads, &e->be, err)) != MM_OK)
@@ -52,8 +53,10 @@ enum mm_status mm_engine_open(const char *dir, const struct mm_engine_options *o
     const int64_t P2 = cfg->patches_per_side * cfg->patches_per_side;
     /* a step's image tiles must fit inside its token budget */
     e->max_emb_tokens = mm_engine_emb_rows(cfg, opt->max_tokens, opt->max_tiles);
-    const int64_t max_rows = e->max_emb_tokens > P2 * opt->max_tiles ? e->max_emb_tokens : P2 * opt->max_tiles;
-    const int64_t emb_context = mm_engine_emb_rows(cfg, opt->max_context, opt->max_context / cfg->tokens_per_tile);
+    const int64_t max_rows =
+        e->max_emb_tokens > P2 * opt->max_tiles ? e->max_emb_tokens : P2 * opt->max_tiles;
+    const int64_t emb_context =
+        mm_engine_emb_rows(cfg, opt->max_context, opt->max_context / cfg->tokens_per_tile);
     struct mm_backend_limits lim = {
         .n_slots = opt->max_seqs,
         .max_tokens = max_rows,

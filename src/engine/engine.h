@@ -46,7 +46,7 @@ struct mm_seq_step {
     int64_t n;
     const float *tiles; /* [n_tiles, 3, S, S] normalised, for the image runs in ids */
     int64_t n_tiles;
-    bool want_logits;   /* logits of the last token of this step */
+    bool want_logits; /* logits of the last token of this step */
 };
 
 struct mm_engine_slot {
@@ -61,7 +61,7 @@ struct mm_engine {
     struct mm_weights w;       /* borrows from st */
     struct mm_backend be;
     struct mm_engine_options opt;
-    struct mm_kv_pool *kv; /* NULL when the model has no attention layer */
+    struct mm_kv_pool *kv;        /* NULL when the model has no attention layer */
     struct mm_engine_slot *slots; /* [opt.max_seqs] */
     int64_t max_emb_tokens;       /* embedding-stack rows in one step */
     /* step buffers, sized once */

@@ -30,23 +30,27 @@ static enum mm_status validate(const struct mm_engine *e, const struct mm_seq_st
             return mm_err_set(err, MM_ERR_INVALID, "slot %d is not acquired", st->slot);
         for (int o = 0; o < s; o++)
             if (steps[o].slot == st->slot)
-                return mm_err_set(err, MM_ERR_INVALID, "slot %d appears twice in one step", st->slot);
+                return mm_err_set(err, MM_ERR_INVALID, "slot %d appears twice in one step",
+                                  st->slot);
         if (st->n < 1)
             return mm_err_set(err, MM_ERR_INVALID, "a sequence step needs at least one token");
         int64_t img = 0, run = 0;
         for (int64_t i = 0; i < st->n; i++) {
             if (st->ids[i] < 0 || st->ids[i] >= id_limit)
-                return mm_err_set(err, MM_ERR_INVALID, "token id %d outside the vocabulary (0..%lld)",
-                                  st->ids[i], (long long)id_limit - 1);
+                return mm_err_set(err, MM_ERR_INVALID,
+                                  "token id %d outside the vocabulary (0..%lld)", st->ids[i],
+                                  (long long)id_limit - 1);
             const bool is_img = st->ids[i] == cfg->img_context_token_id;
             img += is_img;
             run = is_img ? run + 1 : 0;
             /* image runs come in whole tiles: a run ends on a tile boundary */
-            const bool run_ends = run > 0 && (i + 1 == st->n || st->ids[i + 1] != cfg->img_context_token_id);
+            const bool run_ends =
+                run > 0 && (i + 1 == st->n || st->ids[i + 1] != cfg->img_context_token_id);
             if (run_ends && run % tpt != 0)
-                return mm_err_set(err, MM_ERR_INVALID,
-                                  "an image run of %lld tokens is not a whole number of %lld-token tiles",
-                                  (long long)run, (long long)tpt);
+                return mm_err_set(
+                    err, MM_ERR_INVALID,
+                    "an image run of %lld tokens is not a whole number of %lld-token tiles",
+                    (long long)run, (long long)tpt);
         }
         if (img != st->n_tiles * tpt || st->n_tiles < 0 || (st->n_tiles > 0 && !st->tiles))
             return mm_err_set(err, MM_ERR_INVALID,
@@ -54,7 +58,8 @@ static enum mm_status validate(const struct mm_engine *e, const struct mm_seq_st
                               (long long)img, (long long)st->n_tiles, (long long)tpt);
         const struct mm_engine_slot *sl = &e->slots[st->slot];
         if (sl->pos + st->n > e->opt.max_context)
-            return mm_err_set(err, MM_ERR_LIMIT, "sequence would exceed the context limit of %lld tokens",
+            return mm_err_set(err, MM_ERR_LIMIT,
+                              "sequence would exceed the context limit of %lld tokens",
                               (long long)e->opt.max_context);
         tokens += st->n;
         tiles += st->n_tiles;
@@ -79,9 +84,11 @@ static enum mm_status reserve_kv(struct mm_engine *e, const struct mm_seq_step *
     for (int s = 0; s < n_steps; s++) {
         const struct mm_engine_slot *sl = &e->slots[steps[s].slot];
         enum mm_status st;
-        const int64_t emb_end = sl->emb_pos + mm_engine_emb_rows(&e->cfg, steps[s].n, steps[s].n_tiles);
+        const int64_t emb_end =
+            sl->emb_pos + mm_engine_emb_rows(&e->cfg, steps[s].n, steps[s].n_tiles);
         if ((st = mm_kv_pool_reserve(e->kv, steps[s].slot, MM_STACK_EMB, emb_end, err)) != MM_OK ||
-            (st = mm_kv_pool_reserve(e->kv, steps[s].slot, MM_STACK_LLM, sl->pos + steps[s].n, err)) != MM_OK)
+            (st = mm_kv_pool_reserve(e->kv, steps[s].slot, MM_STACK_LLM, sl->pos + steps[s].n,
+                                     err)) != MM_OK)
             return st;
     }
     return MM_OK;
@@ -173,7 +180,8 @@ enum mm_status mm_engine_forward(struct mm_engine *e, const struct mm_seq_step *
                                  float *logits, struct mm_err *err)
 {
     enum mm_status st;
-    if ((st = validate(e, steps, n_steps, err)) != MM_OK || (st = reserve_kv(e, steps, n_steps, err)) != MM_OK)
+    if ((st = validate(e, steps, n_steps, err)) != MM_OK ||
+        (st = reserve_kv(e, steps, n_steps, err)) != MM_OK)
         return st;
     const struct mm_backend_ops *ops = e->be.ops;
     const bool post = e->cfg.shuffle_loc == MM_SHUFFLE_POST;
@@ -183,10 +191,12 @@ enum mm_status mm_engine_forward(struct mm_engine *e, const struct mm_seq_step *
     for (int s = 0; s < n_steps; s++) {
         const struct mm_engine_slot *sl = &e->slots[steps[s].slot];
         const int64_t n = embed_sequence(e, &steps[s], emb_rows);
-        e->spans_emb[s] = (struct mm_span){steps[s].slot, emb_rows, n, sl->emb_pos,
-                                           e->kv ? mm_kv_pool_table(e->kv, steps[s].slot, MM_STACK_EMB) : NULL};
-        e->spans_llm[s] = (struct mm_span){steps[s].slot, llm_rows, steps[s].n, sl->pos,
-                                           e->kv ? mm_kv_pool_table(e->kv, steps[s].slot, MM_STACK_LLM) : NULL};
+        e->spans_emb[s] =
+            (struct mm_span){steps[s].slot, emb_rows, n, sl->emb_pos,
+                             e->kv ? mm_kv_pool_table(e->kv, steps[s].slot, MM_STACK_EMB) : NULL};
+        e->spans_llm[s] =
+            (struct mm_span){steps[s].slot, llm_rows, steps[s].n, sl->pos,
+                             e->kv ? mm_kv_pool_table(e->kv, steps[s].slot, MM_STACK_LLM) : NULL};
         emb_rows += n;
         llm_rows += steps[s].n;
     }

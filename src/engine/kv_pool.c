@@ -22,7 +22,8 @@ enum mm_status mm_kv_pool_create(int64_t n_blocks, int32_t n_slots, int n_stacks
                                  int64_t max_blocks_per_table, struct mm_kv_pool **out,
                                  struct mm_err *err)
 {
-    if (n_blocks < 0 || n_blocks > INT32_MAX || n_slots < 1 || n_stacks < 1 || max_blocks_per_table < 1)
+    if (n_blocks < 0 || n_blocks > INT32_MAX || n_slots < 1 || n_stacks < 1 ||
+        max_blocks_per_table < 1)
         return mm_err_set(err, MM_ERR_INVALID, "kv pool: bad sizes");
     struct mm_kv_pool *p = calloc(1, sizeof *p);
     if (!p)

@@ -19,16 +19,19 @@ static enum mm_status parse_kinds(const cJSON *obj, const char *ctx, struct mm_s
 {
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(obj, "layers_block_type");
     if (!list || cJSON_IsNull(list)) /* a plain InternLM2 config: all attention */
-        return mm_err_set(err, MM_ERR_NOT_FOUND, "%s: required key \"layers_block_type\" is missing", ctx);
+        return mm_err_set(err, MM_ERR_NOT_FOUND,
+                          "%s: required key \"layers_block_type\" is missing", ctx);
     if (!cJSON_IsArray(list))
-        return mm_err_set(err, MM_ERR_FORMAT, "%s: key \"layers_block_type\" must be an array", ctx);
+        return mm_err_set(err, MM_ERR_FORMAT, "%s: key \"layers_block_type\" must be an array",
+                          ctx);
     if (cJSON_GetArraySize(list) != s->num_layers)
         return mm_err_set(err, MM_ERR_FORMAT,
                           "%s: \"layers_block_type\" has %d entries but num_hidden_layers is %lld",
                           ctx, cJSON_GetArraySize(list), (long long)s->num_layers);
     int i = 0;
     const cJSON *it;
-    cJSON_ArrayForEach(it, list) {
+    cJSON_ArrayForEach(it, list)
+    {
         if (cJSON_IsString(it) && strcmp(it->valuestring, "mamba2") == 0)
             s->kinds[i] = MM_LAYER_MAMBA2;
         else if (cJSON_IsString(it) && strcmp(it->valuestring, "mha") == 0)
@@ -69,11 +72,13 @@ static enum mm_status parse_stack(const cJSON *obj, const char *ctx, struct mm_s
                           "%s: hidden_size %lld is not a multiple of num_attention_heads %lld", ctx,
                           (long long)s->hidden, (long long)s->heads);
     if (s->heads % s->kv_heads != 0)
-        return mm_err_set(err, MM_ERR_FORMAT,
-                          "%s: num_attention_heads %lld is not a multiple of num_key_value_heads %lld",
-                          ctx, (long long)s->heads, (long long)s->kv_heads);
+        return mm_err_set(
+            err, MM_ERR_FORMAT,
+            "%s: num_attention_heads %lld is not a multiple of num_key_value_heads %lld", ctx,
+            (long long)s->heads, (long long)s->kv_heads);
     if (!(s->rms_norm_eps > 0) || !(s->rope_theta > 0))
-        return mm_err_set(err, MM_ERR_FORMAT, "%s: rms_norm_eps and rope_theta must be positive", ctx);
+        return mm_err_set(err, MM_ERR_FORMAT, "%s: rms_norm_eps and rope_theta must be positive",
+                          ctx);
     s->head_dim = s->hidden / s->heads;
     if (s->head_dim % 2 != 0)
         return mm_err_set(err, MM_ERR_UNSUPPORTED, "%s: head_dim %lld must be even (RoPE)", ctx,
@@ -87,14 +92,18 @@ static enum mm_status parse_special(const cJSON *emb, struct mm_config *cfg, str
     if (!maps || cJSON_IsNull(maps))
         return MM_OK;
     if (!cJSON_IsObject(maps))
-        return mm_err_set(err, MM_ERR_FORMAT,
-                          "config.json: embedding_config: \"special_token_maps\" must be an object");
+        return mm_err_set(
+            err, MM_ERR_FORMAT,
+            "config.json: embedding_config: \"special_token_maps\" must be an object");
     const cJSON *it;
-    cJSON_ArrayForEach(it, maps) {
+    cJSON_ArrayForEach(it, maps)
+    {
         if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) || it->valuedouble < 0)
             return mm_err_set(err, MM_ERR_FORMAT,
-                              "config.json: special_token_maps[\"%s\"] must be a token id", it->string);
-        if (cfg->n_special == MM_MAX_SPECIAL_TOKENS || strlen(it->string) >= sizeof cfg->special[0].name)
+                              "config.json: special_token_maps[\"%s\"] must be a token id",
+                              it->string);
+        if (cfg->n_special == MM_MAX_SPECIAL_TOKENS ||
+            strlen(it->string) >= sizeof cfg->special[0].name)
             return mm_err_set(err, MM_ERR_UNSUPPORTED, "config.json: special_token_maps too large");
         struct mm_special_token *t = &cfg->special[cfg->n_special++];
         snprintf(t->name, sizeof t->name, "%s", it->string);
@@ -127,9 +136,12 @@ enum mm_status mm_config_from_json(const cJSON *root, struct mm_config *cfg, str
         (st = mm_json_get_bool(root, "normalize_encoder_output", false,
                                &cfg->normalize_encoder_output, top, err)) ||
         (st = mm_json_get_bool(root, "use_thumbnail", false, &cfg->use_thumbnail, top, err)) ||
-        (st = mm_json_get_i64(root, "min_dynamic_patch", false, &cfg->min_dynamic_patch, top, err)) ||
-        (st = mm_json_get_i64(root, "max_dynamic_patch", false, &cfg->max_dynamic_patch, top, err)) ||
-        (st = mm_json_get_bool(root, "dynamic_image_size", false, &cfg->dynamic_image_size, top, err)))
+        (st = mm_json_get_i64(root, "min_dynamic_patch", false, &cfg->min_dynamic_patch, top,
+                              err)) ||
+        (st = mm_json_get_i64(root, "max_dynamic_patch", false, &cfg->max_dynamic_patch, top,
+                              err)) ||
+        (st = mm_json_get_bool(root, "dynamic_image_size", false, &cfg->dynamic_image_size, top,
+                               err)))
         return st;
     if (strlen(tmpl) >= sizeof cfg->template_name)
         return mm_err_set(err, MM_ERR_FORMAT, "config.json: \"template\" too long");
@@ -152,9 +164,11 @@ enum mm_status mm_config_from_json(const cJSON *root, struct mm_config *cfg, str
         (st = mm_json_get_i64(emb, "image_size", false, &cfg->image_size, ectx, err)) ||
         (st = mm_json_get_i64(emb, "num_channels", false, &cfg->num_channels, ectx, err)) ||
         (st = mm_json_get_i64(emb, "llm_vocab_size", true, &cfg->llm_vocab_size, ectx, err)) ||
-        (st = mm_json_get_i64(emb, "img_context_token_id", true, &cfg->img_context_token_id, ectx, err)) ||
+        (st = mm_json_get_i64(emb, "img_context_token_id", true, &cfg->img_context_token_id, ectx,
+                              err)) ||
         (st = mm_json_get_str(emb, "pixel_shuffle_loc", false, &loc, ectx, err)) ||
-        (st = mm_json_get_bool(emb, "use_pixel_shuffle_proj", false, &cfg->use_pixel_shuffle_proj, ectx, err)) ||
+        (st = mm_json_get_bool(emb, "use_pixel_shuffle_proj", false, &cfg->use_pixel_shuffle_proj,
+                               ectx, err)) ||
         (st = parse_special(emb, cfg, err)))
         return st;
     if (strcmp(loc, "pre") == 0)
@@ -162,7 +176,8 @@ enum mm_status mm_config_from_json(const cJSON *root, struct mm_config *cfg, str
     else if (strcmp(loc, "post") == 0)
         cfg->shuffle_loc = MM_SHUFFLE_POST;
     else
-        return mm_err_set(err, MM_ERR_FORMAT, "%s: \"pixel_shuffle_loc\" must be \"pre\" or \"post\"", ectx);
+        return mm_err_set(err, MM_ERR_FORMAT,
+                          "%s: \"pixel_shuffle_loc\" must be \"pre\" or \"post\"", ectx);
 
     /* llm_config */
     if ((st = parse_stack(llm, lctx, &cfg->llm, err)) ||
@@ -182,25 +197,29 @@ enum mm_status mm_config_from_json(const cJSON *root, struct mm_config *cfg, str
         return mm_err_set(err, MM_ERR_FORMAT,
                           "config.json: need 1 <= embedding llm_vocab_size <= llm vocab_size");
     if (cfg->img_context_token_id < 0 || cfg->img_context_token_id >= cfg->vocab_size)
-        return mm_err_set(err, MM_ERR_FORMAT, "%s: img_context_token_id outside the vocabulary", ectx);
+        return mm_err_set(err, MM_ERR_FORMAT, "%s: img_context_token_id outside the vocabulary",
+                          ectx);
     if (cfg->num_channels != 3)
         return mm_err_set(err, MM_ERR_UNSUPPORTED, "%s: num_channels must be 3", ectx);
     if (cfg->patch_size < 1 || cfg->image_size < cfg->patch_size ||
         cfg->image_size % cfg->patch_size != 0 || cfg->force_image_size < cfg->patch_size ||
         cfg->force_image_size % cfg->patch_size != 0 || cfg->force_image_size > 4096)
-        return mm_err_set(err, MM_ERR_FORMAT,
-                          "config.json: image_size and force_image_size must be multiples of patch_size");
+        return mm_err_set(
+            err, MM_ERR_FORMAT,
+            "config.json: image_size and force_image_size must be multiples of patch_size");
     if (cfg->downsample_ratio != 0.5)
-        return mm_err_set(err, MM_ERR_UNSUPPORTED,
-                          "config.json: downsample_ratio %g (only 0.5, a 2x2 pixel shuffle, is supported)",
-                          cfg->downsample_ratio);
+        return mm_err_set(
+            err, MM_ERR_UNSUPPORTED,
+            "config.json: downsample_ratio %g (only 0.5, a 2x2 pixel shuffle, is supported)",
+            cfg->downsample_ratio);
     if (!cfg->use_pixel_shuffle_proj)
         return mm_err_set(err, MM_ERR_UNSUPPORTED,
                           "%s: use_pixel_shuffle_proj=false is not supported", ectx);
     cfg->patches_per_side = cfg->force_image_size / cfg->patch_size;
     if (cfg->patches_per_side % 2 != 0)
-        return mm_err_set(err, MM_ERR_FORMAT,
-                          "config.json: force_image_size/patch_size must be even for the pixel shuffle");
+        return mm_err_set(
+            err, MM_ERR_FORMAT,
+            "config.json: force_image_size/patch_size must be even for the pixel shuffle");
     cfg->tokens_per_tile = cfg->patches_per_side * cfg->patches_per_side / 4;
     if (cfg->min_dynamic_patch < 1 || cfg->max_dynamic_patch < cfg->min_dynamic_patch ||
         cfg->max_dynamic_patch > 64)

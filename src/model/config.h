@@ -47,9 +47,9 @@ struct mm_special_token {
 
 struct mm_config {
     /* top level: image pre-processing and chat wrapper */
-    int64_t force_image_size;  /* tile side in pixels (448) */
-    double downsample_ratio;   /* 0.5: 2x2 pixel shuffle */
-    char template_name[64];    /* "internlm2-chat" */
+    int64_t force_image_size; /* tile side in pixels (448) */
+    double downsample_ratio;  /* 0.5: 2x2 pixel shuffle */
+    char template_name[64];   /* "internlm2-chat" */
     bool normalize_encoder_output;
     bool use_thumbnail;
     int64_t min_dynamic_patch;
@@ -58,9 +58,9 @@ struct mm_config {
 
     /* embedding_config */
     struct mm_stack_config emb;
-    int64_t patch_size;   /* 14 */
-    int64_t image_size;   /* position-embedding grid = image_size / patch_size */
-    int64_t num_channels; /* 3 */
+    int64_t patch_size;     /* 14 */
+    int64_t image_size;     /* position-embedding grid = image_size / patch_size */
+    int64_t num_channels;   /* 3 */
     int64_t llm_vocab_size; /* V_e: rows of llm_text_embeddings */
     int64_t img_context_token_id;
     enum mm_shuffle_loc shuffle_loc;
@@ -73,8 +73,8 @@ struct mm_config {
     int64_t vocab_size; /* V_l: rows of the LM head */
 
     /* derived */
-    int64_t patches_per_side;  /* force_image_size / patch_size (32) */
-    int64_t tokens_per_tile;   /* patches_per_side^2 * downsample_ratio^2 (256) */
+    int64_t patches_per_side; /* force_image_size / patch_size (32) */
+    int64_t tokens_per_tile;  /* patches_per_side^2 * downsample_ratio^2 (256) */
 };
 
 /* Parses and validates a config.json tree. On failure the message names the

@@ -95,11 +95,12 @@ static enum mm_status parse_entry(const cJSON *item, const uint8_t *data, size_t
     for (int i = 0; i < ndim; i++) {
         uint64_t dim;
         if (!json_uint(cJSON_GetArrayItem(shape, i), &dim))
-            return mm_err_set(err, MM_ERR_FORMAT, "%s: tensor %s: shape[%d] is not a non-negative integer",
-                              fname, name, i);
+            return mm_err_set(err, MM_ERR_FORMAT,
+                              "%s: tensor %s: shape[%d] is not a non-negative integer", fname, name,
+                              i);
         if (!mm_size_mul(numel, (size_t)dim, &numel) || numel > (size_t)INT64_MAX)
-            return mm_err_set(err, MM_ERR_OVERFLOW, "%s: tensor %s: element count overflows",
-                              fname, name);
+            return mm_err_set(err, MM_ERR_OVERFLOW, "%s: tensor %s: element count overflows", fname,
+                              name);
         t->shape[i] = (int64_t)dim;
     }
     t->numel = (int64_t)numel;
@@ -112,9 +113,10 @@ static enum mm_status parse_entry(const cJSON *item, const uint8_t *data, size_t
         return mm_err_set(err, MM_ERR_FORMAT, "%s: tensor %s: data_offsets must be two integers",
                           fname, name);
     if (b > e || e > data_len)
-        return mm_err_set(err, MM_ERR_FORMAT,
-                          "%s: tensor %s: data_offsets [%llu, %llu] outside the data area (%zu bytes)",
-                          fname, name, (unsigned long long)b, (unsigned long long)e, data_len);
+        return mm_err_set(
+            err, MM_ERR_FORMAT,
+            "%s: tensor %s: data_offsets [%llu, %llu] outside the data area (%zu bytes)", fname,
+            name, (unsigned long long)b, (unsigned long long)e, data_len);
     if (e - b != nbytes)
         return mm_err_set(err, MM_ERR_FORMAT,
                           "%s: tensor %s: byte range is %llu bytes but shape x dtype needs %zu",
@@ -153,7 +155,8 @@ static enum mm_status parse_file(struct mm_safetensors *st, int fi, struct mm_er
     enum mm_status s = MM_OK;
     const int64_t first = st->n;
     const cJSON *item;
-    cJSON_ArrayForEach(item, root) {
+    cJSON_ArrayForEach(item, root)
+    {
         if (strcmp(item->string, "__metadata__") == 0) {
             if (!cJSON_IsObject(item)) {
                 s = mm_err_set(err, MM_ERR_FORMAT, "%s: __metadata__ must be an object", f->path);
@@ -272,8 +275,7 @@ enum mm_status mm_safetensors_open_buffer(const void *buf, size_t len, const cha
 {
     struct mm_safetensors *st = st_new();
     enum mm_status s;
-    if (!st || !(st->files = calloc(1, sizeof *st->files)) ||
-        !(st->files[0].path = strdup(name))) {
+    if (!st || !(st->files = calloc(1, sizeof *st->files)) || !(st->files[0].path = strdup(name))) {
         s = mm_err_set(err, MM_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -307,7 +309,8 @@ static enum mm_status open_index(struct mm_safetensors *st, const char *dir, con
         goto out;
     /* open each distinct shard once, in order of first mention */
     const cJSON *it;
-    cJSON_ArrayForEach(it, map) {
+    cJSON_ArrayForEach(it, map)
+    {
         if (!cJSON_IsString(it) || !safe_shard_name(it->valuestring)) {
             s = mm_err_set(err, MM_ERR_FORMAT, "%s: weight_map[\"%s\"] is not a shard file name",
                            index_path, it->string);
@@ -327,7 +330,8 @@ static enum mm_status open_index(struct mm_safetensors *st, const char *dir, con
     if ((s = finish_table(st, err)) != MM_OK)
         goto out;
     /* every mapped name lives where the map says; every stored tensor is mapped */
-    cJSON_ArrayForEach(it, map) {
+    cJSON_ArrayForEach(it, map)
+    {
         const struct mm_tensor *t = mm_safetensors_find(st, it->string);
         if (!t) {
             s = mm_err_set(err, MM_ERR_NOT_FOUND, "%s: tensor %s is listed but not in %s",

@@ -31,10 +31,10 @@ const uint8_t *mm_synthetic_tokenizer(size_t *len)
 
 /* InternLM2's added tokens, in id order after the SentencePiece pieces
  * (ids V_e-6 .. V_e-1), then the multimodal specials from V_e on. */
-static const char *const added_base[] = {"<|plugin|>", "<|interpreter|>", "<|action_end|>",
-                                         "<|action_start|>", "<|im_end|>", "<|im_start|>"};
+static const char *const added_base[] = {"<|plugin|>",       "<|interpreter|>", "<|action_end|>",
+                                         "<|action_start|>", "<|im_end|>",      "<|im_start|>"};
 static const char *const added_special[] = {"<img>", "</img>", "<IMG_CONTEXT>", "<quad>", "</quad>",
-                                            "<ref>", "</ref>", "<box>", "</box>"};
+                                            "<ref>", "</ref>", "<box>",         "</box>"};
 #define N_ADDED_BASE 6
 #define N_ADDED_SPECIAL 9
 
@@ -53,8 +53,7 @@ static void set_stack(struct mm_stack_config *s, int64_t layers, int64_t hidden,
         s->kinds[i] = MM_LAYER_MAMBA2;
 }
 
-static const char preset_names[] =
-    "tiny-linear tiny-hybrid tiny-teacher linear hybrid teacher";
+static const char preset_names[] = "tiny-linear tiny-hybrid tiny-teacher linear hybrid teacher";
 
 const char *mm_synthetic_preset_names(void) { return preset_names; }
 
@@ -180,22 +179,29 @@ static int add_layer(struct spec_list *l, const char *p, const struct mm_stack_c
 {
     const int64_t H = s->hidden, F = s->intermediate, d = s->head_dim, nh = s->heads,
                   kv = s->kv_heads, C = 2 * kv * d + nh * d;
-    int ok = add(l, INIT_NORM, 1, H, 0, 0, 0, "%s.%lld.attention_norm.weight", p, (long long)i) &&
-             add(l, INIT_NORM, 1, H, 0, 0, 0, "%s.%lld.ffn_norm.weight", p, (long long)i) &&
-             add(l, INIT_LINEAR, 2, F, H, 0, 0, "%s.%lld.feed_forward.w1.weight", p, (long long)i) &&
-             add(l, INIT_LINEAR, 2, F, H, 0, 0, "%s.%lld.feed_forward.w3.weight", p, (long long)i) &&
-             add(l, INIT_LINEAR, 2, H, F, 0, 0, "%s.%lld.feed_forward.w2.weight", p, (long long)i);
+    int ok =
+        add(l, INIT_NORM, 1, H, 0, 0, 0, "%s.%lld.attention_norm.weight", p, (long long)i) &&
+        add(l, INIT_NORM, 1, H, 0, 0, 0, "%s.%lld.ffn_norm.weight", p, (long long)i) &&
+        add(l, INIT_LINEAR, 2, F, H, 0, 0, "%s.%lld.feed_forward.w1.weight", p, (long long)i) &&
+        add(l, INIT_LINEAR, 2, F, H, 0, 0, "%s.%lld.feed_forward.w3.weight", p, (long long)i) &&
+        add(l, INIT_LINEAR, 2, H, F, 0, 0, "%s.%lld.feed_forward.w2.weight", p, (long long)i);
     if (!ok)
         return 0;
     if (s->kinds[i] == MM_LAYER_MAMBA2)
-        return add(l, INIT_LINEAR, 2, C + nh * d + nh, H, 0, 0, "%s.%lld.attention.wvkqgdt.weight", p, (long long)i) &&
-               add(l, INIT_CONV1D, 3, C, 1, 2, 0, "%s.%lld.attention.conv1d.weight", p, (long long)i) &&
-               add(l, INIT_SMALL, 1, C, 0, 0, 0, "%s.%lld.attention.conv1d.bias", p, (long long)i) &&
+        return add(l, INIT_LINEAR, 2, C + nh * d + nh, H, 0, 0, "%s.%lld.attention.wvkqgdt.weight",
+                   p, (long long)i) &&
+               add(l, INIT_CONV1D, 3, C, 1, 2, 0, "%s.%lld.attention.conv1d.weight", p,
+                   (long long)i) &&
+               add(l, INIT_SMALL, 1, C, 0, 0, 0, "%s.%lld.attention.conv1d.bias", p,
+                   (long long)i) &&
                add(l, INIT_DT, 1, nh, 0, 0, 0, "%s.%lld.attention.dt_bias", p, (long long)i) &&
                add(l, INIT_ALOG, 1, nh, 0, 0, 0, "%s.%lld.attention.A_log_bias", p, (long long)i) &&
-               add(l, INIT_NORM, 1, d, 0, 0, 0, "%s.%lld.attention.g_norm_swish_gate.weight", p, (long long)i) &&
-               add(l, INIT_LINEAR, 2, H, nh * d, 0, 0, "%s.%lld.attention.o_proj.weight", p, (long long)i);
-    return add(l, INIT_LINEAR, 2, (nh + 2 * kv) * d, H, 0, 0, "%s.%lld.attention.wqkv.weight", p, (long long)i) &&
+               add(l, INIT_NORM, 1, d, 0, 0, 0, "%s.%lld.attention.g_norm_swish_gate.weight", p,
+                   (long long)i) &&
+               add(l, INIT_LINEAR, 2, H, nh * d, 0, 0, "%s.%lld.attention.o_proj.weight", p,
+                   (long long)i);
+    return add(l, INIT_LINEAR, 2, (nh + 2 * kv) * d, H, 0, 0, "%s.%lld.attention.wqkv.weight", p,
+               (long long)i) &&
            add(l, INIT_LINEAR, 2, H, nh * d, 0, 0, "%s.%lld.attention.wo.weight", p, (long long)i);
 }
 
@@ -203,20 +209,23 @@ static int build_specs(const struct mm_config *cfg, struct spec_list *l)
 {
     const int64_t H = cfg->llm.hidden, p = cfg->patch_size, g = cfg->image_size / cfg->patch_size;
     const char *ve = "embedding_model.vision_embeddings";
-    int ok = add(l, INIT_LINEAR, 4, H, 3, p, p, "%s.patch_embedding.weight", ve) &&
-             add(l, INIT_SMALL, 1, H, 0, 0, 0, "%s.patch_embedding.bias", ve) &&
-             add(l, INIT_POS, 3, 1, g * g + 1, H, 0, "%s.position_embedding", ve) &&
-             add(l, INIT_SMALL, 3, 1, 1, H, 0, "%s.class_embedding", ve) &&
-             add(l, INIT_EMBED, 2, cfg->llm_vocab_size, H, 0, 0, "embedding_model.llm_text_embeddings.weight") &&
-             add(l, INIT_EMBED, 2, cfg->vocab_size - cfg->llm_vocab_size, H, 0, 0,
-                 "embedding_model.special_text_embeddings.weight") &&
-             add(l, INIT_LINEAR, 2, H, 4 * H, 0, 0, "embedding_model.pixel_shuffle_proj.0.weight") &&
-             add(l, INIT_SMALL, 1, H, 0, 0, 0, "embedding_model.pixel_shuffle_proj.0.bias") &&
-             add(l, INIT_LINEAR, 2, H, H, 0, 0, "embedding_model.pixel_shuffle_proj.2.weight") &&
-             add(l, INIT_SMALL, 1, H, 0, 0, 0, "embedding_model.pixel_shuffle_proj.2.bias");
+    int ok =
+        add(l, INIT_LINEAR, 4, H, 3, p, p, "%s.patch_embedding.weight", ve) &&
+        add(l, INIT_SMALL, 1, H, 0, 0, 0, "%s.patch_embedding.bias", ve) &&
+        add(l, INIT_POS, 3, 1, g * g + 1, H, 0, "%s.position_embedding", ve) &&
+        add(l, INIT_SMALL, 3, 1, 1, H, 0, "%s.class_embedding", ve) &&
+        add(l, INIT_EMBED, 2, cfg->llm_vocab_size, H, 0, 0,
+            "embedding_model.llm_text_embeddings.weight") &&
+        add(l, INIT_EMBED, 2, cfg->vocab_size - cfg->llm_vocab_size, H, 0, 0,
+            "embedding_model.special_text_embeddings.weight") &&
+        add(l, INIT_LINEAR, 2, H, 4 * H, 0, 0, "embedding_model.pixel_shuffle_proj.0.weight") &&
+        add(l, INIT_SMALL, 1, H, 0, 0, 0, "embedding_model.pixel_shuffle_proj.0.bias") &&
+        add(l, INIT_LINEAR, 2, H, H, 0, 0, "embedding_model.pixel_shuffle_proj.2.weight") &&
+        add(l, INIT_SMALL, 1, H, 0, 0, 0, "embedding_model.pixel_shuffle_proj.2.bias");
     for (int64_t i = 0; ok && i < cfg->emb.num_layers; i++)
         ok = add_layer(l, "embedding_model.encoder", &cfg->emb, i);
-    ok = ok && add(l, INIT_SMALL, 2, cfg->vocab_size, H, 0, 0, "language_model.model.tok_embeddings.weight");
+    ok = ok && add(l, INIT_SMALL, 2, cfg->vocab_size, H, 0, 0,
+                   "language_model.model.tok_embeddings.weight");
     for (int64_t i = 0; ok && i < cfg->llm.num_layers; i++)
         ok = add_layer(l, "language_model.model.layers", &cfg->llm, i);
     return ok && add(l, INIT_NORM, 1, H, 0, 0, 0, "language_model.model.norm.weight") &&
@@ -251,20 +260,39 @@ static uint64_t name_hash(const char *s)
 
 static void init_params(const struct spec *s, float *center, float *std)
 {
-    const int64_t fan_in = s->init == INIT_LINEAR
-                               ? (s->ndim == 4 ? s->shape[1] * s->shape[2] * s->shape[3] : s->shape[s->ndim - 1])
-                               : 1;
+    const int64_t fan_in =
+        s->init == INIT_LINEAR
+            ? (s->ndim == 4 ? s->shape[1] * s->shape[2] * s->shape[3] : s->shape[s->ndim - 1])
+            : 1;
     *center = 0.0f;
     *std = 0.02f;
     switch (s->init) {
-    case INIT_LINEAR: *std = 1.0f / sqrtf((float)fan_in); break;
-    case INIT_NORM: *center = 1.0f; *std = 0.1f; break;
-    case INIT_EMBED: *std = 1.0f; break;
-    case INIT_SMALL: *std = 0.02f; break;
-    case INIT_POS: *std = 0.5f; break;
-    case INIT_CONV1D: *std = 0.5f; break;
-    case INIT_DT: *center = -3.0f; *std = 0.6f; break;
-    case INIT_ALOG: *std = 0.3f; break;
+    case INIT_LINEAR:
+        *std = 1.0f / sqrtf((float)fan_in);
+        break;
+    case INIT_NORM:
+        *center = 1.0f;
+        *std = 0.1f;
+        break;
+    case INIT_EMBED:
+        *std = 1.0f;
+        break;
+    case INIT_SMALL:
+        *std = 0.02f;
+        break;
+    case INIT_POS:
+        *std = 0.5f;
+        break;
+    case INIT_CONV1D:
+        *std = 0.5f;
+        break;
+    case INIT_DT:
+        *center = -3.0f;
+        *std = 0.6f;
+        break;
+    case INIT_ALOG:
+        *std = 0.3f;
+        break;
     }
 }
 
@@ -292,8 +320,8 @@ static enum mm_status write_tensor_data(struct mm_st_writer *w, const struct spe
     return MM_OK;
 }
 
-static enum mm_status write_text(const char *dir, const char *file, const char *text,
-                                 size_t len, struct mm_err *err)
+static enum mm_status write_text(const char *dir, const char *file, const char *text, size_t len,
+                                 struct mm_err *err)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, file);
@@ -416,7 +444,7 @@ static enum mm_status make_dirs(const char *dir, struct mm_err *err)
     char path[4096];
     if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
         return mm_err_set(err, MM_ERR_INVALID, "path too long");
-    for (char *p = path + 1; ; p++) {
+    for (char *p = path + 1;; p++) {
         const char c = *p;
         if (c == '/' || c == '\0') {
             *p = '\0';
@@ -446,7 +474,8 @@ enum mm_status mm_synthetic_write(const char *dir, const struct mm_config *cfg,
         goto out;
     }
     if (opt->shards > l.n) {
-        st = mm_err_set(err, MM_ERR_INVALID, "%d shards for %lld tensors", opt->shards, (long long)l.n);
+        st = mm_err_set(err, MM_ERR_INVALID, "%d shards for %lld tensors", opt->shards,
+                        (long long)l.n);
         goto out;
     }
     if ((st = write_json(dir, "config.json", mm_config_to_json(cfg), err)) != MM_OK ||

@@ -73,12 +73,15 @@ static enum mm_status bind_layer(const struct mm_safetensors *st, struct mm_weig
         const int64_t C = 2 * kv * d + nh * d;
         if ((r = bind(st, w, false, &lw->wvkqgdt, err, NAME("attention.wvkqgdt.weight"), 2,
                       C + nh * d + nh, H)) ||
-            (r = bind(st, w, false, &lw->conv_w, err, NAME("attention.conv1d.weight"), 3, C, I(1), I(2))) ||
+            (r = bind(st, w, false, &lw->conv_w, err, NAME("attention.conv1d.weight"), 3, C, I(1),
+                      I(2))) ||
             (r = bind(st, w, false, &lw->conv_b, err, NAME("attention.conv1d.bias"), 1, C)) ||
             (r = bind(st, w, false, &lw->dt_bias, err, NAME("attention.dt_bias"), 1, nh)) ||
             (r = bind(st, w, false, &lw->A_log, err, NAME("attention.A_log_bias"), 1, nh)) ||
-            (r = bind(st, w, false, &lw->gnorm, err, NAME("attention.g_norm_swish_gate.weight"), 1, d)) ||
-            (r = bind(st, w, false, &lw->o_proj, err, NAME("attention.o_proj.weight"), 2, H, nh * d)))
+            (r = bind(st, w, false, &lw->gnorm, err, NAME("attention.g_norm_swish_gate.weight"), 1,
+                      d)) ||
+            (r = bind(st, w, false, &lw->o_proj, err, NAME("attention.o_proj.weight"), 2, H,
+                      nh * d)))
             return r;
     } else {
         if ((r = bind(st, w, false, &lw->wqkv, err, NAME("attention.wqkv.weight"), 2,
@@ -104,26 +107,29 @@ enum mm_status mm_weights_bind(const struct mm_config *cfg, const struct mm_safe
                   "embedding_model.vision_embeddings.patch_embedding.bias", 1, H)) ||
         (r = bind(st, w, false, &w->pos_emb, err,
                   "embedding_model.vision_embeddings.position_embedding", 3, I(1), g * g + 1, H)) ||
-        (r = bind(st, w, false, &w->text_emb, err, "embedding_model.llm_text_embeddings.weight",
-                  2, cfg->llm_vocab_size, H)) ||
+        (r = bind(st, w, false, &w->text_emb, err, "embedding_model.llm_text_embeddings.weight", 2,
+                  cfg->llm_vocab_size, H)) ||
         (r = bind(st, w, true, &w->special_emb, err,
                   "embedding_model.special_text_embeddings.weight", 2, I(-1), H)) ||
         (r = bind(st, w, false, &w->shuffle_w1, err, "embedding_model.pixel_shuffle_proj.0.weight",
                   2, H, 4 * H)) ||
-        (r = bind(st, w, false, &w->shuffle_b1, err, "embedding_model.pixel_shuffle_proj.0.bias", 1, H)) ||
+        (r = bind(st, w, false, &w->shuffle_b1, err, "embedding_model.pixel_shuffle_proj.0.bias", 1,
+                  H)) ||
         (r = bind(st, w, false, &w->shuffle_w2, err, "embedding_model.pixel_shuffle_proj.2.weight",
                   2, H, H)) ||
-        (r = bind(st, w, false, &w->shuffle_b2, err, "embedding_model.pixel_shuffle_proj.2.bias", 1, H)) ||
+        (r = bind(st, w, false, &w->shuffle_b2, err, "embedding_model.pixel_shuffle_proj.2.bias", 1,
+                  H)) ||
         (r = bind(st, w, false, &w->norm, err, "language_model.model.norm.weight", 1, H)) ||
-        (r = bind(st, w, false, &w->output, err, "language_model.output.weight", 2, cfg->vocab_size, H)))
+        (r = bind(st, w, false, &w->output, err, "language_model.output.weight", 2, cfg->vocab_size,
+                  H)))
         return r;
     /* every id the LM head can produce must be embeddable when fed back */
     const int64_t n_special = w->special_emb ? w->special_emb->shape[0] : 0;
     if (cfg->llm_vocab_size + n_special < cfg->vocab_size)
-        return mm_err_set(err, MM_ERR_FORMAT,
-                          "text (%lld) + special (%lld) embedding rows do not cover vocab_size %lld",
-                          (long long)cfg->llm_vocab_size, (long long)n_special,
-                          (long long)cfg->vocab_size);
+        return mm_err_set(
+            err, MM_ERR_FORMAT,
+            "text (%lld) + special (%lld) embedding rows do not cover vocab_size %lld",
+            (long long)cfg->llm_vocab_size, (long long)n_special, (long long)cfg->vocab_size);
     char prefix[128];
     for (int64_t i = 0; i < cfg->emb.num_layers; i++) {
         snprintf(prefix, sizeof prefix, "embedding_model.encoder.%lld", (long long)i);

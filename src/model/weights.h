@@ -24,23 +24,23 @@ struct mm_layer_weights {
     const struct mm_tensor *w3;             /* [F, H] up */
     const struct mm_tensor *w2;             /* [H, F] down */
     /* mamba2 */
-    const struct mm_tensor *wvkqgdt;   /* [2*kv*d + 2*heads*d + heads, H]: v,k,q,g,dt rows */
-    const struct mm_tensor *conv_w;    /* [C, 1, 2], C = 2*kv*d + heads*d (v,k,q) */
-    const struct mm_tensor *conv_b;    /* [C] */
-    const struct mm_tensor *dt_bias;   /* [heads] */
-    const struct mm_tensor *A_log;     /* [heads] (A_log_bias) */
-    const struct mm_tensor *gnorm;     /* [d] gated-norm weight, shared by heads */
-    const struct mm_tensor *o_proj;    /* [H, heads*d] */
+    const struct mm_tensor *wvkqgdt; /* [2*kv*d + 2*heads*d + heads, H]: v,k,q,g,dt rows */
+    const struct mm_tensor *conv_w;  /* [C, 1, 2], C = 2*kv*d + heads*d (v,k,q) */
+    const struct mm_tensor *conv_b;  /* [C] */
+    const struct mm_tensor *dt_bias; /* [heads] */
+    const struct mm_tensor *A_log;   /* [heads] (A_log_bias) */
+    const struct mm_tensor *gnorm;   /* [d] gated-norm weight, shared by heads */
+    const struct mm_tensor *o_proj;  /* [H, heads*d] */
     /* mha */
-    const struct mm_tensor *wqkv;      /* [(heads + 2*kv)*d, H], per kv head: q.., k, v */
-    const struct mm_tensor *wo;        /* [H, heads*d] */
+    const struct mm_tensor *wqkv; /* [(heads + 2*kv)*d, H], per kv head: q.., k, v */
+    const struct mm_tensor *wo;   /* [H, heads*d] */
 };
 
 struct mm_weights {
     /* vision front end */
-    const struct mm_tensor *patch_w;   /* [H, 3, p, p] */
-    const struct mm_tensor *patch_b;   /* [H] */
-    const struct mm_tensor *pos_emb;   /* [1, g*g + 1, H] (slot 0 unused) */
+    const struct mm_tensor *patch_w;    /* [H, 3, p, p] */
+    const struct mm_tensor *patch_b;    /* [H] */
+    const struct mm_tensor *pos_emb;    /* [1, g*g + 1, H] (slot 0 unused) */
     const struct mm_tensor *shuffle_w1; /* [H, 4H] pixel_shuffle_proj.0 */
     const struct mm_tensor *shuffle_b1; /* [H] */
     const struct mm_tensor *shuffle_w2; /* [H, H] pixel_shuffle_proj.2 */

@@ -40,8 +40,9 @@ START_TEST(test_matmul_threads_and_shapes)
                     double r = acc ? 0.5 : b[j];
                     for (int64_t k = 0; k < K; k++)
                         r += (double)x[i * K + k] * W[j * K + k];
-                    ck_assert_msg(fabs(r - y[i * N + j]) < 1e-4 * (1 + fabs(r)), "matmul %lldx%lldx%lld",
-                                  (long long)n, (long long)K, (long long)N);
+                    ck_assert_msg(fabs(r - y[i * N + j]) < 1e-4 * (1 + fabs(r)),
+                                  "matmul %lldx%lldx%lld", (long long)n, (long long)K,
+                                  (long long)N);
                 }
         }
         free(x);
@@ -56,9 +57,9 @@ END_TEST
 START_TEST(test_scalar_functions)
 {
     ck_assert(fabsf(mm_cpu_silu(1.0f) - 0.7310586f) < 1e-6f);
-    ck_assert(fabsf(mm_cpu_gelu(1.0f) - 0.8413447f) < 1e-6f);  /* exact erf form */
+    ck_assert(fabsf(mm_cpu_gelu(1.0f) - 0.8413447f) < 1e-6f); /* exact erf form */
     ck_assert(fabsf(mm_cpu_gelu(-3.0f) + 0.0040497f) < 1e-6f);
-    ck_assert(mm_cpu_softplus(25.0f) == 25.0f);                  /* threshold 20 */
+    ck_assert(mm_cpu_softplus(25.0f) == 25.0f); /* threshold 20 */
     ck_assert(fabsf(mm_cpu_softplus(0.0f) - 0.6931472f) < 1e-6f);
     ck_assert(fabsf(mm_cpu_softplus(-30.0f)) < 1e-12f);
 }
@@ -188,7 +189,8 @@ START_TEST(test_bicubic_grid)
     const float w1 = ((A + 2) * t - (A + 3)) * t * t + 1;
     const float w2 = ((A + 2) * (1 - t) - (A + 3)) * (1 - t) * (1 - t) + 1;
     const float w3 = ((A * (2 - t) - 5 * A) * (2 - t) + 8 * A) * (2 - t) - 4 * A;
-    const float expect = w0 * 0 + w1 * 0 + w2 * 1 + w3 * 1; /* indices -1,0,1,2 clamped to 0,0,1,1 */
+    const float expect =
+        w0 * 0 + w1 * 0 + w2 * 1 + w3 * 1; /* indices -1,0,1,2 clamped to 0,0,1,1 */
     ck_assert_msg(fabsf(up[1] - expect) < 1e-5f, "got %g want %g", up[1], expect);
 }
 END_TEST

@@ -50,7 +50,8 @@ static struct mm_engine *open_engine(int p, int32_t seqs)
 }
 
 /* A prompt of n ids: BOS, text, optionally one image of `tiles` tiles, text. */
-static int32_t *make_prompt(const struct mm_config *cfg, int64_t n_text, int64_t tiles, int64_t *n, uint32_t seed)
+static int32_t *make_prompt(const struct mm_config *cfg, int64_t n_text, int64_t tiles, int64_t *n,
+                            uint32_t seed)
 {
     const int64_t img = tiles * cfg->tokens_per_tile;
     *n = n_text + (img ? img + 2 : 0);
@@ -102,13 +103,14 @@ static void prefill_chunked(struct mm_engine *e, int32_t slot, const int32_t *id
     for (int64_t i = 0; i < n;) {
         int64_t j = i + chunk < n ? i + chunk : n;
         /* never end inside a tile run */
-        while (j < n && j > i && ids[j] == e->cfg.img_context_token_id && ids[j - 1] == e->cfg.img_context_token_id)
+        while (j < n && j > i && ids[j] == e->cfg.img_context_token_id &&
+               ids[j - 1] == e->cfg.img_context_token_id)
             j++;
         int64_t img = 0;
         for (int64_t k = i; k < j; k++)
             img += ids[k] == e->cfg.img_context_token_id;
-        struct mm_seq_step st = {slot, ids + i, j - i, tiles ? tiles + used * tile_floats : NULL,
-                                 img / tpt, j == n};
+        struct mm_seq_step st = {
+            slot, ids + i, j - i, tiles ? tiles + used * tile_floats : NULL, img / tpt, j == n};
         struct mm_err err;
         ck_assert_msg(mm_engine_forward(e, &st, 1, logits, &err) == MM_OK, "%s", err.msg);
         used += img / tpt;
@@ -125,7 +127,8 @@ START_TEST(test_prefill_equals_stepping)
     int64_t n;
     int32_t *ids = make_prompt(&e->cfg, 40, 0, &n, 7);
     float *a = malloc((size_t)V * sizeof *a), *b = malloc((size_t)V * sizeof *b);
-    float *sa = malloc((size_t)state_elems(e) * sizeof *sa), *sb = malloc((size_t)state_elems(e) * sizeof *sb);
+    float *sa = malloc((size_t)state_elems(e) * sizeof *sa),
+          *sb = malloc((size_t)state_elems(e) * sizeof *sb);
     const int64_t chunks[] = {1, 15, 16, 17, 33, 40};
     int32_t s0, s1;
     struct mm_err err;
@@ -138,9 +141,10 @@ START_TEST(test_prefill_equals_stepping)
         e->be.ops->slot_read(e->be.ctx, s1, sb);
         const double dl = max_rel_diff(a, b, V);
         const double ds = max_rel_diff(sa, sb, mm_config_state_elems(&e->cfg));
-        ck_assert_msg(dl < 1e-5, "%s chunk %lld: logits rel diff %g", presets[p], (long long)chunks[c], dl);
-        ck_assert_msg(ds < 1e-5 || mm_config_state_elems(&e->cfg) == 0, "%s chunk %lld: state rel diff %g",
-                      presets[p], (long long)chunks[c], ds);
+        ck_assert_msg(dl < 1e-5, "%s chunk %lld: logits rel diff %g", presets[p],
+                      (long long)chunks[c], dl);
+        ck_assert_msg(ds < 1e-5 || mm_config_state_elems(&e->cfg) == 0,
+                      "%s chunk %lld: state rel diff %g", presets[p], (long long)chunks[c], ds);
         mm_engine_slot_release(e, s1);
     }
     /* decoding continues identically from either */
@@ -152,7 +156,8 @@ START_TEST(test_prefill_equals_stepping)
         float both[2 * 1100];
         ck_assert_int_le(V, 1100);
         ck_assert_int_eq(mm_engine_forward(e, st, 2, both, &err), MM_OK);
-        ck_assert_msg(max_rel_diff(both, both + V, V) < 1e-5, "%s decode step %d", presets[p], step);
+        ck_assert_msg(max_rel_diff(both, both + V, V) < 1e-5, "%s decode step %d", presets[p],
+                      step);
     }
     free(ids);
     free(a);
@@ -174,7 +179,8 @@ START_TEST(test_images_batched_and_chunked)
     int32_t *ids = make_prompt(&e->cfg, 20, 2, &n, 3);
     int32_t *ids2 = make_prompt(&e->cfg, 30, 0, &n2, 5);
     float *tiles = make_tiles(&e->cfg, 2);
-    float *alone = malloc(2 * (size_t)V * sizeof *alone), *batched = malloc(2 * (size_t)V * sizeof *batched);
+    float *alone = malloc(2 * (size_t)V * sizeof *alone),
+          *batched = malloc(2 * (size_t)V * sizeof *batched);
     float *chunked = malloc((size_t)V * sizeof *chunked);
     struct mm_err err;
     int32_t s0, s1, s2;
@@ -189,8 +195,10 @@ START_TEST(test_images_batched_and_chunked)
     ck_assert_int_eq(mm_engine_slot_acquire(e, &s1, &err), MM_OK);
     const struct mm_seq_step st[2] = {{s1, ids2, n2, NULL, 0, true}, {s0, ids, n, tiles, 2, true}};
     ck_assert_msg(mm_engine_forward(e, st, 2, batched, &err) == MM_OK, "%s", err.msg);
-    ck_assert_msg(max_rel_diff(alone, batched + V, V) < 1e-5, "%s: image seq batched != alone", presets[p]);
-    ck_assert_msg(max_rel_diff(alone + V, batched, V) < 1e-5, "%s: text seq batched != alone", presets[p]);
+    ck_assert_msg(max_rel_diff(alone, batched + V, V) < 1e-5, "%s: image seq batched != alone",
+                  presets[p]);
+    ck_assert_msg(max_rel_diff(alone + V, batched, V) < 1e-5, "%s: text seq batched != alone",
+                  presets[p]);
     /* chunked so that the image starts a chunk and text chunks straddle it */
     ck_assert_int_eq(mm_engine_slot_acquire(e, &s2, &err), MM_OK);
     prefill_chunked(e, s2, ids, n, tiles, 7, chunked);

@@ -36,7 +36,8 @@ static enum mm_status parse_edited(const char *from, const char *to, struct mm_e
     char buf[4096];
     const char *at = strstr(valid_json, from);
     ck_assert_msg(at != NULL, "pattern %s not in the test config", from);
-    snprintf(buf, sizeof buf, "%.*s%s%s", (int)(at - valid_json), valid_json, to, at + strlen(from));
+    snprintf(buf, sizeof buf, "%.*s%s%s", (int)(at - valid_json), valid_json, to,
+             at + strlen(from));
     struct mm_config cfg;
     return parse(buf, &cfg, err);
 }
@@ -82,16 +83,24 @@ START_TEST(test_errors_name_the_key)
     ck_assert_ptr_nonnull(strstr(err.msg, "llm_config: key \"hidden_size\" must be an integer"));
     ck_assert_int_eq(parse_edited("\"vocab_size\": 110,", "", &err), MM_ERR_NOT_FOUND);
     ck_assert_ptr_nonnull(strstr(err.msg, "\"vocab_size\""));
-    ck_assert_int_eq(parse_edited("\"llm_vocab_size\": 100,", "\"llm_vocab_size\": 1.5,", &err), MM_ERR_FORMAT);
+    ck_assert_int_eq(parse_edited("\"llm_vocab_size\": 100,", "\"llm_vocab_size\": 1.5,", &err),
+                     MM_ERR_FORMAT);
     ck_assert_ptr_nonnull(strstr(err.msg, "embedding_config: key \"llm_vocab_size\""));
-    ck_assert_int_eq(parse_edited("\"normalize_encoder_output\": true", "\"normalize_encoder_output\": 1", &err), MM_ERR_FORMAT);
+    ck_assert_int_eq(
+        parse_edited("\"normalize_encoder_output\": true", "\"normalize_encoder_output\": 1", &err),
+        MM_ERR_FORMAT);
     ck_assert_ptr_nonnull(strstr(err.msg, "normalize_encoder_output"));
-    ck_assert_int_eq(parse_edited("\"pixel_shuffle_loc\": \"post\"", "\"pixel_shuffle_loc\": \"mid\"", &err), MM_ERR_FORMAT);
+    ck_assert_int_eq(
+        parse_edited("\"pixel_shuffle_loc\": \"post\"", "\"pixel_shuffle_loc\": \"mid\"", &err),
+        MM_ERR_FORMAT);
     ck_assert_int_eq(parse_edited("[\"mha\", \"mamba2\"]", "[\"mha\"]", &err), MM_ERR_FORMAT);
     ck_assert_ptr_nonnull(strstr(err.msg, "layers_block_type"));
-    ck_assert_int_eq(parse_edited("[\"mha\", \"mamba2\"]", "[\"mha\", \"rwkv\"]", &err), MM_ERR_FORMAT);
+    ck_assert_int_eq(parse_edited("[\"mha\", \"mamba2\"]", "[\"mha\", \"rwkv\"]", &err),
+                     MM_ERR_FORMAT);
     ck_assert_int_eq(parse_edited("[\"mha\", \"mamba2\"]", "\"mha\"", &err), MM_ERR_FORMAT);
-    ck_assert_int_eq(parse_edited("\"embedding_config\": {", "\"embedding_config\": [], \"x\": {", &err), MM_ERR_FORMAT);
+    ck_assert_int_eq(
+        parse_edited("\"embedding_config\": {", "\"embedding_config\": [], \"x\": {", &err),
+        MM_ERR_FORMAT);
 }
 END_TEST
 
@@ -100,20 +109,33 @@ START_TEST(test_inconsistent_sizes)
     struct mm_err err;
     /* heads not a multiple of kv heads */
     ck_assert_int_eq(parse_edited("\"num_key_value_heads\": 2, \"intermediate_size\": 96",
-                                  "\"num_key_value_heads\": 3, \"intermediate_size\": 96", &err), MM_ERR_FORMAT);
+                                  "\"num_key_value_heads\": 3, \"intermediate_size\": 96", &err),
+                     MM_ERR_FORMAT);
     ck_assert_ptr_nonnull(strstr(err.msg, "num_key_value_heads"));
     /* hidden not a multiple of heads */
-    ck_assert_int_eq(parse_edited("\"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"intermediate_size\": 128",
-                                  "\"num_attention_heads\": 5, \"num_key_value_heads\": 1, \"intermediate_size\": 128", &err), MM_ERR_FORMAT);
+    ck_assert_int_eq(
+        parse_edited(
+            "\"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"intermediate_size\": 128",
+            "\"num_attention_heads\": 5, \"num_key_value_heads\": 1, \"intermediate_size\": 128",
+            &err),
+        MM_ERR_FORMAT);
     /* stacks of different widths */
-    ck_assert_int_eq(parse_edited("\"llm_hidden_size\": 64", "\"llm_hidden_size\": 32", &err), MM_ERR_UNSUPPORTED);
+    ck_assert_int_eq(parse_edited("\"llm_hidden_size\": 64", "\"llm_hidden_size\": 32", &err),
+                     MM_ERR_UNSUPPORTED);
     /* vocab: text embeddings larger than the LM head */
-    ck_assert_int_eq(parse_edited("\"vocab_size\": 110", "\"vocab_size\": 90", &err), MM_ERR_FORMAT);
-    ck_assert_int_eq(parse_edited("\"img_context_token_id\": 102", "\"img_context_token_id\": 500", &err), MM_ERR_FORMAT);
-    ck_assert_int_eq(parse_edited("\"downsample_ratio\": 0.5", "\"downsample_ratio\": 0.25", &err), MM_ERR_UNSUPPORTED);
-    ck_assert_int_eq(parse_edited("\"image_size\": 224", "\"image_size\": 225", &err), MM_ERR_FORMAT);
-    ck_assert_int_eq(parse_edited("\"num_hidden_layers\": 3", "\"num_hidden_layers\": 0", &err), MM_ERR_UNSUPPORTED);
-    ck_assert_int_eq(parse_edited("\"num_hidden_layers\": 3", "\"num_hidden_layers\": -3", &err), MM_ERR_UNSUPPORTED);
+    ck_assert_int_eq(parse_edited("\"vocab_size\": 110", "\"vocab_size\": 90", &err),
+                     MM_ERR_FORMAT);
+    ck_assert_int_eq(
+        parse_edited("\"img_context_token_id\": 102", "\"img_context_token_id\": 500", &err),
+        MM_ERR_FORMAT);
+    ck_assert_int_eq(parse_edited("\"downsample_ratio\": 0.5", "\"downsample_ratio\": 0.25", &err),
+                     MM_ERR_UNSUPPORTED);
+    ck_assert_int_eq(parse_edited("\"image_size\": 224", "\"image_size\": 225", &err),
+                     MM_ERR_FORMAT);
+    ck_assert_int_eq(parse_edited("\"num_hidden_layers\": 3", "\"num_hidden_layers\": 0", &err),
+                     MM_ERR_UNSUPPORTED);
+    ck_assert_int_eq(parse_edited("\"num_hidden_layers\": 3", "\"num_hidden_layers\": -3", &err),
+                     MM_ERR_UNSUPPORTED);
     ck_assert_int_eq(parse_edited("\"num_hidden_layers\": 3, \"hidden_size\": 64",
                                   "\"num_hidden_layers\": 3, \"hidden_size\": 1e300", &err),
                      MM_ERR_FORMAT);
@@ -122,7 +144,8 @@ END_TEST
 
 START_TEST(test_presets_round_trip)
 {
-    const char *presets[] = {"tiny-linear", "tiny-hybrid", "tiny-teacher", "linear", "hybrid", "teacher"};
+    const char *presets[] = {"tiny-linear", "tiny-hybrid", "tiny-teacher",
+                             "linear",      "hybrid",      "teacher"};
     for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) {
         struct mm_config a, b;
         struct mm_err err;

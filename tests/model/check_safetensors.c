@@ -72,38 +72,56 @@ START_TEST(test_bad_headers)
     ck_assert_int_eq(open_header("{\"a\":", 0, &err), MM_ERR_FORMAT);
     /* entry fields */
     ck_assert_int_eq(open_header("{\"a\":5}", 0, &err), MM_ERR_FORMAT);
-    ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"Q4\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, &err),
-                     MM_ERR_UNSUPPORTED);
+    ck_assert_int_eq(
+        open_header("{\"a\":{\"dtype\":\"Q4\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, &err),
+        MM_ERR_UNSUPPORTED);
     ck_assert_ptr_nonnull(strstr(err.msg, "tensor a"));
-    ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, &err),
-                     MM_ERR_FORMAT);
-    ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 4, &err),
-                     MM_ERR_FORMAT);
-    ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0]}}", 4, &err),
-                     MM_ERR_FORMAT);
-    ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 4, &err),
-                     MM_ERR_UNSUPPORTED);
+    ck_assert_int_eq(
+        open_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, &err),
+        MM_ERR_FORMAT);
+    ck_assert_int_eq(
+        open_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 4, &err),
+        MM_ERR_FORMAT);
+    ck_assert_int_eq(
+        open_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0]}}", 4, &err),
+        MM_ERR_FORMAT);
+    ck_assert_int_eq(
+        open_header(
+            "{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 4,
+            &err),
+        MM_ERR_UNSUPPORTED);
     /* size mismatch: shape says 8 bytes, range is 4 */
-    ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 8, &err),
-                     MM_ERR_FORMAT);
+    ck_assert_int_eq(
+        open_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 8, &err),
+        MM_ERR_FORMAT);
     ck_assert_ptr_nonnull(strstr(err.msg, "shape x dtype"));
     /* range outside the data area */
-    ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 7, &err),
-                     MM_ERR_FORMAT);
-    ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,4]}}", 8, &err),
-                     MM_ERR_FORMAT);
+    ck_assert_int_eq(
+        open_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 7, &err),
+        MM_ERR_FORMAT);
+    ck_assert_int_eq(
+        open_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,4]}}", 8, &err),
+        MM_ERR_FORMAT);
     /* overlapping tensors */
     ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-                                 "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, &err),
+                                 "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
+                                 8, &err),
                      MM_ERR_FORMAT);
     ck_assert_ptr_nonnull(strstr(err.msg, "overlap"));
     /* element count and byte size overflows */
-    ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],"
-                                 "\"data_offsets\":[0,4]}}", 4, &err), MM_ERR_OVERFLOW);
+    ck_assert_int_eq(
+        open_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],"
+                    "\"data_offsets\":[0,4]}}",
+                    4, &err),
+        MM_ERR_OVERFLOW);
     ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"F64\",\"shape\":[4611686018427387904],"
-                                 "\"data_offsets\":[0,4]}}", 4, &err), MM_ERR_FORMAT); /* > 2^53 */
+                                 "\"data_offsets\":[0,4]}}",
+                                 4, &err),
+                     MM_ERR_FORMAT); /* > 2^53 */
     ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"F64\",\"shape\":[4503599627370496,4096],"
-                                 "\"data_offsets\":[0,4]}}", 4, &err), MM_ERR_OVERFLOW);
+                                 "\"data_offsets\":[0,4]}}",
+                                 4, &err),
+                     MM_ERR_OVERFLOW);
     /* bad metadata */
     ck_assert_int_eq(open_header("{\"__metadata__\":3}", 0, &err), MM_ERR_FORMAT);
 }
@@ -114,9 +132,11 @@ START_TEST(test_truncated_and_lying_length)
     struct mm_err err;
     struct mm_safetensors *st;
     uint8_t small[5] = {1, 2, 3, 4, 5};
-    ck_assert_int_eq(mm_safetensors_open_buffer(small, sizeof small, "mem", &st, &err), MM_ERR_FORMAT);
+    ck_assert_int_eq(mm_safetensors_open_buffer(small, sizeof small, "mem", &st, &err),
+                     MM_ERR_FORMAT);
     size_t len;
-    uint8_t *buf = make_image("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, &len);
+    uint8_t *buf =
+        make_image("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, &len);
     /* every truncation is rejected, none crashes */
     for (size_t cut = 0; cut < len; cut++) {
         st = NULL;
@@ -136,8 +156,10 @@ END_TEST
 START_TEST(test_mutations_do_not_crash)
 {
     size_t len;
-    uint8_t *orig = make_image("{\"a\":{\"dtype\":\"BF16\",\"shape\":[2,3],\"data_offsets\":[0,12]},"
-                               "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[12,16]}}", 16, &len);
+    uint8_t *orig =
+        make_image("{\"a\":{\"dtype\":\"BF16\",\"shape\":[2,3],\"data_offsets\":[0,12]},"
+                   "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[12,16]}}",
+                   16, &len);
     uint8_t *buf = malloc(len);
     uint64_t x = 12345;
     int ok = 0;
@@ -236,8 +258,9 @@ START_TEST(test_sharded_index)
     snprintf(path, sizeof path, "%s/model-00002-of-00002.safetensors", dir);
     write_small(path, "b", 2.0f);
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
-    const char *good = "{\"metadata\":{},\"weight_map\":{\"a\":\"model-00001-of-00002.safetensors\","
-                       "\"b\":\"model-00002-of-00002.safetensors\"}}";
+    const char *good =
+        "{\"metadata\":{},\"weight_map\":{\"a\":\"model-00001-of-00002.safetensors\","
+        "\"b\":\"model-00002-of-00002.safetensors\"}}";
     mm_test_write_file(path, good, strlen(good));
     struct mm_safetensors *st;
     struct mm_err err;

@@ -27,7 +27,8 @@ static int same_tensors(const struct mm_safetensors *a, const struct mm_safetens
         return 0;
     for (int64_t i = 0; i < mm_safetensors_count(a); i++) {
         const struct mm_tensor *x = mm_safetensors_at(a, i), *y = mm_safetensors_at(b, i);
-        if (strcmp(x->name, y->name) || x->nbytes != y->nbytes || memcmp(x->data, y->data, x->nbytes))
+        if (strcmp(x->name, y->name) || x->nbytes != y->nbytes ||
+            memcmp(x->data, y->data, x->nbytes))
             return 0;
     }
     return 1;
@@ -116,7 +117,8 @@ START_TEST(test_tokenizer_files)
     cJSON *added;
     snprintf(p, sizeof p, "%s/added_tokens.json", dir);
     ck_assert_int_eq(mm_json_read_file(p, 1 << 20, &added, &err), MM_OK);
-    ck_assert_int_eq(cJSON_GetObjectItem(added, "<IMG_CONTEXT>")->valueint, cfg.img_context_token_id);
+    ck_assert_int_eq(cJSON_GetObjectItem(added, "<IMG_CONTEXT>")->valueint,
+                     cfg.img_context_token_id);
     ck_assert_int_eq(cJSON_GetObjectItem(added, "<img>")->valueint, cfg.llm_vocab_size);
     ck_assert_int_eq(cJSON_GetObjectItem(added, "<|im_end|>")->valueint, cfg.llm_vocab_size - 2);
     ck_assert_int_eq(cJSON_GetObjectItem(added, "<|im_start|>")->valueint, cfg.llm_vocab_size - 1);

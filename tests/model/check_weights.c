@@ -11,7 +11,8 @@
 
 /* Rewrites dir/model.safetensors from `src` with one tensor changed:
  * mode 0 drops it, 1 adds a row to its first dim, 2 stores it as I32. */
-static void rewrite_with(const char *dir, const struct mm_safetensors *src, const char *victim, int mode)
+static void rewrite_with(const char *dir, const struct mm_safetensors *src, const char *victim,
+                         int mode)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
