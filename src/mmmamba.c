@@ -5,12 +5,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "base/json.h"
 #include "base/log.h"
 #include "base/status.h"
 #include "model/config.h"
 #include "model/safetensors.h"
 #include "model/synthetic.h"
+#include "model/tokenizer.h"
 #include "model/weights.h"
 
 struct command {
@@ -177,11 +180,165 @@ static int cmd_inspect(int argc, char **argv)
     return 0;
 }
 
+
+/* ---- tokenize ------------------------------------------------------------------- */
+
+/* Prints ids (and pieces unless only_ids) of one encoded text. */
+static void print_tokens(const struct mm_tokenizer *tok, const struct mm_tokens *t, bool only_ids)
+{
+    for (int64_t i = 0; i < t->n; i++)
+        printf(i ? " %d" : "%d", (int)t->ids[i]);
+    printf("\n");
+    if (only_ids)
+        return;
+    for (int64_t i = 0; i < t->n; i++) {
+        const char *p = mm_tokenizer_piece(tok, t->ids[i]);
+        printf(i ? " %s" : "%s", p ? p : "?");
+    }
+    printf("\n");
+}
+
+/* --decode: one line of space-separated ids in, one line of text out. */
+static int decode_line(const struct mm_tokenizer *tok, const char *line, size_t n,
+                       struct mm_tokens *t, struct mm_err *err)
+{
+    t->n = 0;
+    for (size_t i = 0; i < n;) {
+        if (line[i] == ' ' || line[i] == '\t' || line[i] == '\r') {
+            i++;
+            continue;
+        }
+        char *end;
+        const long v = strtol(line + i, &end, 10);
+        if (end == line + i || v < INT32_MIN || v > INT32_MAX) {
+            mm_err_set(err, MM_ERR_INVALID, "not a token id: \"%.*s\"", (int)(n - i), line + i);
+            return 0;
+        }
+        if (mm_tokens_push(t, (int32_t)v, err) != MM_OK)
+            return 0;
+        i = (size_t)(end - line);
+    }
+    char *text;
+    size_t len;
+    if (mm_tokenizer_decode(tok, t->ids, t->n, &text, &len, err) != MM_OK)
+        return 0;
+    fwrite(text, 1, len, stdout);
+    putchar('\n');
+    free(text);
+    return 1;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmd_tokenize(int argc, char **argv)
+{
+    const char *model = NULL, *file = NULL, *path = NULL, *text = NULL;
+    bool bos = true, lines = false, decode = false, bench = false;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--no-bos") == 0)
+            bos = false;
+        else if (strcmp(a, "--lines") == 0)
+            lines = true;
+        else if (strcmp(a, "--decode") == 0)
+            decode = true;
+        else if (strcmp(a, "--bench") == 0)
+            bench = true;
+        else if ((strcmp(a, "--model") == 0 || strcmp(a, "--tokenizer") == 0 ||
+                  strcmp(a, "--file") == 0) && v) {
+            if (a[2] == 'm')
+                model = v;
+            else if (a[2] == 't')
+                file = v;
+            else
+                path = v;
+            i++;
+        } else if (a[0] == '-' && a[1] == '-') {
+            fprintf(stderr, "mmmamba tokenize: bad option %s\n", a);
+            return 2;
+        } else if (!text)
+            text = a;
+        else {
+            fprintf(stderr, "mmmamba tokenize: one TEXT only (quote it)\n");
+            return 2;
+        }
+    }
+    if (!model == !file || !text == !path) {
+        fprintf(stderr, "usage: mmmamba tokenize (--model DIR | --tokenizer FILE) [--no-bos] "
+                        "[--lines] [--decode] [--bench] (TEXT | --file PATH)\n");
+        return 2;
+    }
+    struct mm_err err;
+    struct mm_tokenizer *tok;
+    if ((model ? mm_tokenizer_load_dir(model, &tok, &err)
+               : mm_tokenizer_load_model(file, &tok, &err)) != MM_OK)
+        return fail(&err);
+    char *buf = NULL;
+    size_t len = text ? strlen(text) : 0;
+    if (path && mm_file_read_all(path, (size_t)1 << 30, &buf, &len, &err) != MM_OK) {
+        mm_tokenizer_free(tok);
+        return fail(&err);
+    }
+    const char *in = path ? buf : text;
+    const unsigned flags = (bos ? MM_TOKENIZE_BOS : 0) | (model ? MM_TOKENIZE_SPECIAL : 0);
+    struct mm_tokens t = {0};
+    int rc = 0;
+    if (bench) {
+        /* best of a few runs over the whole input */
+        double best = 1e30;
+        for (int r = 0; r < 5 && rc == 0; r++) {
+            t.n = 0;
+            const double t0 = now_s();
+            if (mm_tokenizer_encode(tok, in, len, flags, &t, &err) != MM_OK)
+                rc = fail(&err);
+            const double dt = now_s() - t0;
+            best = dt < best ? dt : best;
+        }
+        if (rc == 0)
+            printf("%zu bytes -> %lld tokens in %.2f ms (%.0f tokens/s, %.1f MB/s)\n", len,
+                   (long long)t.n, best * 1e3, (double)t.n / best, (double)len / best / 1e6);
+    } else if (lines || decode) {
+        /* one output line per input line (split on '\n', like spm_encode) */
+        for (size_t s = 0; s < len && rc == 0;) {
+            const char *nl = memchr(in + s, '\n', len - s);
+            const size_t e = nl ? (size_t)(nl - in) : len;
+            if (decode) {
+                if (!decode_line(tok, in + s, e - s, &t, &err))
+                    rc = fail(&err);
+            } else {
+                t.n = 0;
+                if (mm_tokenizer_encode(tok, in + s, e - s, flags, &t, &err) != MM_OK)
+                    rc = fail(&err);
+                else
+                    print_tokens(tok, &t, true);
+            }
+            s = e + 1;
+        }
+    } else if (mm_tokenizer_encode(tok, in, len, flags, &t, &err) != MM_OK) {
+        rc = fail(&err);
+    } else {
+        print_tokens(tok, &t, false);
+    }
+    mm_tokens_free(&t);
+    free(buf);
+    mm_tokenizer_free(tok);
+    return rc;
+}
+
 static const struct command commands[] = {
     {"mkmodel", "--preset P --out DIR [--seed S] [--shards N] [--pixel-shuffle-loc pre|post] "
                 "[--normalize-encoder-output 0|1] [--image-size N]",
      cmd_mkmodel},
     {"inspect", "DIR", cmd_inspect},
+    {"tokenize", "(--model DIR | --tokenizer FILE) [--no-bos] [--lines] [--decode] [--bench] "
+                 "(TEXT | --file PATH)",
+     cmd_tokenize},
 };
 
 static void usage(FILE *f)
