@@ -146,9 +146,12 @@ static enum mm_status render_message(struct builder *b, const struct mm_chat_mes
             return mm_err_set(err, MM_ERR_INVALID, "message %lld: images are only allowed in user messages",
                               (long long)index);
         int64_t count;
-        if (p->tiles < 1 || !mm_i64_mul(p->tiles, b->tpl->tokens_per_tile, &count))
+        if (p->tiles < 1)
             return mm_err_set(err, MM_ERR_INVALID, "message %lld: bad tile count %lld",
                               (long long)index, (long long)p->tiles);
+        if (p->tiles > MM_CHAT_MAX_TILES || !mm_i64_mul(p->tiles, b->tpl->tokens_per_tile, &count))
+            return mm_err_set(err, MM_ERR_LIMIT, "message %lld: %lld tiles in one image (max %d)",
+                              (long long)index, (long long)p->tiles, MM_CHAT_MAX_TILES);
         if ((st = put_token(b, TOK_IMG, 1, err)) != MM_OK ||
             (st = put_token(b, TOK_IMG_CONTEXT, count, err)) != MM_OK ||
             (st = put_token(b, TOK_IMG_END, 1, err)) != MM_OK || (st = put_text(b, "\n", 1, err)) != MM_OK)

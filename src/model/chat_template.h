@@ -31,6 +31,10 @@
 #include "base/status.h"
 #include "model/tokenizer.h"
 
+/* More tiles than this in one image is refused (MM_ERR_LIMIT); real configs
+ * use at most max_dynamic_patch + 1 (13). */
+#define MM_CHAT_MAX_TILES 1024
+
 /* The reference's default system message. */
 extern const char mm_chat_default_system[];
 
@@ -78,7 +82,8 @@ void mm_chat_template_free(struct mm_chat_template *tpl);
 /* Renders msgs[0..n). Appends the prompt ids to *ids; when prompt is not NULL
  * also returns the rendered prompt text (heap, NUL-terminated, caller frees;
  * for debugging: it spells out every <IMG_CONTEXT>). Images in system or
- * assistant messages, or tiles < 1, are MM_ERR_INVALID. */
+ * assistant messages, or tiles < 1, are MM_ERR_INVALID; more than
+ * MM_CHAT_MAX_TILES tiles is MM_ERR_LIMIT. On failure *ids is as it was. */
 enum mm_status mm_chat_render(const struct mm_chat_template *tpl,
                               const struct mm_chat_message *msgs, int64_t n,
                               const struct mm_chat_options *opt, struct mm_tokens *ids,
