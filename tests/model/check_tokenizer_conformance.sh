@@ -69,7 +69,12 @@ compare synthetic "$srcdir/src/model/synthetic_tokenizer/tokenizer.model"
 
 echo "conformance: $lines strings x $models models"
 # speed: the whole test file as one text (best of 5 runs)
-echo "speed (synthetic tokenizer, whole test file as one text):"
+echo "speed (whole test file as one text, best of 5):"
+printf '  synthetic (identity, 1024 pieces): '
 "$mm" tokenize --tokenizer "$srcdir/src/model/synthetic_tokenizer/tokenizer.model" --bench --file "$test" || fail=1
+if [ -f "$tmp/nfkc_default.model" ]; then
+  printf '  nfkc_default (nmt_nfkc charsmap, 3000 pieces): '
+  "$mm" tokenize --tokenizer "$tmp/nfkc_default.model" --bench --file "$test" || fail=1
+fi
 [ "$fail" -eq 0 ] && echo PASS || echo FAIL
 exit "$fail"
