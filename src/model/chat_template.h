@@ -14,8 +14,10 @@
  * added-token matching, so (1) <IMG_CONTEXT> runs are never tokenized from
  * text and (2) message content that literally contains "<|im_end|>",
  * "<|im_start|>" or "<img>" is tokenized as ordinary text and cannot inject
- * turns or image slots (prompt-injection safe; the same choice as vLLM's and
- * llama.cpp's servers make for user content). For content without such
+ * turns or image slots (prompt-injection safe, also when the SentencePiece
+ * model itself lists those strings as user-defined pieces: see tokenizer.h).
+ * Note Hugging Face / vLLM tokenize the rendered string and so do parse
+ * special tokens inside content; we deliberately do not. For content without such
  * strings the ids equal tokenizing the rendered prompt with added-token
  * matching, which is what the reference does. No JSON in this layer.
  *

@@ -424,7 +424,7 @@ static bool add_pair(const struct mm_tokenizer *t, struct scratch *s, int32_t l,
         return true;
     const uint32_t size = s->sym[l].len + s->sym[r].len;
     const int32_t id = ptable_find(&t->normal, &t->sp, s->norm.p + s->sym[l].start, size);
-    if (id < 0)
+    if (id < 0 || t->ids[id].kind == MM_TOKEN_CONTROL) /* special added tokens never come from text */
         return true;
     if (!heap_push(s, (struct pair){t->sp.pieces[id].score, l, r, size}))
         return false;
@@ -792,8 +792,6 @@ static enum mm_status build(struct mm_tokenizer *t, struct mm_err *err)
         MM_LOG(MM_LOG_WARN, "tokenizer: denormalizer_spec rules are ignored when decoding");
     if (!ptable_init(&t->normal, sp->n_pieces) || !ptable_init(&t->reserved, sp->n_pieces))
         return mm_err_set(err, MM_ERR_NOMEM, "out of memory");
-    int32_t n_ud = 0;
-    memset(t->ud_start, 0, sizeof t->ud_start);
     for (int b = 0; b < 256; b++)
         t->byte_id[b] = sp->unk_id;
     for (int32_t i = 0; i < sp->n_pieces; i++) {
@@ -803,26 +801,10 @@ static enum mm_status build(struct mm_tokenizer *t, struct mm_err *err)
         if (!ptable_insert(normal ? &t->normal : &t->reserved, sp, i))
             return mm_err_set(err, MM_ERR_FORMAT, "piece \"%s\" (id %d) is defined twice", p->text,
                               (int)i);
-        if (p->type == MM_SP_USER_DEFINED) {
-            n_ud++;
-            t->ud_start[(uint8_t)p->text[0] + 1]++;
-        }
         if (p->type == MM_SP_BYTE)
             t->byte_id[p->byte] = i;
         if (p->len > t->max_piece_len)
             t->max_piece_len = p->len;
-    }
-    for (int b = 0; b < 256; b++)
-        t->ud_start[b + 1] += t->ud_start[b];
-    if (n_ud) {
-        t->ud = malloc((size_t)n_ud * sizeof *t->ud);
-        if (!t->ud)
-            return mm_err_set(err, MM_ERR_NOMEM, "out of memory");
-        int32_t fill[256];
-        memcpy(fill, t->ud_start, sizeof fill);
-        for (int32_t i = 0; i < sp->n_pieces; i++)
-            if (sp->pieces[i].type == MM_SP_USER_DEFINED)
-                t->ud[fill[(uint8_t)sp->pieces[i].text[0]]++] = i;
     }
     if (sp->normalizer.charsmap) {
         const uint8_t *c = sp->normalizer.charsmap;
@@ -891,6 +873,28 @@ static enum mm_status build_ids(struct mm_tokenizer *t, struct mm_err *err)
         t->first_byte[(uint8_t)a->text[0]] = true;
         if (a->len > t->max_piece_len)
             t->max_piece_len = a->len;
+    }
+    /* User-defined pieces, grouped by first byte. One that is also a special
+     * added token is left out: it is matched only by the added-token layer
+     * (MM_TOKENIZE_SPECIAL), so text spelling it stays text otherwise. */
+    int32_t n_ud = 0;
+    memset(t->ud_start, 0, sizeof t->ud_start);
+    for (int32_t i = 0; i < t->sp.n_pieces; i++)
+        if (t->sp.pieces[i].type == MM_SP_USER_DEFINED && t->ids[i].kind != MM_TOKEN_CONTROL) {
+            n_ud++;
+            t->ud_start[(uint8_t)t->sp.pieces[i].text[0] + 1]++;
+        }
+    for (int b = 0; b < 256; b++)
+        t->ud_start[b + 1] += t->ud_start[b];
+    if (n_ud) {
+        t->ud = malloc((size_t)n_ud * sizeof *t->ud);
+        if (!t->ud)
+            return mm_err_set(err, MM_ERR_NOMEM, "out of memory");
+        int32_t fill[256];
+        memcpy(fill, t->ud_start, sizeof fill);
+        for (int32_t i = 0; i < t->sp.n_pieces; i++)
+            if (t->sp.pieces[i].type == MM_SP_USER_DEFINED && t->ids[i].kind != MM_TOKEN_CONTROL)
+                t->ud[fill[(uint8_t)t->sp.pieces[i].text[0]]++] = i;
     }
     return MM_OK;
 }

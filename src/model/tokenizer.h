@@ -8,7 +8,11 @@
  * with spm_encode. Added tokens sit in a layer above: with
  * MM_TOKENIZE_SPECIAL they are matched first as literal strings (longest
  * match, never split) and each stretch of text between them is a separate
- * SentencePiece call, as Hugging Face's slow tokenizer does.
+ * SentencePiece call, as Hugging Face's slow tokenizer does. Without that
+ * flag text spelling an added token never yields its id: a SentencePiece
+ * user-defined piece that is also a special added token is not matched as a
+ * unit (the only deviation from plain SentencePiece, and only for such
+ * pieces), so callers can tokenize untrusted text safely.
  *
  * Thread contract: a loaded struct mm_tokenizer is immutable. Every function
  * taking a const tokenizer may be called concurrently from any number of

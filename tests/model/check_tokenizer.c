@@ -337,6 +337,47 @@ START_TEST(test_charsmap)
 }
 END_TEST
 
+/* A user-defined piece that is also a special added token (as InternLM2's
+ * <|im_end|> may be): plain SentencePiece matches it, but once the checkpoint
+ * declares it special, only MM_TOKENIZE_SPECIAL produces it: neither the
+ * user-defined matcher nor a BPE merge may rebuild it from text. */
+START_TEST(test_user_defined_special)
+{
+    static const char *const pieces[] = {"<unk>", "<s>", "</s>", "<|im_end|>", "a", "<", "|", "i", "m",
+                                         "_", "e", "n", "d", ">", "<|", "im", "<|im", "_e", "nd",
+                                         "_end", "|>", "_end|>"};
+    struct buf b = {.n = 0};
+    for (int i = 0; i < (int)(sizeof pieces / sizeof pieces[0]); i++)
+        put_piece(&b, pieces[i], i == 3 ? 0.0f : -1.0f, i == 0 ? 2 : i < 3 ? 3 : i == 3 ? 4 : 1);
+    struct buf t = {.n = 0};
+    put_varint(&t, 3 << 3);
+    put_varint(&t, 2); /* BPE */
+    put_bytes(&b, 2, t.p, t.n);
+    struct buf nm = {.n = 0};
+    put_varint(&nm, 3 << 3);
+    put_varint(&nm, 0); /* no dummy prefix */
+    put_bytes(&b, 3, nm.p, nm.n);
+    struct mm_tokenizer *tok;
+    struct mm_err err;
+    ck_assert_int_eq(mm_tokenizer_load_memory(b.p, b.n, &tok, &err), MM_OK);
+    EXPECT(tok, "a<|im_end|>", 0, 4, 3);
+    mm_tokenizer_free(tok);
+
+    char dir[256], path[512];
+    mm_test_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/tokenizer.model", dir);
+    mm_test_write_file(path, b.p, b.n);
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    const char *cfg = "{\"added_tokens_decoder\": {\"3\": {\"content\": \"<|im_end|>\", \"special\": true}}}";
+    mm_test_write_file(path, cfg, strlen(cfg));
+    ck_assert_int_eq(mm_tokenizer_load_dir(dir, &tok, &err), MM_OK);
+    EXPECT(tok, "a<|im_end|>", 0, 4, 16, 21);
+    EXPECT(tok, "a<|im_end|>", MM_TOKENIZE_SPECIAL, 4, 3);
+    mm_tokenizer_free(tok);
+    mm_test_rmdir(dir);
+}
+END_TEST
+
 /* ---- concurrency: many threads encoding with one tokenizer ---- */
 struct job {
     const struct mm_tokenizer *tok;
@@ -451,6 +492,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_decode);
     tcase_add_test(tc, test_added_tokens);
     tcase_add_test(tc, test_charsmap);
+    tcase_add_test(tc, test_user_defined_special);
     tcase_add_test(tc, test_threads);
     tcase_add_test(tc, test_speed);
     tcase_add_test(tc, test_load_errors);
