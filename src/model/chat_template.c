@@ -31,7 +31,8 @@ enum mm_status mm_chat_template_create(const struct mm_tokenizer *tok, const cha
 {
     *out = NULL;
     if (!name || strcmp(name, "internlm2-chat") != 0)
-        return mm_err_set(err, MM_ERR_UNSUPPORTED, "chat template \"%s\" is not supported (only internlm2-chat)",
+        return mm_err_set(err, MM_ERR_UNSUPPORTED,
+                          "chat template \"%s\" is not supported (only internlm2-chat)",
                           name ? name : "(null)");
     if (tokens_per_tile < 1)
         return mm_err_set(err, MM_ERR_INVALID, "tokens_per_tile must be >= 1");
@@ -136,14 +137,16 @@ static enum mm_status render_message(struct builder *b, const struct mm_chat_mes
     const char *role = role_name(m->role);
     enum mm_status st;
     if ((st = put_token(b, TOK_IM_START, 1, err)) != MM_OK ||
-        (st = put_text(b, role, strlen(role), err)) != MM_OK || (st = put_text(b, "\n", 1, err)) != MM_OK)
+        (st = put_text(b, role, strlen(role), err)) != MM_OK ||
+        (st = put_text(b, "\n", 1, err)) != MM_OK)
         return st;
     for (int64_t i = 0; i < m->n_parts; i++) {
         const struct mm_chat_part *p = &m->parts[i];
         if (p->kind != MM_CHAT_IMAGE)
             continue;
         if (m->role != MM_CHAT_USER)
-            return mm_err_set(err, MM_ERR_INVALID, "message %lld: images are only allowed in user messages",
+            return mm_err_set(err, MM_ERR_INVALID,
+                              "message %lld: images are only allowed in user messages",
                               (long long)index);
         int64_t count;
         if (p->tiles < 1)
@@ -154,7 +157,8 @@ static enum mm_status render_message(struct builder *b, const struct mm_chat_mes
                               (long long)index, (long long)p->tiles, MM_CHAT_MAX_TILES);
         if ((st = put_token(b, TOK_IMG, 1, err)) != MM_OK ||
             (st = put_token(b, TOK_IMG_CONTEXT, count, err)) != MM_OK ||
-            (st = put_token(b, TOK_IMG_END, 1, err)) != MM_OK || (st = put_text(b, "\n", 1, err)) != MM_OK)
+            (st = put_token(b, TOK_IMG_END, 1, err)) != MM_OK ||
+            (st = put_text(b, "\n", 1, err)) != MM_OK)
             return st;
     }
     bool first = true;
@@ -163,7 +167,8 @@ static enum mm_status render_message(struct builder *b, const struct mm_chat_mes
         if (p->kind == MM_CHAT_IMAGE)
             continue;
         if (p->kind != MM_CHAT_TEXT || (!p->text && p->len))
-            return mm_err_set(err, MM_ERR_INVALID, "message %lld: bad content part", (long long)index);
+            return mm_err_set(err, MM_ERR_INVALID, "message %lld: bad content part",
+                              (long long)index);
         if ((!first && (st = put_text(b, "\n", 1, err)) != MM_OK) ||
             (st = put_text(b, p->text, p->len, err)) != MM_OK)
             return st;

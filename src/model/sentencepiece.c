@@ -38,8 +38,7 @@ static enum mm_status pb_varint(struct pb *r, uint64_t *out, struct mm_err *err)
     uint64_t v = 0;
     for (int i = 0; i < 10; i++) {
         if (r->p >= r->end)
-            return mm_err_set(err, MM_ERR_FORMAT, "truncated varint at byte %td",
-                              r->p - r->base);
+            return mm_err_set(err, MM_ERR_FORMAT, "truncated varint at byte %td", r->p - r->base);
         const uint8_t b = *r->p++;
         if (i == 9 && b > 1)
             return mm_err_set(err, MM_ERR_FORMAT, "varint overflows 64 bits at byte %td",
@@ -77,8 +76,8 @@ static enum mm_status pb_next(struct pb *r, struct pb_field *f, struct mm_err *e
     case WIRE_I32: {
         const size_t n = f->wire == WIRE_I64 ? 8 : 4;
         if (left < n)
-            return mm_err_set(err, MM_ERR_FORMAT, "truncated fixed%zu field %u at byte %td",
-                              n * 8, f->num, at);
+            return mm_err_set(err, MM_ERR_FORMAT, "truncated fixed%zu field %u at byte %td", n * 8,
+                              f->num, at);
         for (size_t i = 0; i < n; i++)
             f->v |= (uint64_t)r->p[i] << (8 * i);
         r->p += n;
@@ -113,8 +112,9 @@ static enum mm_status want_wire(const struct pb *r, const struct pb_field *f, ui
 {
     if (f->wire == wire)
         return MM_OK;
-    return mm_err_set(err, MM_ERR_FORMAT, "%s (field %u) has wire type %u, expected %u (near byte %td)",
-                      what, f->num, f->wire, wire, r->p - r->base);
+    return mm_err_set(err, MM_ERR_FORMAT,
+                      "%s (field %u) has wire type %u, expected %u (near byte %td)", what, f->num,
+                      f->wire, wire, r->p - r->base);
 }
 
 static char *dup_bytes(const uint8_t *p, size_t n)
@@ -235,11 +235,12 @@ static enum mm_status check_charsmap(const uint8_t *b, size_t n, struct mm_err *
 {
     if (n <= 4)
         return mm_err_set(err, MM_ERR_FORMAT, "precompiled_charsmap: %zu bytes is too short", n);
-    const uint32_t trie = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
-                          (uint32_t)b[3] << 24;
+    const uint32_t trie =
+        (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
     if (trie >= n - 4 || trie % 4 != 0 || trie == 0)
         return mm_err_set(err, MM_ERR_FORMAT,
-                          "precompiled_charsmap: trie size %u does not fit a %zu-byte blob", trie, n);
+                          "precompiled_charsmap: trie size %u does not fit a %zu-byte blob", trie,
+                          n);
     return MM_OK;
 }
 
@@ -345,7 +346,8 @@ enum mm_status mm_sp_model_parse(const void *data, size_t len, struct mm_sp_mode
     memset(out, 0, sizeof *out);
     struct mm_sp_model m = {
         .model_type = MM_SP_UNIGRAM,
-        .normalizer = {.add_dummy_prefix = true, .remove_extra_whitespaces = true,
+        .normalizer = {.add_dummy_prefix = true,
+                       .remove_extra_whitespaces = true,
                        .escape_whitespaces = true},
     };
     struct raw_piece *raw = NULL;
@@ -419,8 +421,8 @@ enum mm_status mm_sp_model_parse(const void *data, size_t len, struct mm_sp_mode
     for (size_t i = 0; i < n_raw; i++) {
         memcpy(a, raw[i].text, raw[i].len);
         a[raw[i].len] = '\0';
-        m.pieces[i] = (struct mm_sp_piece){.text = a, .len = (uint32_t)raw[i].len,
-                                           .score = raw[i].score, .type = raw[i].type};
+        m.pieces[i] = (struct mm_sp_piece){
+            .text = a, .len = (uint32_t)raw[i].len, .score = raw[i].score, .type = raw[i].type};
         a += raw[i].len + 1;
     }
     m.n_pieces = (int32_t)n_raw;

@@ -44,11 +44,11 @@ struct mm_sp_piece {
 };
 
 struct mm_sp_normalizer {
-    char *name;                     /* e.g. "identity", "nmt_nfkc"; "" when absent */
-    bool add_dummy_prefix;          /* proto default true */
-    bool remove_extra_whitespaces;  /* proto default true */
-    bool escape_whitespaces;        /* proto default true */
-    uint8_t *charsmap;              /* precompiled_charsmap blob (owned); NULL if empty */
+    char *name;                    /* e.g. "identity", "nmt_nfkc"; "" when absent */
+    bool add_dummy_prefix;         /* proto default true */
+    bool remove_extra_whitespaces; /* proto default true */
+    bool escape_whitespaces;       /* proto default true */
+    uint8_t *charsmap;             /* precompiled_charsmap blob (owned); NULL if empty */
     size_t charsmap_len;
 };
 

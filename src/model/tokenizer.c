@@ -27,7 +27,7 @@
 #define MAX_ADDED_ID (1 << 24)
 
 static const char SPACE_SYMBOL[] = "\xe2\x96\x81"; /* U+2581, 3 bytes */
-static const char REPLACEMENT[] = "\xef\xbf\xbd";   /* U+FFFD, 3 bytes */
+static const char REPLACEMENT[] = "\xef\xbf\xbd";  /* U+FFFD, 3 bytes */
 
 /* Open-addressing table from piece text to id; slots hold id + 1 (0 = empty). */
 struct ptable {
@@ -157,7 +157,7 @@ static size_t utf8_char_len(const uint8_t *s, size_t n)
     const uint32_t c = s[0];
     if (c < 0x80)
         return 1;
-#define TRAIL(x) (((x) & 0xC0) == 0x80)
+#define TRAIL(x) (((x)&0xC0) == 0x80)
     if (n >= 2 && (c & 0xE0) == 0xC0 && TRAIL(s[1])) {
         const uint32_t cp = (c & 0x1F) << 6 | (s[1] & 0x3F);
         return cp >= 0x80 ? 2 : 0;
@@ -424,7 +424,8 @@ static bool add_pair(const struct mm_tokenizer *t, struct scratch *s, int32_t l,
         return true;
     const uint32_t size = s->sym[l].len + s->sym[r].len;
     const int32_t id = ptable_find(&t->normal, &t->sp, s->norm.p + s->sym[l].start, size);
-    if (id < 0 || t->ids[id].kind == MM_TOKEN_CONTROL) /* special added tokens never come from text */
+    if (id < 0 ||
+        t->ids[id].kind == MM_TOKEN_CONTROL) /* special added tokens never come from text */
         return true;
     if (!heap_push(s, (struct pair){t->sp.pieces[id].score, l, r, size}))
         return false;
@@ -481,7 +482,8 @@ static bool emit_piece(const struct mm_tokenizer *t, struct scratch *s, const ch
         for (size_t k = 0; k < s->rev_n; k++)
             if (s->rev[k].id == id) {
                 const size_t split = s->rev[k].split;
-                return emit_piece(t, s, p, split, out) && emit_piece(t, s, p + split, n - split, out);
+                return emit_piece(t, s, p, split, out) &&
+                       emit_piece(t, s, p + split, n - split, out);
             }
     }
     return emit_id(t, s, p, n, id, out);
@@ -747,9 +749,8 @@ const char *mm_tokenizer_piece(const struct mm_tokenizer *tok, int32_t id)
 {
     if (id < 0 || id >= tok->vocab_size || tok->ids[id].kind < 0)
         return NULL;
-    return id < tok->sp.n_pieces && tok->ids[id].kind == MM_TOKEN_UNKNOWN
-               ? tok->sp.pieces[id].text
-               : tok->ids[id].text;
+    return id < tok->sp.n_pieces && tok->ids[id].kind == MM_TOKEN_UNKNOWN ? tok->sp.pieces[id].text
+                                                                          : tok->ids[id].text;
 }
 
 enum mm_status mm_tokenizer_id_info(const struct mm_tokenizer *tok, int32_t id,
@@ -796,8 +797,8 @@ static enum mm_status build(struct mm_tokenizer *t, struct mm_err *err)
         t->byte_id[b] = sp->unk_id;
     for (int32_t i = 0; i < sp->n_pieces; i++) {
         const struct mm_sp_piece *p = &sp->pieces[i];
-        const bool normal = p->type == MM_SP_NORMAL || p->type == MM_SP_USER_DEFINED ||
-                            p->type == MM_SP_UNUSED;
+        const bool normal =
+            p->type == MM_SP_NORMAL || p->type == MM_SP_USER_DEFINED || p->type == MM_SP_UNUSED;
         if (!ptable_insert(normal ? &t->normal : &t->reserved, sp, i))
             return mm_err_set(err, MM_ERR_FORMAT, "piece \"%s\" (id %d) is defined twice", p->text,
                               (int)i);
@@ -808,8 +809,8 @@ static enum mm_status build(struct mm_tokenizer *t, struct mm_err *err)
     }
     if (sp->normalizer.charsmap) {
         const uint8_t *c = sp->normalizer.charsmap;
-        const size_t trie = (size_t)c[0] | (size_t)c[1] << 8 | (size_t)c[2] << 16 |
-                            (size_t)c[3] << 24;
+        const size_t trie =
+            (size_t)c[0] | (size_t)c[1] << 8 | (size_t)c[2] << 16 | (size_t)c[3] << 24;
         t->trie = c + 4;
         t->trie_units = trie / 4;
         t->norm = (const char *)c + 4 + trie;
@@ -956,8 +957,9 @@ static enum mm_status add_token(struct mm_tokenizer *t, const char *content, int
         struct added_token *a = &t->added[k];
         const bool same_text = a->len == n && memcmp(a->text, content, n) == 0;
         if (same_text && a->id != id)
-            return mm_err_set(err, MM_ERR_FORMAT, "%s: added token \"%s\" has id %lld, elsewhere %d",
-                              file, content, (long long)id, (int)a->id);
+            return mm_err_set(err, MM_ERR_FORMAT,
+                              "%s: added token \"%s\" has id %lld, elsewhere %d", file, content,
+                              (long long)id, (int)a->id);
         if (!same_text && a->id == id)
             return mm_err_set(err, MM_ERR_FORMAT, "%s: id %lld is both \"%s\" and \"%s\"", file,
                               (long long)id, a->text, content);
@@ -993,8 +995,7 @@ static enum mm_status read_optional_json(const char *dir, const char *file, cJSO
     return mm_json_read_file(path, MAX_JSON_BYTES, root, err);
 }
 
-static enum mm_status load_added_tokens(struct mm_tokenizer *t, const char *dir,
-                                        struct mm_err *err)
+static enum mm_status load_added_tokens(struct mm_tokenizer *t, const char *dir, struct mm_err *err)
 {
     cJSON *cfg = NULL, *added = NULL, *smap = NULL;
     enum mm_status st;
@@ -1004,7 +1005,8 @@ static enum mm_status load_added_tokens(struct mm_tokenizer *t, const char *dir,
         goto done;
     const cJSON *dec = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "added_tokens_decoder") : NULL;
     if (dec && !cJSON_IsObject(dec)) {
-        st = mm_err_set(err, MM_ERR_FORMAT, "tokenizer_config.json: added_tokens_decoder is not an object");
+        st = mm_err_set(err, MM_ERR_FORMAT,
+                        "tokenizer_config.json: added_tokens_decoder is not an object");
         goto done;
     }
     const cJSON *e;
@@ -1015,14 +1017,15 @@ static enum mm_status load_added_tokens(struct mm_tokenizer *t, const char *dir,
         const char *content = NULL;
         bool special = false;
         if (*end || end == e->string || !cJSON_IsObject(e)) {
-            st = mm_err_set(err, MM_ERR_FORMAT, "tokenizer_config.json: bad added_tokens_decoder entry \"%s\"",
+            st = mm_err_set(err, MM_ERR_FORMAT,
+                            "tokenizer_config.json: bad added_tokens_decoder entry \"%s\"",
                             e->string);
             goto done;
         }
-        if ((st = mm_json_get_str(e, "content", true, &content, "tokenizer_config.json: added token",
-                                  err)) != MM_OK ||
-            (st = mm_json_get_bool(e, "special", false, &special, "tokenizer_config.json: added token",
-                                   err)) != MM_OK ||
+        if ((st = mm_json_get_str(e, "content", true, &content,
+                                  "tokenizer_config.json: added token", err)) != MM_OK ||
+            (st = mm_json_get_bool(e, "special", false, &special,
+                                   "tokenizer_config.json: added token", err)) != MM_OK ||
             (st = add_token(t, content, id, special, "tokenizer_config.json", err)) != MM_OK)
             goto done;
     }
@@ -1037,8 +1040,8 @@ static enum mm_status load_added_tokens(struct mm_tokenizer *t, const char *dir,
                             e->string);
             goto done;
         }
-        if ((st = add_token(t, e->string, (int64_t)e->valuedouble, -1, "added_tokens.json",
-                            err)) != MM_OK)
+        if ((st = add_token(t, e->string, (int64_t)e->valuedouble, -1, "added_tokens.json", err)) !=
+            MM_OK)
             goto done;
     }
     /* special_tokens_map.json marks tokens special; values are strings or {"content": ...} */

@@ -27,7 +27,10 @@ static void put_varint(struct buf *b, uint64_t v)
     } while (v);
 }
 
-static void put_key(struct buf *b, uint32_t field, uint32_t wire) { put_varint(b, (uint64_t)field << 3 | wire); }
+static void put_key(struct buf *b, uint32_t field, uint32_t wire)
+{
+    put_varint(b, (uint64_t)field << 3 | wire);
+}
 
 static void put_bytes(struct buf *b, uint32_t field, const void *s, size_t n)
 {
@@ -37,7 +40,10 @@ static void put_bytes(struct buf *b, uint32_t field, const void *s, size_t n)
     b->n += n;
 }
 
-static void put_msg(struct buf *b, uint32_t field, const struct buf *m) { put_bytes(b, field, m->p, m->n); }
+static void put_msg(struct buf *b, uint32_t field, const struct buf *m)
+{
+    put_bytes(b, field, m->p, m->n);
+}
 
 static void put_piece(struct buf *b, const char *text, float score, int type)
 {
@@ -170,7 +176,8 @@ START_TEST(test_malformed)
     /* empty input: no trainer_spec */
     expect_format((const uint8_t *)"", 0, "trainer_spec");
     /* a varint that never ends / overflows */
-    const uint8_t long_varint[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
+    const uint8_t long_varint[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                   0xff, 0xff, 0xff, 0xff, 0x01};
     expect_format(long_varint, sizeof long_varint, "varint");
     const uint8_t overflow[] = {0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02};
     expect_format(overflow, sizeof overflow, "64 bits");
@@ -299,7 +306,8 @@ START_TEST(test_random_corruption)
             continue;
         struct mm_tokens ids = {0};
         const char text[] = "Hello wörld 你好 \xff\xfe 😀  x";
-        ck_assert_int_eq(mm_tokenizer_encode(tok, text, sizeof text - 1, MM_TOKENIZE_BOS, &ids, &err), MM_OK);
+        ck_assert_int_eq(
+            mm_tokenizer_encode(tok, text, sizeof text - 1, MM_TOKENIZE_BOS, &ids, &err), MM_OK);
         char *out;
         size_t n;
         ck_assert_int_eq(mm_tokenizer_decode(tok, ids.ids, ids.n, &out, &n, &err), MM_OK);

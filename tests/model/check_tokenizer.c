@@ -40,10 +40,10 @@ static void expect_ids(const struct mm_tokenizer *tok, const char *text, size_t 
     mm_tokens_free(&t);
 }
 
-#define EXPECT(tok, s, flags, ...)                                                          \
-    do {                                                                                    \
-        const int32_t w_[] = {__VA_ARGS__};                                                 \
-        expect_ids(tok, s, strlen(s), flags, w_, (int64_t)(sizeof w_ / sizeof w_[0]));      \
+#define EXPECT(tok, s, flags, ...)                                                                 \
+    do {                                                                                           \
+        const int32_t w_[] = {__VA_ARGS__};                                                        \
+        expect_ids(tok, s, strlen(s), flags, w_, (int64_t)(sizeof w_ / sizeof w_[0]));             \
     } while (0)
 
 static char *decode(const struct mm_tokenizer *tok, const int32_t *ids, int64_t n)
@@ -76,7 +76,8 @@ START_TEST(test_encode_golden)
     EXPECT(tok, "你好", 0, 709, 922, 826);
     EXPECT(tok, "state space model 2024", 0, 330, 640, 352, 709, 740, 736, 740, 743);
     /* byte fallback: a character with no piece becomes its UTF-8 bytes */
-    EXPECT(tok, "\xf0\x9f\xa6\x80", 0, 709, BYTE_ID(0xf0), BYTE_ID(0x9f), BYTE_ID(0xa6), BYTE_ID(0x80));
+    EXPECT(tok, "\xf0\x9f\xa6\x80", 0, 709, BYTE_ID(0xf0), BYTE_ID(0x9f), BYTE_ID(0xa6),
+           BYTE_ID(0x80));
     /* invalid UTF-8: each bad byte is U+FFFD (EF BF BD), which falls back to bytes */
     EXPECT(tok, "\xff", 0, 709, BYTE_ID(0xef), BYTE_ID(0xbf), BYTE_ID(0xbd));
     /* empty text: nothing (BOS alone with the flag) */
@@ -104,8 +105,8 @@ END_TEST
 START_TEST(test_decode)
 {
     struct mm_tokenizer *tok = synthetic();
-    const char *cases[] = {"Hello world", "  two  spaces", "你好, 世界! 😀🦀", "a\tb\nc", "x",
-                           "trailing  ", "state space model 2024"};
+    const char *cases[] = {"Hello world", "  two  spaces", "你好, 世界! 😀🦀", "a\tb\nc",
+                           "x",           "trailing  ",    "state space model 2024"};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *s = roundtrip(tok, cases[i]);
         ck_assert_str_eq(s, cases[i]); /* identity normaliser: lossless */
@@ -169,8 +170,9 @@ START_TEST(test_added_tokens)
     /* with matching: a<|im_end|><|im_end|>b == enc("a") id id enc("b") */
     const char *text = "a<|im_end|><|im_end|>b<IMG_CONTEXT>";
     struct mm_tokens t = {0}, a = {0}, b = {0};
-    ck_assert_int_eq(mm_tokenizer_encode(tok, text, strlen(text), MM_TOKENIZE_SPECIAL | MM_TOKENIZE_BOS,
-                                         &t, &err), MM_OK);
+    ck_assert_int_eq(mm_tokenizer_encode(tok, text, strlen(text),
+                                         MM_TOKENIZE_SPECIAL | MM_TOKENIZE_BOS, &t, &err),
+                     MM_OK);
     ck_assert_int_eq(mm_tokenizer_encode(tok, "a", 1, 0, &a, &err), MM_OK);
     ck_assert_int_eq(mm_tokenizer_encode(tok, "b", 1, 0, &b, &err), MM_OK);
     ck_assert_int_eq(t.n, 1 + a.n + 2 + b.n + 1);
@@ -192,11 +194,13 @@ START_TEST(test_added_tokens)
         ck_assert_int_lt(t.ids[i], MM_SYNTHETIC_SPM_PIECES);
     /* a partial token is text; a token glued to text is still found */
     t.n = 0;
-    ck_assert_int_eq(mm_tokenizer_encode(tok, "<|im_end|", 9, MM_TOKENIZE_SPECIAL, &t, &err), MM_OK);
+    ck_assert_int_eq(mm_tokenizer_encode(tok, "<|im_end|", 9, MM_TOKENIZE_SPECIAL, &t, &err),
+                     MM_OK);
     for (int64_t i = 0; i < t.n; i++)
         ck_assert_int_ne(t.ids[i], im_end);
     t.n = 0;
-    ck_assert_int_eq(mm_tokenizer_encode(tok, "x<|im_start|>y", 14, MM_TOKENIZE_SPECIAL, &t, &err), MM_OK);
+    ck_assert_int_eq(mm_tokenizer_encode(tok, "x<|im_start|>y", 14, MM_TOKENIZE_SPECIAL, &t, &err),
+                     MM_OK);
     int found = 0;
     for (int64_t i = 0; i < t.n; i++)
         found += t.ids[i] == im_start;
@@ -212,10 +216,12 @@ START_TEST(test_added_tokens)
     const char *json = "{\"<x>\": 2000, \"<x>y\": 2001, \"zz\": 2002}";
     mm_test_write_file(path, json, strlen(json));
     snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
-    const char *cfgjson = "{\"added_tokens_decoder\": {\"2000\": {\"content\": \"<x>\", \"special\": true}}}";
+    const char *cfgjson =
+        "{\"added_tokens_decoder\": {\"2000\": {\"content\": \"<x>\", \"special\": true}}}";
     mm_test_write_file(path, cfgjson, strlen(cfgjson));
     snprintf(path, sizeof path, "%s/special_tokens_map.json", dir);
-    const char *smap = "{\"bos_token\": {\"content\": \"<s>\"}, \"additional_special_tokens\": [\"<x>y\"]}";
+    const char *smap =
+        "{\"bos_token\": {\"content\": \"<s>\"}, \"additional_special_tokens\": [\"<x>y\"]}";
     mm_test_write_file(path, smap, strlen(smap));
     ck_assert_int_eq(mm_tokenizer_load_dir(dir, &tok, &err), MM_OK);
     EXPECT(tok, "<x>yzz", MM_TOKENIZE_SPECIAL, 2001, 2002);
@@ -290,9 +296,9 @@ static void charsmap_model(struct buf *b, uint32_t value)
     enum { UNITS = 0x42 };
     uint8_t cm[4 + UNITS * 4 + 2] = {0};
     le32(cm, UNITS * 4);
-    le32(cm + 4 + 4 * 0x00, 1u << 10);                      /* root: children at 1 ^ c */
-    le32(cm + 4 + 4 * 0x40, 1u << 10 | 1u << 8 | 0x41);     /* 'A', has a leaf at 0x40 ^ 1 */
-    le32(cm + 4 + 4 * 0x41, 1u << 31 | value);              /* the leaf: offset into strings */
+    le32(cm + 4 + 4 * 0x00, 1u << 10);                  /* root: children at 1 ^ c */
+    le32(cm + 4 + 4 * 0x40, 1u << 10 | 1u << 8 | 0x41); /* 'A', has a leaf at 0x40 ^ 1 */
+    le32(cm + 4 + 4 * 0x41, 1u << 31 | value);          /* the leaf: offset into strings */
     memcpy(cm + 4 + UNITS * 4, "b", 2);
     b->n = 0;
     put_piece(b, "<unk>", 0, 2);
@@ -323,7 +329,7 @@ START_TEST(test_charsmap)
     EXPECT(tok, "AxA", 0, 3, 4, 3);
     EXPECT(tok, "AA", 0, 5);
     EXPECT(tok, "bA", 0, 5);
-    EXPECT(tok, "y", 0, 0);    /* no piece, no byte fallback: <unk> */
+    EXPECT(tok, "y", 0, 0);          /* no piece, no byte fallback: <unk> */
     EXPECT(tok, "yyAy", 0, 0, 3, 0); /* runs of <unk> merge into one */
     char *s = roundtrip(tok, "AxA");
     ck_assert_str_eq(s, "bxb");
@@ -343,9 +349,9 @@ END_TEST
  * user-defined matcher nor a BPE merge may rebuild it from text. */
 START_TEST(test_user_defined_special)
 {
-    static const char *const pieces[] = {"<unk>", "<s>", "</s>", "<|im_end|>", "a", "<", "|", "i", "m",
-                                         "_", "e", "n", "d", ">", "<|", "im", "<|im", "_e", "nd",
-                                         "_end", "|>", "_end|>"};
+    static const char *const pieces[] = {
+        "<unk>", "<s>", "</s>", "<|im_end|>", "a",  "<",    "|",  "i",  "m",    "_",  "e",
+        "n",     "d",   ">",    "<|",         "im", "<|im", "_e", "nd", "_end", "|>", "_end|>"};
     struct buf b = {.n = 0};
     for (int i = 0; i < (int)(sizeof pieces / sizeof pieces[0]); i++)
         put_piece(&b, pieces[i], i == 3 ? 0.0f : -1.0f, i == 0 ? 2 : i < 3 ? 3 : i == 3 ? 4 : 1);
@@ -368,7 +374,8 @@ START_TEST(test_user_defined_special)
     snprintf(path, sizeof path, "%s/tokenizer.model", dir);
     mm_test_write_file(path, b.p, b.n);
     snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
-    const char *cfg = "{\"added_tokens_decoder\": {\"3\": {\"content\": \"<|im_end|>\", \"special\": true}}}";
+    const char *cfg =
+        "{\"added_tokens_decoder\": {\"3\": {\"content\": \"<|im_end|>\", \"special\": true}}}";
     mm_test_write_file(path, cfg, strlen(cfg));
     ck_assert_int_eq(mm_tokenizer_load_dir(dir, &tok, &err), MM_OK);
     EXPECT(tok, "a<|im_end|>", 0, 4, 16, 21);
@@ -476,7 +483,8 @@ START_TEST(test_load_errors)
 {
     struct mm_tokenizer *tok;
     struct mm_err err;
-    ck_assert_int_eq(mm_tokenizer_load_model("/nonexistent/tokenizer.model", &tok, &err), MM_ERR_IO);
+    ck_assert_int_eq(mm_tokenizer_load_model("/nonexistent/tokenizer.model", &tok, &err),
+                     MM_ERR_IO);
     ck_assert_ptr_null(tok);
     ck_assert_int_eq(mm_tokenizer_load_memory("\x0a\x05", 2, &tok, &err), MM_ERR_FORMAT);
     ck_assert_ptr_null(tok);

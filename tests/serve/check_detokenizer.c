@@ -58,7 +58,8 @@ static void check_stream(const struct mm_tokenizer *tok, struct mm_detok *d, con
         const char *chunk;
         size_t len;
         ck_assert_int_eq(mm_detok_feed(d, ids[i], &chunk, &len, &err), MM_OK);
-        ck_assert_msg(valid_utf8((const unsigned char *)chunk, len), "chunk %lld not UTF-8", (long long)i);
+        ck_assert_msg(valid_utf8((const unsigned char *)chunk, len), "chunk %lld not UTF-8",
+                      (long long)i);
         ck_assert_uint_le(got_len + len, want_len);
         memcpy(got + got_len, chunk, len);
         got_len += len;
@@ -109,15 +110,16 @@ START_TEST(test_random_sequences)
             else if (kind < 6) /* <unk>, <s>, </s> */
                 ids[i] = (int32_t)((r >> 8) % 3);
             else if (kind < 7) /* added tokens */
-                ids[i] = MM_SYNTHETIC_SPM_PIECES + (int32_t)((r >> 8) % (uint32_t)(vocab - MM_SYNTHETIC_SPM_PIECES));
+                ids[i] = MM_SYNTHETIC_SPM_PIECES +
+                         (int32_t)((r >> 8) % (uint32_t)(vocab - MM_SYNTHETIC_SPM_PIECES));
             else
                 ids[i] = (int32_t)((r >> 8) % MM_SYNTHETIC_SPM_PIECES);
         }
         check_stream(tok, d, ids, n);
     }
     /* every pair and triple of interesting bytes after a text piece */
-    const int bytes[] = {0x41, 0xC2, 0xC3, 0xA9, 0xE0, 0xA0, 0xED, 0x9F, 0xA0, 0xF0, 0x90, 0x9F, 0xF4,
-                         0x8F, 0x90, 0x80, 0xBF, 0xFF, 0xC0};
+    const int bytes[] = {0x41, 0xC2, 0xC3, 0xA9, 0xE0, 0xA0, 0xED, 0x9F, 0xA0, 0xF0,
+                         0x90, 0x9F, 0xF4, 0x8F, 0x90, 0x80, 0xBF, 0xFF, 0xC0};
     const int nb = (int)(sizeof bytes / sizeof bytes[0]);
     for (int a = 0; a < nb; a++)
         for (int b = 0; b < nb; b++)
@@ -156,7 +158,8 @@ START_TEST(test_corpus)
         const char *nl = memchr(text + s, '\n', len - s);
         const size_t e = nl ? (size_t)(nl - text) : len;
         t.n = 0;
-        ck_assert_int_eq(mm_tokenizer_encode(tok, text + s, e - s, MM_TOKENIZE_BOS, &t, &err), MM_OK);
+        ck_assert_int_eq(mm_tokenizer_encode(tok, text + s, e - s, MM_TOKENIZE_BOS, &t, &err),
+                         MM_OK);
         check_stream(tok, d, t.ids, t.n);
         s = e + 1;
     }
