@@ -15,7 +15,6 @@ srcdir=${top_srcdir:-.}
 builddir=${top_builddir:-.}
 mm="$builddir/mmmamba"
 train="$srcdir/tests/data/tokenizer_train.txt"
-test="$srcdir/tests/data/tokenizer_test.txt"
 for tool in spm_train spm_encode spm_decode; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     echo "SKIP: $tool not found (Debian package sentencepiece)"
@@ -24,6 +23,21 @@ for tool in spm_train spm_encode spm_decode; do
 done
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# Add 3000 random lines from a pool of tricky fragments (octal escapes for
+# portable awk): U+3000 and other spaces NFKC maps to " ", half-width kana
+# with combining voiced marks (multi-character NFKC rules), U+2581 itself,
+# digits, emoji, invalid and truncated UTF-8, control-piece spellings.
+awk 'BEGIN {
+  srand(7);
+  n = split("a|ab|the| |  |\t|\343\200\200|\302\240|\342\200\202|\342\226\201|\357\275\266|\357\276\236|\357\276\237|\357\275\261|\342\221\240|\357\254\201|1|23|456|\345\245\275|\344\275\240|\343\201\202|\360\237\230\200|\360\237\246\200|\303\251|e\314\201|\377|\344\270|\300\257|\355\240\200|<s>|</s>|<unk>|<0x41>|x|\r|.|,|\357\274\241", pool, "|");
+  for (l = 0; l < 3000; l++) {
+    k = int(rand() * 12); s = "";
+    for (i = 0; i < k; i++) s = s pool[1 + int(rand() * n)];
+    print s;
+  }
+}' > "$tmp/fuzz.txt"
+cat "$srcdir/tests/data/tokenizer_test.txt" "$tmp/fuzz.txt" > "$tmp/all.txt"
+test="$tmp/all.txt"
 lines=$(wc -l < "$test")
 fail=0
 models=0
@@ -71,10 +85,10 @@ echo "conformance: $lines strings x $models models"
 # speed: the whole test file as one text (best of 5 runs)
 echo "speed (whole test file as one text, best of 5):"
 printf '  synthetic (identity, 1024 pieces): '
-"$mm" tokenize --tokenizer "$srcdir/src/model/synthetic_tokenizer/tokenizer.model" --bench --file "$test" || fail=1
+"$mm" tokenize --tokenizer "$srcdir/src/model/synthetic_tokenizer/tokenizer.model" --bench --file "$srcdir/tests/data/tokenizer_test.txt" || fail=1
 if [ -f "$tmp/nfkc_default.model" ]; then
   printf '  nfkc_default (nmt_nfkc charsmap, 3000 pieces): '
-  "$mm" tokenize --tokenizer "$tmp/nfkc_default.model" --bench --file "$test" || fail=1
+  "$mm" tokenize --tokenizer "$tmp/nfkc_default.model" --bench --file "$srcdir/tests/data/tokenizer_test.txt" || fail=1
 fi
 [ "$fail" -eq 0 ] && echo PASS || echo FAIL
 exit "$fail"
