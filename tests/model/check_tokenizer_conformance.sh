@@ -82,6 +82,14 @@ trainm nfkc_nobytes --byte_fallback=false --normalization_rule_name=nmt_nfkc --c
 compare synthetic "$srcdir/src/model/synthetic_tokenizer/tokenizer.model"
 
 echo "conformance: $lines strings x $models models"
+
+# The CLI's stable output format on a checkpoint directory (added tokens matched,
+# BOS prepended): line 1 ids, line 2 pieces.
+"$mm" mkmodel --preset tiny-linear --out "$tmp/ckpt" > /dev/null || fail=1
+"$mm" tokenize --model "$tmp/ckpt" "$(printf '<|im_start|>user\nhi<|im_end|>')" > "$tmp/cli.out" || fail=1
+printf '1 1029 628 13 718 716 1028\n<s> <|im_start|> \342\226\201user <0x0A> h i <|im_end|>\n' > "$tmp/cli.want"
+if cmp -s "$tmp/cli.out" "$tmp/cli.want"; then echo "tokenize --model output format: ok"; else
+  echo "FAIL tokenize --model output:"; cat "$tmp/cli.out"; fail=1; fi
 # speed: the whole test file as one text (best of 5 runs)
 echo "speed (whole test file as one text, best of 5):"
 printf '  synthetic (identity, 1024 pieces): '
