@@ -7,12 +7,14 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/json.h"
 #include "base/log.h"
 #include "base/status.h"
 #include "engine/engine.h"
 #include "model/config.h"
 #include "model/safetensors.h"
 #include "model/synthetic.h"
+#include "model/tokenizer.h"
 #include "model/weights.h"
 
 struct command {
@@ -151,7 +153,9 @@ static int cmd_inspect(int argc, char **argv)
     const int64_t n_mha = mm_config_count_layers(&cfg, MM_LAYER_MHA);
     printf("model: %s\n", dir);
     printf("layout: %s (%lld mamba2, %lld mha layers)\n",
-           n_mha == 0 ? "linear" : n_mamba == 0 ? "all attention (teacher)" : "hybrid",
+           n_mha == 0     ? "linear"
+           : n_mamba == 0 ? "all attention (teacher)"
+                          : "hybrid",
            (long long)n_mamba, (long long)n_mha);
     printf("vocab: %lld (text embeddings %lld, special %lld), image context id %lld\n",
            (long long)cfg.vocab_size, (long long)cfg.llm_vocab_size,
@@ -178,7 +182,6 @@ static int cmd_inspect(int argc, char **argv)
     mm_safetensors_close(st);
     return 0;
 }
-
 
 /* ---- generate ------------------------------------------------------------------- */
 
@@ -252,7 +255,8 @@ static float *read_tiles(const char *path, int64_t n_tiles, int64_t side, struct
 
 /* Prompt end of the chunk starting at i: at most `chunk` ids, but never
  * inside an image tile run (the engine takes whole tiles). */
-static int64_t chunk_end(const int32_t *ids, int64_t n, int64_t i, int64_t chunk, int32_t img, int64_t tpt)
+static int64_t chunk_end(const int32_t *ids, int64_t n, int64_t i, int64_t chunk, int32_t img,
+                         int64_t tpt)
 {
     int64_t j = i + chunk < n ? i + chunk : n;
     if (j < n && ids[j] == img && ids[j - 1] == img) {
@@ -347,7 +351,8 @@ static int cmd_generate(int argc, char **argv)
         mm_err_set(&err, MM_ERR_INVALID, "--num-tiles needs --tiles FILE");
         goto done;
     }
-    if (n_tiles && !(tiles = read_tiles(tiles_path, (int64_t)n_tiles, e->cfg.force_image_size, &err)))
+    if (n_tiles &&
+        !(tiles = read_tiles(tiles_path, (int64_t)n_tiles, e->cfg.force_image_size, &err)))
         goto done;
     const int64_t V = e->cfg.vocab_size;
     logits = malloc((size_t)V * sizeof *logits);
@@ -361,16 +366,19 @@ static int cmd_generate(int argc, char **argv)
         goto done;
     /* prefill (in chunks that keep image tiles whole) */
     const double t0 = now_s();
-    const size_t tile_floats = 3 * (size_t)e->cfg.force_image_size * (size_t)e->cfg.force_image_size;
+    const size_t tile_floats =
+        3 * (size_t)e->cfg.force_image_size * (size_t)e->cfg.force_image_size;
     int64_t tiles_used = 0;
     for (int64_t i = 0; i < n;) {
-        const int64_t j = chunk ? chunk_end(ids, n, i, (int64_t)chunk, (int32_t)e->cfg.img_context_token_id, tpt) : n;
+        const int64_t j =
+            chunk ? chunk_end(ids, n, i, (int64_t)chunk, (int32_t)e->cfg.img_context_token_id, tpt)
+                  : n;
         int64_t img = 0;
         for (int64_t k = i; k < j; k++)
             img += ids[k] == e->cfg.img_context_token_id;
-        const struct mm_seq_step st = {slot, ids + i, j - i,
-                                       tiles ? tiles + (size_t)tiles_used * tile_floats : NULL,
-                                       img / tpt, j == n};
+        const struct mm_seq_step st = {
+            slot,      ids + i, j - i, tiles ? tiles + (size_t)tiles_used * tile_floats : NULL,
+            img / tpt, j == n};
         if (mm_engine_forward(e, &st, 1, logits, &err) != MM_OK)
             goto done;
         tiles_used += img / tpt;
@@ -406,9 +414,11 @@ static int cmd_generate(int argc, char **argv)
             printf("%s%d", i ? " " : "", out_ids[i]);
         printf("\n");
     }
-    fprintf(stderr, "prefill: %lld tokens in %.3f s (%.1f tok/s); decode: %lld tokens in %.3f s (%.1f tok/s)\n",
-            (long long)n, t1 - t0, (double)n / (t1 - t0), (long long)(produced > 0 ? produced - 1 : 0), t2 - t1,
-            produced > 1 ? (double)(produced - 1) / (t2 - t1) : 0.0);
+    fprintf(
+        stderr,
+        "prefill: %lld tokens in %.3f s (%.1f tok/s); decode: %lld tokens in %.3f s (%.1f tok/s)\n",
+        (long long)n, t1 - t0, (double)n / (t1 - t0), (long long)(produced > 0 ? produced - 1 : 0),
+        t2 - t1, produced > 1 ? (double)(produced - 1) / (t2 - t1) : 0.0);
     rc = 0;
 done:
     if (rc)
@@ -421,15 +431,165 @@ done:
     return rc;
 }
 
+/* ---- tokenize ------------------------------------------------------------------- */
+
+/* Prints ids (and pieces unless only_ids) of one encoded text. */
+static void print_tokens(const struct mm_tokenizer *tok, const struct mm_tokens *t, bool only_ids)
+{
+    for (int64_t i = 0; i < t->n; i++)
+        printf(i ? " %d" : "%d", (int)t->ids[i]);
+    printf("\n");
+    if (only_ids)
+        return;
+    for (int64_t i = 0; i < t->n; i++) {
+        const char *p = mm_tokenizer_piece(tok, t->ids[i]);
+        printf(i ? " %s" : "%s", p ? p : "?");
+    }
+    printf("\n");
+}
+
+/* --decode: one line of space-separated ids in, one line of text out. */
+static int decode_line(const struct mm_tokenizer *tok, const char *line, size_t n,
+                       struct mm_tokens *t, struct mm_err *err)
+{
+    t->n = 0;
+    for (size_t i = 0; i < n;) {
+        if (line[i] == ' ' || line[i] == '\t' || line[i] == '\r') {
+            i++;
+            continue;
+        }
+        char *end;
+        const long v = strtol(line + i, &end, 10);
+        if (end == line + i || v < INT32_MIN || v > INT32_MAX) {
+            mm_err_set(err, MM_ERR_INVALID, "not a token id: \"%.*s\"", (int)(n - i), line + i);
+            return 0;
+        }
+        if (mm_tokens_push(t, (int32_t)v, err) != MM_OK)
+            return 0;
+        i = (size_t)(end - line);
+    }
+    char *text;
+    size_t len;
+    if (mm_tokenizer_decode(tok, t->ids, t->n, &text, &len, err) != MM_OK)
+        return 0;
+    fwrite(text, 1, len, stdout);
+    putchar('\n');
+    free(text);
+    return 1;
+}
+
+static int cmd_tokenize(int argc, char **argv)
+{
+    const char *model = NULL, *file = NULL, *path = NULL, *text = NULL;
+    bool bos = true, lines = false, decode = false, bench = false;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--no-bos") == 0)
+            bos = false;
+        else if (strcmp(a, "--lines") == 0)
+            lines = true;
+        else if (strcmp(a, "--decode") == 0)
+            decode = true;
+        else if (strcmp(a, "--bench") == 0)
+            bench = true;
+        else if ((strcmp(a, "--model") == 0 || strcmp(a, "--tokenizer") == 0 ||
+                  strcmp(a, "--file") == 0) &&
+                 v) {
+            if (a[2] == 'm')
+                model = v;
+            else if (a[2] == 't')
+                file = v;
+            else
+                path = v;
+            i++;
+        } else if (a[0] == '-' && a[1] == '-') {
+            fprintf(stderr, "mmmamba tokenize: bad option %s\n", a);
+            return 2;
+        } else if (!text)
+            text = a;
+        else {
+            fprintf(stderr, "mmmamba tokenize: one TEXT only (quote it)\n");
+            return 2;
+        }
+    }
+    if (!model == !file || !text == !path) {
+        fprintf(stderr, "usage: mmmamba tokenize (--model DIR | --tokenizer FILE) [--no-bos] "
+                        "[--lines] [--decode] [--bench] (TEXT | --file PATH)\n");
+        return 2;
+    }
+    struct mm_err err;
+    struct mm_tokenizer *tok;
+    if ((model ? mm_tokenizer_load_dir(model, &tok, &err)
+               : mm_tokenizer_load_model(file, &tok, &err)) != MM_OK)
+        return fail(&err);
+    char *buf = NULL;
+    size_t len = text ? strlen(text) : 0;
+    if (path && mm_file_read_all(path, (size_t)1 << 30, &buf, &len, &err) != MM_OK) {
+        mm_tokenizer_free(tok);
+        return fail(&err);
+    }
+    const char *in = path ? buf : text;
+    const unsigned flags = (bos ? MM_TOKENIZE_BOS : 0) | (model ? MM_TOKENIZE_SPECIAL : 0);
+    struct mm_tokens t = {0};
+    int rc = 0;
+    if (bench) {
+        /* best of a few runs over the whole input */
+        double best = 1e30;
+        for (int r = 0; r < 5 && rc == 0; r++) {
+            t.n = 0;
+            const double t0 = now_s();
+            if (mm_tokenizer_encode(tok, in, len, flags, &t, &err) != MM_OK)
+                rc = fail(&err);
+            const double dt = now_s() - t0;
+            best = dt < best ? dt : best;
+        }
+        if (rc == 0)
+            printf("%zu bytes -> %lld tokens in %.2f ms (%.0f tokens/s, %.1f MB/s)\n", len,
+                   (long long)t.n, best * 1e3, (double)t.n / best, (double)len / best / 1e6);
+    } else if (lines || decode) {
+        /* one output line per input line (split on '\n', like spm_encode) */
+        for (size_t s = 0; s < len && rc == 0;) {
+            const char *nl = memchr(in + s, '\n', len - s);
+            const size_t e = nl ? (size_t)(nl - in) : len;
+            if (decode) {
+                if (!decode_line(tok, in + s, e - s, &t, &err))
+                    rc = fail(&err);
+            } else {
+                t.n = 0;
+                if (mm_tokenizer_encode(tok, in + s, e - s, flags, &t, &err) != MM_OK)
+                    rc = fail(&err);
+                else
+                    print_tokens(tok, &t, true);
+            }
+            s = e + 1;
+        }
+    } else if (mm_tokenizer_encode(tok, in, len, flags, &t, &err) != MM_OK) {
+        rc = fail(&err);
+    } else {
+        print_tokens(tok, &t, false);
+    }
+    mm_tokens_free(&t);
+    free(buf);
+    mm_tokenizer_free(tok);
+    return rc;
+}
+
 static const struct command commands[] = {
-    {"mkmodel", "--preset P --out DIR [--seed S] [--shards N] [--pixel-shuffle-loc pre|post] "
-                "[--normalize-encoder-output 0|1] [--image-size N]",
+    {"mkmodel",
+     "--preset P --out DIR [--seed S] [--shards N] [--pixel-shuffle-loc pre|post] "
+     "[--normalize-encoder-output 0|1] [--image-size N]",
      cmd_mkmodel},
     {"inspect", "DIR", cmd_inspect},
-    {"generate", "--model DIR --prompt-ids \"1 2 3\" [--tiles FILE --num-tiles N] [--max-tokens N] "
-                 "[--backend cpu|cuda] [--print-ids] [--dump-logits FILE] [--threads N] "
-                 "[--prefill-chunk N] [--state fp32|bf16]",
+    {"generate",
+     "--model DIR --prompt-ids \"1 2 3\" [--tiles FILE --num-tiles N] [--max-tokens N] "
+     "[--backend cpu|cuda] [--print-ids] [--dump-logits FILE] [--threads N] "
+     "[--prefill-chunk N] [--state fp32|bf16]",
      cmd_generate},
+    {"tokenize",
+     "(--model DIR | --tokenizer FILE) [--no-bos] [--lines] [--decode] [--bench] "
+     "(TEXT | --file PATH)",
+     cmd_tokenize},
 };
 
 static void usage(FILE *f)
