@@ -11,11 +11,13 @@
 #include "base/log.h"
 #include "base/status.h"
 #include "engine/engine.h"
+#include "model/chat_template.h"
 #include "model/config.h"
 #include "model/safetensors.h"
 #include "model/synthetic.h"
 #include "model/tokenizer.h"
 #include "model/weights.h"
+#include "serve/detokenizer.h"
 
 struct command {
     const char *name;
@@ -269,15 +271,20 @@ static int64_t chunk_end(const int32_t *ids, int64_t n, int64_t i, int64_t chunk
     return j;
 }
 
-static int cmd_generate(int argc, char **argv)
+/* What `generate` was asked to do. */
+struct gen_args {
+    const char *model, *ids_arg, *prompt, *system, *tiles_path, *dump, *backend;
+    unsigned long long max_new, n_tiles, threads, chunk;
+    bool print_ids, state_bf16, ignore_eos;
+};
+
+static int parse_gen_args(int argc, char **argv, struct gen_args *g)
 {
-    const char *model = NULL, *ids_arg = NULL, *tiles_path = NULL, *dump = NULL, *backend = "cpu";
-    unsigned long long max_new = 16, n_tiles = 0, threads = 0, chunk = 0;
-    int print_ids = 0, state_bf16 = 0;
+    *g = (struct gen_args){.backend = "cpu", .max_new = 16};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "--print-ids") == 0) {
-            print_ids = 1;
+        if (strcmp(a, "--print-ids") == 0 || strcmp(a, "--ignore-eos") == 0) {
+            *(a[2] == 'p' ? &g->print_ids : &g->ignore_eos) = true;
             continue;
         }
         const char *v = i + 1 < argc ? argv[++i] : NULL;
@@ -285,78 +292,166 @@ static int cmd_generate(int argc, char **argv)
         if (!ok)
             ;
         else if (strcmp(a, "--model") == 0)
-            model = v;
+            g->model = v;
         else if (strcmp(a, "--prompt-ids") == 0)
-            ids_arg = v;
+            g->ids_arg = v;
+        else if (strcmp(a, "--prompt") == 0)
+            g->prompt = v;
+        else if (strcmp(a, "--system") == 0)
+            g->system = v;
         else if (strcmp(a, "--tiles") == 0)
-            tiles_path = v;
+            g->tiles_path = v;
         else if (strcmp(a, "--num-tiles") == 0)
-            ok = parse_u64(v, &n_tiles) && n_tiles <= 4096;
+            ok = parse_u64(v, &g->n_tiles) && g->n_tiles <= 4096;
         else if (strcmp(a, "--max-tokens") == 0)
-            ok = parse_u64(v, &max_new) && max_new <= 1000000;
+            ok = parse_u64(v, &g->max_new) && g->max_new <= 1000000;
         else if (strcmp(a, "--dump-logits") == 0)
-            dump = v;
+            g->dump = v;
         else if (strcmp(a, "--backend") == 0)
-            backend = v;
+            ok = strcmp(v, "cpu") == 0 || strcmp(v, "cuda") == 0, g->backend = v;
         else if (strcmp(a, "--threads") == 0)
-            ok = parse_u64(v, &threads) && threads <= 256;
+            ok = parse_u64(v, &g->threads) && g->threads <= 256;
         else if (strcmp(a, "--prefill-chunk") == 0)
-            ok = parse_u64(v, &chunk);
+            ok = parse_u64(v, &g->chunk);
         else if (strcmp(a, "--state") == 0 && (strcmp(v, "fp32") == 0 || strcmp(v, "bf16") == 0))
-            state_bf16 = strcmp(v, "bf16") == 0;
+            g->state_bf16 = strcmp(v, "bf16") == 0;
         else
             ok = 0;
         if (!ok) {
             fprintf(stderr, "mmmamba generate: bad option %s%s%s\n", a, v ? " " : "", v ? v : "");
-            return 2;
+            return 0;
         }
     }
-    if (!model || !ids_arg) {
-        fprintf(stderr, "mmmamba generate: --model and --prompt-ids are required\n");
-        return 2;
+    if (!g->model || !g->ids_arg == !g->prompt) {
+        fprintf(stderr,
+                "mmmamba generate: --model and one of --prompt-ids or --prompt are required\n");
+        return 0;
     }
-    if (strcmp(backend, "cpu") && strcmp(backend, "cuda")) {
-        fprintf(stderr, "mmmamba generate: --backend is cpu or cuda\n");
-        return 2;
+    if (g->n_tiles && (!g->tiles_path || !g->ids_arg)) {
+        fprintf(stderr, "mmmamba generate: --num-tiles goes with --tiles and --prompt-ids\n");
+        return 0;
     }
+    return 1;
+}
+
+/* The prompt as ids (and tiles): --prompt-ids as given, or --prompt through
+ * the chat template as one user turn. */
+static enum mm_status build_prompt(const struct gen_args *g, const struct mm_config *cfg,
+                                   const struct mm_tokenizer *tok, struct mm_tokens *ids,
+                                   float **tiles, struct mm_err *err)
+{
+    if (g->ids_arg) {
+        int32_t *v;
+        int64_t n;
+        if (!parse_ids(g->ids_arg, &v, &n))
+            return mm_err_set(err, MM_ERR_INVALID, "--prompt-ids must be a list of token ids");
+        ids->ids = v;
+        ids->n = ids->cap = n;
+        if (g->n_tiles &&
+            !(*tiles = read_tiles(g->tiles_path, (int64_t)g->n_tiles, cfg->force_image_size, err)))
+            return err->status;
+        return MM_OK;
+    }
+    if (!tok)
+        return mm_err_set(err, MM_ERR_NOT_FOUND, "--prompt needs the model's tokenizer files");
+    struct mm_chat_template *tpl;
+    enum mm_status st =
+        mm_chat_template_create(tok, cfg->template_name, cfg->tokens_per_tile, &tpl, err);
+    if (st != MM_OK)
+        return st;
+    const struct mm_chat_part part = {
+        .kind = MM_CHAT_TEXT, .text = g->prompt, .len = strlen(g->prompt)};
+    const struct mm_chat_message msg = {.role = MM_CHAT_USER, .parts = &part, .n_parts = 1};
+    const struct mm_chat_options copt = {
+        .system = g->system, .add_generation_prompt = true, .add_bos = true};
+    st = mm_chat_render(tpl, &msg, 1, &copt, ids, NULL, NULL, err);
+    mm_chat_template_free(tpl);
+    return st;
+}
+
+/* Prefill in chunks that keep image tiles whole; logits of the last token. */
+static enum mm_status prefill(struct mm_engine *e, int32_t slot, const struct mm_tokens *p,
+                              const float *tiles, int64_t chunk, float *logits, struct mm_err *err)
+{
+    const int64_t tpt = e->cfg.tokens_per_tile;
+    const int32_t img_id = (int32_t)e->cfg.img_context_token_id;
+    const size_t tile_floats =
+        3 * (size_t)e->cfg.force_image_size * (size_t)e->cfg.force_image_size;
+    int64_t tiles_used = 0;
+    for (int64_t i = 0; i < p->n;) {
+        const int64_t j = chunk ? chunk_end(p->ids, p->n, i, chunk, img_id, tpt) : p->n;
+        int64_t img = 0;
+        for (int64_t k = i; k < j; k++)
+            img += p->ids[k] == img_id;
+        const struct mm_seq_step st = {
+            slot,      p->ids + i, j - i, tiles ? tiles + (size_t)tiles_used * tile_floats : NULL,
+            img / tpt, j == p->n};
+        enum mm_status s = mm_engine_forward(e, &st, 1, logits, err);
+        if (s != MM_OK)
+            return s;
+        tiles_used += img / tpt;
+        i = j;
+    }
+    return MM_OK;
+}
+
+static enum mm_status write_floats(const char *path, const float *v, int64_t n, struct mm_err *err)
+{
+    FILE *f = fopen(path, "wb");
+    const int ok = f && fwrite(v, sizeof *v, (size_t)n, f) == (size_t)n;
+    if ((f && fclose(f) != 0) || !ok)
+        return mm_err_set(err, MM_ERR_IO, "%s: cannot write logits", path);
+    return MM_OK;
+}
+
+static int cmd_generate(int argc, char **argv)
+{
+    struct gen_args g;
+    if (!parse_gen_args(argc, argv, &g))
+        return 2;
     struct mm_err err;
-    int32_t *ids = NULL;
-    int64_t n = 0;
-    if (!parse_ids(ids_arg, &ids, &n)) {
-        fprintf(stderr, "mmmamba generate: --prompt-ids must be a list of token ids\n");
-        return 2;
-    }
-    struct mm_engine_options opt;
-    mm_engine_options_default(&opt);
-    opt.backend = strcmp(backend, "cuda") == 0 ? MM_BACKEND_CUDA : MM_BACKEND_CPU;
-    opt.n_threads = (int)threads;
-    opt.max_seqs = 1;
-    opt.state_fp32 = !state_bf16;
-    opt.max_tiles = n_tiles > 0 ? (int64_t)n_tiles : 1;
-    opt.max_context = n + (int64_t)max_new + 1;
-    int rc = 1;
+    struct mm_config cfg;
+    struct mm_tokenizer *tok = NULL;
+    struct mm_detok *detok = NULL;
     struct mm_engine *e = NULL;
+    struct mm_tokens prompt = {0};
     float *tiles = NULL, *logits = NULL;
     int32_t *out_ids = NULL;
-    struct mm_config cfg;
-    if (mm_config_load(model, &cfg, &err) != MM_OK)
+    int rc = 1;
+    if (mm_config_load(g.model, &cfg, &err) != MM_OK)
         goto done;
-    const int64_t tpt = cfg.tokens_per_tile;
-    /* the prompt goes in one step unless chunked; a chunk that would end inside
-     * an image grows to the end of that tile */
-    opt.max_tokens = chunk ? (int64_t)chunk + (n_tiles ? tpt : 0) : n;
-    if (mm_engine_open(model, &opt, &e, &err) != MM_OK)
-        goto done;
-    if (n_tiles && !tiles_path) {
-        mm_err_set(&err, MM_ERR_INVALID, "--num-tiles needs --tiles FILE");
-        goto done;
+    /* the tokenizer is needed for --prompt and for printing text */
+    struct mm_err tok_err;
+    if (mm_tokenizer_load_dir(g.model, &tok, &tok_err) != MM_OK) {
+        tok = NULL;
+        if (g.prompt) {
+            err = tok_err;
+            goto done;
+        }
     }
-    if (n_tiles &&
-        !(tiles = read_tiles(tiles_path, (int64_t)n_tiles, e->cfg.force_image_size, &err)))
+    if (build_prompt(&g, &cfg, tok, &prompt, &tiles, &err) != MM_OK)
+        goto done;
+    int64_t n_tiles = 0;
+    for (int64_t i = 0; i < prompt.n; i++)
+        n_tiles += prompt.ids[i] == cfg.img_context_token_id;
+    n_tiles /= cfg.tokens_per_tile;
+
+    struct mm_engine_options opt;
+    mm_engine_options_default(&opt);
+    opt.backend = strcmp(g.backend, "cuda") == 0 ? MM_BACKEND_CUDA : MM_BACKEND_CPU;
+    opt.n_threads = (int)g.threads;
+    opt.max_seqs = 1;
+    opt.state_fp32 = !g.state_bf16;
+    opt.max_tiles = n_tiles > 0 ? n_tiles : 1;
+    opt.max_context = prompt.n + (int64_t)g.max_new + 1;
+    /* the prompt goes in one step unless chunked; a chunk that would end
+     * inside an image grows to the end of that tile */
+    opt.max_tokens = g.chunk ? (int64_t)g.chunk + (n_tiles ? cfg.tokens_per_tile : 0) : prompt.n;
+    if (mm_engine_open(g.model, &opt, &e, &err) != MM_OK)
         goto done;
     const int64_t V = e->cfg.vocab_size;
     logits = malloc((size_t)V * sizeof *logits);
-    out_ids = malloc((size_t)(max_new ? max_new : 1) * sizeof *out_ids);
+    out_ids = malloc((size_t)(g.max_new ? g.max_new : 1) * sizeof *out_ids);
     int32_t slot;
     if (!logits || !out_ids) {
         mm_err_set(&err, MM_ERR_NOMEM, "out of memory");
@@ -364,70 +459,65 @@ static int cmd_generate(int argc, char **argv)
     }
     if (mm_engine_slot_acquire(e, &slot, &err) != MM_OK)
         goto done;
-    /* prefill (in chunks that keep image tiles whole) */
     const double t0 = now_s();
-    const size_t tile_floats =
-        3 * (size_t)e->cfg.force_image_size * (size_t)e->cfg.force_image_size;
-    int64_t tiles_used = 0;
-    for (int64_t i = 0; i < n;) {
-        const int64_t j =
-            chunk ? chunk_end(ids, n, i, (int64_t)chunk, (int32_t)e->cfg.img_context_token_id, tpt)
-                  : n;
-        int64_t img = 0;
-        for (int64_t k = i; k < j; k++)
-            img += ids[k] == e->cfg.img_context_token_id;
-        const struct mm_seq_step st = {
-            slot,      ids + i, j - i, tiles ? tiles + (size_t)tiles_used * tile_floats : NULL,
-            img / tpt, j == n};
-        if (mm_engine_forward(e, &st, 1, logits, &err) != MM_OK)
-            goto done;
-        tiles_used += img / tpt;
-        i = j;
-    }
+    if (prefill(e, slot, &prompt, tiles, (int64_t)g.chunk, logits, &err) != MM_OK)
+        goto done;
     const double t1 = now_s();
-    if (dump) {
-        FILE *f = fopen(dump, "wb");
-        if (!f || fwrite(logits, sizeof *logits, (size_t)V, f) != (size_t)V) {
-            mm_err_set(&err, MM_ERR_IO, "%s: cannot write logits", dump);
-            if (f)
-                fclose(f);
-            goto done;
-        }
-        fclose(f);
-    }
-    /* greedy decode: each new token is fed back as a one-token step */
+    if (g.dump && write_floats(g.dump, logits, V, &err) != MM_OK)
+        goto done;
+    /* greedy decode; text streams out as it completes unless ids were asked for */
+    const int32_t stop = tok && !g.ignore_eos ? mm_tokenizer_find(tok, "<|im_end|>") : -1;
+    if (tok && !g.print_ids && mm_detok_create(tok, &detok, &err) != MM_OK)
+        goto done;
     int64_t produced = 0;
-    for (; produced < (int64_t)max_new; produced++) {
+    while (produced < (int64_t)g.max_new) {
         const int32_t next = argmax(logits, V);
-        out_ids[produced] = next;
-        if (produced + 1 == (int64_t)max_new)
+        out_ids[produced++] = next;
+        if (next == stop)
             break;
-        const struct mm_seq_step st = {slot, &out_ids[produced], 1, NULL, 0, true};
+        if (detok) {
+            const char *text;
+            size_t len;
+            if (mm_detok_feed(detok, next, &text, &len, &err) != MM_OK)
+                goto done;
+            fwrite(text, 1, len, stdout);
+            fflush(stdout);
+        }
+        if (produced == (int64_t)g.max_new)
+            break;
+        const struct mm_seq_step st = {slot, &next, 1, NULL, 0, true};
         if (mm_engine_forward(e, &st, 1, logits, &err) != MM_OK)
             goto done;
     }
-    if (max_new > 0)
-        produced++;
     const double t2 = now_s();
-    if (print_ids) {
+    if (detok) {
+        size_t len;
+        const char *rest = mm_detok_finish(detok, &len);
+        fwrite(rest, 1, len, stdout);
+        printf("\n");
+    }
+    if (g.print_ids) {
         for (int64_t i = 0; i < produced; i++)
             printf("%s%d", i ? " " : "", out_ids[i]);
         printf("\n");
     }
-    fprintf(
-        stderr,
-        "prefill: %lld tokens in %.3f s (%.1f tok/s); decode: %lld tokens in %.3f s (%.1f tok/s)\n",
-        (long long)n, t1 - t0, (double)n / (t1 - t0), (long long)(produced > 0 ? produced - 1 : 0),
-        t2 - t1, produced > 1 ? (double)(produced - 1) / (t2 - t1) : 0.0);
+    const int64_t decoded = produced > 0 ? produced - 1 : 0;
+    fprintf(stderr,
+            "prefill: %lld tokens in %.3f s (%.1f tok/s); decode: %lld tokens in %.3f s "
+            "(%.1f tok/s)\n",
+            (long long)prompt.n, t1 - t0, (double)prompt.n / (t1 - t0), (long long)decoded, t2 - t1,
+            decoded ? (double)decoded / (t2 - t1) : 0.0);
     rc = 0;
 done:
     if (rc)
         fail(&err);
+    mm_detok_free(detok);
     mm_engine_close(e);
+    mm_tokenizer_free(tok);
+    mm_tokens_free(&prompt);
     free(tiles);
     free(logits);
     free(out_ids);
-    free(ids);
     return rc;
 }
 

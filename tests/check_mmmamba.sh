@@ -27,6 +27,18 @@ check "mkmodel overrides" "$bin" mkmodel --preset tiny-linear --pixel-shuffle-lo
   --normalize-encoder-output 1 --image-size 112 --out "$tmp/ov"
 "$bin" inspect "$tmp/ov" > "$tmp/insp"
 check "override applied" grep -q "position grid 8x8, pixel shuffle post.*normalize_encoder_output true" "$tmp/insp"
+# generate: chat prompt through the template, ids, stop token, chunked == whole
+check "generate --prompt" "$bin" generate --model "$tmp/tiny-linear" --prompt "Hello there" --max-tokens 8
+"$bin" generate --model "$tmp/tiny-linear" --prompt "Hello there" --max-tokens 8 --print-ids > "$tmp/a" 2>/dev/null
+"$bin" generate --model "$tmp/tiny-linear" --prompt "Hello there" --max-tokens 8 --print-ids --prefill-chunk 5 > "$tmp/b" 2>/dev/null
+check "chunked prefill gives the same ids" cmp "$tmp/a" "$tmp/b"
+check "ids line" grep -Eq '^[0-9]+( [0-9]+)*$' "$tmp/a"
+"$bin" tokenize --model "$tmp/tiny-linear" "Hi" > "$tmp/tok"
+check "generate on ids from tokenize" sh -c "\"$bin\" generate --model \"$tmp/tiny-linear\" --prompt-ids \"\$(head -1 $tmp/tok)\" --max-tokens 2 --print-ids"
+if "$bin" generate --model "$tmp/tiny-linear" --prompt-ids "1 99999" 2>"$tmp/err"; then echo "FAIL: out-of-vocabulary id accepted"; fails=$((fails + 1)); fi
+check "bad id message" grep -q "outside the vocabulary" "$tmp/err"
+if "$bin" generate --model "$tmp/tiny-linear" --prompt-ids "1 1032 1032" 2>"$tmp/err"; then echo "FAIL: stray image tokens accepted"; fails=$((fails + 1)); fi
+check "stray image tokens message" grep -q "tile" "$tmp/err"
 # error paths: non-zero exit and a message naming the problem
 if "$bin" mkmodel --preset nope --out "$tmp/x" 2>"$tmp/err"; then echo "FAIL: bad preset accepted"; fails=$((fails + 1)); fi
 check "bad preset message" grep -q 'unknown preset "nope"' "$tmp/err"

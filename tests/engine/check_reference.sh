@@ -39,7 +39,7 @@ while IFS='|' read -r name preset flags kind; do
     if [ $chunk -ne 0 ]; then label="$name (prefill in chunks of $chunk)"; extra="--prefill-chunk $chunk"; fi
     # shellcheck disable=SC2086
     if ! "$bin" generate --model "$tmp/$name" --prompt-ids "$(case_ids "$kind")" $tiles $extra \
-        --max-tokens $GOLDEN_GREEDY --print-ids --dump-logits "$tmp/$name.logits" \
+        --max-tokens $GOLDEN_GREEDY --ignore-eos --print-ids --dump-logits "$tmp/$name.logits" \
         > "$tmp/$name.ids" 2>"$tmp/$name.err"; then
       echo "FAIL: $label: generate failed"; cat "$tmp/$name.err"; fails=$((fails + 1)); continue
     fi
