@@ -84,6 +84,11 @@ enum mm_status mm_image_count_tiles(int64_t width, int64_t height, const struct 
 enum mm_status mm_image_resize(const struct mm_image *in, int64_t width, int64_t height,
                                struct mm_image *out, struct mm_err *err);
 
+/* The same resize with Pillow's plain loops only (no SIMD): the oracle the
+ * tests compare the fast path against. */
+enum mm_status mm_image_resize_plain(const struct mm_image *in, int64_t width, int64_t height,
+                                     struct mm_image *out, struct mm_err *err);
+
 /* Tiles one decoded image: grid choice, resize, crops, thumbnail,
  * normalisation into fp32 CHW. img is borrowed; *out is the caller's. */
 enum mm_status mm_image_preprocess(const struct mm_image *img, const struct mm_image_params *p,
