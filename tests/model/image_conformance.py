@@ -12,6 +12,7 @@ Usage: image_conformance.py --mmmamba PATH [--keep DIR] [--quick]
 Exit status: 0 pass, 1 fail.
 """
 import argparse
+import base64
 import io
 import math
 import os
@@ -21,12 +22,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 import zlib
 
 import numpy as np
 from PIL import Image
 
 S = 448
+warnings.filterwarnings("ignore", category=UserWarning)  # Pillow: palette + tRNS bytes
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
@@ -152,6 +155,14 @@ def jpeg_bytes(arr, mode="RGB", **kw):
     return buf.getvalue()
 
 
+def many_scans_jpeg(prog):
+    """A progressive JPEG whose last scan is repeated 2000 times: a cheap file
+    that would cost thousands of passes over the coefficients."""
+    sos = prog.rfind(b"\xff\xda")
+    eoi = prog.rfind(b"\xff\xd9")
+    return prog[:sos] + prog[sos:eoi] * 2000 + prog[eoi:]
+
+
 def build_cases(rng, quick):
     """(name, bytes, max_tiles) for images that must match; (name, bytes) for bad ones."""
     good, bad = [], []
@@ -167,6 +178,8 @@ def build_cases(rng, quick):
         add("rgb8-%dx%d.png" % (w, h), png_bytes(photo(rng, w, h), 2, 8))
     for mt in (1, 2, 6, 24, 40):
         add("rgb8-777x333-max%d.png" % mt, png_bytes(photo(rng, 777, 333), 2, 8), mt)
+
+    add("dataurl-rgb8-50x70.png", png_bytes(photo(rng, 50, 70), 2, 8))
 
     # every PNG colour type and bit depth, plain and interlaced
     w, h = 301, 187
@@ -254,8 +267,11 @@ def build_cases(rng, quick):
     crc = bytearray(png)
     crc[30] ^= 0xFF  # inside IHDR: CRC mismatch on a critical chunk
     bad.append(("png-bad-crc.png", bytes(crc)))
-    bad.append(("png-bad-depth.png", png_bytes(np.zeros((4, 4, 3), np.uint8), 2, 8)[:24]
-                + b"\x03" + png[25:]))
+    ihdr = bytearray(png[8:33])  # length, type, data, CRC of IHDR
+    ihdr[16] = 3  # bit depth 3 does not exist
+    ihdr[21:25] = struct.pack(">I", zlib.crc32(bytes(ihdr[4:21])) & 0xFFFFFFFF)
+    bad.append(("png-bad-depth.png", png[:8] + bytes(ihdr) + png[33:]))
+    bad.append(("jpeg-many-scans.jpg", many_scans_jpeg(jpeg_bytes(base, progressive=True))))
     gif = io.BytesIO()
     Image.fromarray(base).save(gif, "GIF")
     bad.append(("image.gif", gif.getvalue()))
@@ -264,8 +280,12 @@ def build_cases(rng, quick):
 
 # ---- driver -------------------------------------------------------------------------------
 
-def run_mmmamba(exe, path, out, max_tiles):
-    cmd = [exe, "preprocess", path, "--out", out, "--time"]
+def run_mmmamba(exe, path, out, max_tiles, as_data_url=False):
+    arg = path
+    if as_data_url:
+        with open(path, "rb") as f:
+            arg = "data:image/png;base64," + base64.b64encode(f.read()).decode()
+    cmd = [exe, "preprocess", arg, "--out", out, "--time"]
     if max_tiles != 12:
         cmd += ["--max-tiles", str(max_tiles)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -292,7 +312,7 @@ def main():
             with open(path, "wb") as f:
                 f.write(data)
             (cols, rows), ref = reference(path, max_tiles)
-            r = run_mmmamba(exe, path, out, max_tiles)
+            r = run_mmmamba(exe, path, out, max_tiles, as_data_url=name.startswith("dataurl-"))
             if r.returncode != 0:
                 print("FAIL %s: exit %d: %s" % (name, r.returncode, r.stderr.strip()))
                 failures += 1
