@@ -372,11 +372,18 @@ static void build_pairs(const uint8_t *src, int in_w, int32_t *dst)
         dst[i] = 0;
 }
 
+/* hi * 256 + lo + rounding, then Pillow's >> PRECISION_BITS (arithmetic). */
+static inline __m128i finish(__m128i hi, __m128i lo)
+{
+    const __m128i half = _mm_set1_epi32(1 << (PRECISION_BITS - 1));
+    return _mm_srai_epi32(_mm_add_epi32(_mm_add_epi32(_mm_slli_epi32(hi, 8), lo), half),
+                          PRECISION_BITS);
+}
+
 static void resample_horizontal(const uint8_t *in, int in_w, int y0, int y1, uint8_t *out,
                                 int out_w, const struct coeffs *c, int32_t *strip)
 {
     const size_t srow = STRIP_ROW(in_w);
-    const __m128i half = _mm_set1_epi32(1 << (PRECISION_BITS - 1));
     for (int ys = y0; ys < y1; ys += HSTRIP) {
         const int rows = y1 - ys < HSTRIP ? y1 - ys : HSTRIP;
         for (int r = 0; r < HSTRIP; r++)
@@ -405,17 +412,16 @@ static void resample_horizontal(const uint8_t *in, int in_w, int y0, int y1, uin
                 h2 = _mm_add_epi32(h2, _mm_madd_epi16(v2, kh));
                 h3 = _mm_add_epi32(h3, _mm_madd_epi16(v3, kh));
             }
-            int32_t acc[HSTRIP][4];
-            _mm_storeu_si128((__m128i *)acc[0], _mm_add_epi32(_mm_add_epi32(_mm_slli_epi32(h0, 8), l0), half));
-            _mm_storeu_si128((__m128i *)acc[1], _mm_add_epi32(_mm_add_epi32(_mm_slli_epi32(h1, 8), l1), half));
-            _mm_storeu_si128((__m128i *)acc[2], _mm_add_epi32(_mm_add_epi32(_mm_slli_epi32(h2, 8), l2), half));
-            _mm_storeu_si128((__m128i *)acc[3], _mm_add_epi32(_mm_add_epi32(_mm_slli_epi32(h3, 8), l3), half));
-            for (int r = 0; r < rows; r++) {
-                uint8_t *dst = out + ((size_t)(ys - y0 + r) * (size_t)out_w + (size_t)o) * 3;
-                dst[0] = clip8(acc[r][0]);
-                dst[1] = clip8(acc[r][1]);
-                dst[2] = clip8(acc[r][2]);
-            }
+            /* sums -> bytes in SIMD; row r's R, G, B land in bytes 4r .. 4r+2 */
+            uint8_t px[16];
+            _mm_storeu_si128((__m128i *)px,
+                             _mm_packus_epi16(_mm_packs_epi32(finish(h0, l0), finish(h1, l1)),
+                                              _mm_packs_epi32(finish(h2, l2), finish(h3, l3))));
+            /* 4-byte stores: the spare byte is overwritten by the next pixel */
+            const size_t nb = o + 1 < out_w ? 4 : 3;
+            for (int r = 0; r < rows; r++)
+                memcpy(out + ((size_t)(ys - y0 + r) * (size_t)out_w + (size_t)o) * 3, px + 4 * r,
+                       nb);
         }
     }
 }
@@ -425,7 +431,7 @@ static void resample_vertical(const uint8_t *in, int w, int first, uint8_t *out,
                               const struct coeffs *c)
 {
     const size_t row = (size_t)w * 3;
-    const __m128i zero = _mm_setzero_si128(), half = _mm_set1_epi32(1 << (PRECISION_BITS - 1));
+    const __m128i zero = _mm_setzero_si128();
     for (int o = 0; o < out_h; o++) {
         const int32_t *plo = &c->pair_lo[(size_t)o * (size_t)c->npairs];
         const int32_t *phi = &c->pair_hi[(size_t)o * (size_t)c->npairs];
@@ -456,11 +462,8 @@ static void resample_vertical(const uint8_t *in, int w, int first, uint8_t *out,
                 h2 = _mm_add_epi32(h2, _mm_madd_epi16(p2, kh));
                 h3 = _mm_add_epi32(h3, _mm_madd_epi16(p3, kh));
             }
-#define MM_FINISH(h, l)                                                                            \
-    _mm_srai_epi32(_mm_add_epi32(_mm_add_epi32(_mm_slli_epi32(h, 8), l), half), PRECISION_BITS)
-            const __m128i s01 = _mm_packs_epi32(MM_FINISH(h0, l0), MM_FINISH(h1, l1));
-            const __m128i s23 = _mm_packs_epi32(MM_FINISH(h2, l2), MM_FINISH(h3, l3));
-#undef MM_FINISH
+            const __m128i s01 = _mm_packs_epi32(finish(h0, l0), finish(h1, l1));
+            const __m128i s23 = _mm_packs_epi32(finish(h2, l2), finish(h3, l3));
             _mm_storeu_si128((__m128i *)(dst + i), _mm_packus_epi16(s01, s23));
         }
         for (; i < row; i++) {
