@@ -1,12 +1,13 @@
 /* image_preprocess.h: decoded RGB image -> normalised fp32 tiles, the
  * reference's dynamic tiling (MODEL.md §4).
  *
- * Design: every resize is Pillow 9.4's Image.resize(size, BICUBIC) reproduced
- * in integer arithmetic bit for bit (separable, horizontal pass first, 22-bit
- * fixed-point coefficients, 8-bit rounding and clamping between passes), and
- * each size is resampled directly from the source as Pillow does, so the
- * 8-bit pixels equal Pillow's; only the last step (value/255, mean/std) is
- * floating point. Coefficients are computed once per resize, not per pixel.
+ * Design: the 8-bit pixels of every tile equal the reference's (Pillow 9.4):
+ * grid choice as its Python does it, every resize Pillow's bicubic
+ * (image_resize.h) straight from the source image, crops row-major,
+ * thumbnail last; only the final value/255, mean/std step is floating point.
+ * Callers count tiles first (mm_image_count_tiles, then
+ * mm_image_request_add_tiles) so an over-budget image is refused before its
+ * tiles are allocated.
  *
  * Thread contract: no shared state; HTTP threads may preprocess concurrently.
  * Each call allocates its own scratch and frees it before returning. */
@@ -78,16 +79,6 @@ enum mm_status mm_image_choose_grid(int64_t width, int64_t height, const struct 
 /* Number of tiles (thumbnail included) an image of this size will give. */
 enum mm_status mm_image_count_tiles(int64_t width, int64_t height, const struct mm_image_params *p,
                                     int64_t *count, struct mm_err *err);
-
-/* Pillow's Image.resize((width, height), Image.BICUBIC) on RGB. in is
- * borrowed; the caller owns *out (mm_image_free). */
-enum mm_status mm_image_resize(const struct mm_image *in, int64_t width, int64_t height,
-                               struct mm_image *out, struct mm_err *err);
-
-/* The same resize with Pillow's plain loops only (no SIMD): the oracle the
- * tests compare the fast path against. */
-enum mm_status mm_image_resize_plain(const struct mm_image *in, int64_t width, int64_t height,
-                                     struct mm_image *out, struct mm_err *err);
 
 /* Tiles one decoded image: grid choice, resize, crops, thumbnail,
  * normalisation into fp32 CHW. img is borrowed; *out is the caller's. */

@@ -1,7 +1,6 @@
-/* check_image_preprocess.c: grid choice, the resize (fast path against the
- * plain Pillow loops), tiling, normalisation and tile limits of
- * model/image_preprocess.c. Pixel-exactness against Pillow itself is the job
- * of check_image_conformance.sh. */
+/* check_image_preprocess.c: grid choice, tiling, normalisation and tile
+ * limits of model/image_preprocess.c. Pixel-exactness against Pillow itself
+ * is the job of check_image_conformance.sh. */
 #include "model/image_preprocess.h"
 
 #include <math.h>
@@ -118,48 +117,6 @@ START_TEST(test_params_and_limits)
 }
 END_TEST
 
-START_TEST(test_resize_fast_equals_plain)
-{
-    static const int64_t sz[][4] = {
-        {4000, 30, 1792, 7},  {1, 1, 448, 448}, {37, 53, 896, 1344}, {1000, 333, 448, 448},
-        {2, 700, 448, 448},   {640, 480, 1792, 1344}, {17, 3, 5, 2}, {300, 300, 300, 97},
-        {301, 7, 96, 7},      {1, 2000, 448, 5376},
-    };
-    for (size_t i = 0; i < sizeof sz / sizeof sz[0]; i++) {
-        struct mm_image src = make_image(sz[i][0], sz[i][1], (uint32_t)i + 1);
-        struct mm_image a, b;
-        struct mm_err err;
-        ck_assert_int_eq(mm_image_resize(&src, sz[i][2], sz[i][3], &a, &err), MM_OK);
-        ck_assert_int_eq(mm_image_resize_plain(&src, sz[i][2], sz[i][3], &b, &err), MM_OK);
-        ck_assert_int_eq(a.width, sz[i][2]);
-        ck_assert_int_eq(a.height, sz[i][3]);
-        ck_assert_msg(memcmp(a.rgb, b.rgb, (size_t)(a.width * a.height * 3)) == 0,
-                      "case %zu differs", i);
-        mm_image_free(&a);
-        mm_image_free(&b);
-        mm_image_free(&src);
-    }
-}
-END_TEST
-
-START_TEST(test_resize_identity_and_constant)
-{
-    struct mm_image src = make_image(31, 17, 7), out;
-    struct mm_err err;
-    ck_assert_int_eq(mm_image_resize(&src, 31, 17, &out, &err), MM_OK);
-    ck_assert(memcmp(src.rgb, out.rgb, 31 * 17 * 3) == 0);
-    mm_image_free(&out);
-    /* a constant image stays constant at any scale (weights sum to one) */
-    memset(src.rgb, 93, 31 * 17 * 3);
-    ck_assert_int_eq(mm_image_resize(&src, 5, 300, &out, &err), MM_OK);
-    for (int i = 0; i < 5 * 300 * 3; i++)
-        ck_assert_uint_eq(out.rgb[i], 93);
-    mm_image_free(&out);
-    ck_assert_int_eq(mm_image_resize(&src, 0, 3, &out, &err), MM_ERR_INVALID);
-    mm_image_free(&src);
-}
-END_TEST
-
 START_TEST(test_preprocess_layout_and_normalisation)
 {
     /* 896 x 448: a 2x1 grid, no resize needed, + thumbnail. Left half black,
@@ -230,8 +187,6 @@ int main(void)
     tcase_add_test(tc, test_candidates_python_order);
     tcase_add_test(tc, test_choose_grid);
     tcase_add_test(tc, test_params_and_limits);
-    tcase_add_test(tc, test_resize_fast_equals_plain);
-    tcase_add_test(tc, test_resize_identity_and_constant);
     tcase_add_test(tc, test_preprocess_layout_and_normalisation);
     tcase_add_test(tc, test_preprocess_small_tiles_extreme_aspect);
     suite_add_tcase(s, tc);
