@@ -45,6 +45,7 @@ static double bicubic(double x)
  * are exact in int32, and hi_sum * 256 + lo_sum is Pillow's sum exactly. */
 struct coeffs {
     int ksize, npairs; /* npairs = (ksize + 1) / 2 */
+    bool split_ok;     /* every hi fits int16 and the lo sums fit int32 */
     int *bounds;
     int32_t *k;
     int32_t *pair_lo, *pair_hi; /* [out][npairs] */
@@ -81,6 +82,8 @@ static enum mm_status coeffs_build(int in_size, int out_size, struct coeffs *c, 
         return mm_err_set(err, MM_ERR_NOMEM, "resize: cannot allocate coefficients");
     }
     const double ss = 1.0 / filterscale;
+    /* sum of p * lo <= 255 * 255 * ksize must stay below 2^31 */
+    c->split_ok = c->ksize <= 30000;
     for (int o = 0; o < out_size; o++) {
         const double center = (o + 0.5) * scale;
         int xmin = (int)(center - support + 0.5);
@@ -108,9 +111,11 @@ static enum mm_status coeffs_build(int in_size, int out_size, struct coeffs *c, 
             for (int h = 0; h < 2; h++) {
                 const int t = 2 * j + h;
                 const int32_t kt = t < c->ksize ? k[t] : 0;
-                const int32_t l = (int32_t)((uint32_t)kt & 255u);
+                const int32_t l = (int32_t)((uint32_t)kt & 255u), hv = (kt - l) / 256;
+                if (hv < INT16_MIN || hv > INT16_MAX) /* a weight beyond +-2.0 */
+                    c->split_ok = false;
                 lo[h] = (uint32_t)l;
-                hi[h] = (uint32_t)(uint16_t)(int16_t)((kt - l) / 256);
+                hi[h] = (uint32_t)(uint16_t)hv;
             }
             c->pair_lo[(size_t)o * (size_t)c->npairs + (size_t)j] = (int32_t)(lo[0] | lo[1] << 16);
             c->pair_hi[(size_t)o * (size_t)c->npairs + (size_t)j] = (int32_t)(hi[0] | hi[1] << 16);
@@ -127,9 +132,6 @@ static inline uint8_t clip8(int32_t v)
     v >>= PRECISION_BITS;
     return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
 }
-
-/* The split sums stay exact in int32 while taps * 255 * 255 < 2^31. */
-#define SPLIT_MAX_TAPS 30000
 
 #if defined(__SSE2__)
 /* Rows resampled across together, sharing the coefficient loads. Each row is
@@ -313,7 +315,7 @@ static enum mm_status pass_horizontal(const uint8_t *in, int in_w, int y0, int y
                                       struct mm_err *err)
 {
 #ifdef MM_RESAMPLE_SSE2
-    if (simd && c->ksize <= SPLIT_MAX_TAPS) {
+    if (simd && c->split_ok) {
         int32_t *strip = malloc(sizeof *strip * STRIP_ROW(in_w) * HSTRIP);
         if (!strip)
             return mm_err_set(err, MM_ERR_NOMEM, "resize: cannot allocate scratch");
@@ -332,7 +334,7 @@ static void pass_vertical(const uint8_t *in, int w, int first, uint8_t *out, int
                           const struct coeffs *c, bool simd)
 {
 #ifdef MM_RESAMPLE_SSE2
-    if (simd && c->ksize <= SPLIT_MAX_TAPS) {
+    if (simd && c->split_ok) {
         resample_vertical(in, w, first, out, out_h, c);
         return;
     }
