@@ -23,9 +23,18 @@
 enum mm_status mm_image_resize(const struct mm_image *in, int64_t width, int64_t height,
                                struct mm_image *out, struct mm_err *err);
 
-/* The same resize with Pillow's plain loops only (no SIMD): the oracle the
- * tests compare the fast path against. */
-enum mm_status mm_image_resize_plain(const struct mm_image *in, int64_t width, int64_t height,
-                                     struct mm_image *out, struct mm_err *err);
+/* Which implementation computes the (identical) result. */
+enum mm_resize_kernel {
+    MM_RESIZE_BEST = 0, /* the fastest available: what mm_image_resize uses */
+    MM_RESIZE_PLAIN,    /* Pillow's loops in plain C: the oracle */
+    MM_RESIZE_SSE2,     /* x86-64 baseline SIMD */
+    MM_RESIZE_AVX2,     /* AVX2, when the CPU has it */
+};
+
+/* mm_image_resize with a chosen kernel, for tests and benchmarks.
+ * MM_ERR_UNSUPPORTED if this build or CPU lacks it. */
+enum mm_status mm_image_resize_with(const struct mm_image *in, int64_t width, int64_t height,
+                                    enum mm_resize_kernel kern, struct mm_image *out,
+                                    struct mm_err *err);
 
 #endif
