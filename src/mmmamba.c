@@ -13,6 +13,9 @@
 #include "engine/engine.h"
 #include "model/chat_template.h"
 #include "model/config.h"
+#include "model/image_decode.h"
+#include "model/image_preprocess.h"
+#include "model/image_source.h"
 #include "model/safetensors.h"
 #include "model/synthetic.h"
 #include "model/tokenizer.h"
@@ -665,6 +668,122 @@ static int cmd_tokenize(int argc, char **argv)
     return rc;
 }
 
+/* ---- preprocess ----------------------------------------------------------------- */
+
+/* Writes the tiles as raw little-endian fp32 (conformance tools read it). */
+static enum mm_status write_tiles(const char *path, const struct mm_image_tiles *t,
+                                  struct mm_err *err)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return mm_err_set(err, MM_ERR_IO, "%s: %s", path, strerror(errno));
+    const size_t n = (size_t)t->count * 3 * (size_t)t->size * (size_t)t->size;
+    const unsigned probe = 1;
+    size_t done = 0;
+    if (*(const unsigned char *)&probe == 1) {
+        done = fwrite(t->data, sizeof(float), n, f);
+    } else {
+        for (; done < n; done++) {
+            uint32_t u;
+            unsigned char b[4];
+            memcpy(&u, &t->data[done], 4);
+            for (int i = 0; i < 4; i++)
+                b[i] = (unsigned char)(u >> (8 * i));
+            if (fwrite(b, 1, 4, f) != 4)
+                break;
+        }
+    }
+    if (fclose(f) != 0 || done != n)
+        return mm_err_set(err, MM_ERR_IO, "%s: write failed", path);
+    return MM_OK;
+}
+
+static int cmd_preprocess(int argc, char **argv)
+{
+    const char *image = NULL, *out = NULL, *model = NULL;
+    unsigned long long max_tiles = 0;
+    int timing = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--time") == 0) {
+            timing = 1;
+            continue;
+        }
+        if (a[0] != '-' || strncmp(a, "data:", 5) == 0) {
+            if (image) {
+                fprintf(stderr, "mmmamba preprocess: one IMAGE only\n");
+                return 2;
+            }
+            image = a;
+            continue;
+        }
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) {
+            fprintf(stderr, "mmmamba preprocess: %s needs a value\n", a);
+            return 2;
+        }
+        if (strcmp(a, "--out") == 0)
+            out = v;
+        else if (strcmp(a, "--model") == 0)
+            model = v;
+        else if (strcmp(a, "--max-tiles") == 0 && parse_u64(v, &max_tiles) && max_tiles >= 1 &&
+                 max_tiles <= MM_IMAGE_MAX_TILES)
+            ;
+        else {
+            fprintf(stderr, "mmmamba preprocess: bad option %s %s\n", a, v);
+            return 2;
+        }
+        i++;
+    }
+    if (!image || !out) {
+        fprintf(stderr, "usage: mmmamba preprocess IMAGE [--max-tiles N] [--model DIR] "
+                        "--out FILE\n");
+        return 2;
+    }
+    struct mm_err err;
+    /* The reference defaults (448-pixel tiles, 1..12, thumbnail) unless a
+     * model's config.json says otherwise. */
+    struct mm_config cfg = {.force_image_size = 448, .min_dynamic_patch = 1,
+                            .max_dynamic_patch = 12, .use_thumbnail = true};
+    if (model && mm_config_load(model, &cfg, &err) != MM_OK)
+        return fail(&err);
+    struct mm_image_limits lim = {.max_tiles_per_image = (int64_t)max_tiles};
+    if (max_tiles > (unsigned long long)cfg.max_dynamic_patch)
+        cfg.max_dynamic_patch = (int64_t)max_tiles; /* the flag sets the max outright */
+    struct mm_image_params params;
+    if (mm_image_params_from_config(&cfg, &lim, &params, &err) != MM_OK)
+        return fail(&err);
+
+    const double t0 = (now_s() * 1e3);
+    struct mm_image_bytes bytes;
+    enum mm_status st = strncmp(image, "data:", 5) == 0
+                            ? mm_image_source_load(image, NULL, &bytes, &err)
+                            : mm_image_source_read_file(image, 0, &bytes, &err);
+    if (st != MM_OK)
+        return fail(&err);
+    struct mm_image img;
+    st = mm_image_decode(bytes.data, bytes.len, &lim.decode, &img, &err);
+    mm_image_bytes_free(&bytes);
+    if (st != MM_OK)
+        return fail(&err);
+    const double t1 = (now_s() * 1e3);
+    struct mm_image_tiles tiles;
+    st = mm_image_preprocess(&img, &params, &tiles, &err);
+    const double t2 = (now_s() * 1e3);
+    if (st == MM_OK) {
+        st = write_tiles(out, &tiles, &err);
+        if (st == MM_OK)
+            printf("%lld %lld %lld\n", (long long)tiles.grid.cols, (long long)tiles.grid.rows,
+                   (long long)tiles.count);
+        if (timing)
+            fprintf(stderr, "image %lldx%lld: read+decode %.1f ms, tiles %.1f ms\n",
+                    (long long)img.width, (long long)img.height, t1 - t0, t2 - t1);
+    }
+    mm_image_tiles_free(&tiles);
+    mm_image_free(&img);
+    return st == MM_OK ? 0 : fail(&err);
+}
+
 static const struct command commands[] = {
     {"mkmodel",
      "--preset P --out DIR [--seed S] [--shards N] [--pixel-shuffle-loc pre|post] "
@@ -680,6 +799,7 @@ static const struct command commands[] = {
      "(--model DIR | --tokenizer FILE) [--no-bos] [--lines] [--decode] [--bench] "
      "(TEXT | --file PATH)",
      cmd_tokenize},
+    {"preprocess", "IMAGE [--max-tiles N] [--model DIR] [--time] --out FILE", cmd_preprocess},
 };
 
 static void usage(FILE *f)
