@@ -46,6 +46,13 @@ static int parse_u64(const char *s, unsigned long long *out)
     return 1;
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 /* ---- mkmodel -------------------------------------------------------------------- */
 
 static int cmd_mkmodel(int argc, char **argv)
@@ -188,14 +195,144 @@ static int cmd_inspect(int argc, char **argv)
     return 0;
 }
 
-/* ---- generate ------------------------------------------------------------------- */
+/* ---- preprocess ----------------------------------------------------------------- */
 
-static double now_s(void)
+/* Writes the tiles as raw little-endian fp32 (conformance tools read it). */
+static enum mm_status write_tiles(const char *path, const struct mm_image_tiles *t,
+                                  struct mm_err *err)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return mm_err_set(err, MM_ERR_IO, "%s: %s", path, strerror(errno));
+    const size_t n = (size_t)t->count * 3 * (size_t)t->size * (size_t)t->size;
+    const unsigned probe = 1;
+    size_t done = 0;
+    if (*(const unsigned char *)&probe == 1) {
+        done = fwrite(t->data, sizeof(float), n, f);
+    } else {
+        for (; done < n; done++) {
+            uint32_t u;
+            unsigned char b[4];
+            memcpy(&u, &t->data[done], 4);
+            for (int i = 0; i < 4; i++)
+                b[i] = (unsigned char)(u >> (8 * i));
+            if (fwrite(b, 1, 4, f) != 4)
+                break;
+        }
+    }
+    if (fclose(f) != 0 || done != n)
+        return mm_err_set(err, MM_ERR_IO, "%s: write failed", path);
+    return MM_OK;
 }
+
+struct image_timing {
+    int64_t width, height;
+    double decode_ms, tiles_ms;
+};
+
+/* Reads (a path or a data: URL), decodes and tiles one image; *tiles is the
+ * caller's (mm_image_tiles_free), also on failure. */
+static enum mm_status load_image_tiles(const char *image, const struct mm_image_params *params,
+                                       const struct mm_image_limits *lim,
+                                       struct mm_image_tiles *tiles, struct image_timing *tm,
+                                       struct mm_err *err)
+{
+    memset(tiles, 0, sizeof *tiles);
+    const double t0 = now_s();
+    struct mm_image_bytes bytes;
+    enum mm_status st = strncmp(image, "data:", 5) == 0
+                            ? mm_image_source_load(image, NULL, &bytes, err)
+                            : mm_image_source_read_file(image, 0, &bytes, err);
+    if (st != MM_OK)
+        return st;
+    struct mm_image img;
+    st = mm_image_decode(bytes.data, bytes.len, &lim->decode, &img, err);
+    mm_image_bytes_free(&bytes);
+    if (st != MM_OK)
+        return st;
+    const double t1 = now_s();
+    st = mm_image_preprocess(&img, params, tiles, err);
+    if (tm)
+        *tm = (struct image_timing){img.width, img.height, (t1 - t0) * 1e3, (now_s() - t1) * 1e3};
+    mm_image_free(&img);
+    return st;
+}
+
+static int cmd_preprocess(int argc, char **argv)
+{
+    const char *image = NULL, *out = NULL, *model = NULL;
+    unsigned long long max_tiles = 0;
+    int timing = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--time") == 0) {
+            timing = 1;
+            continue;
+        }
+        if (a[0] != '-' || strncmp(a, "data:", 5) == 0) {
+            if (image) {
+                fprintf(stderr, "mmmamba preprocess: one IMAGE only\n");
+                return 2;
+            }
+            image = a;
+            continue;
+        }
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) {
+            fprintf(stderr, "mmmamba preprocess: %s needs a value\n", a);
+            return 2;
+        }
+        if (strcmp(a, "--out") == 0)
+            out = v;
+        else if (strcmp(a, "--model") == 0)
+            model = v;
+        else if (strcmp(a, "--max-tiles") == 0 && parse_u64(v, &max_tiles) && max_tiles >= 1 &&
+                 max_tiles <= MM_IMAGE_MAX_TILES)
+            ;
+        else {
+            fprintf(stderr, "mmmamba preprocess: bad option %s %s\n", a, v);
+            return 2;
+        }
+        i++;
+    }
+    if (!image || !out) {
+        fprintf(stderr, "usage: mmmamba preprocess IMAGE [--max-tiles N] [--model DIR] "
+                        "--out FILE\n");
+        return 2;
+    }
+    struct mm_err err;
+    /* The reference defaults (448-pixel tiles, 1..12, thumbnail) unless a
+     * model's config.json says otherwise. */
+    struct mm_config cfg = {.force_image_size = 448,
+                            .min_dynamic_patch = 1,
+                            .max_dynamic_patch = 12,
+                            .use_thumbnail = true};
+    if (model && mm_config_load(model, &cfg, &err) != MM_OK)
+        return fail(&err);
+    struct mm_image_limits lim = {.max_tiles_per_image = (int64_t)max_tiles};
+    if (max_tiles > (unsigned long long)cfg.max_dynamic_patch)
+        cfg.max_dynamic_patch = (int64_t)max_tiles; /* the flag sets the max outright */
+    struct mm_image_params params;
+    if (mm_image_params_from_config(&cfg, &lim, &params, &err) != MM_OK)
+        return fail(&err);
+
+    struct mm_image_tiles tiles;
+    struct image_timing tm;
+    enum mm_status st = load_image_tiles(image, &params, &lim, &tiles, &tm, &err);
+    if (st == MM_OK) {
+        st = write_tiles(out, &tiles, &err);
+        if (st == MM_OK)
+            printf("%lld %lld %lld\n", (long long)tiles.grid.cols, (long long)tiles.grid.rows,
+                   (long long)tiles.count);
+        if (timing)
+            fprintf(stderr, "image %lldx%lld: read+decode %.1f ms, tiles %.1f ms\n",
+                    (long long)tm.width, (long long)tm.height, tm.decode_ms, tm.tiles_ms);
+    }
+    mm_image_tiles_free(&tiles);
+    return st == MM_OK ? 0 : fail(&err);
+}
+
+/* ---- generate ------------------------------------------------------------------- */
 
 /* Parses "1 2 3" into a new array; returns 0 on a malformed list. */
 static int parse_ids(const char *s, int32_t **out, int64_t *n)
@@ -274,9 +411,13 @@ static int64_t chunk_end(const int32_t *ids, int64_t n, int64_t i, int64_t chunk
     return j;
 }
 
+#define MAX_IMAGES 16
+
 /* What `generate` was asked to do. */
 struct gen_args {
-    const char *model, *ids_arg, *prompt, *system, *tiles_path, *dump, *backend;
+    const char *model, *ids_arg, *prompt, *system, *tiles_path, *dump, *dump_prompt, *backend;
+    const char *images[MAX_IMAGES];
+    int n_images;
     unsigned long long max_new, n_tiles, threads, chunk;
     bool print_ids, state_bf16, ignore_eos;
 };
@@ -304,12 +445,16 @@ static int parse_gen_args(int argc, char **argv, struct gen_args *g)
             g->system = v;
         else if (strcmp(a, "--tiles") == 0)
             g->tiles_path = v;
+        else if (strcmp(a, "--image") == 0 && g->n_images < MAX_IMAGES)
+            g->images[g->n_images++] = v;
         else if (strcmp(a, "--num-tiles") == 0)
             ok = parse_u64(v, &g->n_tiles) && g->n_tiles <= 4096;
         else if (strcmp(a, "--max-tokens") == 0)
             ok = parse_u64(v, &g->max_new) && g->max_new <= 1000000;
         else if (strcmp(a, "--dump-logits") == 0)
             g->dump = v;
+        else if (strcmp(a, "--dump-prompt-ids") == 0)
+            g->dump_prompt = v;
         else if (strcmp(a, "--backend") == 0)
             ok = strcmp(v, "cpu") == 0 || strcmp(v, "cuda") == 0, g->backend = v;
         else if (strcmp(a, "--threads") == 0)
@@ -330,19 +475,58 @@ static int parse_gen_args(int argc, char **argv, struct gen_args *g)
                 "mmmamba generate: --model and one of --prompt-ids or --prompt are required\n");
         return 0;
     }
-    if (g->n_tiles && (!g->tiles_path || !g->ids_arg)) {
-        fprintf(stderr, "mmmamba generate: --num-tiles goes with --tiles and --prompt-ids\n");
+    if (g->n_tiles && (!g->tiles_path || !g->ids_arg || g->n_images)) {
+        fprintf(stderr, "mmmamba generate: --num-tiles goes with --tiles and --prompt-ids "
+                        "(not --image)\n");
         return 0;
     }
     return 1;
 }
 
-/* The prompt as ids (and tiles): --prompt-ids as given, or --prompt through
- * the chat template as one user turn. */
+/* Tiles of every --image, concatenated in order (thumbnails included);
+ * counts[i] = tiles of image i. *tiles is the caller's. */
+static enum mm_status load_images(const struct gen_args *g, const struct mm_config *cfg,
+                                  float **tiles, int64_t *counts, struct mm_err *err)
+{
+    const struct mm_image_limits lim = {0}; /* defaults: the config's tiling, 64 per request */
+    struct mm_image_params params;
+    enum mm_status st = mm_image_params_from_config(cfg, &lim, &params, err);
+    const size_t tile_floats = 3 * (size_t)cfg->force_image_size * (size_t)cfg->force_image_size;
+    int64_t total = 0;
+    *tiles = NULL;
+    for (int i = 0; st == MM_OK && i < g->n_images; i++) {
+        struct mm_image_tiles t;
+        st = load_image_tiles(g->images[i], &params, &lim, &t, NULL, err);
+        if (st == MM_OK)
+            st = mm_image_request_add_tiles(&lim, &total, t.count, err);
+        float *grown =
+            st == MM_OK ? realloc(*tiles, (size_t)total * tile_floats * sizeof **tiles) : NULL;
+        if (st == MM_OK && !grown)
+            st = mm_err_set(err, MM_ERR_NOMEM, "out of memory");
+        if (st == MM_OK) {
+            *tiles = grown;
+            memcpy(*tiles + (size_t)(total - t.count) * tile_floats, t.data,
+                   (size_t)t.count * tile_floats * sizeof **tiles);
+            counts[i] = t.count;
+        }
+        mm_image_tiles_free(&t);
+        if (st != MM_OK)
+            mm_err_prefix(err, "%s", g->images[i]);
+    }
+    return st;
+}
+
+/* The prompt as ids plus tiles: --prompt-ids as given (tiles from --tiles or
+ * the --image files, in order), or --prompt through the chat template as
+ * one user turn with the images first, as the reference places them. */
 static enum mm_status build_prompt(const struct gen_args *g, const struct mm_config *cfg,
                                    const struct mm_tokenizer *tok, struct mm_tokens *ids,
                                    float **tiles, struct mm_err *err)
 {
+    int64_t counts[MAX_IMAGES];
+    enum mm_status st = load_images(g, cfg, tiles, counts, err);
+    if (st != MM_OK)
+        return st;
     if (g->ids_arg) {
         int32_t *v;
         int64_t n;
@@ -358,13 +542,16 @@ static enum mm_status build_prompt(const struct gen_args *g, const struct mm_con
     if (!tok)
         return mm_err_set(err, MM_ERR_NOT_FOUND, "--prompt needs the model's tokenizer files");
     struct mm_chat_template *tpl;
-    enum mm_status st =
-        mm_chat_template_create(tok, cfg->template_name, cfg->tokens_per_tile, &tpl, err);
+    st = mm_chat_template_create(tok, cfg->template_name, cfg->tokens_per_tile, &tpl, err);
     if (st != MM_OK)
         return st;
-    const struct mm_chat_part part = {
-        .kind = MM_CHAT_TEXT, .text = g->prompt, .len = strlen(g->prompt)};
-    const struct mm_chat_message msg = {.role = MM_CHAT_USER, .parts = &part, .n_parts = 1};
+    struct mm_chat_part parts[MAX_IMAGES + 1];
+    for (int i = 0; i < g->n_images; i++)
+        parts[i] = (struct mm_chat_part){.kind = MM_CHAT_IMAGE, .tiles = counts[i]};
+    parts[g->n_images] =
+        (struct mm_chat_part){.kind = MM_CHAT_TEXT, .text = g->prompt, .len = strlen(g->prompt)};
+    const struct mm_chat_message msg = {
+        .role = MM_CHAT_USER, .parts = parts, .n_parts = g->n_images + 1};
     const struct mm_chat_options copt = {
         .system = g->system, .add_generation_prompt = true, .add_bos = true};
     st = mm_chat_render(tpl, &msg, 1, &copt, ids, NULL, NULL, err);
@@ -407,6 +594,18 @@ static enum mm_status write_floats(const char *path, const float *v, int64_t n, 
     return MM_OK;
 }
 
+static enum mm_status write_ids(const char *path, const struct mm_tokens *t, struct mm_err *err)
+{
+    FILE *f = fopen(path, "w");
+    int ok = f != NULL;
+    for (int64_t i = 0; ok && i < t->n; i++)
+        ok = fprintf(f, i ? " %d" : "%d", t->ids[i]) > 0;
+    ok = ok && fputc('\n', f) != EOF;
+    if ((f && fclose(f) != 0) || !ok)
+        return mm_err_set(err, MM_ERR_IO, "%s: cannot write the prompt ids", path);
+    return MM_OK;
+}
+
 static int cmd_generate(int argc, char **argv)
 {
     struct gen_args g;
@@ -433,6 +632,8 @@ static int cmd_generate(int argc, char **argv)
         }
     }
     if (build_prompt(&g, &cfg, tok, &prompt, &tiles, &err) != MM_OK)
+        goto done;
+    if (g.dump_prompt && write_ids(g.dump_prompt, &prompt, &err) != MM_OK)
         goto done;
     int64_t n_tiles = 0;
     for (int64_t i = 0; i < prompt.n; i++)
@@ -668,122 +869,6 @@ static int cmd_tokenize(int argc, char **argv)
     return rc;
 }
 
-/* ---- preprocess ----------------------------------------------------------------- */
-
-/* Writes the tiles as raw little-endian fp32 (conformance tools read it). */
-static enum mm_status write_tiles(const char *path, const struct mm_image_tiles *t,
-                                  struct mm_err *err)
-{
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        return mm_err_set(err, MM_ERR_IO, "%s: %s", path, strerror(errno));
-    const size_t n = (size_t)t->count * 3 * (size_t)t->size * (size_t)t->size;
-    const unsigned probe = 1;
-    size_t done = 0;
-    if (*(const unsigned char *)&probe == 1) {
-        done = fwrite(t->data, sizeof(float), n, f);
-    } else {
-        for (; done < n; done++) {
-            uint32_t u;
-            unsigned char b[4];
-            memcpy(&u, &t->data[done], 4);
-            for (int i = 0; i < 4; i++)
-                b[i] = (unsigned char)(u >> (8 * i));
-            if (fwrite(b, 1, 4, f) != 4)
-                break;
-        }
-    }
-    if (fclose(f) != 0 || done != n)
-        return mm_err_set(err, MM_ERR_IO, "%s: write failed", path);
-    return MM_OK;
-}
-
-static int cmd_preprocess(int argc, char **argv)
-{
-    const char *image = NULL, *out = NULL, *model = NULL;
-    unsigned long long max_tiles = 0;
-    int timing = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--time") == 0) {
-            timing = 1;
-            continue;
-        }
-        if (a[0] != '-' || strncmp(a, "data:", 5) == 0) {
-            if (image) {
-                fprintf(stderr, "mmmamba preprocess: one IMAGE only\n");
-                return 2;
-            }
-            image = a;
-            continue;
-        }
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!v) {
-            fprintf(stderr, "mmmamba preprocess: %s needs a value\n", a);
-            return 2;
-        }
-        if (strcmp(a, "--out") == 0)
-            out = v;
-        else if (strcmp(a, "--model") == 0)
-            model = v;
-        else if (strcmp(a, "--max-tiles") == 0 && parse_u64(v, &max_tiles) && max_tiles >= 1 &&
-                 max_tiles <= MM_IMAGE_MAX_TILES)
-            ;
-        else {
-            fprintf(stderr, "mmmamba preprocess: bad option %s %s\n", a, v);
-            return 2;
-        }
-        i++;
-    }
-    if (!image || !out) {
-        fprintf(stderr, "usage: mmmamba preprocess IMAGE [--max-tiles N] [--model DIR] "
-                        "--out FILE\n");
-        return 2;
-    }
-    struct mm_err err;
-    /* The reference defaults (448-pixel tiles, 1..12, thumbnail) unless a
-     * model's config.json says otherwise. */
-    struct mm_config cfg = {.force_image_size = 448, .min_dynamic_patch = 1,
-                            .max_dynamic_patch = 12, .use_thumbnail = true};
-    if (model && mm_config_load(model, &cfg, &err) != MM_OK)
-        return fail(&err);
-    struct mm_image_limits lim = {.max_tiles_per_image = (int64_t)max_tiles};
-    if (max_tiles > (unsigned long long)cfg.max_dynamic_patch)
-        cfg.max_dynamic_patch = (int64_t)max_tiles; /* the flag sets the max outright */
-    struct mm_image_params params;
-    if (mm_image_params_from_config(&cfg, &lim, &params, &err) != MM_OK)
-        return fail(&err);
-
-    const double t0 = (now_s() * 1e3);
-    struct mm_image_bytes bytes;
-    enum mm_status st = strncmp(image, "data:", 5) == 0
-                            ? mm_image_source_load(image, NULL, &bytes, &err)
-                            : mm_image_source_read_file(image, 0, &bytes, &err);
-    if (st != MM_OK)
-        return fail(&err);
-    struct mm_image img;
-    st = mm_image_decode(bytes.data, bytes.len, &lim.decode, &img, &err);
-    mm_image_bytes_free(&bytes);
-    if (st != MM_OK)
-        return fail(&err);
-    const double t1 = (now_s() * 1e3);
-    struct mm_image_tiles tiles;
-    st = mm_image_preprocess(&img, &params, &tiles, &err);
-    const double t2 = (now_s() * 1e3);
-    if (st == MM_OK) {
-        st = write_tiles(out, &tiles, &err);
-        if (st == MM_OK)
-            printf("%lld %lld %lld\n", (long long)tiles.grid.cols, (long long)tiles.grid.rows,
-                   (long long)tiles.count);
-        if (timing)
-            fprintf(stderr, "image %lldx%lld: read+decode %.1f ms, tiles %.1f ms\n",
-                    (long long)img.width, (long long)img.height, t1 - t0, t2 - t1);
-    }
-    mm_image_tiles_free(&tiles);
-    mm_image_free(&img);
-    return st == MM_OK ? 0 : fail(&err);
-}
-
 static const struct command commands[] = {
     {"mkmodel",
      "--preset P --out DIR [--seed S] [--shards N] [--pixel-shuffle-loc pre|post] "
@@ -792,7 +877,8 @@ static const struct command commands[] = {
     {"inspect", "DIR", cmd_inspect},
     {"generate",
      "--model DIR --prompt-ids \"1 2 3\" [--tiles FILE --num-tiles N] [--max-tokens N] "
-     "[--backend cpu|cuda] [--print-ids] [--dump-logits FILE] [--threads N] "
+     "[--backend cpu|cuda] [--print-ids] [--dump-logits FILE] [--dump-prompt-ids FILE] [--threads "
+     "N] "
      "[--prefill-chunk N] [--state fp32|bf16]",
      cmd_generate},
     {"tokenize",

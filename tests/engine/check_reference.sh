@@ -64,8 +64,21 @@ if "$py" -c 'import torch' 2>/dev/null; then
     if compare "$tmp/live.logits" "$src/tests/reference/golden/$name.logits" "$name (live reference vs golden)"; then
       pass=$((pass + 1)); else echo "FAIL: $name: golden file is stale"; fails=$((fails + 1)); fi
   done
+  # end to end: chat template + a PNG through decode/tiling (2 tiles + thumbnail) vs the reference
+  "$py" -c '
+import sys, numpy as np
+from PIL import Image
+x = np.fromfunction(lambda y, x, c: (x * 3 + y * 7 + c * 50) % 256, (200, 420, 3)).astype("uint8")
+Image.fromarray(x).save(sys.argv[1])' "$tmp/img.png"
+  "$bin" generate --model "$tmp/linear-text" --prompt "What is in the picture?" --image "$tmp/img.png" \
+    --max-tokens 1 --dump-prompt-ids "$tmp/e2e.ids" --dump-logits "$tmp/e2e.logits" >/dev/null 2>&1
+  tiles=$("$bin" preprocess "$tmp/img.png" --model "$tmp/linear-text" --out "$tmp/e2e.tiles" | cut -d' ' -f3)
+  "$py" "$src/tests/reference/mmmamba_ref.py" --model "$tmp/linear-text" --ids "$(cat "$tmp/e2e.ids")" \
+    --tiles "$tmp/e2e.tiles" --num-tiles "$tiles" --out "$tmp/e2e.ref"
+  if compare "$tmp/e2e.ref" "$tmp/e2e.logits" "chat prompt + PNG ($tiles tiles), end to end"; then
+    pass=$((pass + 1)); else echo "FAIL: end-to-end image prompt"; fails=$((fails + 1)); fi
 else
-  echo "note: torch not importable by $py; live reference check skipped"
+  echo "note: torch not importable by $py; live reference checks skipped"
 fi
 echo "$pass passed, $fails failed"
 [ "$fails" -eq 0 ]
