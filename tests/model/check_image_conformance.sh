@@ -1,8 +1,8 @@
 #!/bin/sh
 # check_image_conformance.sh: `mmmamba preprocess` against Pillow (the reference's
 # preprocessing), via tests/model/image_conformance.py. Skips (77) only when
-# /usr/bin/python3 cannot import Pillow and numpy.
-PY=/usr/bin/python3
+# the Python ($PYTHON, default /usr/bin/python3) cannot import Pillow and numpy.
+PY=${PYTHON:-/usr/bin/python3}
 if ! [ -x "$PY" ] || ! "$PY" -c 'import PIL, numpy' 2>/dev/null; then
     echo "skip: $PY cannot import PIL and numpy"
     exit 77
