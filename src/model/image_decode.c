@@ -250,7 +250,7 @@ struct png_ctx {
     const uint8_t *data;
     size_t len, pos;
     char msg[256];
-    uint8_t *raw;   /* palette indices or 16-bit gray, for the manual conversions */
+    uint8_t *raw;   /* palette indices, for the manual conversion */
     png_bytep *rows;
 };
 
@@ -280,7 +280,6 @@ static void png_read_mem(png_structp png, png_bytep dst, png_size_t n)
 enum png_layout {
     PNG_AS_RGB,     /* libpng transforms already give packed RGB8 */
     PNG_AS_PALETTE, /* 1 byte per pixel: palette index */
-    PNG_AS_GRAY16,  /* 2 bytes per pixel, big-endian: Pillow mode "I", clamped */
 };
 
 static int png_run(struct png_ctx *c, const struct mm_image_decode_limits *lim,
@@ -324,12 +323,10 @@ static int png_run(struct png_ctx *c, const struct mm_image_decode_limits *lim,
         break;
     }
     case PNG_COLOR_TYPE_GRAY:
-        if (depth == 16) {
-            layout = PNG_AS_GRAY16;
-            want_rowbytes = (size_t)w * 2;
-        } else {
-            png_set_gray_to_rgb(c->png); /* also scales 1/2/4-bit gray to 8 bits */
-        }
+        /* 16-bit gray keeps its high byte like every other 16-bit type (Pillow
+         * instead opens it as mode "I" and clips it to white: not copied) */
+        png_set_strip_16(c->png);
+        png_set_gray_to_rgb(c->png); /* also scales 1/2/4-bit gray to 8 bits */
         break;
     case PNG_COLOR_TYPE_GRAY_ALPHA:
         png_set_strip_16(c->png); /* keeps the high byte */
@@ -354,7 +351,7 @@ static int png_run(struct png_ctx *c, const struct mm_image_decode_limits *lim,
     }
     uint8_t *base = out->rgb;
     if (layout != PNG_AS_RGB) {
-        c->raw = malloc(want_rowbytes * h); /* <= 2 bytes/px < the checked 3 bytes/px */
+        c->raw = malloc(want_rowbytes * h); /* 1 byte/px < the checked 3 bytes/px */
         if (!c->raw) {
             *st = mm_err_set(err, MM_ERR_NOMEM, "png: cannot allocate %zu bytes",
                              want_rowbytes * h);
@@ -375,12 +372,6 @@ static int png_run(struct png_ctx *c, const struct mm_image_decode_limits *lim,
     if (layout == PNG_AS_PALETTE) {
         for (size_t i = 0; i < n; i++)
             memcpy(out->rgb + 3 * i, pal[c->raw[i]], 3);
-    } else if (layout == PNG_AS_GRAY16) {
-        for (size_t i = 0; i < n; i++) {
-            const unsigned v = (unsigned)c->raw[2 * i] << 8 | c->raw[2 * i + 1];
-            out->rgb[3 * i] = out->rgb[3 * i + 1] = out->rgb[3 * i + 2] =
-                (uint8_t)(v >= 255 ? 255 : v);
-        }
     }
     *st = MM_OK;
     return 0;

@@ -3,9 +3,9 @@
  *
  * Design: the output matches Pillow 9.4 bit for bit (the conformance test
  * compares against it), including its quirks: alpha is dropped, not
- * composited; palette and gray are expanded; 16-bit RGB/RGBA/gray+alpha keep
- * the high byte, but 16-bit gray becomes Pillow's mode "I" and is clamped to
- * 0..255; CMYK/YCCK JPEGs are always read with Adobe (inverted) polarity and
+ * composited; palette and gray are expanded. One quirk is not copied: every
+ * 16-bit type keeps its high byte, where Pillow opens 16-bit gray as mode "I"
+ * and clips it to white (the test expects the high byte there); CMYK/YCCK JPEGs are always read with Adobe (inverted) polarity and
  * converted with Pillow's cmyk2rgb. Limits on the encoded size and on the
  * header's dimensions are checked before any pixel is decoded, so
  * decompression bombs cost nothing.

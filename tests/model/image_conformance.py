@@ -77,8 +77,18 @@ def dynamic_preprocess(image, min_num=1, max_num=12, image_size=448, use_thumbna
     return ratio, tiles
 
 
+def open_rgb(path):
+    """Image.open(..).convert("RGB"), except 16-bit gray keeps its high byte
+    (Pillow opens it as mode "I" and clips to white; mmmamba does not copy that)."""
+    img = Image.open(path)
+    if img.mode in ("I", "I;16", "I;16B") and img.format == "PNG":
+        hi = (np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8)
+        return Image.fromarray(hi, "L").convert("RGB")
+    return img.convert("RGB")
+
+
 def reference(path, max_tiles):
-    img = Image.open(path).convert("RGB")
+    img = open_rgb(path)
     ratio, tiles = dynamic_preprocess(img, max_num=max_tiles, image_size=S)
     u8 = np.stack([np.asarray(t, dtype=np.uint8) for t in tiles])  # N,S,S,3
     return ratio, u8
