@@ -460,7 +460,7 @@ static int parse_gen_args(int argc, char **argv, struct gen_args *g)
         else if (strcmp(a, "--threads") == 0)
             ok = parse_u64(v, &g->threads) && g->threads <= 256;
         else if (strcmp(a, "--prefill-chunk") == 0)
-            ok = parse_u64(v, &g->chunk);
+            ok = parse_u64(v, &g->chunk) && g->chunk <= MM_ENGINE_MAX_TOKENS / 2;
         else if (strcmp(a, "--state") == 0 && (strcmp(v, "fp32") == 0 || strcmp(v, "bf16") == 0))
             g->state_bf16 = strcmp(v, "bf16") == 0;
         else
@@ -475,7 +475,7 @@ static int parse_gen_args(int argc, char **argv, struct gen_args *g)
                 "mmmamba generate: --model and one of --prompt-ids or --prompt are required\n");
         return 0;
     }
-    if (g->n_tiles && (!g->tiles_path || !g->ids_arg || g->n_images)) {
+    if (!g->n_tiles != !g->tiles_path || (g->n_tiles && (!g->ids_arg || g->n_images))) {
         fprintf(stderr, "mmmamba generate: --num-tiles goes with --tiles and --prompt-ids "
                         "(not --image)\n");
         return 0;
@@ -521,10 +521,13 @@ static enum mm_status load_images(const struct gen_args *g, const struct mm_conf
  * one user turn with the images first, as the reference places them. */
 static enum mm_status build_prompt(const struct gen_args *g, const struct mm_config *cfg,
                                    const struct mm_tokenizer *tok, struct mm_tokens *ids,
-                                   float **tiles, struct mm_err *err)
+                                   float **tiles, int64_t *n_tiles, struct mm_err *err)
 {
     int64_t counts[MAX_IMAGES];
     enum mm_status st = load_images(g, cfg, tiles, counts, err);
+    *n_tiles = 0;
+    for (int i = 0; st == MM_OK && i < g->n_images; i++)
+        *n_tiles += counts[i];
     if (st != MM_OK)
         return st;
     if (g->ids_arg) {
@@ -534,9 +537,12 @@ static enum mm_status build_prompt(const struct gen_args *g, const struct mm_con
             return mm_err_set(err, MM_ERR_INVALID, "--prompt-ids must be a list of token ids");
         ids->ids = v;
         ids->n = ids->cap = n;
-        if (g->n_tiles &&
-            !(*tiles = read_tiles(g->tiles_path, (int64_t)g->n_tiles, cfg->force_image_size, err)))
-            return err->status;
+        if (g->n_tiles) {
+            if (!(*tiles =
+                      read_tiles(g->tiles_path, (int64_t)g->n_tiles, cfg->force_image_size, err)))
+                return err->status;
+            *n_tiles = (int64_t)g->n_tiles;
+        }
         return MM_OK;
     }
     if (!tok)
@@ -574,8 +580,13 @@ static enum mm_status prefill(struct mm_engine *e, int32_t slot, const struct mm
         for (int64_t k = i; k < j; k++)
             img += p->ids[k] == img_id;
         const struct mm_seq_step st = {
-            slot,      p->ids + i, j - i, tiles ? tiles + (size_t)tiles_used * tile_floats : NULL,
-            img / tpt, j == p->n};
+            .slot = slot,
+            .ids = p->ids + i,
+            .n = j - i,
+            .tiles = tiles ? tiles + (size_t)tiles_used * tile_floats : NULL,
+            .n_tiles = img / tpt,
+            .want_logits = j == p->n,
+        };
         enum mm_status s = mm_engine_forward(e, &st, 1, logits, err);
         if (s != MM_OK)
             return s;
@@ -631,14 +642,22 @@ static int cmd_generate(int argc, char **argv)
             goto done;
         }
     }
-    if (build_prompt(&g, &cfg, tok, &prompt, &tiles, &err) != MM_OK)
+    int64_t n_tiles;
+    if (build_prompt(&g, &cfg, tok, &prompt, &tiles, &n_tiles, &err) != MM_OK)
         goto done;
     if (g.dump_prompt && write_ids(g.dump_prompt, &prompt, &err) != MM_OK)
         goto done;
-    int64_t n_tiles = 0;
+    /* the engine trusts the tile buffer to hold what the image runs need */
+    int64_t img_tokens = 0;
     for (int64_t i = 0; i < prompt.n; i++)
-        n_tiles += prompt.ids[i] == cfg.img_context_token_id;
-    n_tiles /= cfg.tokens_per_tile;
+        img_tokens += prompt.ids[i] == cfg.img_context_token_id;
+    if (img_tokens != n_tiles * cfg.tokens_per_tile) {
+        mm_err_set(&err, MM_ERR_INVALID,
+                   "the prompt has %lld image-context tokens but %lld tiles were given "
+                   "(%lld tokens per tile)",
+                   (long long)img_tokens, (long long)n_tiles, (long long)cfg.tokens_per_tile);
+        goto done;
+    }
 
     struct mm_engine_options opt;
     mm_engine_options_default(&opt);
@@ -689,7 +708,8 @@ static int cmd_generate(int argc, char **argv)
         }
         if (produced == (int64_t)g.max_new)
             break;
-        const struct mm_seq_step st = {slot, &next, 1, NULL, 0, true};
+        const struct mm_seq_step st = {
+            .slot = slot, .ids = &next, .n = 1, .want_logits = true, .text_only = true};
         if (mm_engine_forward(e, &st, 1, logits, &err) != MM_OK)
             goto done;
     }

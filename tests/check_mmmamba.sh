@@ -39,6 +39,16 @@ if "$bin" generate --model "$tmp/tiny-linear" --prompt-ids "1 99999" 2>"$tmp/err
 check "bad id message" grep -q "outside the vocabulary" "$tmp/err"
 if "$bin" generate --model "$tmp/tiny-linear" --prompt-ids "1 1032 1032" 2>"$tmp/err"; then echo "FAIL: stray image tokens accepted"; fails=$((fails + 1)); fi
 check "stray image tokens message" grep -q "tile" "$tmp/err"
+# the tiles given must match the prompt's image runs (the engine trusts the buffer)
+img512=$(awk 'BEGIN { for (i = 0; i < 512; i++) printf " 1032" }')
+head -c 2408448 /dev/zero > "$tmp/one.tile"
+if "$bin" generate --model "$tmp/tiny-linear" --prompt-ids "1$img512 5" --tiles "$tmp/one.tile" --num-tiles 1 2>"$tmp/err"; then
+  echo "FAIL: 2 tiles of image tokens with 1 tile accepted"; fails=$((fails + 1)); fi
+check "tile count mismatch message" grep -q "512 image-context tokens but 1 tiles" "$tmp/err"
+if "$bin" generate --model "$tmp/tiny-linear" --prompt-ids "1 2" --prefill-chunk 4611686018427387904 2>/dev/null; then
+  echo "FAIL: absurd --prefill-chunk accepted"; fails=$((fails + 1)); fi
+if "$bin" generate --model "$tmp/tiny-linear" --prompt-ids "1 2" --tiles "$tmp/one.tile" 2>/dev/null; then
+  echo "FAIL: --tiles without --num-tiles accepted"; fails=$((fails + 1)); fi
 # error paths: non-zero exit and a message naming the problem
 if "$bin" mkmodel --preset nope --out "$tmp/x" 2>"$tmp/err"; then echo "FAIL: bad preset accepted"; fails=$((fails + 1)); fi
 check "bad preset message" grep -q 'unknown preset "nope"' "$tmp/err"

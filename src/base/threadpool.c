@@ -70,6 +70,7 @@ enum mm_status mm_threadpool_create(int n_threads, struct mm_threadpool **out, s
     pthread_cond_init(&tp->done, NULL);
     tp->threads = calloc((size_t)n_threads, sizeof *tp->threads);
     if (!tp->threads) {
+        tp->n = 1; /* no workers to join */
         mm_threadpool_free(tp);
         return mm_err_set(err, MM_ERR_NOMEM, "out of memory");
     }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/checked.h"
 #include "base/dtype.h"
 #include "base/threadpool.h"
 #include "engine/cpu_kernels.h"
@@ -115,6 +116,17 @@ static int load_layer(struct cpu_ctx *c, const struct mm_layer_weights *lw, stru
 
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
+/* rows x cols floats (zeroed if asked); NULL when the size overflows or
+ * memory runs out (STYLE rule 3: sizes come from files and options). */
+static float *alloc_floats(int64_t rows, int64_t cols, bool zero)
+{
+    size_t n, bytes;
+    if (rows < 0 || cols < 0 || !mm_size_mul((size_t)rows, (size_t)cols, &n) ||
+        !mm_size_mul(n ? n : 1, sizeof(float), &bytes))
+        return NULL;
+    return zero ? calloc(1, bytes) : malloc(bytes);
+}
+
 static enum mm_status cpu_load(void *vctx, const struct mm_config *cfg, const struct mm_weights *w,
                                const struct mm_backend_limits *lim, struct mm_err *err)
 {
@@ -183,19 +195,21 @@ static enum mm_status cpu_load(void *vctx, const struct mm_config *cfg, const st
     }
     const int64_t T = max64(lim->max_tokens, 1);
     const int64_t patch_in = 3 * cfg->patch_size * cfg->patch_size;
-    c->state = calloc((size_t)lim->n_slots * (size_t)max64(c->state_elems, 1), sizeof(float));
+    c->state = alloc_floats(lim->n_slots, max64(c->state_elems, 1), true);
     c->kv = lim->n_kv_blocks > 0 && c->block_elems > 0
-                ? calloc((size_t)lim->n_kv_blocks * (size_t)c->block_elems, sizeof(float))
+                ? alloc_floats(lim->n_kv_blocks, c->block_elems, true)
                 : NULL;
-    c->s_u = malloc((size_t)(T * max64(H, 4 * H)) * sizeof(float));
-    c->s_z = malloc((size_t)(T * max64(maxZ, 2 * maxF)) * sizeof(float));
-    c->s_y = malloc((size_t)(T * max64(maxHD, maxF)) * sizeof(float));
-    c->s_m = malloc((size_t)(T * max64(maxF, H)) * sizeof(float));
-    c->s_patch = malloc((size_t)(max64(lim->max_tiles, 1) * P * P * patch_in) * sizeof(float));
-    c->s_scores = malloc((size_t)(c->n_threads * max64(lim->max_context, 1)) * sizeof(float));
+    c->s_u = alloc_floats(T, 4 * H, false);
+    c->s_z = alloc_floats(T, max64(maxZ, 2 * maxF), false);
+    c->s_y = alloc_floats(T, max64(maxHD, maxF), false);
+    c->s_m = alloc_floats(T, max64(maxF, H), false);
+    c->s_patch = alloc_floats(max64(lim->max_tiles, 1) * P * P, patch_in, false);
+    c->s_scores = alloc_floats(c->n_threads, max64(lim->max_context, 1), false);
     if (!c->state || (lim->n_kv_blocks > 0 && c->block_elems > 0 && !c->kv) || !c->s_u || !c->s_z ||
         !c->s_y || !c->s_m || !c->s_patch || !c->s_scores)
-        return mm_err_set(err, MM_ERR_NOMEM, "cpu backend: out of memory for state/KV/scratch");
+        return mm_err_set(
+            err, MM_ERR_NOMEM,
+            "cpu backend: cannot allocate state/KV/scratch (too large or out of memory)");
     return MM_OK;
 }
 
@@ -230,7 +244,7 @@ static struct mm_act *cpu_act_alloc(void *vctx, int64_t rows, int64_t cols)
     struct mm_act *a = calloc(1, sizeof *a);
     if (!a)
         return NULL;
-    a->data = calloc((size_t)max64(rows * cols, 1), sizeof(float));
+    a->data = alloc_floats(rows, cols, true);
     if (!a->data) {
         free(a);
         return NULL;

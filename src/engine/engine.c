@@ -30,8 +30,15 @@ int64_t mm_engine_emb_rows(const struct mm_config *cfg, int64_t n, int64_t n_til
 enum mm_status mm_engine_open(const char *dir, const struct mm_engine_options *opt,
                               struct mm_engine **out, struct mm_err *err)
 {
-    if (opt->max_seqs < 1 || opt->max_tokens < 1 || opt->max_tiles < 0 || opt->max_context < 1)
-        return mm_err_set(err, MM_ERR_INVALID, "engine: limits must be positive");
+    if (opt->max_seqs < 1 || opt->max_seqs > MM_ENGINE_MAX_SEQS || opt->max_tokens < 1 ||
+        opt->max_tokens > MM_ENGINE_MAX_TOKENS || opt->max_tiles < 0 ||
+        opt->max_tiles > MM_ENGINE_MAX_TILES || opt->max_context < 1 ||
+        opt->max_context > MM_ENGINE_MAX_CONTEXT)
+        return mm_err_set(err, MM_ERR_INVALID,
+                          "engine: limits out of range (slots 1..%d, tokens 1..%d, tiles 0..%d, "
+                          "context 1..%d)",
+                          MM_ENGINE_MAX_SEQS, MM_ENGINE_MAX_TOKENS, MM_ENGINE_MAX_TILES,
+                          MM_ENGINE_MAX_CONTEXT);
     struct mm_engine *e = calloc(1, sizeof *e);
     if (!e)
         return mm_err_set(err, MM_ERR_NOMEM, "out of memory");

@@ -37,6 +37,11 @@ struct mm_engine_options {
 };
 
 /* Defaults: CPU, 4 slots, 4096 tokens, 13 tiles, 32768 context, fp32 state. */
+/* Upper bounds mm_engine_open accepts (they keep every buffer size in range). */
+#define MM_ENGINE_MAX_SEQS 4096
+#define MM_ENGINE_MAX_TOKENS (1 << 20)
+#define MM_ENGINE_MAX_TILES 4096
+#define MM_ENGINE_MAX_CONTEXT (1 << 24)
 void mm_engine_options_default(struct mm_engine_options *o);
 
 /* New tokens of one sequence for one step. */
@@ -47,6 +52,8 @@ struct mm_seq_step {
     const float *tiles; /* [n_tiles, 3, S, S] normalised, for the image runs in ids */
     int64_t n_tiles;
     bool want_logits; /* logits of the last token of this step */
+    bool text_only;   /* every id is text (generated tokens): an <IMG_CONTEXT> id is
+                         embedded like any special token, never an image (§3.6) */
 };
 
 struct mm_engine_slot {
@@ -83,8 +90,10 @@ void mm_engine_slot_release(struct mm_engine *e, int32_t slot);
 
 /* Runs one step. logits receives vocab_size floats per step with
  * want_logits, in order. Input is validated (ids in range, image runs
- * matching n_tiles, limits) before anything runs; on error no state changes.
- * Two steps may not name the same slot. */
+ * matching n_tiles, limits) before anything runs; on error no state changes
+ * (KV blocks reserved for the step are given back too). Two steps may not
+ * name the same slot. Each step's tiles must hold n_tiles tiles: the caller
+ * guarantees the buffer size. */
 enum mm_status mm_engine_forward(struct mm_engine *e, const struct mm_seq_step *steps, int n_steps,
                                  float *logits, struct mm_err *err);
 

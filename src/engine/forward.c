@@ -14,6 +14,12 @@
 
 #include <string.h>
 
+/* Is ids[i] an image position? Generated tokens never are (text_only). */
+static bool is_image(const struct mm_engine *e, const struct mm_seq_step *st, int64_t i)
+{
+    return !st->text_only && st->ids[i] == e->cfg.img_context_token_id;
+}
+
 static enum mm_status validate(const struct mm_engine *e, const struct mm_seq_step *steps,
                                int n_steps, struct mm_err *err)
 {
@@ -34,25 +40,28 @@ static enum mm_status validate(const struct mm_engine *e, const struct mm_seq_st
                                   st->slot);
         if (st->n < 1)
             return mm_err_set(err, MM_ERR_INVALID, "a sequence step needs at least one token");
+        if (st->n > e->opt.max_tokens)
+            return mm_err_set(err, MM_ERR_LIMIT, "step of %lld tokens exceeds the budget of %lld",
+                              (long long)st->n, (long long)e->opt.max_tokens);
         int64_t img = 0, run = 0;
         for (int64_t i = 0; i < st->n; i++) {
             if (st->ids[i] < 0 || st->ids[i] >= id_limit)
                 return mm_err_set(err, MM_ERR_INVALID,
                                   "token id %d outside the vocabulary (0..%lld)", st->ids[i],
                                   (long long)id_limit - 1);
-            const bool is_img = st->ids[i] == cfg->img_context_token_id;
-            img += is_img;
-            run = is_img ? run + 1 : 0;
+            const bool img_here = is_image(e, st, i);
+            img += img_here;
+            run = img_here ? run + 1 : 0;
             /* image runs come in whole tiles: a run ends on a tile boundary */
-            const bool run_ends =
-                run > 0 && (i + 1 == st->n || st->ids[i + 1] != cfg->img_context_token_id);
+            const bool run_ends = run > 0 && (i + 1 == st->n || !is_image(e, st, i + 1));
             if (run_ends && run % tpt != 0)
                 return mm_err_set(
                     err, MM_ERR_INVALID,
                     "an image run of %lld tokens is not a whole number of %lld-token tiles",
                     (long long)run, (long long)tpt);
         }
-        if (img != st->n_tiles * tpt || st->n_tiles < 0 || (st->n_tiles > 0 && !st->tiles))
+        if (st->n_tiles < 0 || st->n_tiles > e->opt.max_tiles || img != st->n_tiles * tpt ||
+            (st->n_tiles > 0 && !st->tiles))
             return mm_err_set(err, MM_ERR_INVALID,
                               "%lld image-context tokens but %lld tiles (%lld tokens per tile)",
                               (long long)img, (long long)st->n_tiles, (long long)tpt);
@@ -65,17 +74,21 @@ static enum mm_status validate(const struct mm_engine *e, const struct mm_seq_st
         tiles += st->n_tiles;
         emb_rows += mm_engine_emb_rows(cfg, st->n, st->n_tiles);
     }
-    if (tokens > e->opt.max_tokens || emb_rows > e->max_emb_tokens)
+    if (tokens > e->opt.max_tokens)
         return mm_err_set(err, MM_ERR_LIMIT, "step of %lld tokens exceeds the budget of %lld",
                           (long long)tokens, (long long)e->opt.max_tokens);
+    if (emb_rows > e->max_emb_tokens)
+        return mm_err_set(err, MM_ERR_LIMIT,
+                          "step of %lld embedding-stack rows exceeds the budget of %lld",
+                          (long long)emb_rows, (long long)e->max_emb_tokens);
     if (tiles > e->opt.max_tiles)
         return mm_err_set(err, MM_ERR_LIMIT, "step of %lld tiles exceeds the limit of %lld",
                           (long long)tiles, (long long)e->opt.max_tiles);
     return MM_OK;
 }
 
-/* Reserves KV blocks for every attention-bearing stack; on failure nothing
- * was computed yet (earlier reservations stay with their slots, unused). */
+/* Reserves KV blocks for every attention-bearing stack. On failure the
+ * blocks this step added are given back, so nothing changes. */
 static enum mm_status reserve_kv(struct mm_engine *e, const struct mm_seq_step *steps, int n_steps,
                                  struct mm_err *err)
 {
@@ -83,13 +96,19 @@ static enum mm_status reserve_kv(struct mm_engine *e, const struct mm_seq_step *
         return MM_OK;
     for (int s = 0; s < n_steps; s++) {
         const struct mm_engine_slot *sl = &e->slots[steps[s].slot];
-        enum mm_status st;
         const int64_t emb_end =
             sl->emb_pos + mm_engine_emb_rows(&e->cfg, steps[s].n, steps[s].n_tiles);
-        if ((st = mm_kv_pool_reserve(e->kv, steps[s].slot, MM_STACK_EMB, emb_end, err)) != MM_OK ||
-            (st = mm_kv_pool_reserve(e->kv, steps[s].slot, MM_STACK_LLM, sl->pos + steps[s].n,
-                                     err)) != MM_OK)
+        enum mm_status st = mm_kv_pool_reserve(e->kv, steps[s].slot, MM_STACK_EMB, emb_end, err);
+        if (st == MM_OK)
+            st = mm_kv_pool_reserve(e->kv, steps[s].slot, MM_STACK_LLM, sl->pos + steps[s].n, err);
+        if (st != MM_OK) {
+            for (int r = 0; r <= s; r++) {
+                const struct mm_engine_slot *rs = &e->slots[steps[r].slot];
+                mm_kv_pool_truncate(e->kv, steps[r].slot, MM_STACK_EMB, rs->emb_pos);
+                mm_kv_pool_truncate(e->kv, steps[r].slot, MM_STACK_LLM, rs->pos);
+            }
             return st;
+        }
     }
     return MM_OK;
 }
@@ -111,13 +130,13 @@ static int64_t embed_sequence(struct mm_engine *e, const struct mm_seq_step *st,
     int64_t i = 0, out = row, img_tok = 0;
     while (i < st->n) {
         int64_t j = i;
-        if (st->ids[i] != cfg->img_context_token_id) {
-            while (j < st->n && st->ids[j] != cfg->img_context_token_id)
+        if (!is_image(e, st, i)) {
+            while (j < st->n && !is_image(e, st, j))
                 j++;
             ops->embed_tokens(ctx, st->ids + i, j - i, e->x_emb, out);
             out += j - i;
         } else {
-            while (j < st->n && st->ids[j] == cfg->img_context_token_id)
+            while (j < st->n && is_image(e, st, j))
                 j++;
             if (post) { /* the embedding stack sees every patch of each tile */
                 const int64_t tiles = (j - i) / tpt;
@@ -145,8 +164,8 @@ static void contract_sequence(struct mm_engine *e, const struct mm_seq_step *st,
     int64_t i = 0;
     while (i < st->n) {
         int64_t j = i;
-        const bool img = st->ids[i] == cfg->img_context_token_id;
-        while (j < st->n && (st->ids[j] == cfg->img_context_token_id) == img)
+        const bool img = is_image(e, st, i);
+        while (j < st->n && is_image(e, st, j) == img)
             j++;
         if (img) {
             const int64_t tiles = (j - i) / tpt;

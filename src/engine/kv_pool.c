@@ -81,14 +81,19 @@ enum mm_status mm_kv_pool_reserve(struct mm_kv_pool *p, int32_t slot, int stack,
     return MM_OK;
 }
 
+void mm_kv_pool_truncate(struct mm_kv_pool *p, int32_t slot, int stack, int64_t n_tokens)
+{
+    int64_t *used = &p->used[(int64_t)slot * p->n_stacks + stack];
+    const int32_t *t = table(p, slot, stack);
+    const int64_t keep = mm_kv_blocks_for(n_tokens);
+    while (*used > keep)
+        p->free_list[p->n_free++] = t[--(*used)];
+}
+
 void mm_kv_pool_release(struct mm_kv_pool *p, int32_t slot)
 {
-    for (int s = 0; s < p->n_stacks; s++) {
-        int64_t *used = &p->used[(int64_t)slot * p->n_stacks + s];
-        const int32_t *t = table(p, slot, s);
-        while (*used > 0)
-            p->free_list[p->n_free++] = t[--(*used)];
-    }
+    for (int s = 0; s < p->n_stacks; s++)
+        mm_kv_pool_truncate(p, slot, s, 0);
 }
 
 const int32_t *mm_kv_pool_table(const struct mm_kv_pool *p, int32_t slot, int stack)

@@ -25,6 +25,8 @@ void mm_kv_pool_free(struct mm_kv_pool *p);
  * pool (or the per-table bound) is exhausted, in which case nothing changes. */
 enum mm_status mm_kv_pool_reserve(struct mm_kv_pool *p, int32_t slot, int stack, int64_t n_tokens,
                                   struct mm_err *err);
+/* Gives back the blocks of (slot, stack) beyond what n_tokens need. */
+void mm_kv_pool_truncate(struct mm_kv_pool *p, int32_t slot, int stack, int64_t n_tokens);
 /* Returns all blocks of a slot (both stacks) to the pool. */
 void mm_kv_pool_release(struct mm_kv_pool *p, int32_t slot);
 /* The table (borrowed; valid until the next reserve/release of that slot). */

@@ -202,11 +202,12 @@ enum mm_status mm_config_from_json(const cJSON *root, struct mm_config *cfg, str
     if (cfg->num_channels != 3)
         return mm_err_set(err, MM_ERR_UNSUPPORTED, "%s: num_channels must be 3", ectx);
     if (cfg->patch_size < 1 || cfg->image_size < cfg->patch_size ||
-        cfg->image_size % cfg->patch_size != 0 || cfg->force_image_size < cfg->patch_size ||
-        cfg->force_image_size % cfg->patch_size != 0 || cfg->force_image_size > 4096)
-        return mm_err_set(
-            err, MM_ERR_FORMAT,
-            "config.json: image_size and force_image_size must be multiples of patch_size");
+        cfg->image_size % cfg->patch_size != 0 || cfg->image_size > 4096 ||
+        cfg->force_image_size < cfg->patch_size || cfg->force_image_size % cfg->patch_size != 0 ||
+        cfg->force_image_size > 4096)
+        return mm_err_set(err, MM_ERR_FORMAT,
+                          "config.json: image_size and force_image_size must be multiples of "
+                          "patch_size, at most 4096");
     if (cfg->downsample_ratio != 0.5)
         return mm_err_set(
             err, MM_ERR_UNSUPPORTED,

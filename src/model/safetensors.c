@@ -346,9 +346,14 @@ static enum mm_status open_index(struct mm_safetensors *st, const char *dir, con
             goto out;
         }
     }
-    if (st->n != cJSON_GetArraySize(map))
-        s = mm_err_set(err, MM_ERR_FORMAT, "%s: the shards hold %lld tensors, the map lists %d",
-                       index_path, (long long)st->n, cJSON_GetArraySize(map));
+    /* the other way round (a map may repeat a key, so counting is not enough) */
+    for (int64_t i = 0; i < st->n; i++)
+        if (!cJSON_GetObjectItemCaseSensitive(map, st->tensors[i].name)) {
+            s = mm_err_set(err, MM_ERR_FORMAT, "%s: tensor %s is stored in %s but not listed",
+                           index_path, st->tensors[i].name, st->files[st->tensors[i].shard].path);
+            break;
+        }
+
 out:
     cJSON_Delete(root);
     return s;
@@ -462,17 +467,17 @@ enum mm_status mm_st_writer_declare(struct mm_st_writer *w, const char *name, en
     w->decls = nd;
     struct st_decl *d = &w->decls[w->n];
     memset(d, 0, sizeof *d);
-    d->name = strdup(name);
-    if (!d->name)
-        return mm_err_set(err, MM_ERR_NOMEM, "out of memory");
-    d->dtype = dtype;
-    d->ndim = ndim;
     size_t bytes = mm_dtype_size(dtype);
     for (int i = 0; i < ndim; i++) {
         d->shape[i] = shape[i];
         if (shape[i] < 0 || !mm_size_mul(bytes, (size_t)shape[i], &bytes))
             return mm_err_set(err, MM_ERR_OVERFLOW, "%s: bad shape", name);
     }
+    d->name = strdup(name);
+    if (!d->name)
+        return mm_err_set(err, MM_ERR_NOMEM, "out of memory");
+    d->dtype = dtype;
+    d->ndim = ndim;
     d->nbytes = bytes;
     w->n++;
     return mm_size_add(w->expected, bytes, &w->expected)

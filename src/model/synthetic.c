@@ -442,8 +442,8 @@ static enum mm_status write_shard(const char *path, const struct spec_list *l, i
 static enum mm_status make_dirs(const char *dir, struct mm_err *err)
 {
     char path[4096];
-    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
-        return mm_err_set(err, MM_ERR_INVALID, "path too long");
+    if (dir[0] == '\0' || snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
+        return mm_err_set(err, MM_ERR_INVALID, "output directory name empty or too long");
     for (char *p = path + 1;; p++) {
         const char c = *p;
         if (c == '/' || c == '\0') {

@@ -110,7 +110,8 @@ static void prefill_chunked(struct mm_engine *e, int32_t slot, const int32_t *id
         for (int64_t k = i; k < j; k++)
             img += ids[k] == e->cfg.img_context_token_id;
         struct mm_seq_step st = {
-            slot, ids + i, j - i, tiles ? tiles + used * tile_floats : NULL, img / tpt, j == n};
+            slot,      ids + i, j - i, tiles ? tiles + used * tile_floats : NULL,
+            img / tpt, j == n,  false};
         struct mm_err err;
         ck_assert_msg(mm_engine_forward(e, &st, 1, logits, &err) == MM_OK, "%s", err.msg);
         used += img / tpt;
@@ -152,7 +153,8 @@ START_TEST(test_prefill_equals_stepping)
     prefill_chunked(e, s1, ids, n, NULL, 1, b);
     for (int step = 0; step < 5; step++) {
         const int32_t next = (int32_t)(10 + step * 37);
-        struct mm_seq_step st[2] = {{s0, &next, 1, NULL, 0, true}, {s1, &next, 1, NULL, 0, true}};
+        struct mm_seq_step st[2] = {{s0, &next, 1, NULL, 0, true, true},
+                                    {s1, &next, 1, NULL, 0, true, true}};
         float both[2 * 1100];
         ck_assert_int_le(V, 1100);
         ck_assert_int_eq(mm_engine_forward(e, st, 2, both, &err), MM_OK);
@@ -193,7 +195,8 @@ START_TEST(test_images_batched_and_chunked)
     /* both sequences in one step */
     ck_assert_int_eq(mm_engine_slot_acquire(e, &s0, &err), MM_OK);
     ck_assert_int_eq(mm_engine_slot_acquire(e, &s1, &err), MM_OK);
-    const struct mm_seq_step st[2] = {{s1, ids2, n2, NULL, 0, true}, {s0, ids, n, tiles, 2, true}};
+    const struct mm_seq_step st[2] = {{s1, ids2, n2, NULL, 0, true, false},
+                                      {s0, ids, n, tiles, 2, true, false}};
     ck_assert_msg(mm_engine_forward(e, st, 2, batched, &err) == MM_OK, "%s", err.msg);
     ck_assert_msg(max_rel_diff(alone, batched + V, V) < 1e-5, "%s: image seq batched != alone",
                   presets[p]);
@@ -221,7 +224,7 @@ START_TEST(test_bad_input_rejected)
     float logits[1100];
     ck_assert_int_eq(mm_engine_slot_acquire(e, &s, &err), MM_OK);
     const int32_t bad_id[2] = {1, 5000};
-    struct mm_seq_step st = {s, bad_id, 2, NULL, 0, true};
+    struct mm_seq_step st = {s, bad_id, 2, NULL, 0, true, false};
     ck_assert_int_eq(mm_engine_forward(e, &st, 1, logits, &err), MM_ERR_INVALID);
     ck_assert_ptr_nonnull(strstr(err.msg, "5000"));
     const int32_t neg[1] = {-1};
@@ -242,12 +245,13 @@ START_TEST(test_bad_input_rejected)
     ck_assert_int_eq(mm_engine_forward(e, &st, 1, logits, &err), MM_ERR_INVALID);
     /* unacquired slot, duplicated slot, over budget */
     const int32_t one[1] = {7};
-    struct mm_seq_step two[2] = {{s, one, 1, NULL, 0, true}, {s, one, 1, NULL, 0, true}};
+    struct mm_seq_step two[2] = {{s, one, 1, NULL, 0, true, false},
+                                 {s, one, 1, NULL, 0, true, false}};
     ck_assert_int_eq(mm_engine_forward(e, two, 2, logits, &err), MM_ERR_INVALID);
     two[1].slot = 1;
     ck_assert_int_eq(mm_engine_forward(e, two, 2, logits, &err), MM_ERR_INVALID);
     int32_t *many = calloc(1300, sizeof *many);
-    struct mm_seq_step big = {s, many, 1300, NULL, 0, true};
+    struct mm_seq_step big = {s, many, 1300, NULL, 0, true, false};
     ck_assert_int_eq(mm_engine_forward(e, &big, 1, logits, &err), MM_ERR_LIMIT);
     free(many);
     /* the slot was not advanced by any of these */
@@ -257,6 +261,33 @@ START_TEST(test_bad_input_rejected)
     int32_t s2, s3;
     ck_assert_int_eq(mm_engine_slot_acquire(e, &s2, &err), MM_OK);
     ck_assert_int_eq(mm_engine_slot_acquire(e, &s3, &err), MM_ERR_LIMIT);
+    mm_engine_close(e);
+}
+END_TEST
+
+/* A generated <IMG_CONTEXT> id is text (MODEL.md §3.6): a text_only step
+ * embeds it through the special table, in both pixel-shuffle modes. */
+START_TEST(test_generated_image_id_is_text)
+{
+    const int p = _i; /* tiny-linear: pre, tiny-hybrid: post */
+    struct mm_engine *e = open_engine(p, 1);
+    struct mm_err err;
+    int32_t s;
+    float logits[1100];
+    ck_assert_int_eq(mm_engine_slot_acquire(e, &s, &err), MM_OK);
+    const int32_t ids[3] = {1, 40, (int32_t)e->cfg.img_context_token_id};
+    struct mm_seq_step st = {s, ids, 2, NULL, 0, true, false};
+    ck_assert_int_eq(mm_engine_forward(e, &st, 1, logits, &err), MM_OK);
+    /* as a prompt token without tiles it is refused; as generated text it runs */
+    st.ids = ids + 2;
+    st.n = 1;
+    ck_assert_int_eq(mm_engine_forward(e, &st, 1, logits, &err), MM_ERR_INVALID);
+    st.text_only = true;
+    ck_assert_msg(mm_engine_forward(e, &st, 1, logits, &err) == MM_OK, "%s", err.msg);
+    ck_assert_int_eq(e->slots[s].pos, 3);
+    ck_assert_int_eq(e->slots[s].emb_pos, 3);
+    for (int64_t i = 0; i < e->cfg.vocab_size; i++)
+        ck_assert(isfinite(logits[i]));
     mm_engine_close(e);
 }
 END_TEST
@@ -305,6 +336,7 @@ int main(void)
     tcase_add_loop_test(tc, test_images_batched_and_chunked, 0, 3);
     tcase_add_test(tc, test_bad_input_rejected);
     tcase_add_test(tc, test_state_bf16_close);
+    tcase_add_loop_test(tc, test_generated_image_id_is_text, 0, 2);
     suite_add_tcase(s, tc);
     return mm_test_run(s);
 }

@@ -35,6 +35,11 @@ START_TEST(test_reserve_release)
         seen[b[i]]++;
     for (int i = 0; i < 10; i++)
         ck_assert_int_le(seen[i], 1);
+    /* truncate gives back only the blocks beyond what n tokens need */
+    mm_kv_pool_truncate(p, 1, 1, MM_KV_BLOCK + 1);
+    ck_assert_int_eq(mm_kv_pool_free_blocks(p), 5);
+    mm_kv_pool_truncate(p, 1, 1, 5 * MM_KV_BLOCK);
+    ck_assert_int_eq(mm_kv_pool_free_blocks(p), 5);
     mm_kv_pool_release(p, 1);
     ck_assert_int_eq(mm_kv_pool_free_blocks(p), 7);
     ck_assert_int_eq(mm_kv_pool_reserve(p, 2, 0, 4 * MM_KV_BLOCK, &err), MM_OK);

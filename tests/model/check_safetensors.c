@@ -284,6 +284,32 @@ START_TEST(test_sharded_index)
     mm_test_write_file(path, missing, strlen(missing));
     ck_assert_int_ne(mm_safetensors_open_dir(dir, &st, &err), MM_OK);
 
+    /* a repeated key cannot hide an unlisted tensor */
+    const char *repeated = "{\"weight_map\":{\"a\":\"model-00001-of-00002.safetensors\","
+                           "\"a\":\"model-00002-of-00002.safetensors\"}}";
+    mm_test_write_file(path, repeated, strlen(repeated));
+    ck_assert_int_eq(mm_safetensors_open_dir(dir, &st, &err), MM_ERR_FORMAT);
+
+    /* a shard holding a tensor the map does not list */
+    {
+        char shard[600];
+        snprintf(shard, sizeof shard, "%s/model-00001-of-00002.safetensors", dir);
+        struct mm_st_writer *w;
+        const int64_t one[1] = {1};
+        const float v[2] = {1, 2};
+        ck_assert_int_eq(mm_st_writer_create(shard, &w, &err), MM_OK);
+        ck_assert_int_eq(mm_st_writer_declare(w, "a", MM_DTYPE_F32, 1, one, &err), MM_OK);
+        ck_assert_int_eq(mm_st_writer_declare(w, "hidden", MM_DTYPE_F32, 1, one, &err), MM_OK);
+        ck_assert_int_eq(mm_st_writer_begin_data(w, &err), MM_OK);
+        ck_assert_int_eq(mm_st_writer_write(w, v, sizeof v, &err), MM_OK);
+        ck_assert_int_eq(mm_st_writer_finish(w, &err), MM_OK);
+        const char *only_a = "{\"weight_map\":{\"a\":\"model-00001-of-00002.safetensors\"}}";
+        mm_test_write_file(path, only_a, strlen(only_a));
+        ck_assert_int_eq(mm_safetensors_open_dir(dir, &st, &err), MM_ERR_FORMAT);
+        ck_assert_ptr_nonnull(strstr(err.msg, "tensor hidden is stored"));
+        write_small(shard, "a", 1.0f);
+    }
+
     const char *absent_file = "{\"weight_map\":{\"a\":\"model-00009-of-00009.safetensors\"}}";
     mm_test_write_file(path, absent_file, strlen(absent_file));
     ck_assert_int_eq(mm_safetensors_open_dir(dir, &st, &err), MM_ERR_IO);
