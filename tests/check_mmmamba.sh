@@ -49,6 +49,14 @@ if "$bin" generate --model "$tmp/tiny-linear" --prompt-ids "1 2" --prefill-chunk
   echo "FAIL: absurd --prefill-chunk accepted"; fails=$((fails + 1)); fi
 if "$bin" generate --model "$tmp/tiny-linear" --prompt-ids "1 2" --tiles "$tmp/one.tile" 2>/dev/null; then
   echo "FAIL: --tiles without --num-tiles accepted"; fails=$((fails + 1)); fi
+# hostile tokenizer files and image paths fail cleanly
+cp -r "$tmp/tiny-linear" "$tmp/badtok"
+echo '{"<x>": 1e300}' > "$tmp/badtok/added_tokens.json"
+if "$bin" tokenize --model "$tmp/badtok" hi 2>"$tmp/err"; then echo "FAIL: 1e300 token id accepted"; fails=$((fails + 1)); fi
+check "bad added-token id message" grep -q "not an integer id" "$tmp/err"
+mkfifo "$tmp/fifo"
+if timeout 10 "$bin" preprocess "$tmp/fifo" --out "$tmp/o" 2>"$tmp/err"; then echo "FAIL: FIFO accepted"; fails=$((fails + 1)); fi
+check "FIFO refused, not waited on" grep -q "not a regular file" "$tmp/err"
 # error paths: non-zero exit and a message naming the problem
 if "$bin" mkmodel --preset nope --out "$tmp/x" 2>"$tmp/err"; then echo "FAIL: bad preset accepted"; fails=$((fails + 1)); fi
 check "bad preset message" grep -q 'unknown preset "nope"' "$tmp/err"

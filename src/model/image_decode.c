@@ -32,9 +32,12 @@ enum mm_image_format mm_image_sniff(const uint8_t *data, size_t len)
 const char *mm_image_format_name(enum mm_image_format f)
 {
     switch (f) {
-    case MM_IMAGE_FORMAT_JPEG: return "jpeg";
-    case MM_IMAGE_FORMAT_PNG: return "png";
-    case MM_IMAGE_FORMAT_UNKNOWN: break;
+    case MM_IMAGE_FORMAT_JPEG:
+        return "jpeg";
+    case MM_IMAGE_FORMAT_PNG:
+        return "png";
+    case MM_IMAGE_FORMAT_UNKNOWN:
+        break;
     }
     return "unknown";
 }
@@ -69,12 +72,13 @@ static enum mm_status check_and_alloc(const char *fmt, int64_t w, int64_t h,
                                       struct mm_image *out, struct mm_err *err)
 {
     if (w <= 0 || h <= 0)
-        return mm_err_set(err, MM_ERR_FORMAT, "%s: invalid dimensions %lldx%lld", fmt,
-                          (long long)w, (long long)h);
+        return mm_err_set(err, MM_ERR_FORMAT, "%s: invalid dimensions %lldx%lld", fmt, (long long)w,
+                          (long long)h);
     if (w > lim->max_side || h > lim->max_side)
-        return mm_err_set(err, MM_ERR_LIMIT, "%s: image is %lldx%lld, larger than the limit of %lld "
-                          "pixels per side", fmt, (long long)w, (long long)h,
-                          (long long)lim->max_side);
+        return mm_err_set(err, MM_ERR_LIMIT,
+                          "%s: image is %lldx%lld, larger than the limit of %lld "
+                          "pixels per side",
+                          fmt, (long long)w, (long long)h, (long long)lim->max_side);
     int64_t px;
     if (!mm_i64_mul(w, h, &px) || px > lim->max_pixels)
         return mm_err_set(err, MM_ERR_LIMIT,
@@ -95,8 +99,12 @@ static enum mm_status check_and_alloc(const char *fmt, int64_t w, int64_t h,
 /* ---- JPEG ------------------------------------------------------------------------ */
 
 /* A hostile progressive JPEG can hold thousands of tiny scans, each costing a
- * full pass over the coefficients; real encoders write about ten. */
+ * full pass over the coefficients; real encoders write about ten. Besides a
+ * scan count, the work is bounded: scans x samples (width x height x
+ * components) may not exceed JPEG_MAX_SCAN_WORK, which still allows ~13
+ * scans of a 40-megapixel CMYK image and ~55 of a 12-megapixel photo. */
 #define JPEG_MAX_SCANS 500
+#define JPEG_MAX_SCAN_WORK 2000000000.0
 
 struct jpeg_ctx {
     struct jpeg_decompress_struct cinfo;
@@ -115,13 +123,20 @@ static void jpeg_fail(j_common_ptr cinfo)
     longjmp(c->jb, 1);
 }
 
-/* Warnings are ignored (as Pillow does) except running out of data: libjpeg
- * would pad with gray, Pillow refuses a truncated file. */
+/* Warnings are ignored (as Pillow does) except two: running out of data
+ * (libjpeg would pad with gray, Pillow refuses a truncated file) and a bogus
+ * progression (repeated refinement scans: corrupt, and a CPU amplifier). */
 static void jpeg_message(j_common_ptr cinfo, int level)
 {
-    if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) {
-        struct jpeg_ctx *c = (struct jpeg_ctx *)cinfo->client_data;
+    if (level >= 0)
+        return;
+    struct jpeg_ctx *c = (struct jpeg_ctx *)cinfo->client_data;
+    if (cinfo->err->msg_code == JWRN_JPEG_EOF) {
         snprintf(c->msg, sizeof c->msg, "truncated data (premature end of JPEG file)");
+        longjmp(c->jb, 1);
+    }
+    if (cinfo->err->msg_code == JWRN_BOGUS_PROGRESSION) {
+        snprintf(c->msg, sizeof c->msg, "invalid progressive scan sequence");
         longjmp(c->jb, 1);
     }
 }
@@ -129,9 +144,12 @@ static void jpeg_message(j_common_ptr cinfo, int level)
 static void jpeg_progress(j_common_ptr cinfo)
 {
     const j_decompress_ptr d = (j_decompress_ptr)cinfo;
-    if (d->input_scan_number > JPEG_MAX_SCANS) {
+    const double samples = (double)d->image_width * d->image_height * d->num_components;
+    if (d->input_scan_number > JPEG_MAX_SCANS ||
+        (double)d->input_scan_number * samples > JPEG_MAX_SCAN_WORK) {
         struct jpeg_ctx *c = (struct jpeg_ctx *)cinfo->client_data;
-        snprintf(c->msg, sizeof c->msg, "more than %d progressive scans", JPEG_MAX_SCANS);
+        snprintf(c->msg, sizeof c->msg, "too many progressive scans (%d) for a %ux%u image",
+                 d->input_scan_number, (unsigned)d->image_width, (unsigned)d->image_height);
         longjmp(c->jb, 1);
     }
 }
@@ -143,10 +161,7 @@ static inline int muldiv255(int a, int b)
     return ((t >> 8) + t) >> 8;
 }
 
-static inline uint8_t clip8(int v)
-{
-    return (uint8_t)(v <= 0 ? 0 : v < 256 ? v : 255);
-}
+static inline uint8_t clip8(int v) { return (uint8_t)(v <= 0 ? 0 : v < 256 ? v : 255); }
 
 /* Pillow reads CMYK JPEGs with rawmode "CMYK;I" (every channel inverted,
  * Adobe convention) and converts with cmyk2rgb: nk = 255 - K,
@@ -181,11 +196,17 @@ static int jpeg_run(struct jpeg_ctx *c, const uint8_t *data, size_t len,
 
     const int nc = c->cinfo.num_components;
     switch (c->cinfo.jpeg_color_space) {
-    case JCS_GRAYSCALE: c->cinfo.out_color_space = JCS_GRAYSCALE; break;
+    case JCS_GRAYSCALE:
+        c->cinfo.out_color_space = JCS_GRAYSCALE;
+        break;
     case JCS_YCbCr:
-    case JCS_RGB: c->cinfo.out_color_space = JCS_RGB; break;
+    case JCS_RGB:
+        c->cinfo.out_color_space = JCS_RGB;
+        break;
     case JCS_CMYK:
-    case JCS_YCCK: c->cinfo.out_color_space = JCS_CMYK; break;
+    case JCS_YCCK:
+        c->cinfo.out_color_space = JCS_CMYK;
+        break;
     default:
         *st = mm_err_set(err, MM_ERR_UNSUPPORTED, "jpeg: unsupported colour layout (%d components)",
                          nc);
@@ -250,7 +271,7 @@ struct png_ctx {
     const uint8_t *data;
     size_t len, pos;
     char msg[256];
-    uint8_t *raw;   /* palette indices, for the manual conversion */
+    uint8_t *raw; /* palette indices, for the manual conversion */
     png_bytep *rows;
 };
 
@@ -353,8 +374,8 @@ static int png_run(struct png_ctx *c, const struct mm_image_decode_limits *lim,
     if (layout != PNG_AS_RGB) {
         c->raw = malloc(want_rowbytes * h); /* 1 byte/px < the checked 3 bytes/px */
         if (!c->raw) {
-            *st = mm_err_set(err, MM_ERR_NOMEM, "png: cannot allocate %zu bytes",
-                             want_rowbytes * h);
+            *st =
+                mm_err_set(err, MM_ERR_NOMEM, "png: cannot allocate %zu bytes", want_rowbytes * h);
             return 0;
         }
         base = c->raw;
@@ -421,15 +442,18 @@ enum mm_status mm_image_decode(const uint8_t *data, size_t len,
                           l.max_bytes);
     enum mm_status st;
     switch (mm_image_sniff(data, len)) {
-    case MM_IMAGE_FORMAT_JPEG: st = decode_jpeg(data, len, &l, out, err); break;
-    case MM_IMAGE_FORMAT_PNG: st = decode_png(data, len, &l, out, err); break;
+    case MM_IMAGE_FORMAT_JPEG:
+        st = decode_jpeg(data, len, &l, out, err);
+        break;
+    case MM_IMAGE_FORMAT_PNG:
+        st = decode_png(data, len, &l, out, err);
+        break;
     default: {
         const char *other = other_format_name(data, len);
         if (other)
             return mm_err_set(err, MM_ERR_UNSUPPORTED,
                               "image: %s is not supported (send JPEG or PNG)", other);
-        return mm_err_set(err, MM_ERR_UNSUPPORTED,
-                          "image: unrecognised format (not JPEG or PNG)");
+        return mm_err_set(err, MM_ERR_UNSUPPORTED, "image: unrecognised format (not JPEG or PNG)");
     }
     }
     if (st != MM_OK)

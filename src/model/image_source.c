@@ -1,14 +1,16 @@
 /* image_source.c: data:, file:// and remote image URLs (see image_source.h).
  *
  * Design: each URL form is one function; the allow-list check compares the
- * realpath of the target with the realpath of the root plus '/', then opens
- * the resolved path with O_NOFOLLOW and checks it is a regular file. */
+ * realpath of the target with the realpath of the root plus '/', opens the
+ * resolved path with O_NOFOLLOW | O_NONBLOCK, checks again what the
+ * descriptor really names (/proc/self/fd), and reads only a regular file. */
 #include "model/image_source.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -115,13 +117,20 @@ static enum mm_status read_fd(int fd, const char *name, size_t max_bytes,
     return MM_OK;
 }
 
+/* real is root + '/' + ...; root "/" allows everything. */
+static bool path_inside(const char *real, const char *root, size_t rl)
+{
+    return (rl == 1 && root[0] == '/') || (strncmp(real, root, rl) == 0 && real[rl] == '/');
+}
+
 enum mm_status mm_image_source_read_file(const char *path, size_t max_bytes,
                                          struct mm_image_bytes *out, struct mm_err *err)
 {
     memset(out, 0, sizeof *out);
     if (!max_bytes)
         max_bytes = MM_IMAGE_DEFAULT_MAX_BYTES;
-    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO must not hang the caller (read_fd refuses non-regular files) */
+    const int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return mm_err_set(err, errno == ENOENT ? MM_ERR_NOT_FOUND : MM_ERR_IO, "%s: %s", path,
                           strerror(errno));
@@ -182,15 +191,22 @@ static enum mm_status load_file_url(const char *url, const struct mm_image_sourc
         return mm_err_set(err, errno == ENOENT ? MM_ERR_NOT_FOUND : MM_ERR_INVALID,
                           "file URL: %s: %s", path, strerror(errno));
     const size_t rl = strlen(root);
-    /* root "/" allows everything; otherwise the target must be root + '/' + ... */
-    const bool inside = (rl == 1 && root[0] == '/') ||
-                        (strncmp(real, root, rl) == 0 && real[rl] == '/');
-    if (!inside)
+    if (!path_inside(real, root, rl))
         return mm_err_set(err, MM_ERR_INVALID,
                           "file URL: %s is outside the allowed image directory", path);
-    const int fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    /* O_NONBLOCK: a FIFO must not hang the request (read_fd refuses non-regular files) */
+    const int fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0)
         return mm_err_set(err, MM_ERR_IO, "file URL: %s: %s", path, strerror(errno));
+    /* what was opened, not what was checked: a directory swapped for a symlink
+     * between realpath and open must not lead outside the root */
+    char fdpath[64], opened[PATH_MAX];
+    snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%d", fd);
+    if (!realpath(fdpath, opened) || !path_inside(opened, root, rl)) {
+        close(fd);
+        return mm_err_set(err, MM_ERR_INVALID,
+                          "file URL: %s is outside the allowed image directory", path);
+    }
     const enum mm_status st = read_fd(fd, path, max_bytes, out, err);
     close(fd);
     return st;
@@ -200,8 +216,7 @@ enum mm_status mm_image_source_load(const char *url, const struct mm_image_sourc
                                     struct mm_image_bytes *out, struct mm_err *err)
 {
     memset(out, 0, sizeof *out);
-    const size_t max_bytes =
-        pol && pol->max_bytes ? pol->max_bytes : MM_IMAGE_DEFAULT_MAX_BYTES;
+    const size_t max_bytes = pol && pol->max_bytes ? pol->max_bytes : MM_IMAGE_DEFAULT_MAX_BYTES;
     if (!url || !*url)
         return mm_err_set(err, MM_ERR_INVALID, "image URL is empty");
     if (has_prefix_ci(url, "data:"))

@@ -1035,7 +1035,9 @@ static enum mm_status load_added_tokens(struct mm_tokenizer *t, const char *dir,
     }
     cJSON_ArrayForEach(e, added)
     {
-        if (!cJSON_IsNumber(e) || e->valuedouble != (double)(int64_t)e->valuedouble) {
+        /* range first: casting an out-of-range double is undefined */
+        if (!cJSON_IsNumber(e) || !(e->valuedouble >= 0 && e->valuedouble < 2147483648.0) ||
+            e->valuedouble != (double)(int64_t)e->valuedouble) {
             st = mm_err_set(err, MM_ERR_FORMAT, "added_tokens.json: \"%s\" is not an integer id",
                             e->string);
             goto done;

@@ -31,10 +31,7 @@ static void png_write_mem(png_structp png, png_bytep data, png_size_t n)
     b->n += n;
 }
 
-static void png_flush_mem(png_structp png)
-{
-    (void)png;
-}
+static void png_flush_mem(png_structp png) { (void)png; }
 
 /* Encodes rows of packed samples (rowbytes each) as a PNG in memory. */
 static struct membuf encode_png(int w, int h, int depth, int ctype, int interlace,
@@ -99,6 +96,44 @@ static struct membuf encode_jpeg(int w, int h, int comps, J_COLOR_SPACE in_cs,
     return b;
 }
 
+/* A valid progressive gray JPEG of w x h with one scan per AC coefficient
+ * (DC + 63 spectral-selection scans): legal, but 64 passes over the image. */
+static struct membuf encode_jpeg_64_scans(int w, int h)
+{
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr jerr;
+    c.err = jpeg_std_error(&jerr);
+    jpeg_create_compress(&c);
+    unsigned char *out = NULL;
+    unsigned long n = 0;
+    jpeg_mem_dest(&c, &out, &n);
+    c.image_width = (JDIMENSION)w;
+    c.image_height = (JDIMENSION)h;
+    c.input_components = 1;
+    c.in_color_space = JCS_GRAYSCALE;
+    jpeg_set_defaults(&c);
+    static jpeg_scan_info scans[64];
+    for (int i = 0; i < 64; i++)
+        scans[i] = (jpeg_scan_info){.comps_in_scan = 1, .component_index = {0}, .Ss = i, .Se = i};
+    c.scan_info = scans;
+    c.num_scans = 64;
+    jpeg_start_compress(&c, TRUE);
+    uint8_t *row = malloc((size_t)w);
+    for (int x = 0; x < w; x++)
+        row[x] = (uint8_t)(x * 7);
+    while (c.next_scanline < c.image_height) {
+        JSAMPROW r = row;
+        jpeg_write_scanlines(&c, &r, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    free(row);
+    struct membuf b = {.p = malloc(n), .n = n, .cap = n};
+    memcpy(b.p, out, n);
+    free(out);
+    return b;
+}
+
 static uint8_t pattern(int x, int y, int ch)
 {
     return (uint8_t)((x * 37 + y * 11 + ch * 85) & 255);
@@ -123,8 +158,8 @@ START_TEST(test_png_rgb_and_interlaced)
             for (int ch = 0; ch < 3; ch++)
                 px[y][3 * x + ch] = pattern(x, y, ch);
     for (int inter = 0; inter < 2; inter++) {
-        struct membuf b = encode_png(w, h, 8, PNG_COLOR_TYPE_RGB, inter, &px[0][0], sizeof px[0],
-                                     NULL, 0);
+        struct membuf b =
+            encode_png(w, h, 8, PNG_COLOR_TYPE_RGB, inter, &px[0][0], sizeof px[0], NULL, 0);
         ck_assert_int_eq(mm_image_sniff(b.p, b.n), MM_IMAGE_FORMAT_PNG);
         struct mm_image img;
         decode_ok(&b, w, h, &img);
@@ -145,7 +180,7 @@ START_TEST(test_png_alpha_dropped_16bit_high_byte)
             for (int ch = 0; ch < 4; ch++) {
                 const uint8_t v = ch == 3 ? (uint8_t)(x * 60) : pattern(x, y, ch);
                 rgba[y][4 * x + ch] = v;
-                rgba16[y][8 * x + 2 * ch] = v;                  /* high byte */
+                rgba16[y][8 * x + 2 * ch] = v;                      /* high byte */
                 rgba16[y][8 * x + 2 * ch + 1] = (uint8_t)(255 - v); /* low byte: ignored */
             }
             ga16[y][4 * x] = pattern(x, y, 0);
@@ -376,6 +411,23 @@ START_TEST(test_truncation_and_corruption)
 }
 END_TEST
 
+/* Scans x samples is bounded: 64 legal scans are fine on a small image and
+ * refused on a 6000 x 6000 one (64 x 36 M samples > the work budget). */
+START_TEST(test_jpeg_scan_work_budget)
+{
+    struct membuf b = encode_jpeg_64_scans(64, 48);
+    struct mm_image img;
+    decode_ok(&b, 64, 48, &img);
+    mm_image_free(&img);
+    free(b.p);
+    b = encode_jpeg_64_scans(6000, 6000);
+    struct mm_err err = {0};
+    ck_assert_int_ne(mm_image_decode(b.p, b.n, NULL, &img, &err), MM_OK);
+    ck_assert_msg(strstr(err.msg, "too many progressive scans") != NULL, "%s", err.msg);
+    free(b.p);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("model/image_decode");
@@ -390,6 +442,7 @@ int main(void)
     tcase_add_test(tc, test_limits_before_decoding);
     tcase_add_test(tc, test_bad_input);
     tcase_add_test(tc, test_truncation_and_corruption);
+    tcase_add_test(tc, test_jpeg_scan_work_budget);
     suite_add_tcase(s, tc);
     return mm_test_run(s);
 }

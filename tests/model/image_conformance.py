@@ -165,12 +165,13 @@ def jpeg_bytes(arr, mode="RGB", **kw):
     return buf.getvalue()
 
 
-def many_scans_jpeg(prog):
-    """A progressive JPEG whose last scan is repeated 2000 times: a cheap file
-    that would cost thousands of passes over the coefficients."""
+def many_scans_jpeg(prog, copies=2000):
+    """A progressive JPEG whose last (refinement) scan is repeated: a cheap file
+    that would cost a pass over the coefficients per copy (libjpeg only warns
+    about the bogus progression; mmmamba refuses it, and bounds scans x pixels)."""
     sos = prog.rfind(b"\xff\xda")
     eoi = prog.rfind(b"\xff\xd9")
-    return prog[:sos] + prog[sos:eoi] * 2000 + prog[eoi:]
+    return prog[:sos] + prog[sos:eoi] * copies + prog[eoi:]
 
 
 def build_cases(rng, quick):
@@ -282,6 +283,8 @@ def build_cases(rng, quick):
     ihdr[21:25] = struct.pack(">I", zlib.crc32(bytes(ihdr[4:21])) & 0xFFFFFFFF)
     bad.append(("png-bad-depth.png", png[:8] + bytes(ihdr) + png[33:]))
     bad.append(("jpeg-many-scans.jpg", many_scans_jpeg(jpeg_bytes(base, progressive=True))))
+    bad.append(("jpeg-repeated-refinement.jpg",
+                many_scans_jpeg(jpeg_bytes(base, progressive=True), copies=100)))
     gif = io.BytesIO()
     Image.fromarray(base).save(gif, "GIF")
     bad.append(("image.gif", gif.getvalue()))
