@@ -230,10 +230,11 @@ struct image_timing {
     double decode_ms, tiles_ms;
 };
 
-/* Reads (a path or a data: URL), decodes and tiles one image; *tiles is the
- * caller's (mm_image_tiles_free), also on failure. */
+/* Reads (a path or a data: URL), decodes and tiles one image, charging its
+ * tiles to *used; *tiles is the caller's (mm_image_tiles_free), also on
+ * failure. */
 static enum mm_status load_image_tiles(const char *image, const struct mm_image_params *params,
-                                       const struct mm_image_limits *lim,
+                                       const struct mm_image_limits *lim, int64_t *used,
                                        struct mm_image_tiles *tiles, struct image_timing *tm,
                                        struct mm_err *err)
 {
@@ -251,7 +252,7 @@ static enum mm_status load_image_tiles(const char *image, const struct mm_image_
     if (st != MM_OK)
         return st;
     const double t1 = now_s();
-    st = mm_image_preprocess(&img, params, tiles, err);
+    st = mm_image_tiles_for_request(&img, params, lim, used, tiles, err);
     if (tm)
         *tm = (struct image_timing){img.width, img.height, (t1 - t0) * 1e3, (now_s() - t1) * 1e3};
     mm_image_free(&img);
@@ -309,7 +310,9 @@ static int cmd_preprocess(int argc, char **argv)
                             .use_thumbnail = true};
     if (model && mm_config_load(model, &cfg, &err) != MM_OK)
         return fail(&err);
-    struct mm_image_limits lim = {.max_tiles_per_image = (int64_t)max_tiles};
+    /* one image: the per-request budget is the per-image ceiling */
+    struct mm_image_limits lim = {.max_tiles_per_image = (int64_t)max_tiles,
+                                  .max_tiles_per_request = MM_IMAGE_MAX_TILES + 1};
     if (max_tiles > (unsigned long long)cfg.max_dynamic_patch)
         cfg.max_dynamic_patch = (int64_t)max_tiles; /* the flag sets the max outright */
     struct mm_image_params params;
@@ -318,7 +321,8 @@ static int cmd_preprocess(int argc, char **argv)
 
     struct mm_image_tiles tiles;
     struct image_timing tm;
-    enum mm_status st = load_image_tiles(image, &params, &lim, &tiles, &tm, &err);
+    int64_t used = 0;
+    enum mm_status st = load_image_tiles(image, &params, &lim, &used, &tiles, &tm, &err);
     if (st == MM_OK) {
         st = write_tiles(out, &tiles, &err);
         if (st == MM_OK)
@@ -496,9 +500,7 @@ static enum mm_status load_images(const struct gen_args *g, const struct mm_conf
     *tiles = NULL;
     for (int i = 0; st == MM_OK && i < g->n_images; i++) {
         struct mm_image_tiles t;
-        st = load_image_tiles(g->images[i], &params, &lim, &t, NULL, err);
-        if (st == MM_OK)
-            st = mm_image_request_add_tiles(&lim, &total, t.count, err);
+        st = load_image_tiles(g->images[i], &params, &lim, &total, &t, NULL, err);
         float *grown =
             st == MM_OK ? realloc(*tiles, (size_t)total * tile_floats * sizeof **tiles) : NULL;
         if (st == MM_OK && !grown)

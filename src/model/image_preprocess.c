@@ -296,6 +296,23 @@ fail:
     return st;
 }
 
+enum mm_status mm_image_tiles_for_request(const struct mm_image *img,
+                                          const struct mm_image_params *p,
+                                          const struct mm_image_limits *lim, int64_t *used,
+                                          struct mm_image_tiles *out, struct mm_err *err)
+{
+    memset(out, 0, sizeof *out);
+    int64_t count, charged = *used;
+    enum mm_status st = mm_image_count_tiles(img->width, img->height, p, &count, err);
+    if (st == MM_OK)
+        st = mm_image_request_add_tiles(lim, &charged, count, err);
+    if (st == MM_OK)
+        st = mm_image_preprocess(img, p, out, err);
+    if (st == MM_OK)
+        *used = charged;
+    return st;
+}
+
 void mm_image_tiles_free(struct mm_image_tiles *t)
 {
     if (!t)

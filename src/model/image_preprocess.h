@@ -90,6 +90,15 @@ enum mm_status mm_image_preprocess(const struct mm_image *img, const struct mm_i
 enum mm_status mm_image_request_add_tiles(const struct mm_image_limits *lim, int64_t *used,
                                           int64_t n, struct mm_err *err);
 
+/* The request path in one call: counts the tiles img will give, charges them
+ * to the request (*used, MM_ERR_LIMIT past lim->max_tiles_per_request) before
+ * anything is allocated, then preprocesses. On failure *used is unchanged
+ * and *out holds nothing. */
+enum mm_status mm_image_tiles_for_request(const struct mm_image *img,
+                                          const struct mm_image_params *p,
+                                          const struct mm_image_limits *lim, int64_t *used,
+                                          struct mm_image_tiles *out, struct mm_err *err);
+
 void mm_image_tiles_free(struct mm_image_tiles *t);
 
 #endif

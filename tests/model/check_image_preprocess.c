@@ -179,6 +179,29 @@ START_TEST(test_preprocess_small_tiles_extreme_aspect)
 }
 END_TEST
 
+/* The request path charges tiles before allocating them. */
+START_TEST(test_tiles_for_request_budget)
+{
+    struct mm_image img = make_image(3, 900, 7); /* 1 x 40 grid + thumbnail = 41 tiles */
+    const struct mm_image_params p = {.tile_size = 14, .min_tiles = 1, .max_tiles = 40,
+                                      .use_thumbnail = true};
+    const struct mm_image_limits lim = {.max_tiles_per_request = 64};
+    struct mm_image_tiles t;
+    struct mm_err err;
+    int64_t used = 0;
+    ck_assert_int_eq(mm_image_tiles_for_request(&img, &p, &lim, &used, &t, &err), MM_OK);
+    ck_assert_int_eq(used, 41);
+    ck_assert_int_eq(t.count, 41);
+    mm_image_tiles_free(&t);
+    /* a second such image would pass the budget: refused, nothing charged or allocated */
+    ck_assert_int_eq(mm_image_tiles_for_request(&img, &p, &lim, &used, &t, &err), MM_ERR_LIMIT);
+    ck_assert_int_eq(used, 41);
+    ck_assert_ptr_null(t.data);
+    mm_image_tiles_free(&t);
+    mm_image_free(&img);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("model/image_preprocess");
@@ -189,6 +212,7 @@ int main(void)
     tcase_add_test(tc, test_params_and_limits);
     tcase_add_test(tc, test_preprocess_layout_and_normalisation);
     tcase_add_test(tc, test_preprocess_small_tiles_extreme_aspect);
+    tcase_add_test(tc, test_tiles_for_request_budget);
     suite_add_tcase(s, tc);
     return mm_test_run(s);
 }
