@@ -63,3 +63,69 @@ int mm_test_run(Suite *s)
     srunner_free(sr);
     return failed == 0 ? 0 : 1;
 }
+
+struct mm_image mm_test_image(int64_t w, int64_t h, uint32_t seed)
+{
+    struct mm_image img = {.width = w, .height = h, .rgb = malloc((size_t)(w * h * 3))};
+    ck_assert_ptr_nonnull(img.rgb);
+    for (int64_t i = 0; i < w * h * 3; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        const int64_t x = i / 3 % w;
+        uint8_t v = (uint8_t)(x * 255 / (w > 1 ? w - 1 : 1) / 2 + (seed >> 26));
+        if ((seed >> 8) % 17 == 0)
+            v = (seed >> 16) & 1 ? 255 : 0;
+        img.rgb[i] = v;
+    }
+    return img;
+}
+
+static void pb_put(struct mm_test_pb *b, const void *s, size_t n)
+{
+    ck_assert_uint_le(b->n + n, sizeof b->p);
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+}
+
+void mm_test_pb_varint(struct mm_test_pb *b, uint64_t v)
+{
+    do {
+        const uint8_t c = (uint8_t)((v & 0x7f) | (v >> 7 ? 0x80 : 0));
+        pb_put(b, &c, 1);
+        v >>= 7;
+    } while (v);
+}
+
+void mm_test_pb_key(struct mm_test_pb *b, uint32_t field, uint32_t wire)
+{
+    mm_test_pb_varint(b, (uint64_t)field << 3 | wire);
+}
+
+void mm_test_pb_bytes(struct mm_test_pb *b, uint32_t field, const void *s, size_t n)
+{
+    mm_test_pb_key(b, field, 2);
+    mm_test_pb_varint(b, n);
+    pb_put(b, s, n);
+}
+
+void mm_test_pb_msg(struct mm_test_pb *b, uint32_t field, const struct mm_test_pb *m)
+{
+    mm_test_pb_bytes(b, field, m->p, m->n);
+}
+
+void mm_test_pb_piece(struct mm_test_pb *b, const char *text, float score, int type)
+{
+    struct mm_test_pb m = {.n = 0};
+    mm_test_pb_bytes(&m, 1, text, strlen(text));
+    uint32_t bits;
+    memcpy(&bits, &score, 4);
+    mm_test_pb_key(&m, 2, 5);
+    for (int i = 0; i < 4; i++) {
+        const uint8_t c = (uint8_t)(bits >> (8 * i));
+        pb_put(&m, &c, 1);
+    }
+    if (type) {
+        mm_test_pb_key(&m, 3, 0);
+        mm_test_pb_varint(&m, (uint64_t)type);
+    }
+    mm_test_pb_msg(b, 1, &m);
+}

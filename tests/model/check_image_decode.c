@@ -62,7 +62,9 @@ static struct membuf encode_png(int w, int h, int depth, int ctype, int interlac
     return b;
 }
 
-/* Encodes w x h samples of `comps` components in colour space cs as JPEG. */
+/* Encodes w x h samples of `comps` components in colour space cs as JPEG.
+ * progressive: 0 baseline, 1 libjpeg's standard progression, 2 (one
+ * component) a legal but long progression: DC + 63 single-coefficient scans. */
 static struct membuf encode_jpeg(int w, int h, int comps, J_COLOR_SPACE in_cs,
                                  J_COLOR_SPACE jpeg_cs, int quality, int progressive,
                                  const uint8_t *samples)
@@ -81,8 +83,16 @@ static struct membuf encode_jpeg(int w, int h, int comps, J_COLOR_SPACE in_cs,
     jpeg_set_defaults(&c);
     jpeg_set_colorspace(&c, jpeg_cs);
     jpeg_set_quality(&c, quality, TRUE);
-    if (progressive)
+    static jpeg_scan_info one_per_coefficient[64];
+    if (progressive == 2) {
+        for (int i = 0; i < 64; i++)
+            one_per_coefficient[i] =
+                (jpeg_scan_info){.comps_in_scan = 1, .component_index = {0}, .Ss = i, .Se = i};
+        c.scan_info = one_per_coefficient;
+        c.num_scans = 64;
+    } else if (progressive) {
         jpeg_simple_progression(&c);
+    }
     jpeg_start_compress(&c, TRUE);
     while (c.next_scanline < c.image_height) {
         JSAMPROW r = (JSAMPROW)(samples + (size_t)c.next_scanline * (size_t)w * (size_t)comps);
@@ -90,44 +100,6 @@ static struct membuf encode_jpeg(int w, int h, int comps, J_COLOR_SPACE in_cs,
     }
     jpeg_finish_compress(&c);
     jpeg_destroy_compress(&c);
-    struct membuf b = {.p = malloc(n), .n = n, .cap = n};
-    memcpy(b.p, out, n);
-    free(out);
-    return b;
-}
-
-/* A valid progressive gray JPEG of w x h with one scan per AC coefficient
- * (DC + 63 spectral-selection scans): legal, but 64 passes over the image. */
-static struct membuf encode_jpeg_64_scans(int w, int h)
-{
-    struct jpeg_compress_struct c;
-    struct jpeg_error_mgr jerr;
-    c.err = jpeg_std_error(&jerr);
-    jpeg_create_compress(&c);
-    unsigned char *out = NULL;
-    unsigned long n = 0;
-    jpeg_mem_dest(&c, &out, &n);
-    c.image_width = (JDIMENSION)w;
-    c.image_height = (JDIMENSION)h;
-    c.input_components = 1;
-    c.in_color_space = JCS_GRAYSCALE;
-    jpeg_set_defaults(&c);
-    static jpeg_scan_info scans[64];
-    for (int i = 0; i < 64; i++)
-        scans[i] = (jpeg_scan_info){.comps_in_scan = 1, .component_index = {0}, .Ss = i, .Se = i};
-    c.scan_info = scans;
-    c.num_scans = 64;
-    jpeg_start_compress(&c, TRUE);
-    uint8_t *row = malloc((size_t)w);
-    for (int x = 0; x < w; x++)
-        row[x] = (uint8_t)(x * 7);
-    while (c.next_scanline < c.image_height) {
-        JSAMPROW r = row;
-        jpeg_write_scanlines(&c, &r, 1);
-    }
-    jpeg_finish_compress(&c);
-    jpeg_destroy_compress(&c);
-    free(row);
     struct membuf b = {.p = malloc(n), .n = n, .cap = n};
     memcpy(b.p, out, n);
     free(out);
@@ -415,16 +387,20 @@ END_TEST
  * refused on a 6000 x 6000 one (64 x 36 M samples > the work budget). */
 START_TEST(test_jpeg_scan_work_budget)
 {
-    struct membuf b = encode_jpeg_64_scans(64, 48);
+    uint8_t *gray = malloc(6000 * 6000);
+    for (int i = 0; i < 6000 * 6000; i++)
+        gray[i] = (uint8_t)(i % 6000 * 7);
+    struct membuf b = encode_jpeg(64, 48, 1, JCS_GRAYSCALE, JCS_GRAYSCALE, 90, 2, gray);
     struct mm_image img;
     decode_ok(&b, 64, 48, &img);
     mm_image_free(&img);
     free(b.p);
-    b = encode_jpeg_64_scans(6000, 6000);
+    b = encode_jpeg(6000, 6000, 1, JCS_GRAYSCALE, JCS_GRAYSCALE, 90, 2, gray);
     struct mm_err err = {0};
     ck_assert_int_ne(mm_image_decode(b.p, b.n, NULL, &img, &err), MM_OK);
     ck_assert_msg(strstr(err.msg, "too many progressive scans") != NULL, "%s", err.msg);
     free(b.p);
+    free(gray);
 }
 END_TEST
 

@@ -9,33 +9,17 @@
 
 #include "testutil.h"
 
-static const struct mm_image_params P12 = {.tile_size = 448, .min_tiles = 1, .max_tiles = 12,
-                                           .use_thumbnail = true};
-
-static struct mm_image make_image(int64_t w, int64_t h, uint32_t seed)
-{
-    struct mm_image img = {.width = w, .height = h, .rgb = malloc((size_t)(w * h * 3))};
-    ck_assert_ptr_nonnull(img.rgb);
-    for (int64_t i = 0; i < w * h * 3; i++) {
-        seed = seed * 1664525u + 1013904223u;
-        /* smooth part + noise + occasional hard edges, to reach the clamps */
-        const int64_t x = i / 3 % w;
-        uint8_t v = (uint8_t)(x * 255 / (w > 1 ? w - 1 : 1) / 2 + (seed >> 26));
-        if ((seed >> 8) % 17 == 0)
-            v = (seed >> 16) & 1 ? 255 : 0;
-        img.rgb[i] = v;
-    }
-    return img;
-}
+static const struct mm_image_params P12 = {
+    .tile_size = 448, .min_tiles = 1, .max_tiles = 12, .use_thumbnail = true};
 
 START_TEST(test_candidates_python_order)
 {
     /* sorted(set(...), key=i*j) as CPython 3.11 prints it for min 1, max 12 */
-    static const int64_t want[][2] = {
-        {1, 1}, {1, 2}, {2, 1}, {3, 1}, {1, 3}, {2, 2}, {4, 1}, {1, 4}, {5, 1}, {1, 5}, {1, 6},
-        {6, 1}, {3, 2}, {2, 3}, {7, 1}, {1, 7}, {4, 2}, {2, 4}, {1, 8}, {8, 1}, {1, 9}, {3, 3},
-        {9, 1}, {2, 5}, {5, 2}, {10, 1}, {1, 10}, {11, 1}, {1, 11}, {12, 1}, {3, 4}, {4, 3},
-        {1, 12}, {6, 2}, {2, 6}};
+    static const int64_t want[][2] = {{1, 1},  {1, 2},  {2, 1}, {3, 1}, {1, 3},  {2, 2},  {4, 1},
+                                      {1, 4},  {5, 1},  {1, 5}, {1, 6}, {6, 1},  {3, 2},  {2, 3},
+                                      {7, 1},  {1, 7},  {4, 2}, {2, 4}, {1, 8},  {8, 1},  {1, 9},
+                                      {3, 3},  {9, 1},  {2, 5}, {5, 2}, {10, 1}, {1, 10}, {11, 1},
+                                      {1, 11}, {12, 1}, {3, 4}, {4, 3}, {1, 12}, {6, 2},  {2, 6}};
     struct mm_tile_grid g[64];
     const int64_t n = mm_image_grid_candidates(1, 12, g, 64);
     ck_assert_int_eq(n, (int64_t)(sizeof want / sizeof want[0]));
@@ -55,11 +39,10 @@ START_TEST(test_choose_grid)
     static const struct {
         int64_t w, h, max, cols, rows;
     } cases[] = {
-        {448, 448, 12, 1, 1},   {1, 1, 12, 1, 1},     {900, 900, 12, 2, 2}, /* tie: area wins */
-        {1400, 1400, 12, 3, 3}, {4000, 3000, 12, 4, 3}, {1, 2000, 12, 1, 12},
-        {3000, 5, 12, 12, 1},   {1000, 333, 12, 3, 1},  {37, 53, 12, 2, 3},
-        {777, 333, 24, 7, 3},   {777, 333, 6, 2, 1},    {640, 480, 12, 4, 3},
-        {2, 1, 12, 2, 1},       {777, 333, 1, 1, 1},
+        {448, 448, 12, 1, 1},   {1, 1, 12, 1, 1},       {900, 900, 12, 2, 2}, /* tie: area wins */
+        {1400, 1400, 12, 3, 3}, {4000, 3000, 12, 4, 3}, {1, 2000, 12, 1, 12}, {3000, 5, 12, 12, 1},
+        {1000, 333, 12, 3, 1},  {37, 53, 12, 2, 3},     {777, 333, 24, 7, 3}, {777, 333, 6, 2, 1},
+        {640, 480, 12, 4, 3},   {2, 1, 12, 2, 1},       {777, 333, 1, 1, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct mm_image_params p = P12;
@@ -88,8 +71,10 @@ END_TEST
 
 START_TEST(test_params_and_limits)
 {
-    struct mm_config cfg = {.force_image_size = 448, .min_dynamic_patch = 1,
-                            .max_dynamic_patch = 12, .use_thumbnail = true};
+    struct mm_config cfg = {.force_image_size = 448,
+                            .min_dynamic_patch = 1,
+                            .max_dynamic_patch = 12,
+                            .use_thumbnail = true};
     struct mm_image_params p;
     struct mm_err err;
     ck_assert_int_eq(mm_image_params_from_config(&cfg, NULL, &p, &err), MM_OK);
@@ -111,9 +96,9 @@ START_TEST(test_params_and_limits)
     ck_assert_int_eq(mm_image_request_add_tiles(&lim, &used, 7, &err), MM_OK);
     ck_assert_int_eq(used, 20);
     used = 0;
-    ck_assert_int_eq(mm_image_request_add_tiles(NULL, &used,
-                                                MM_IMAGE_DEFAULT_MAX_TILES_PER_REQUEST + 1, &err),
-                     MM_ERR_LIMIT);
+    ck_assert_int_eq(
+        mm_image_request_add_tiles(NULL, &used, MM_IMAGE_DEFAULT_MAX_TILES_PER_REQUEST + 1, &err),
+        MM_ERR_LIMIT);
 }
 END_TEST
 
@@ -163,9 +148,9 @@ END_TEST
 
 START_TEST(test_preprocess_small_tiles_extreme_aspect)
 {
-    struct mm_image img = make_image(3, 900, 99);
-    struct mm_image_params p = {.tile_size = 14, .min_tiles = 1, .max_tiles = 40,
-                                .use_thumbnail = true};
+    struct mm_image img = mm_test_image(3, 900, 99);
+    struct mm_image_params p = {
+        .tile_size = 14, .min_tiles = 1, .max_tiles = 40, .use_thumbnail = true};
     struct mm_image_tiles t;
     struct mm_err err;
     ck_assert_int_eq(mm_image_preprocess(&img, &p, &t, &err), MM_OK);
@@ -182,9 +167,9 @@ END_TEST
 /* The request path charges tiles before allocating them. */
 START_TEST(test_tiles_for_request_budget)
 {
-    struct mm_image img = make_image(3, 900, 7); /* 1 x 40 grid + thumbnail = 41 tiles */
-    const struct mm_image_params p = {.tile_size = 14, .min_tiles = 1, .max_tiles = 40,
-                                      .use_thumbnail = true};
+    struct mm_image img = mm_test_image(3, 900, 7); /* 1 x 40 grid + thumbnail = 41 tiles */
+    const struct mm_image_params p = {
+        .tile_size = 14, .min_tiles = 1, .max_tiles = 40, .use_thumbnail = true};
     const struct mm_image_limits lim = {.max_tiles_per_request = 64};
     struct mm_image_tiles t;
     struct mm_err err;

@@ -8,31 +8,15 @@
 
 #include "testutil.h"
 
-static struct mm_image make_image(int64_t w, int64_t h, uint32_t seed)
-{
-    struct mm_image img = {.width = w, .height = h, .rgb = malloc((size_t)(w * h * 3))};
-    ck_assert_ptr_nonnull(img.rgb);
-    for (int64_t i = 0; i < w * h * 3; i++) {
-        seed = seed * 1664525u + 1013904223u;
-        /* smooth part + noise + occasional hard edges, to reach the clamps */
-        const int64_t x = i / 3 % w;
-        uint8_t v = (uint8_t)(x * 255 / (w > 1 ? w - 1 : 1) / 2 + (seed >> 26));
-        if ((seed >> 8) % 17 == 0)
-            v = (seed >> 16) & 1 ? 255 : 0;
-        img.rgb[i] = v;
-    }
-    return img;
-}
-
 START_TEST(test_resize_fast_equals_plain)
 {
     static const int64_t sz[][4] = {
-        {4000, 30, 1792, 7},  {1, 1, 448, 448}, {37, 53, 896, 1344}, {1000, 333, 448, 448},
-        {2, 700, 448, 448},   {640, 480, 1792, 1344}, {17, 3, 5, 2}, {300, 300, 300, 97},
-        {301, 7, 96, 7},      {1, 2000, 448, 5376},
+        {4000, 30, 1792, 7}, {1, 1, 448, 448},       {37, 53, 896, 1344}, {1000, 333, 448, 448},
+        {2, 700, 448, 448},  {640, 480, 1792, 1344}, {17, 3, 5, 2},       {300, 300, 300, 97},
+        {301, 7, 96, 7},     {1, 2000, 448, 5376},
     };
     for (size_t i = 0; i < sizeof sz / sizeof sz[0]; i++) {
-        struct mm_image src = make_image(sz[i][0], sz[i][1], (uint32_t)i + 1);
+        struct mm_image src = mm_test_image(sz[i][0], sz[i][1], (uint32_t)i + 1);
         struct mm_image a, b;
         struct mm_err err;
         ck_assert_int_eq(mm_image_resize_with(&src, sz[i][2], sz[i][3], MM_RESIZE_PLAIN, &b, &err),
@@ -41,8 +25,8 @@ START_TEST(test_resize_fast_equals_plain)
         ck_assert_int_eq(b.height, sz[i][3]);
         const enum mm_resize_kernel fast[3] = {MM_RESIZE_BEST, MM_RESIZE_SSE2, MM_RESIZE_AVX2};
         for (int k = 0; k < 3; k++) {
-            const enum mm_status st = mm_image_resize_with(&src, sz[i][2], sz[i][3], fast[k], &a,
-                                                           &err);
+            const enum mm_status st =
+                mm_image_resize_with(&src, sz[i][2], sz[i][3], fast[k], &a, &err);
             if (st == MM_ERR_UNSUPPORTED)
                 continue; /* not on this CPU or build */
             ck_assert_int_eq(st, MM_OK);
@@ -58,7 +42,7 @@ END_TEST
 
 START_TEST(test_resize_identity_and_constant)
 {
-    struct mm_image src = make_image(31, 17, 7), out;
+    struct mm_image src = mm_test_image(31, 17, 7), out;
     struct mm_err err;
     ck_assert_int_eq(mm_image_resize(&src, 31, 17, &out, &err), MM_OK);
     ck_assert(memcmp(src.rgb, out.rgb, 31 * 17 * 3) == 0);

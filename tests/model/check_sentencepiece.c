@@ -12,83 +12,34 @@
 #include "model/tokenizer.h"
 #include "testutil.h"
 
-/* ---- a tiny protobuf writer for hand-made models ---- */
-struct buf {
-    uint8_t p[8192];
-    size_t n;
-};
-
-static void put_varint(struct buf *b, uint64_t v)
-{
-    do {
-        uint8_t c = v & 0x7f;
-        v >>= 7;
-        b->p[b->n++] = c | (v ? 0x80 : 0);
-    } while (v);
-}
-
-static void put_key(struct buf *b, uint32_t field, uint32_t wire)
-{
-    put_varint(b, (uint64_t)field << 3 | wire);
-}
-
-static void put_bytes(struct buf *b, uint32_t field, const void *s, size_t n)
-{
-    put_key(b, field, 2);
-    put_varint(b, n);
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-}
-
-static void put_msg(struct buf *b, uint32_t field, const struct buf *m)
-{
-    put_bytes(b, field, m->p, m->n);
-}
-
-static void put_piece(struct buf *b, const char *text, float score, int type)
-{
-    struct buf m = {.n = 0};
-    put_bytes(&m, 1, text, strlen(text));
-    uint32_t bits;
-    memcpy(&bits, &score, 4);
-    put_key(&m, 2, 5);
-    for (int i = 0; i < 4; i++)
-        m.p[m.n++] = (uint8_t)(bits >> (8 * i));
-    if (type) {
-        put_key(&m, 3, 0);
-        put_varint(&m, (uint64_t)type);
-    }
-    put_msg(b, 1, &m);
-}
-
 /* <unk> <s> </s> a b ab, BPE, optional extra trainer fields */
-static void minimal_model(struct buf *b, bool byte_fallback)
+static void minimal_model(struct mm_test_pb *b, bool byte_fallback)
 {
     b->n = 0;
-    put_piece(b, "<unk>", 0, MM_SP_UNKNOWN);
-    put_piece(b, "<s>", 0, MM_SP_CONTROL);
-    put_piece(b, "</s>", 0, MM_SP_CONTROL);
-    put_piece(b, "a", -1, 0);
-    put_piece(b, "b", -2, 0);
-    put_piece(b, "ab", -0.5f, 0);
-    struct buf t = {.n = 0};
-    put_key(&t, 3, 0);
-    put_varint(&t, MM_SP_BPE);
-    put_key(&t, 43, 0); /* pad_id = -1: a 10-byte varint */
-    put_varint(&t, (uint64_t)-1);
+    mm_test_pb_piece(b, "<unk>", 0, MM_SP_UNKNOWN);
+    mm_test_pb_piece(b, "<s>", 0, MM_SP_CONTROL);
+    mm_test_pb_piece(b, "</s>", 0, MM_SP_CONTROL);
+    mm_test_pb_piece(b, "a", -1, 0);
+    mm_test_pb_piece(b, "b", -2, 0);
+    mm_test_pb_piece(b, "ab", -0.5f, 0);
+    struct mm_test_pb t = {.n = 0};
+    mm_test_pb_key(&t, 3, 0);
+    mm_test_pb_varint(&t, MM_SP_BPE);
+    mm_test_pb_key(&t, 43, 0); /* pad_id = -1: a 10-byte varint */
+    mm_test_pb_varint(&t, (uint64_t)-1);
     if (byte_fallback) {
-        put_key(&t, 35, 0);
-        put_varint(&t, 1);
+        mm_test_pb_key(&t, 35, 0);
+        mm_test_pb_varint(&t, 1);
     }
-    put_msg(b, 2, &t);
-    struct buf nm = {.n = 0};
-    put_bytes(&nm, 1, "identity", 8);
-    put_key(&nm, 3, 0);
-    put_varint(&nm, 0); /* add_dummy_prefix false */
-    put_msg(b, 3, &nm);
+    mm_test_pb_msg(b, 2, &t);
+    struct mm_test_pb nm = {.n = 0};
+    mm_test_pb_bytes(&nm, 1, "identity", 8);
+    mm_test_pb_key(&nm, 3, 0);
+    mm_test_pb_varint(&nm, 0); /* add_dummy_prefix false */
+    mm_test_pb_msg(b, 3, &nm);
 }
 
-static enum mm_status parse(const struct buf *b, struct mm_sp_model *m, struct mm_err *err)
+static enum mm_status parse(const struct mm_test_pb *b, struct mm_sp_model *m, struct mm_err *err)
 {
     return mm_sp_model_parse(b->p, b->n, m, err);
 }
@@ -127,7 +78,7 @@ END_TEST
 
 START_TEST(test_minimal_model)
 {
-    struct buf b;
+    struct mm_test_pb b;
     minimal_model(&b, false);
     struct mm_sp_model m;
     struct mm_err err;
@@ -184,20 +135,20 @@ START_TEST(test_malformed)
     const uint8_t truncated_varint[] = {0x08, 0x80};
     expect_format(truncated_varint, sizeof truncated_varint, "truncated varint");
     /* a length far past the end (2^40) and one just past it */
-    struct buf b = {.n = 0};
-    put_key(&b, 1, 2);
-    put_varint(&b, (uint64_t)1 << 40);
+    struct mm_test_pb b = {.n = 0};
+    mm_test_pb_key(&b, 1, 2);
+    mm_test_pb_varint(&b, (uint64_t)1 << 40);
     expect_format(b.p, b.n, "claims");
     b.n = 0;
-    put_key(&b, 1, 2);
-    put_varint(&b, 3);
+    mm_test_pb_key(&b, 1, 2);
+    mm_test_pb_varint(&b, 3);
     b.p[b.n++] = 0x0a;
     b.p[b.n++] = 0x01;
     expect_format(b.p, b.n, "claims");
     /* an inner length past its parent's end */
     b.n = 0;
-    put_key(&b, 1, 2);
-    put_varint(&b, 2);
+    mm_test_pb_key(&b, 1, 2);
+    mm_test_pb_varint(&b, 2);
     b.p[b.n++] = 0x0a;
     b.p[b.n++] = 0x05;
     b.p[b.n++] = 'x';
@@ -217,53 +168,53 @@ END_TEST
 
 START_TEST(test_semantic_errors)
 {
-    struct buf b, t;
+    struct mm_test_pb b, t;
     /* no unk */
     b.n = 0;
-    put_piece(&b, "a", 0, 0);
+    mm_test_pb_piece(&b, "a", 0, 0);
     t.n = 0;
-    put_key(&t, 3, 0);
-    put_varint(&t, MM_SP_BPE);
-    put_msg(&b, 2, &t);
+    mm_test_pb_key(&t, 3, 0);
+    mm_test_pb_varint(&t, MM_SP_BPE);
+    mm_test_pb_msg(&b, 2, &t);
     expect_format(b.p, b.n, "no <unk>");
     /* two unks */
     b.n = 0;
-    put_piece(&b, "<unk>", 0, MM_SP_UNKNOWN);
-    put_piece(&b, "<unk2>", 0, MM_SP_UNKNOWN);
-    put_msg(&b, 2, &t);
+    mm_test_pb_piece(&b, "<unk>", 0, MM_SP_UNKNOWN);
+    mm_test_pb_piece(&b, "<unk2>", 0, MM_SP_UNKNOWN);
+    mm_test_pb_msg(&b, 2, &t);
     expect_format(b.p, b.n, "second <unk>");
     /* empty piece */
     b.n = 0;
-    put_piece(&b, "", 0, MM_SP_UNKNOWN);
-    put_msg(&b, 2, &t);
+    mm_test_pb_piece(&b, "", 0, MM_SP_UNKNOWN);
+    mm_test_pb_msg(&b, 2, &t);
     expect_format(b.p, b.n, "empty piece");
     /* byte piece without byte_fallback */
     b.n = 0;
-    put_piece(&b, "<unk>", 0, MM_SP_UNKNOWN);
-    put_piece(&b, "<0x41>", 0, MM_SP_BYTE);
-    put_msg(&b, 2, &t);
+    mm_test_pb_piece(&b, "<unk>", 0, MM_SP_UNKNOWN);
+    mm_test_pb_piece(&b, "<0x41>", 0, MM_SP_BYTE);
+    mm_test_pb_msg(&b, 2, &t);
     expect_format(b.p, b.n, "byte_fallback is false");
     /* byte_fallback with a missing / malformed byte piece */
     minimal_model(&b, true);
     expect_format(b.p, b.n, "missing");
     b.n = 0;
-    put_piece(&b, "<unk>", 0, MM_SP_UNKNOWN);
-    put_piece(&b, "<0xZZ>", 0, MM_SP_BYTE);
+    mm_test_pb_piece(&b, "<unk>", 0, MM_SP_UNKNOWN);
+    mm_test_pb_piece(&b, "<0xZZ>", 0, MM_SP_BYTE);
     t.n = 0;
-    put_key(&t, 35, 0);
-    put_varint(&t, 1);
-    put_msg(&b, 2, &t);
+    mm_test_pb_key(&t, 35, 0);
+    mm_test_pb_varint(&t, 1);
+    mm_test_pb_msg(&b, 2, &t);
     expect_format(b.p, b.n, "not <0xXX>");
     /* unknown piece type */
     b.n = 0;
-    put_piece(&b, "<unk>", 0, 9);
+    mm_test_pb_piece(&b, "<unk>", 0, 9);
     expect_format(b.p, b.n, "type 9");
     /* charsmap whose trie size does not fit */
     minimal_model(&b, false);
-    struct buf nm = {.n = 0};
+    struct mm_test_pb nm = {.n = 0};
     const uint8_t cm[8] = {0x10, 0, 0, 0, 1, 2, 3, 4};
-    put_bytes(&nm, 2, cm, sizeof cm);
-    put_msg(&b, 3, &nm);
+    mm_test_pb_bytes(&nm, 2, cm, sizeof cm);
+    mm_test_pb_msg(&b, 3, &nm);
     expect_format(b.p, b.n, "trie size");
 }
 END_TEST
@@ -271,17 +222,17 @@ END_TEST
 /* Non-BPE models parse but the tokenizer refuses them; duplicate pieces too. */
 START_TEST(test_tokenizer_refusals)
 {
-    struct buf b;
+    struct mm_test_pb b;
     minimal_model(&b, false);
-    struct buf t = {.n = 0};
-    put_key(&t, 3, 0);
-    put_varint(&t, MM_SP_UNIGRAM);
-    put_msg(&b, 2, &t); /* later field wins, as in protobuf */
+    struct mm_test_pb t = {.n = 0};
+    mm_test_pb_key(&t, 3, 0);
+    mm_test_pb_varint(&t, MM_SP_UNIGRAM);
+    mm_test_pb_msg(&b, 2, &t); /* later field wins, as in protobuf */
     struct mm_tokenizer *tok;
     struct mm_err err;
     ck_assert_int_eq(mm_tokenizer_load_memory(b.p, b.n, &tok, &err), MM_ERR_UNSUPPORTED);
     minimal_model(&b, false);
-    put_piece(&b, "ab", 0, 0);
+    mm_test_pb_piece(&b, "ab", 0, 0);
     ck_assert_int_eq(mm_tokenizer_load_memory(b.p, b.n, &tok, &err), MM_ERR_FORMAT);
     ck_assert_ptr_nonnull(strstr(err.msg, "twice"));
 }

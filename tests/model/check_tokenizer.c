@@ -248,42 +248,6 @@ START_TEST(test_added_tokens)
 END_TEST
 
 /* ---- a hand-made model with a one-rule charsmap ("A" -> "b") ---- */
-struct buf {
-    uint8_t p[4096];
-    size_t n;
-};
-
-static void put_varint(struct buf *b, uint64_t v)
-{
-    do {
-        uint8_t c = v & 0x7f;
-        v >>= 7;
-        b->p[b->n++] = c | (v ? 0x80 : 0);
-    } while (v);
-}
-
-static void put_bytes(struct buf *b, uint32_t field, const void *s, size_t n)
-{
-    put_varint(b, (uint64_t)field << 3 | 2);
-    put_varint(b, n);
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-}
-
-static void put_piece(struct buf *b, const char *text, float score, int type)
-{
-    struct buf m = {.n = 0};
-    put_bytes(&m, 1, text, strlen(text));
-    uint32_t bits;
-    memcpy(&bits, &score, 4);
-    put_varint(&m, 2 << 3 | 5);
-    for (int i = 0; i < 4; i++)
-        m.p[m.n++] = (uint8_t)(bits >> (8 * i));
-    put_varint(&m, 3 << 3);
-    put_varint(&m, (uint64_t)type);
-    put_bytes(b, 1, m.p, m.n);
-}
-
 static void le32(uint8_t *p, uint32_t v)
 {
     for (int i = 0; i < 4; i++)
@@ -291,7 +255,7 @@ static void le32(uint8_t *p, uint32_t v)
 }
 
 /* value: where rule "A"'s replacement starts in the string blob */
-static void charsmap_model(struct buf *b, uint32_t value)
+static void charsmap_model(struct mm_test_pb *b, uint32_t value)
 {
     enum { UNITS = 0x42 };
     uint8_t cm[4 + UNITS * 4 + 2] = {0};
@@ -301,27 +265,27 @@ static void charsmap_model(struct buf *b, uint32_t value)
     le32(cm + 4 + 4 * 0x41, 1u << 31 | value);          /* the leaf: offset into strings */
     memcpy(cm + 4 + UNITS * 4, "b", 2);
     b->n = 0;
-    put_piece(b, "<unk>", 0, 2);
-    put_piece(b, "<s>", 0, 3);
-    put_piece(b, "</s>", 0, 3);
-    put_piece(b, "b", -1, 1);
-    put_piece(b, "x", -2, 1);
-    put_piece(b, "bb", -0.5f, 1);
-    struct buf t = {.n = 0};
-    put_varint(&t, 3 << 3);
-    put_varint(&t, 2); /* BPE */
-    put_bytes(b, 2, t.p, t.n);
-    struct buf nm = {.n = 0};
-    put_bytes(&nm, 1, "custom", 6);
-    put_bytes(&nm, 2, cm, sizeof cm);
-    put_varint(&nm, 3 << 3);
-    put_varint(&nm, 0); /* no dummy prefix */
-    put_bytes(b, 3, nm.p, nm.n);
+    mm_test_pb_piece(b, "<unk>", 0, 2);
+    mm_test_pb_piece(b, "<s>", 0, 3);
+    mm_test_pb_piece(b, "</s>", 0, 3);
+    mm_test_pb_piece(b, "b", -1, 1);
+    mm_test_pb_piece(b, "x", -2, 1);
+    mm_test_pb_piece(b, "bb", -0.5f, 1);
+    struct mm_test_pb t = {.n = 0};
+    mm_test_pb_varint(&t, 3 << 3);
+    mm_test_pb_varint(&t, 2); /* BPE */
+    mm_test_pb_bytes(b, 2, t.p, t.n);
+    struct mm_test_pb nm = {.n = 0};
+    mm_test_pb_bytes(&nm, 1, "custom", 6);
+    mm_test_pb_bytes(&nm, 2, cm, sizeof cm);
+    mm_test_pb_varint(&nm, 3 << 3);
+    mm_test_pb_varint(&nm, 0); /* no dummy prefix */
+    mm_test_pb_bytes(b, 3, nm.p, nm.n);
 }
 
 START_TEST(test_charsmap)
 {
-    struct buf b;
+    struct mm_test_pb b;
     charsmap_model(&b, 0);
     struct mm_tokenizer *tok;
     struct mm_err err;
@@ -352,17 +316,21 @@ START_TEST(test_user_defined_special)
     static const char *const pieces[] = {
         "<unk>", "<s>", "</s>", "<|im_end|>", "a",  "<",    "|",  "i",  "m",    "_",  "e",
         "n",     "d",   ">",    "<|",         "im", "<|im", "_e", "nd", "_end", "|>", "_end|>"};
-    struct buf b = {.n = 0};
+    struct mm_test_pb b = {.n = 0};
     for (int i = 0; i < (int)(sizeof pieces / sizeof pieces[0]); i++)
-        put_piece(&b, pieces[i], i == 3 ? 0.0f : -1.0f, i == 0 ? 2 : i < 3 ? 3 : i == 3 ? 4 : 1);
-    struct buf t = {.n = 0};
-    put_varint(&t, 3 << 3);
-    put_varint(&t, 2); /* BPE */
-    put_bytes(&b, 2, t.p, t.n);
-    struct buf nm = {.n = 0};
-    put_varint(&nm, 3 << 3);
-    put_varint(&nm, 0); /* no dummy prefix */
-    put_bytes(&b, 3, nm.p, nm.n);
+        mm_test_pb_piece(&b, pieces[i], i == 3 ? 0.0f : -1.0f,
+                         i == 0   ? 2
+                         : i < 3  ? 3
+                         : i == 3 ? 4
+                                  : 1);
+    struct mm_test_pb t = {.n = 0};
+    mm_test_pb_varint(&t, 3 << 3);
+    mm_test_pb_varint(&t, 2); /* BPE */
+    mm_test_pb_bytes(&b, 2, t.p, t.n);
+    struct mm_test_pb nm = {.n = 0};
+    mm_test_pb_varint(&nm, 3 << 3);
+    mm_test_pb_varint(&nm, 0); /* no dummy prefix */
+    mm_test_pb_bytes(&b, 3, nm.p, nm.n);
     struct mm_tokenizer *tok;
     struct mm_err err;
     ck_assert_int_eq(mm_tokenizer_load_memory(b.p, b.n, &tok, &err), MM_OK);
