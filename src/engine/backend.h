@@ -12,6 +12,7 @@
 #define MM_ENGINE_BACKEND_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "base/status.h"
@@ -38,10 +39,52 @@ struct mm_span {
 
 struct mm_act; /* backend-owned activation buffer [rows, cols], backend dtype */
 
+/* Most top logprobs a request may ask for (OpenAI's bound). */
+#define MM_MAX_LOGPROBS 20
+
+/* How to choose the next token of one sequence (DESIGN.md "Sampler").
+ * Defaults that switch a feature off: temperature 0 (greedy), top_k 0,
+ * top_p 1, min_p 0, repetition_penalty 1, presence/frequency 0. */
+struct mm_sample_params {
+    float temperature;        /* <= 0: greedy */
+    int32_t top_k;            /* <= 0: off; 1 is greedy */
+    float top_p;              /* in (0, 1]; 1: off */
+    float min_p;              /* in [0, 1]; 0: off */
+    float repetition_penalty; /* > 0; 1: off */
+    float presence_penalty;   /* 0: off */
+    float frequency_penalty;  /* 0: off */
+    uint64_t seed;            /* Philox key */
+    int32_t n_logprobs;       /* top logprobs wanted, 0..MM_MAX_LOGPROBS */
+};
+
+/* One token to sample: the logits of batch row `row` of the final
+ * activations, for sequence `slot`. The random draw is a pure function of
+ * (seed, stream, counter), never of what else is in the batch: the serving
+ * layer passes stream = choice index (n > 1) and counter = index of the token
+ * in the choice's output. */
+struct mm_sample_req {
+    int64_t row;
+    int32_t slot;
+    uint32_t stream;
+    uint32_t counter;
+    struct mm_sample_params p;
+};
+
+struct mm_sample_out {
+    int32_t id;      /* the chosen token */
+    float logprob;   /* log_softmax of the raw logits at id */
+    int32_t n_top;   /* = p.n_logprobs */
+    int32_t top_ids[MM_MAX_LOGPROBS];
+    float top_logprobs[MM_MAX_LOGPROBS]; /* descending; ties: lower id first */
+};
+
 /* Sizes fixed at start-up (STYLE rule 4: no allocation in the step loop). */
 struct mm_backend_limits {
-    int32_t n_slots;     /* recurrent-state slots */
-    int64_t n_kv_blocks; /* KV blocks (0 when the model has no attention layer) */
+    int32_t n_slots;        /* recurrent-state slots */
+    int64_t n_kv_blocks[2]; /* KV blocks per stack (enum mm_stack); 0 for a stack without
+                               attention layers. Block ids are per stack; a block holds
+                               K and V of MM_KV_BLOCK tokens for every attention layer
+                               of its own stack only. */
     int64_t max_tokens;  /* rows of the largest token batch of either stack */
     int64_t max_tiles;   /* image tiles in one step */
     int64_t max_context; /* longest sequence (positions) an attention layer may see */
@@ -85,8 +128,56 @@ struct mm_backend_ops {
     /* Final norm + LM head for the given rows; writes n x vocab fp32 to host. */
     void (*logits)(void *ctx, const struct mm_act *x, const int64_t *rows, int n, float *out);
 
-    /* Zeroes a slot's recurrent state (a new sequence starts from zero). */
+    /* Samples one token for each req (final norm + LM head + the sampler):
+     * only the results cross to the host. Per request, in this order:
+     *  1. l = logits (fp32) of row req.row of x.
+     *  2. logprobs (chosen id and the top p.n_logprobs) = log_softmax(l): the
+     *     raw distribution, before penalties and temperature (vLLM's default).
+     *  3. penalties from the slot's token counts (see slot_count):
+     *     repetition r for every id seen in the prompt or the output:
+     *     l = l > 0 ? l / r : l * r; then l -= frequency * out_count +
+     *     presence * (out_count > 0).
+     *  4. greedy (temperature <= 0 or top_k == 1): the argmax of l, lowest id
+     *     on ties.
+     *  5. otherwise p = softmax(l / temperature); keep the top_k highest
+     *     (ties: lower id first), then the smallest set of highest p whose sum
+     *     reaches top_p, then those with p >= min_p * max p; renormalise; draw
+     *     u in [0, 1) from Philox4x32-10 (key = seed, counter = {counter,
+     *     stream, 0, 0}, u = (first word >> 8) * 2^-24) and choose the kept id
+     *     whose cumulative probability, summed in ascending id order, first
+     *     exceeds u * total.
+     *  6. the chosen id is counted as output in the slot's counts.
+     * The CPU backend is the reference; backends agree exactly on greedy and
+     * up to float rounding of the cumulative sums otherwise. */
+    void (*sample)(void *ctx, const struct mm_act *x, const struct mm_sample_req *reqs, int n,
+                   struct mm_sample_out *out);
+    /* Counts tokens for a slot's penalties: prompt ids (output=false) mark
+     * "seen in the prompt"; output=true adds to the output counts (a resumed
+     * sequence re-counts the tokens it had generated). */
+    void (*slot_count)(void *ctx, int32_t slot, const int32_t *ids, int64_t n, bool output);
+
+    /* Zeroes a slot's recurrent state and token counts (a new sequence starts from zero). */
     void (*slot_reset)(void *ctx, int32_t slot);
+    /* Copies slot src's recurrent state and token counts to slot dst (n > 1,
+     * prefix reuse). KV blocks are copied with kv_copy. */
+    void (*slot_copy)(void *ctx, int32_t src, int32_t dst);
+    /* Bytes of a saved slot (recurrent state and token counts, the backend's
+     * own layout and dtype); constant after load. */
+    size_t (*slot_bytes)(void *ctx);
+    /* Saves a slot into host memory of slot_bytes bytes (the caller's; pinned
+     * or not), and restores it. A restore of a save gives back exactly the
+     * same state. Synchronous: the host buffer is complete on return. */
+    void (*slot_save)(void *ctx, int32_t slot, void *host);
+    void (*slot_restore)(void *ctx, int32_t slot, const void *host);
+    /* Copies n KV blocks of one stack, src[i] -> dst[i] (copy-on-write, n > 1). */
+    void (*kv_copy)(void *ctx, enum mm_stack stack, const int32_t *src, const int32_t *dst,
+                    int64_t n);
+
+    /* The first failure of any op since the last call (a failed launch, a
+     * device fault, out of memory), naming the cause; MM_OK when all went
+     * well. Clears it. The engine calls it once per step and turns a failure
+     * into MM_ERR_BACKEND for that step. */
+    enum mm_status (*status)(void *ctx, struct mm_err *err);
     /* Copies a slot's recurrent state to host fp32: for every mamba2 layer,
      * embedding stack first, conv [C] then ssm [heads, d, d]. For tests. */
     void (*slot_read)(void *ctx, int32_t slot, float *out);

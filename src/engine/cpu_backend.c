@@ -65,8 +65,8 @@ struct cpu_ctx {
     struct mm_backend_limits lim;
     int64_t state_elems; /* per slot */
     float *state;
-    int64_t block_elems;
-    float *kv;
+    int64_t block_elems[2]; /* per stack: K and V of MM_KV_BLOCK tokens, every attention layer */
+    float *kv[2];           /* per stack: [n_kv_blocks[s], block_elems[s]] */
     /* scratch */
     float *s_u, *s_z, *s_y, *s_m, *s_patch, *s_scores;
 };
@@ -179,7 +179,7 @@ static enum mm_status cpu_load(void *vctx, const struct mm_config *cfg, const st
                 kv_off += 2 * MM_KV_BLOCK * sc->kv_heads * sc->head_dim;
             }
         }
-        c->block_elems = max64(c->block_elems, kv_off);
+        c->block_elems[s] = kv_off;
     }
     if (!ok)
         return mm_err_set(err, MM_ERR_NOMEM, "cpu backend: out of memory converting weights");
@@ -196,16 +196,20 @@ static enum mm_status cpu_load(void *vctx, const struct mm_config *cfg, const st
     const int64_t T = max64(lim->max_tokens, 1);
     const int64_t patch_in = 3 * cfg->patch_size * cfg->patch_size;
     c->state = alloc_floats(lim->n_slots, max64(c->state_elems, 1), true);
-    c->kv = lim->n_kv_blocks > 0 && c->block_elems > 0
-                ? alloc_floats(lim->n_kv_blocks, c->block_elems, true)
-                : NULL;
+    bool kv_ok = true;
+    for (int s = 0; s < 2; s++) {
+        c->kv[s] = lim->n_kv_blocks[s] > 0 && c->block_elems[s] > 0
+                       ? alloc_floats(lim->n_kv_blocks[s], c->block_elems[s], true)
+                       : NULL;
+        kv_ok = kv_ok && (c->kv[s] || lim->n_kv_blocks[s] == 0 || c->block_elems[s] == 0);
+    }
     c->s_u = alloc_floats(T, 4 * H, false);
     c->s_z = alloc_floats(T, max64(maxZ, 2 * maxF), false);
     c->s_y = alloc_floats(T, max64(maxHD, maxF), false);
     c->s_m = alloc_floats(T, max64(maxF, H), false);
     c->s_patch = alloc_floats(max64(lim->max_tiles, 1) * P * P, patch_in, false);
     c->s_scores = alloc_floats(c->n_threads, max64(lim->max_context, 1), false);
-    if (!c->state || (lim->n_kv_blocks > 0 && c->block_elems > 0 && !c->kv) || !c->s_u || !c->s_z ||
+    if (!c->state || !kv_ok || !c->s_u || !c->s_z ||
         !c->s_y || !c->s_m || !c->s_patch || !c->s_scores)
         return mm_err_set(
             err, MM_ERR_NOMEM,
@@ -227,7 +231,8 @@ static void cpu_destroy(void *vctx)
         free(a);
     }
     free(c->state);
-    free(c->kv);
+    free(c->kv[0]);
+    free(c->kv[1]);
     free(c->s_u);
     free(c->s_z);
     free(c->s_y);
@@ -446,6 +451,7 @@ struct attn_job {
     const struct mm_stack_config *sc;
     const struct cpu_layer *l;
     const struct mm_span *spans;
+    enum mm_stack stack;
 };
 
 static void attn_items(void *arg, int64_t i0, int64_t i1, int worker)
@@ -458,7 +464,8 @@ static void attn_items(void *arg, int64_t i0, int64_t i1, int worker)
     for (int64_t it = i0; it < i1; it++) {
         const struct mm_span *sp = &j->spans[it / nh];
         const int64_t h = it % nh, kvh = h / groups;
-        struct kv_view v = {j->c->kv, sp->blocks, j->c->block_elems, j->l->kv_off, kvd, kvh * d};
+        struct kv_view v = {j->c->kv[j->stack], sp->blocks, j->c->block_elems[j->stack],
+                           j->l->kv_off, kvd, kvh * d};
         for (int64_t t = 0; t < sp->n; t++) {
             /* q of head h: kv group kvh, member h % groups (packed (h gs d)) */
             const float *q =
@@ -488,7 +495,8 @@ static void cpu_attention(void *vctx, enum mm_stack stack, int layer, struct mm_
         for (int64_t t = 0; t < sp->n; t++) {
             const int64_t pos = sp->pos + t;
             float *row = c->s_z + (sp->row + t) * QKV;
-            float *kdst = c->kv + (int64_t)sp->blocks[pos / MM_KV_BLOCK] * c->block_elems +
+            float *kdst = c->kv[stack] +
+                          (int64_t)sp->blocks[pos / MM_KV_BLOCK] * c->block_elems[stack] +
                           l->kv_off + (pos % MM_KV_BLOCK) * kvd;
             float *vdst = kdst + MM_KV_BLOCK * kvd;
             for (int64_t j = 0; j < kv; j++) {
@@ -501,7 +509,7 @@ static void cpu_attention(void *vctx, enum mm_stack stack, int layer, struct mm_
         }
     }
     /* causal softmax attention per (sequence, head); heads concatenated → wo */
-    struct attn_job job = {c, sc, l, spans};
+    struct attn_job job = {c, sc, l, spans, stack};
     mm_threadpool_run(c->tp, (int64_t)n_spans * nh, 1, attn_items, &job);
     mm_cpu_matmul(c->tp, c->s_y, T, nh * d, l->wo, H, NULL, x->data, true);
 }

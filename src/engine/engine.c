@@ -19,6 +19,14 @@ void mm_engine_options_default(struct mm_engine_options *o)
     o->state_fp32 = true;
 }
 
+static bool stack_has_mha(const struct mm_stack_config *sc)
+{
+    for (int64_t i = 0; i < sc->num_layers; i++)
+        if (sc->kinds[i] == MM_LAYER_MHA)
+            return true;
+    return false;
+}
+
 int64_t mm_engine_emb_rows(const struct mm_config *cfg, int64_t n, int64_t n_tiles)
 {
     /* "post": each tile's tokens_per_tile ids stand for P² patch rows */
@@ -74,8 +82,13 @@ enum mm_status mm_engine_open(const char *dir, const struct mm_engine_options *o
     const bool has_mha = mm_config_count_layers(cfg, MM_LAYER_MHA) > 0;
     if (has_mha) {
         const int64_t per_seq = mm_kv_blocks_for(emb_context) + mm_kv_blocks_for(opt->max_context);
-        lim.n_kv_blocks = per_seq * opt->max_seqs;
-        if ((st = mm_kv_pool_create(lim.n_kv_blocks, opt->max_seqs, 2,
+        /* one pool hands out block ids for both stacks (each stack's backend
+         * storage has as many blocks; the scheduler issue splits the pools) */
+        const int64_t n_blocks = per_seq * opt->max_seqs;
+        for (int s = 0; s < 2; s++)
+            lim.n_kv_blocks[s] =
+                stack_has_mha(s == MM_STACK_EMB ? &cfg->emb : &cfg->llm) ? n_blocks : 0;
+        if ((st = mm_kv_pool_create(n_blocks, opt->max_seqs, 2,
                                     mm_kv_blocks_for(emb_context), &e->kv, err)) != MM_OK)
             goto fail;
     }
