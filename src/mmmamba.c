@@ -460,7 +460,8 @@ static int parse_gen_args(int argc, char **argv, struct gen_args *g)
         else if (strcmp(a, "--dump-prompt-ids") == 0)
             g->dump_prompt = v;
         else if (strcmp(a, "--backend") == 0)
-            ok = strcmp(v, "cpu") == 0 || strcmp(v, "cuda") == 0, g->backend = v;
+            ok = strcmp(v, "cpu") == 0 || strcmp(v, "cuda") == 0 || strcmp(v, "cuda-fp32") == 0,
+            g->backend = v;
         else if (strcmp(a, "--threads") == 0)
             ok = parse_u64(v, &g->threads) && g->threads <= 256;
         else if (strcmp(a, "--prefill-chunk") == 0)
@@ -663,7 +664,9 @@ static int cmd_generate(int argc, char **argv)
 
     struct mm_engine_options opt;
     mm_engine_options_default(&opt);
-    opt.backend = strcmp(g.backend, "cuda") == 0 ? MM_BACKEND_CUDA : MM_BACKEND_CPU;
+    opt.backend = strcmp(g.backend, "cuda") == 0        ? MM_BACKEND_CUDA
+                  : strcmp(g.backend, "cuda-fp32") == 0 ? MM_BACKEND_CUDA_FP32
+                                                        : MM_BACKEND_CPU;
     opt.n_threads = (int)g.threads;
     opt.max_seqs = 1;
     opt.state_fp32 = !g.state_bf16;
@@ -899,7 +902,7 @@ static const struct command commands[] = {
     {"inspect", "DIR", cmd_inspect},
     {"generate",
      "--model DIR --prompt-ids \"1 2 3\" [--tiles FILE --num-tiles N] [--max-tokens N] "
-     "[--backend cpu|cuda] [--print-ids] [--dump-logits FILE] [--dump-prompt-ids FILE] [--threads "
+     "[--backend cpu|cuda|cuda-fp32] [--print-ids] [--dump-logits FILE] [--dump-prompt-ids FILE] [--threads "
      "N] "
      "[--prefill-chunk N] [--state fp32|bf16]",
      cmd_generate},

@@ -7,6 +7,17 @@
 
 #include "base/log.h"
 #include "engine/cpu_backend.h"
+#include "engine/cuda_backend.h"
+
+#ifndef MM_HAVE_CUDA
+enum mm_status mm_cuda_backend_create(bool fp32, struct mm_backend *b, struct mm_err *err)
+{
+    (void)fp32;
+    (void)b;
+    return mm_err_set(err, MM_ERR_UNSUPPORTED,
+                      "this build has no CUDA backend (configure found no CUDA); use --backend cpu");
+}
+#endif
 
 void mm_engine_options_default(struct mm_engine_options *o)
 {
@@ -56,12 +67,11 @@ enum mm_status mm_engine_open(const char *dir, const struct mm_engine_options *o
         (st = mm_safetensors_open_dir(dir, &e->st, err)) != MM_OK ||
         (st = mm_weights_bind(&e->cfg, e->st, &e->w, err)) != MM_OK)
         goto fail;
-    if (opt->backend == MM_BACKEND_CUDA) {
-        st = mm_err_set(err, MM_ERR_UNSUPPORTED,
-                        "the CUDA backend is not built yet; use --backend cpu");
-        goto fail;
-    }
-    if ((st = mm_cpu_backend_create(opt->n_threads, &e->be, err)) != MM_OK)
+    if (opt->backend == MM_BACKEND_CUDA || opt->backend == MM_BACKEND_CUDA_FP32)
+        st = mm_cuda_backend_create(opt->backend == MM_BACKEND_CUDA_FP32, &e->be, err);
+    else
+        st = mm_cpu_backend_create(opt->n_threads, &e->be, err);
+    if (st != MM_OK)
         goto fail;
 
     const struct mm_config *cfg = &e->cfg;

@@ -24,6 +24,7 @@
 enum mm_backend_kind {
     MM_BACKEND_CPU = 0,
     MM_BACKEND_CUDA,
+    MM_BACKEND_CUDA_FP32, /* CUDA with fp32 weights and activations (exactness tests) */
 };
 
 struct mm_engine_options {

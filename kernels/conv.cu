@@ -1,0 +1,86 @@
+/* conv.cu: the Mamba-2 causal depthwise conv1d (kernel 2) + SiLU over a
+ * varlen token batch, with each sequence's conv state (the last pre-conv
+ * column) read from and written back to its slot. Two launches so that no
+ * thread reads a state another thread of the same launch overwrites.
+ * CPU twin: mm_cpu_conv2_silu. */
+#include "common.cuh"
+
+template <typename T, typename SF>
+__global__ void conv2_k(const T *z, int64_t ldz, int64_t T_, int64_t C, const float *w,
+                        const float *b, const struct mm_kspan *spans, const int32_t *tok_span,
+                        const SF *state, int64_t slot_elems, int64_t off, float *out)
+{
+    const int64_t n = T_ * C;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = i / C, c = i % C;
+        const struct mm_kspan sp = spans[tok_span[r]];
+        const float prev = r > sp.row ? ldf(z + (r - 1) * ldz + c)
+                                      : ldf(state + sp.slot * slot_elems + off + c);
+        const float cur = ldf(z + r * ldz + c);
+        out[r * C + c] = silu(w[2 * c] * prev + w[2 * c + 1] * cur + b[c]);
+    }
+}
+
+template <typename T, typename SF>
+__global__ void conv2_state_k(const T *z, int64_t ldz, int64_t C, const struct mm_kspan *spans,
+                              SF *state, int64_t slot_elems, int64_t off)
+{
+    const struct mm_kspan sp = spans[blockIdx.y];
+    if (sp.n <= 0)
+        return;
+    for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < C;
+         c += (int64_t)gridDim.x * blockDim.x)
+        stf(state + sp.slot * slot_elems + off + c, ldf(z + (sp.row + sp.n - 1) * ldz + c));
+}
+
+template <typename T>
+static void conv2_run(cudaStream_t s, const T *z, int64_t ldz, int64_t T_, int64_t C,
+                      const float *w, const float *b, const struct mm_kspan *spans,
+                      const int32_t *tok_span, struct mm_kstate st, float *out)
+{
+    const int64_t n = T_ * C;
+    const unsigned g = (unsigned)(n < 65536 * 256 ? mm_blocks(n, 256) : 65536);
+    if (st.f32)
+        conv2_k<<<g, 256, 0, s>>>(z, ldz, T_, C, w, b, spans, tok_span, (const float *)st.base,
+                                  st.slot_elems, st.off, out);
+    else
+        conv2_k<<<g, 256, 0, s>>>(z, ldz, T_, C, w, b, spans, tok_span, (const bf16 *)st.base,
+                                  st.slot_elems, st.off, out);
+}
+
+extern "C" cudaError_t mm_k_conv2(cudaStream_t s, bool f32, const void *z, int64_t ldz, int64_t T,
+                                  int64_t C, const float *w, const float *b,
+                                  const struct mm_kspan *spans, const int32_t *tok_span,
+                                  struct mm_kstate st, float *out)
+{
+    if (T <= 0)
+        return cudaSuccess;
+    if (f32)
+        conv2_run(s, (const float *)z, ldz, T, C, w, b, spans, tok_span, st, out);
+    else
+        conv2_run(s, (const bf16 *)z, ldz, T, C, w, b, spans, tok_span, st, out);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t mm_k_conv2_state(cudaStream_t s, bool f32, const void *z, int64_t ldz,
+                                        int64_t C, const struct mm_kspan *spans, int n_spans,
+                                        struct mm_kstate st)
+{
+    if (n_spans <= 0)
+        return cudaSuccess;
+    const dim3 g(mm_blocks(C, 256), (unsigned)n_spans);
+    if (f32 && st.f32)
+        conv2_state_k<<<g, 256, 0, s>>>((const float *)z, ldz, C, spans, (float *)st.base,
+                                        st.slot_elems, st.off);
+    else if (f32)
+        conv2_state_k<<<g, 256, 0, s>>>((const float *)z, ldz, C, spans, (bf16 *)st.base,
+                                        st.slot_elems, st.off);
+    else if (st.f32)
+        conv2_state_k<<<g, 256, 0, s>>>((const bf16 *)z, ldz, C, spans, (float *)st.base,
+                                        st.slot_elems, st.off);
+    else
+        conv2_state_k<<<g, 256, 0, s>>>((const bf16 *)z, ldz, C, spans, (bf16 *)st.base,
+                                        st.slot_elems, st.off);
+    return cudaGetLastError();
+}

@@ -1,0 +1,132 @@
+/* kernels.h: the C interface of the CUDA kernels (the .cu files of kernels/), included by
+ * the CUDA backend (src/engine/cuda_backend.c) alone.
+ *
+ * Design: each launcher enqueues on the given stream and returns the launch's
+ * cudaError_t (never synchronises). Activations and weight matrices are of
+ * one element type per backend, chosen at run time: `f32` true for float (the
+ * exact mode), false for bf16 (serving); norms' weights, biases, conv
+ * parameters, the scan's intermediates and attention partials are always
+ * float. Row-major throughout; a weight W is [out, in] as in the checkpoint.
+ * Each family's CPU twin is named in kernels/README.md. */
+#ifndef MM_KERNELS_KERNELS_H
+#define MM_KERNELS_KERNELS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#include "base/dtype.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Tokens per KV block: MM_KV_BLOCK of engine/backend.h (the backend checks they agree). */
+#define MM_K_KV_BLOCK 16
+
+/* One sequence of a varlen token batch, as the kernels see it (device copy
+ * of struct mm_span plus where its KV block table starts in the flat table). */
+struct mm_kspan {
+    int64_t row; /* first row in the batch */
+    int64_t n;   /* tokens */
+    int64_t pos; /* position of the first token */
+    int64_t blk; /* offset of its block table in the flat table (attention) */
+    int32_t slot;
+    int32_t pad;
+};
+
+/* Recurrent state of every slot: slot s, layer at element offset off:
+ * base + s * slot_elems + off, float or bf16 (state_f32). */
+struct mm_kstate {
+    void *base;
+    int64_t slot_elems;
+    int64_t off;
+    bool f32;
+};
+
+/* ---- embed.cu: conversion, gathers, vision front end ---------------------------- */
+
+/* dst[i] = (float or bf16) src[i], src of type t (F32, F16 or BF16). */
+cudaError_t mm_k_convert(cudaStream_t s, const void *src, enum mm_dtype t, void *dst, bool f32,
+                         int64_t n);
+/* x[i] = text[ids[i]] when ids[i] < Ve, else special[ids[i] - Ve]; rows of H. */
+cudaError_t mm_k_embed(cudaStream_t s, bool f32, const int32_t *ids, int64_t n, const void *text,
+                       int64_t Ve, const void *special, int64_t H, void *x);
+/* im2col of n_tiles fp32 tiles [3, S, S] into rows [n*P*P, 3*p*p] (weight order ch, ki, kj). */
+cudaError_t mm_k_im2col(cudaStream_t s, bool f32, const float *tiles, int64_t n_tiles, int64_t S,
+                        int64_t p, void *out);
+/* x[r][k] = act(x[r][k] + bias[k] + (pos ? pos[r % pos_rows][k] : 0)); act GELU (erf) if gelu. */
+cudaError_t mm_k_bias_act(cudaStream_t s, bool f32, void *x, int64_t rows, int64_t cols,
+                          const float *bias, const float *pos, int64_t pos_rows, bool gelu);
+/* 2x2 pixel shuffle of n_tiles tiles of P*P rows (in) into n*(P/2)^2 rows of 4H (out). */
+cudaError_t mm_k_shuffle_gather(cudaStream_t s, bool f32, const void *in, int64_t n_tiles,
+                                int64_t P, int64_t H, void *out);
+
+/* ---- norm.cu ---------------------------------------------------------------------- */
+
+/* out[i] = x[rows ? rows[i] : i] * rsqrt(mean(x²) + eps) * w; out of type out_f32 ? float : act. */
+cudaError_t mm_k_rmsnorm(cudaStream_t s, bool f32, const void *x, const int64_t *rows, int64_t n,
+                         int64_t H, const float *w, float eps, void *out, bool out_f32);
+/* x[i] /= max(||x[i]||, 1e-12). */
+cudaError_t mm_k_l2norm(cudaStream_t s, bool f32, void *x, int64_t n, int64_t H);
+/* out[t][h*d + k] = y * rsqrt(mean_k(y²) + 1e-5) * w[k] * silu(g), g = z[t][g_off + h*d + k]. */
+cudaError_t mm_k_gated_rmsnorm(cudaStream_t s, bool f32, const float *y, const void *z, int64_t ldz,
+                               int64_t g_off, int64_t T, int64_t nh, int64_t d, const float *w,
+                               void *out);
+/* out[t][j] = silu(h[t][j]) * h[t][F + j]. */
+cudaError_t mm_k_swiglu(cudaStream_t s, bool f32, const void *h, int64_t T, int64_t F, void *out);
+
+/* ---- conv.cu: the causal depthwise conv (kernel 2) + SiLU, varlen --------------- */
+
+/* out[t][c] = silu(w[c][0] * prev + w[c][1] * z[t][c] + b[c]), prev = z[t-1][c] inside a
+ * span and the slot's conv state at its first token. Reads state only. */
+cudaError_t mm_k_conv2(cudaStream_t s, bool f32, const void *z, int64_t ldz, int64_t T, int64_t C,
+                       const float *w, const float *b, const struct mm_kspan *spans,
+                       const int32_t *tok_span, struct mm_kstate st, float *out);
+/* state of each span's slot = z[last row of the span][0, C). After mm_k_conv2. */
+cudaError_t mm_k_conv2_state(cudaStream_t s, bool f32, const void *z, int64_t ldz, int64_t C,
+                             const struct mm_kspan *spans, int n_spans, struct mm_kstate st);
+
+/* ---- scan.cu: the Mamba-2 recurrence, varlen, state in place by slot ------------ */
+
+/* Per span and head h (kv head h / (nh / kvh)): S = slot state [d][d] (conv state of C
+ * values first, so the SSM state is at st.off + C + h*d*d); for each token
+ * dt = softplus(z[t][dt_off + h] + dt_bias[h]); S = exp(dt*A[h]) S + dt x ⊗ B;
+ * y[t][h*d + p] = Σ_n C[n] S[p][n]; x = u[t][kvh_i*d..], B = u[t][kvd + kvh_i*d..],
+ * C = u[t][2kvd + h*d..] (u: conv output, [T, C]). S written back at the end. */
+cudaError_t mm_k_ssm_scan(cudaStream_t s, const float *u, int64_t C, const void *z, bool f32,
+                          int64_t ldz, int64_t dt_off, const struct mm_kspan *spans, int n_spans,
+                          int64_t nh, int64_t kvh, int64_t d, const float *dt_bias,
+                          const float *A, struct mm_kstate st, float *y);
+
+/* ---- attention.cu: RoPE, paged KV, attention ------------------------------------- */
+
+/* Paged KV cache of one stack: block b, layer at element offset off; K rows
+ * [MM_K_KV_BLOCK][kvd] then V rows. */
+struct mm_kkv {
+    void *base;
+    int64_t block_elems;
+    int64_t off;
+    const int32_t *blocks; /* flat block tables, span i's at spans[i].blk */
+};
+
+/* RoPE (rotate-half; angle pos * inv_freq[i] in fp32, inv_freq [d/2] computed on the
+ * host as the CPU does) on the q heads and k of qkv rows [T][(nh + 2kv) d] (per kv
+ * head j: q_{gj..gj+g-1}, k_j, v_j) in place, then k and v into the cache. */
+cudaError_t mm_k_rope_kv(cudaStream_t s, bool f32, void *qkv, int64_t T, const int32_t *tok_span,
+                         const struct mm_kspan *spans, int64_t nh, int64_t kv, int64_t d,
+                         const float *inv_freq, struct mm_kkv cache);
+/* Causal attention of every q head of every row against keys [0, pos] of its sequence in
+ * the cache; keys split in n_split ranges (flash-decoding), partials in part
+ * [T * nh * n_split * (d + 2)], merged into out [T][nh*d]. */
+cudaError_t mm_k_attend(cudaStream_t s, bool f32, const void *qkv, int64_t T,
+                        const int32_t *tok_span, const struct mm_kspan *spans, int64_t nh,
+                        int64_t kv, int64_t d, struct mm_kkv cache, int n_split, float *part,
+                        void *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,1032 @@
+/* cuda_backend.c: the CUDA backend (see cuda_backend.h): the ops of
+ * backend.h on one GPU, weights resident, kernels in kernels/, GEMMs through
+ * cuBLASLt.
+ *
+ * Design: one element type per backend for weights and activations: bf16
+ * (serving) or float (the exact mode the tests compare with the CPU
+ * reference); norms, the conv, the scan and attention's softmax compute in
+ * fp32 whatever that type. Everything is enqueued on one stream and nothing
+ * synchronises inside a step except reading results (logits, samples, saved
+ * slots). Host data a kernel needs (token ids, span metadata, tiles) is
+ * staged through pinned buffers: a bump arena that is rewound only at a
+ * synchronisation point, and per-stack span metadata rebuilt when a stack's
+ * layer 0 runs (every step starts there) and reused by its other layers.
+ *
+ * Memory: per slot one contiguous block of recurrent state, the same layout
+ * as the CPU backend (every mamba2 layer: conv [C] then ssm [heads][d][d]),
+ * float or bf16 (state_fp32); KV blocks per stack in the CPU layout; scratch
+ * sized once from the limits. */
+#include "engine/cuda_backend.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+
+#include "base/checked.h"
+#include "base/dtype.h"
+#include "base/log.h"
+#include "engine/cpu_kernels.h"
+#include "kernels.h"
+
+_Static_assert(MM_K_KV_BLOCK == MM_KV_BLOCK, "kernels.h and backend.h disagree on the KV block");
+
+struct mm_act {
+    void *data; /* device, [rows, cols] of the backend's element type */
+    int64_t rows, cols;
+    struct mm_act *next;
+};
+
+struct cu_layer {
+    enum mm_layer_kind kind;
+    float *attn_norm, *ffn_norm; /* [H] */
+    void *w13, *w2;              /* [2F, H] (w1 rows then w3 rows), [H, F] */
+    /* mamba2 */
+    void *wz;                 /* [Z, H] */
+    float *conv_w, *conv_b;   /* [C, 2], [C] */
+    float *dt_bias, *A;       /* [heads]; A = -exp(A_log) */
+    float *gnorm;             /* [d] */
+    void *o_proj;             /* [H, heads*d] */
+    int64_t state_off;
+    /* mha */
+    void *wqkv, *wo;
+    int64_t kv_off;
+};
+
+/* Span metadata of one stack for the current step (device copies + staging). */
+struct cu_meta {
+    struct mm_span *last; /* host copy of the spans it was built from */
+    int n_spans;
+    int64_t T;
+    struct mm_kspan *h_spans, *d_spans; /* [n_slots] */
+    int32_t *h_tok, *d_tok;             /* [max_tokens] row -> span */
+    int32_t *h_blk, *d_blk;             /* flat block tables */
+    int64_t blk_cap;
+    cudaEvent_t copied; /* the last upload from the host buffers */
+    bool pending;
+    int64_t max_kv; /* longest sequence in keys (pos + n) */
+};
+
+struct cu_stack {
+    const struct mm_stack_config *cfg;
+    struct cu_layer layers[MM_MAX_LAYERS];
+    float *inv_freq; /* [d/2] RoPE frequencies, computed as the CPU does */
+    struct cu_meta meta;
+};
+
+/* One cached cuBLASLt plan: y[n, N] (+)= x[n, K] W[N, K]^T. */
+struct gemm_plan {
+    bool used;
+    int64_t n, N, K, ldx, ldy;
+    bool acc, y_f32;
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t a, b, c;
+    cublasLtMatmulAlgo_t algo;
+};
+#define GEMM_PLANS 512
+
+struct cu_ctx {
+    struct mm_config cfg;
+    bool f32;   /* element type: float, else bf16 */
+    size_t esz; /* its size */
+    cudaStream_t stream;
+    cublasLtHandle_t lt;
+    void *lt_ws;
+    size_t lt_ws_bytes;
+    struct gemm_plan plans[GEMM_PLANS];
+
+    struct cu_stack stacks[2];
+    void *patch_w, *sh_w1, *sh_w2, *text_emb, *special_emb, *output;
+    float *patch_b, *pos, *sh_b1, *sh_b2, *norm;
+    int64_t n_special;
+    void **allocs; /* every device allocation, for destroy */
+    int n_allocs, cap_allocs;
+    struct mm_act *acts;
+
+    struct mm_backend_limits lim;
+    int64_t state_elems; /* per slot */
+    size_t state_esz;
+    void *state;
+    int64_t block_elems[2];
+    void *kv[2];
+
+    /* scratch (device) */
+    void *s_u, *s_z, *s_m, *s_patch, *s_stage;
+    float *s_conv, *s_y, *s_part, *s_logits;
+    int64_t part_items, logit_rows, stage_bytes;
+    /* host <-> device staging arena */
+    uint8_t *h_arena, *d_arena;
+    size_t arena_cap, arena_used;
+    float *h_tmp; /* slot_read conversion buffer */
+
+    /* sticky status */
+    enum mm_status st;
+    char msg[256];
+};
+
+/* ---- errors -------------------------------------------------------------------------- */
+
+static void fail_msg(struct cu_ctx *c, const char *what, const char *why)
+{
+    if (c->st != MM_OK)
+        return;
+    c->st = MM_ERR_BACKEND;
+    snprintf(c->msg, sizeof c->msg, "cuda backend: %s: %s", what, why);
+}
+
+/* Records the first CUDA failure; true when e is a failure. */
+static bool cu_check(struct cu_ctx *c, cudaError_t e, const char *what)
+{
+    if (e == cudaSuccess)
+        return false;
+    fail_msg(c, what, cudaGetErrorName(e));
+    return true;
+}
+
+static bool lt_check(struct cu_ctx *c, cublasStatus_t s, const char *what)
+{
+    if (s == CUBLAS_STATUS_SUCCESS)
+        return false;
+    char why[64];
+    snprintf(why, sizeof why, "cuBLASLt status %d", (int)s);
+    fail_msg(c, what, why);
+    return true;
+}
+
+/* ---- device memory ------------------------------------------------------------------- */
+
+static void *dev_alloc(struct cu_ctx *c, size_t bytes)
+{
+    if (c->n_allocs == c->cap_allocs) {
+        const int ncap = c->cap_allocs ? 2 * c->cap_allocs : 512;
+        void **na = realloc(c->allocs, (size_t)ncap * sizeof *na);
+        if (!na)
+            return NULL;
+        c->allocs = na;
+        c->cap_allocs = ncap;
+    }
+    void *p = NULL;
+    if (cudaMalloc(&p, bytes ? bytes : 1) != cudaSuccess) {
+        (void)cudaGetLastError(); /* out of memory is not sticky */
+        return NULL;
+    }
+    c->allocs[c->n_allocs++] = p;
+    return p;
+}
+
+/* rows x cols elements of esz bytes, zeroed; NULL on overflow or out of memory. */
+static void *dev_array(struct cu_ctx *c, int64_t rows, int64_t cols, size_t esz)
+{
+    size_t n, bytes;
+    if (rows < 0 || cols < 0 || !mm_size_mul((size_t)rows, (size_t)cols, &n) ||
+        !mm_size_mul(n ? n : 1, esz, &bytes))
+        return NULL;
+    void *p = dev_alloc(c, bytes);
+    if (p && cudaMemset(p, 0, bytes) != cudaSuccess)
+        return NULL;
+    return p;
+}
+
+/* Copies tensor t (any float dtype) into dst as the element type (f32 or bf16). */
+static bool upload_into(struct cu_ctx *c, const struct mm_tensor *t, void *dst, bool f32)
+{
+    if (!f32 && t->dtype == MM_DTYPE_BF16)
+        return cudaMemcpy(dst, t->data, t->nbytes, cudaMemcpyHostToDevice) == cudaSuccess;
+    if (f32 && t->dtype == MM_DTYPE_F32)
+        return cudaMemcpy(dst, t->data, t->nbytes, cudaMemcpyHostToDevice) == cudaSuccess;
+    /* raw bytes to the staging buffer, converted on the device */
+    if ((int64_t)t->nbytes > c->stage_bytes) {
+        void *p = NULL;
+        if (cudaMalloc(&p, t->nbytes) != cudaSuccess)
+            return false;
+        if (c->s_stage)
+            cudaFree(c->s_stage);
+        c->s_stage = p;
+        c->stage_bytes = (int64_t)t->nbytes;
+    }
+    return cudaMemcpy(c->s_stage, t->data, t->nbytes, cudaMemcpyHostToDevice) == cudaSuccess &&
+           mm_k_convert(c->stream, c->s_stage, t->dtype, dst, f32, t->numel) == cudaSuccess &&
+           cudaStreamSynchronize(c->stream) == cudaSuccess;
+}
+
+/* A weight matrix in the backend's element type. */
+static void *up_matrix(struct cu_ctx *c, const struct mm_tensor *t)
+{
+    if (!t)
+        return NULL;
+    void *p = dev_alloc(c, (size_t)t->numel * c->esz);
+    return p && upload_into(c, t, p, c->f32) ? p : NULL;
+}
+
+/* A small vector as float (converted on the host). */
+static float *up_floats(struct cu_ctx *c, const float *h, int64_t n)
+{
+    float *p = dev_alloc(c, (size_t)n * sizeof(float));
+    if (p && cudaMemcpy(p, h, (size_t)n * sizeof(float), cudaMemcpyHostToDevice) != cudaSuccess)
+        return NULL;
+    return p;
+}
+
+static float *up_vec(struct cu_ctx *c, const struct mm_tensor *t, bool neg_exp)
+{
+    if (!t)
+        return NULL;
+    float *h = malloc((size_t)t->numel * sizeof *h);
+    if (!h)
+        return NULL;
+    mm_dtype_to_f32(t->dtype, t->data, h, t->numel);
+    if (neg_exp)
+        for (int64_t i = 0; i < t->numel; i++)
+            h[i] = -expf(h[i]); /* A_h = -exp(A_log_bias_h) */
+    float *p = up_floats(c, h, t->numel);
+    free(h);
+    return p;
+}
+
+/* ---- staging ------------------------------------------------------------------------- */
+
+/* Copies bytes of host data to the device (stream-ordered); the returned
+ * device pointer is valid for kernels enqueued after this call. NULL (and a
+ * recorded failure) when it cannot fit. */
+static void *stage(struct cu_ctx *c, const void *h, size_t bytes)
+{
+    const size_t need = (bytes + 255) & ~(size_t)255;
+    if (need > c->arena_cap) {
+        fail_msg(c, "staging", "upload larger than the staging arena");
+        return NULL;
+    }
+    if (c->arena_used + need > c->arena_cap) { /* rewind once the copies are done */
+        if (cu_check(c, cudaStreamSynchronize(c->stream), "staging sync"))
+            return NULL;
+        c->arena_used = 0;
+    }
+    uint8_t *hp = c->h_arena + c->arena_used, *dp = c->d_arena + c->arena_used;
+    c->arena_used += need;
+    memcpy(hp, h, bytes);
+    if (cu_check(c, cudaMemcpyAsync(dp, hp, bytes, cudaMemcpyHostToDevice, c->stream), "upload"))
+        return NULL;
+    return dp;
+}
+
+/* Waits for the stream; everything staged is consumed, so the arena rewinds. */
+static bool sync_stream(struct cu_ctx *c, const char *what)
+{
+    if (cu_check(c, cudaStreamSynchronize(c->stream), what))
+        return false;
+    c->arena_used = 0;
+    return true;
+}
+
+/* ---- GEMM ---------------------------------------------------------------------------- */
+
+static struct gemm_plan *plan_for(struct cu_ctx *c, int64_t n, int64_t N, int64_t K, int64_t ldx,
+                                  int64_t ldy, bool acc, bool y_f32)
+{
+    uint64_t h = (uint64_t)n * 1000003u ^ (uint64_t)N * 7919u ^ (uint64_t)K * 131u ^
+                 (uint64_t)ldx * 31u ^ (uint64_t)ldy * 17u ^ (uint64_t)acc * 3u ^ (uint64_t)y_f32;
+    struct gemm_plan *p = &c->plans[h % GEMM_PLANS];
+    if (p->used && p->n == n && p->N == N && p->K == K && p->ldx == ldx && p->ldy == ldy &&
+        p->acc == acc && p->y_f32 == y_f32)
+        return p;
+    if (p->used) { /* evict */
+        cublasLtMatmulDescDestroy(p->op);
+        cublasLtMatrixLayoutDestroy(p->a);
+        cublasLtMatrixLayoutDestroy(p->b);
+        cublasLtMatrixLayoutDestroy(p->c);
+        p->used = false;
+    }
+    const cudaDataType_t et = c->f32 ? CUDA_R_32F : CUDA_R_16BF;
+    const cudaDataType_t yt = y_f32 ? CUDA_R_32F : et;
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    if (lt_check(c, cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "gemm desc"))
+        return NULL;
+    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+    /* column-major view: y^T [N, n] = W [K, N]^T x^T [K, n] */
+    if (lt_check(c, cublasLtMatrixLayoutCreate(&p->a, et, (uint64_t)K, (uint64_t)N, K), "gemm A") ||
+        lt_check(c, cublasLtMatrixLayoutCreate(&p->b, et, (uint64_t)K, (uint64_t)n, ldx),
+                 "gemm B") ||
+        lt_check(c, cublasLtMatrixLayoutCreate(&p->c, yt, (uint64_t)N, (uint64_t)n, ldy),
+                 "gemm C"))
+        return NULL;
+    cublasLtMatmulPreference_t pref;
+    if (lt_check(c, cublasLtMatmulPreferenceCreate(&pref), "gemm preference"))
+        return NULL;
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                         &c->lt_ws_bytes, sizeof c->lt_ws_bytes);
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    const cublasStatus_t s =
+        cublasLtMatmulAlgoGetHeuristic(c->lt, p->op, p->a, p->b, p->c, p->c, pref, 1, &res, &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (lt_check(c, s, "gemm heuristic"))
+        return NULL;
+    if (found < 1) {
+        fail_msg(c, "gemm", "cuBLASLt has no algorithm for this shape");
+        return NULL;
+    }
+    p->algo = res.algo;
+    p->used = true;
+    p->n = n, p->N = N, p->K = K, p->ldx = ldx, p->ldy = ldy, p->acc = acc, p->y_f32 = y_f32;
+    return p;
+}
+
+/* y[n, N] (+)= x[n, K] . W[N, K]^T; x, W of the element type, y too unless y_f32. */
+static void gemm(struct cu_ctx *c, const void *x, int64_t ldx, int64_t n, int64_t K, const void *W,
+                 int64_t N, void *y, int64_t ldy, bool acc, bool y_f32)
+{
+    if (n <= 0 || c->st != MM_OK)
+        return;
+    struct gemm_plan *p = plan_for(c, n, N, K, ldx, ldy, acc, y_f32);
+    if (!p)
+        return;
+    const float alpha = 1.0f, beta = acc ? 1.0f : 0.0f;
+    lt_check(c,
+             cublasLtMatmul(c->lt, p->op, &alpha, W, p->a, x, p->b, &beta, y, p->c, y, p->c,
+                            &p->algo, c->lt_ws, c->lt_ws_bytes, c->stream),
+             "gemm");
+}
+
+/* ---- load ---------------------------------------------------------------------------- */
+
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+static bool load_layer(struct cu_ctx *c, const struct mm_stack_config *sc,
+                       const struct mm_layer_weights *lw, struct cu_layer *l)
+{
+    const int64_t F = sc->intermediate, H = sc->hidden;
+    l->kind = lw->kind;
+    if (!(l->attn_norm = up_vec(c, lw->attention_norm, false)) ||
+        !(l->ffn_norm = up_vec(c, lw->ffn_norm, false)) ||
+        !(l->w13 = dev_alloc(c, (size_t)(2 * F * H) * c->esz)) ||
+        !upload_into(c, lw->w1, l->w13, c->f32) ||
+        !upload_into(c, lw->w3, (char *)l->w13 + (size_t)(F * H) * c->esz, c->f32) ||
+        !(l->w2 = up_matrix(c, lw->w2)))
+        return false;
+    if (lw->kind == MM_LAYER_MHA)
+        return (l->wqkv = up_matrix(c, lw->wqkv)) && (l->wo = up_matrix(c, lw->wo));
+    return (l->wz = up_matrix(c, lw->wvkqgdt)) && (l->conv_w = up_vec(c, lw->conv_w, false)) &&
+           (l->conv_b = up_vec(c, lw->conv_b, false)) &&
+           (l->dt_bias = up_vec(c, lw->dt_bias, false)) && (l->A = up_vec(c, lw->A_log, true)) &&
+           (l->gnorm = up_vec(c, lw->gnorm, false)) && (l->o_proj = up_matrix(c, lw->o_proj));
+}
+
+/* Position embedding [P*P, H] as float: the stored grid without slot 0,
+ * bicubic-resized on the host by the CPU twin when it is not P x P. */
+static bool load_pos(struct cu_ctx *c, const struct mm_weights *w)
+{
+    const int64_t H = c->cfg.llm.hidden, P = c->cfg.patches_per_side;
+    float *grid = malloc((size_t)w->pos_emb->numel * sizeof *grid);
+    float *resized = malloc((size_t)(P * P * H) * sizeof *resized);
+    bool ok = grid && resized;
+    if (ok) {
+        mm_dtype_to_f32(w->pos_emb->dtype, w->pos_emb->data, grid, w->pos_emb->numel);
+        if (w->pos_grid == P)
+            memcpy(resized, grid + H, (size_t)(P * P * H) * sizeof *resized);
+        else
+            mm_cpu_bicubic_grid(grid + H, w->pos_grid, H, P, resized);
+        ok = (c->pos = up_floats(c, resized, P * P * H)) != NULL;
+    }
+    free(grid);
+    free(resized);
+    return ok;
+}
+
+static bool alloc_meta(struct cu_ctx *c, struct cu_meta *m, int64_t blk_cap)
+{
+    const int64_t T = max64(c->lim.max_tokens, 1), S = c->lim.n_slots;
+    m->blk_cap = blk_cap;
+    m->last = calloc((size_t)S, sizeof *m->last);
+    return m->last && cudaMallocHost((void **)&m->h_spans, (size_t)S * sizeof *m->h_spans) == 0 &&
+           cudaMallocHost((void **)&m->h_tok, (size_t)T * sizeof *m->h_tok) == 0 &&
+           cudaMallocHost((void **)&m->h_blk, (size_t)max64(blk_cap, 1) * sizeof *m->h_blk) == 0 &&
+           (m->d_spans = dev_array(c, S, 1, sizeof *m->d_spans)) &&
+           (m->d_tok = dev_array(c, T, 1, sizeof *m->d_tok)) &&
+           (m->d_blk = dev_array(c, max64(blk_cap, 1), 1, sizeof *m->d_blk)) &&
+           cudaEventCreateWithFlags(&m->copied, cudaEventDisableTiming) == 0;
+}
+
+static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const struct mm_weights *w,
+                              const struct mm_backend_limits *lim, struct mm_err *err)
+{
+    struct cu_ctx *c = vctx;
+    c->cfg = *cfg;
+    c->lim = *lim;
+    c->stacks[MM_STACK_EMB].cfg = &c->cfg.emb;
+    c->stacks[MM_STACK_LLM].cfg = &c->cfg.llm;
+    const int64_t H = cfg->llm.hidden, P = cfg->patches_per_side;
+    size_t free0 = 0, total = 0;
+    cudaMemGetInfo(&free0, &total);
+    bool ok = (c->patch_w = up_matrix(c, w->patch_w)) &&
+              (c->patch_b = up_vec(c, w->patch_b, false)) &&
+              (c->sh_w1 = up_matrix(c, w->shuffle_w1)) &&
+              (c->sh_b1 = up_vec(c, w->shuffle_b1, false)) &&
+              (c->sh_w2 = up_matrix(c, w->shuffle_w2)) &&
+              (c->sh_b2 = up_vec(c, w->shuffle_b2, false)) &&
+              (c->text_emb = up_matrix(c, w->text_emb)) && (c->norm = up_vec(c, w->norm, false)) &&
+              (c->output = up_matrix(c, w->output)) && load_pos(c, w);
+    if (ok && w->special_emb) {
+        ok = (c->special_emb = up_matrix(c, w->special_emb)) != NULL;
+        c->n_special = w->special_emb->shape[0];
+    }
+    c->state_esz = lim->state_fp32 ? sizeof(float) : 2;
+    for (int s = 0; ok && s < 2; s++) {
+        const struct mm_stack_config *sc = s == MM_STACK_EMB ? &cfg->emb : &cfg->llm;
+        const struct mm_layer_weights *lws = s == MM_STACK_EMB ? w->emb_layers : w->llm_layers;
+        int64_t kv_off = 0;
+        for (int64_t i = 0; ok && i < sc->num_layers; i++) {
+            struct cu_layer *l = &c->stacks[s].layers[i];
+            ok = load_layer(c, sc, &lws[i], l);
+            if (l->kind == MM_LAYER_MAMBA2) {
+                const int64_t C = 2 * sc->kv_heads * sc->head_dim + sc->heads * sc->head_dim;
+                l->state_off = c->state_elems;
+                c->state_elems += C + sc->heads * sc->head_dim * sc->head_dim;
+            } else {
+                l->kv_off = kv_off;
+                kv_off += 2 * MM_KV_BLOCK * sc->kv_heads * sc->head_dim;
+            }
+        }
+        c->block_elems[s] = kv_off;
+        /* RoPE frequencies exactly as mm_cpu_rope computes them */
+        const int64_t half = sc->head_dim / 2;
+        float *f = malloc((size_t)max64(half, 1) * sizeof *f);
+        ok = ok && f;
+        for (int64_t i = 0; ok && i < half; i++)
+            f[i] = 1.0f / powf((float)sc->rope_theta, (float)(2 * i) / (float)sc->head_dim);
+        ok = ok && (c->stacks[s].inv_freq = up_floats(c, f, max64(half, 1)));
+        free(f);
+    }
+    if (!ok)
+        return mm_err_set(err, MM_ERR_NOMEM,
+                          "cuda backend: cannot upload the weights (GPU out of memory?)");
+    size_t free1 = 0;
+    cudaMemGetInfo(&free1, &total);
+
+    /* states, KV, scratch and staging, sized once */
+    int64_t maxZ = 0, maxC = 0, maxHD = 0, maxF = 0, maxNH = 1, maxD = 1;
+    for (int s = 0; s < 2; s++) {
+        const struct mm_stack_config *sc = s == MM_STACK_EMB ? &cfg->emb : &cfg->llm;
+        const int64_t hd = sc->heads * sc->head_dim, kvd = sc->kv_heads * sc->head_dim;
+        maxC = max64(maxC, 2 * kvd + hd);
+        maxZ = max64(maxZ, max64(2 * kvd + 2 * hd + sc->heads, hd + 2 * kvd));
+        maxHD = max64(maxHD, hd);
+        maxF = max64(maxF, sc->intermediate);
+        maxNH = max64(maxNH, sc->heads);
+        maxD = max64(maxD, sc->head_dim);
+    }
+    const int64_t T = max64(lim->max_tokens, 1), tiles = max64(lim->max_tiles, 1);
+    const int64_t patch_in = 3 * cfg->patch_size * cfg->patch_size;
+    c->state = dev_array(c, lim->n_slots, max64(c->state_elems, 1), c->state_esz);
+    bool kv_ok = true;
+    for (int s = 0; s < 2; s++) {
+        c->kv[s] = lim->n_kv_blocks[s] > 0 && c->block_elems[s] > 0
+                       ? dev_array(c, lim->n_kv_blocks[s], c->block_elems[s], c->esz)
+                       : NULL;
+        kv_ok = kv_ok && (c->kv[s] || lim->n_kv_blocks[s] == 0 || c->block_elems[s] == 0);
+    }
+    c->part_items = max64(T * maxNH, 65536);
+    c->logit_rows = lim->n_slots < 256 ? lim->n_slots : 256;
+    c->s_u = dev_array(c, T, 4 * H, c->esz);
+    c->s_z = dev_array(c, T, max64(maxZ, max64(2 * maxF, H)), c->esz);
+    c->s_m = dev_array(c, T, max64(maxF, max64(maxHD, H)), c->esz);
+    c->s_patch = dev_array(c, tiles * P * P, patch_in, c->esz);
+    c->s_conv = dev_array(c, T, maxC, sizeof(float));
+    c->s_y = dev_array(c, T, maxHD, sizeof(float));
+    c->s_part = dev_array(c, c->part_items, maxD + 2, sizeof(float));
+    c->s_logits = dev_array(c, max64(c->logit_rows, 1), cfg->vocab_size, sizeof(float));
+    const size_t tile_bytes =
+        (size_t)tiles * 3 * (size_t)(cfg->force_image_size * cfg->force_image_size) * sizeof(float);
+    c->arena_cap = tile_bytes + (size_t)T * 16 + ((size_t)1 << 20);
+    c->d_arena = dev_alloc(c, c->arena_cap);
+    c->h_tmp = malloc((size_t)max64(c->state_elems, 1) * sizeof(float));
+    ok = c->state && kv_ok && c->s_u && c->s_z && c->s_m && c->s_patch && c->s_conv && c->s_y &&
+         c->s_part && c->s_logits && c->d_arena && c->h_tmp &&
+         cudaMallocHost((void **)&c->h_arena, c->arena_cap) == cudaSuccess;
+    for (int s = 0; ok && s < 2; s++) {
+        const int64_t bpt = (lim->max_context + MM_KV_BLOCK - 1) / MM_KV_BLOCK;
+        ok = alloc_meta(c, &c->stacks[s].meta, lim->n_kv_blocks[s] > 0 ? bpt * lim->n_slots : 0);
+    }
+    if (!ok) {
+        (void)cudaGetLastError();
+        return mm_err_set(err, MM_ERR_NOMEM,
+                          "cuda backend: cannot allocate state/KV/scratch for %d slots, %lld+%lld "
+                          "KV blocks, %lld tokens (GPU out of memory: lower the limits)",
+                          lim->n_slots, (long long)lim->n_kv_blocks[0],
+                          (long long)lim->n_kv_blocks[1], (long long)lim->max_tokens);
+    }
+    size_t free2 = 0;
+    cudaMemGetInfo(&free2, &total);
+    MM_INFO("cuda backend: %s, weights %.2f GB, state %.1f MB/slot x %d slots (%s), KV %lld+%lld "
+            "blocks, scratch+state %.2f GB; %.1f GB of %.1f GB free",
+            c->f32 ? "fp32" : "bf16", (double)(free0 - free1) / 1e9,
+            (double)c->state_elems * (double)c->state_esz / 1e6, lim->n_slots,
+            lim->state_fp32 ? "fp32" : "bf16", (long long)lim->n_kv_blocks[0],
+            (long long)lim->n_kv_blocks[1], (double)(free1 - free2) / 1e9, (double)free2 / 1e9,
+            (double)total / 1e9);
+    return cu_check(c, cudaDeviceSynchronize(), "load")
+               ? mm_err_set(err, MM_ERR_BACKEND, "%s", c->msg)
+               : MM_OK;
+}
+
+static void cu_destroy(void *vctx)
+{
+    struct cu_ctx *c = vctx;
+    if (!c)
+        return;
+    if (c->stream)
+        cudaStreamSynchronize(c->stream);
+    for (int i = 0; i < GEMM_PLANS; i++)
+        if (c->plans[i].used) {
+            cublasLtMatmulDescDestroy(c->plans[i].op);
+            cublasLtMatrixLayoutDestroy(c->plans[i].a);
+            cublasLtMatrixLayoutDestroy(c->plans[i].b);
+            cublasLtMatrixLayoutDestroy(c->plans[i].c);
+        }
+    for (int s = 0; s < 2; s++) {
+        struct cu_meta *m = &c->stacks[s].meta;
+        free(m->last);
+        cudaFreeHost(m->h_spans);
+        cudaFreeHost(m->h_tok);
+        cudaFreeHost(m->h_blk);
+        if (m->copied)
+            cudaEventDestroy(m->copied);
+    }
+    for (struct mm_act *a = c->acts, *n; a; a = n) {
+        n = a->next;
+        free(a);
+    }
+    for (int i = 0; i < c->n_allocs; i++)
+        cudaFree(c->allocs[i]);
+    free(c->allocs);
+    if (c->s_stage)
+        cudaFree(c->s_stage);
+    cudaFreeHost(c->h_arena);
+    free(c->h_tmp);
+    if (c->lt)
+        cublasLtDestroy(c->lt);
+    if (c->stream)
+        cudaStreamDestroy(c->stream);
+    free(c);
+}
+
+static struct mm_act *cu_act_alloc(void *vctx, int64_t rows, int64_t cols)
+{
+    struct cu_ctx *c = vctx;
+    struct mm_act *a = calloc(1, sizeof *a);
+    if (!a)
+        return NULL;
+    a->data = dev_array(c, rows, cols, c->esz);
+    if (!a->data) {
+        free(a);
+        return NULL;
+    }
+    a->rows = rows;
+    a->cols = cols;
+    a->next = c->acts;
+    c->acts = a;
+    return a;
+}
+
+static void *row_ptr(const struct cu_ctx *c, const struct mm_act *a, int64_t row)
+{
+    return (char *)a->data + (size_t)(row * a->cols) * c->esz;
+}
+
+/* ---- span metadata ---------------------------------------------------------------------- */
+
+/* The device metadata of a stack's spans, rebuilt when layer 0 runs or the
+ * spans differ from the last ones; NULL (failure recorded) on bad spans. */
+static struct cu_meta *meta_for(struct cu_ctx *c, enum mm_stack stack, int layer,
+                                const struct mm_span *spans, int n_spans)
+{
+    struct cu_meta *m = &c->stacks[stack].meta;
+    if (layer != 0 && n_spans == m->n_spans &&
+        memcmp(spans, m->last, (size_t)n_spans * sizeof *spans) == 0)
+        return m;
+    if (n_spans < 1 || n_spans > c->lim.n_slots) {
+        fail_msg(c, "spans", "span count out of range");
+        return NULL;
+    }
+    if (m->pending && cu_check(c, cudaEventSynchronize(m->copied), "metadata"))
+        return NULL;
+    int64_t row = 0, nblk = 0, max_kv = 0;
+    for (int s = 0; s < n_spans; s++) {
+        const struct mm_span *sp = &spans[s];
+        if (sp->row != row || sp->n < 0 || row + sp->n > c->lim.max_tokens || sp->slot < 0 ||
+            sp->slot >= c->lim.n_slots) {
+            fail_msg(c, "spans", "spans must be contiguous from row 0, within the limits");
+            return NULL;
+        }
+        const int64_t nb = (sp->pos + sp->n + MM_KV_BLOCK - 1) / MM_KV_BLOCK;
+        m->h_spans[s] = (struct mm_kspan){sp->row, sp->n, sp->pos, nblk, sp->slot, 0};
+        for (int64_t t = 0; t < sp->n; t++)
+            m->h_tok[row + t] = s;
+        if (sp->blocks && m->blk_cap > 0) {
+            if (nblk + nb > m->blk_cap) {
+                fail_msg(c, "spans", "block tables exceed their buffer");
+                return NULL;
+            }
+            memcpy(m->h_blk + nblk, sp->blocks, (size_t)nb * sizeof(int32_t));
+            nblk += nb;
+        }
+        max_kv = max64(max_kv, sp->pos + sp->n);
+        row += sp->n;
+    }
+    cudaStream_t st = c->stream;
+    if (cu_check(c,
+                 cudaMemcpyAsync(m->d_spans, m->h_spans, (size_t)n_spans * sizeof *m->h_spans,
+                                 cudaMemcpyHostToDevice, st),
+                 "metadata") ||
+        (row > 0 && cu_check(c,
+                             cudaMemcpyAsync(m->d_tok, m->h_tok, (size_t)row * sizeof *m->h_tok,
+                                             cudaMemcpyHostToDevice, st),
+                             "metadata")) ||
+        (nblk > 0 && cu_check(c,
+                              cudaMemcpyAsync(m->d_blk, m->h_blk, (size_t)nblk * sizeof *m->h_blk,
+                                              cudaMemcpyHostToDevice, st),
+                              "metadata")) ||
+        cu_check(c, cudaEventRecord(m->copied, st), "metadata"))
+        return NULL;
+    m->pending = true;
+    memcpy(m->last, spans, (size_t)n_spans * sizeof *spans);
+    m->n_spans = n_spans;
+    m->T = row;
+    m->max_kv = max_kv;
+    return m;
+}
+
+/* ---- front end ------------------------------------------------------------------------ */
+
+static void cu_embed_tokens(void *vctx, const int32_t *ids, int64_t n, struct mm_act *x,
+                            int64_t row0)
+{
+    struct cu_ctx *c = vctx;
+    if (n <= 0 || c->st != MM_OK)
+        return;
+    const int32_t *d_ids = stage(c, ids, (size_t)n * sizeof *ids);
+    if (d_ids)
+        cu_check(c,
+                 mm_k_embed(c->stream, c->f32, d_ids, n, c->text_emb, c->cfg.llm_vocab_size,
+                            c->special_emb, c->cfg.llm.hidden, row_ptr(c, x, row0)),
+                 "embed");
+}
+
+static void cu_vision_embed(void *vctx, const float *tiles, int64_t n_tiles, struct mm_act *out)
+{
+    struct cu_ctx *c = vctx;
+    if (n_tiles <= 0 || c->st != MM_OK)
+        return;
+    const int64_t H = c->cfg.llm.hidden, p = c->cfg.patch_size, P = c->cfg.patches_per_side;
+    const int64_t S = c->cfg.force_image_size, K = 3 * p * p, rows = n_tiles * P * P;
+    const float *d_tiles = stage(c, tiles, (size_t)(n_tiles * 3 * S * S) * sizeof(float));
+    if (!d_tiles || cu_check(c, mm_k_im2col(c->stream, c->f32, d_tiles, n_tiles, S, p, c->s_patch),
+                             "im2col"))
+        return;
+    /* Conv2d(k=p, stride=p) as a GEMM, then + bias + position embedding */
+    gemm(c, c->s_patch, K, rows, K, c->patch_w, H, out->data, H, false, false);
+    cu_check(c, mm_k_bias_act(c->stream, c->f32, out->data, rows, H, c->patch_b, c->pos, P * P, false),
+             "patch bias");
+}
+
+static void cu_pixel_shuffle(void *vctx, const struct mm_act *in, int64_t in_row0, int64_t n_tiles,
+                             struct mm_act *out, int64_t out_row0)
+{
+    struct cu_ctx *c = vctx;
+    if (n_tiles <= 0 || c->st != MM_OK)
+        return;
+    const int64_t H = c->cfg.llm.hidden, P = c->cfg.patches_per_side;
+    const int64_t n_out = n_tiles * (P / 2) * (P / 2);
+    if (cu_check(c,
+                 mm_k_shuffle_gather(c->stream, c->f32, row_ptr(c, in, in_row0), n_tiles, P, H,
+                                     c->s_u),
+                 "pixel shuffle"))
+        return;
+    /* Linear(4H -> H) -> GELU (erf) -> Linear(H -> H) */
+    gemm(c, c->s_u, 4 * H, n_out, 4 * H, c->sh_w1, H, c->s_m, H, false, false);
+    cu_check(c, mm_k_bias_act(c->stream, c->f32, c->s_m, n_out, H, c->sh_b1, NULL, 1, true),
+             "shuffle gelu");
+    void *dst = row_ptr(c, out, out_row0);
+    gemm(c, c->s_m, H, n_out, H, c->sh_w2, H, dst, H, false, false);
+    cu_check(c, mm_k_bias_act(c->stream, c->f32, dst, n_out, H, c->sh_b2, NULL, 1, false),
+             "shuffle bias");
+}
+
+static void cu_copy_rows(void *vctx, const struct mm_act *src, int64_t src_row, struct mm_act *dst,
+                         int64_t dst_row, int64_t n)
+{
+    struct cu_ctx *c = vctx;
+    if (n <= 0 || c->st != MM_OK)
+        return;
+    const size_t bytes = (size_t)(n * src->cols) * c->esz;
+    const void *s = row_ptr(c, src, src_row);
+    void *d = row_ptr(c, dst, dst_row);
+    const bool overlap = src == dst && (char *)s < (char *)d + bytes && (char *)d < (char *)s + bytes;
+    if (overlap) { /* memmove through scratch */
+        if (!cu_check(c, cudaMemcpyAsync(c->s_z, s, bytes, cudaMemcpyDeviceToDevice, c->stream),
+                      "copy rows"))
+            cu_check(c, cudaMemcpyAsync(d, c->s_z, bytes, cudaMemcpyDeviceToDevice, c->stream),
+                     "copy rows");
+        return;
+    }
+    cu_check(c, cudaMemcpyAsync(d, s, bytes, cudaMemcpyDeviceToDevice, c->stream), "copy rows");
+}
+
+static void cu_l2_normalize(void *vctx, struct mm_act *x, int64_t n)
+{
+    struct cu_ctx *c = vctx;
+    if (c->st == MM_OK)
+        cu_check(c, mm_k_l2norm(c->stream, c->f32, x->data, n, x->cols), "l2 normalize");
+}
+
+/* ---- mixers and MLP ------------------------------------------------------------------ */
+
+static void cu_mamba2(void *vctx, enum mm_stack stack, int layer, struct mm_act *x,
+                      const struct mm_span *spans, int n_spans)
+{
+    struct cu_ctx *c = vctx;
+    if (c->st != MM_OK)
+        return;
+    const struct mm_stack_config *sc = c->stacks[stack].cfg;
+    const struct cu_layer *l = &c->stacks[stack].layers[layer];
+    const int64_t H = sc->hidden, d = sc->head_dim, nh = sc->heads, kvh = sc->kv_heads;
+    const int64_t C = 2 * kvh * d + nh * d, Z = C + nh * d + nh;
+    const struct cu_meta *m = meta_for(c, stack, layer, spans, n_spans);
+    if (!m || m->T == 0)
+        return;
+    const int64_t T = m->T;
+    const struct mm_kstate st = {c->state, c->state_elems, l->state_off, c->lim.state_fp32};
+    cudaStream_t s = c->stream;
+    /* u = RMSNorm(x); z = u W^T = [vkq | g | dt] */
+    if (cu_check(c,
+                 mm_k_rmsnorm(s, c->f32, x->data, NULL, T, H, l->attn_norm,
+                              (float)sc->rms_norm_eps, c->s_u, false),
+                 "rmsnorm"))
+        return;
+    gemm(c, c->s_u, H, T, H, l->wz, Z, c->s_z, Z, false, false);
+    /* causal conv + SiLU (state read, then written), scan, gated norm */
+    if (c->st != MM_OK ||
+        cu_check(c,
+                 mm_k_conv2(s, c->f32, c->s_z, Z, T, C, l->conv_w, l->conv_b, m->d_spans, m->d_tok,
+                            st, c->s_conv),
+                 "conv") ||
+        cu_check(c, mm_k_conv2_state(s, c->f32, c->s_z, Z, C, m->d_spans, n_spans, st),
+                 "conv state") ||
+        cu_check(c,
+                 mm_k_ssm_scan(s, c->s_conv, C, c->s_z, c->f32, Z, C + nh * d, m->d_spans, n_spans,
+                               nh, kvh, d, l->dt_bias, l->A, st, c->s_y),
+                 "scan") ||
+        cu_check(c,
+                 mm_k_gated_rmsnorm(s, c->f32, c->s_y, c->s_z, Z, C, T, nh, d, l->gnorm, c->s_m),
+                 "gated rmsnorm"))
+        return;
+    /* x += o_proj(y) */
+    gemm(c, c->s_m, nh * d, T, nh * d, l->o_proj, H, x->data, H, true, false);
+}
+
+static void cu_attention(void *vctx, enum mm_stack stack, int layer, struct mm_act *x,
+                         const struct mm_span *spans, int n_spans)
+{
+    struct cu_ctx *c = vctx;
+    if (c->st != MM_OK)
+        return;
+    const struct mm_stack_config *sc = c->stacks[stack].cfg;
+    const struct cu_layer *l = &c->stacks[stack].layers[layer];
+    const int64_t H = sc->hidden, d = sc->head_dim, nh = sc->heads, kv = sc->kv_heads;
+    const int64_t QKV = (nh + 2 * kv) * d;
+    const struct cu_meta *m = meta_for(c, stack, layer, spans, n_spans);
+    if (!m || m->T == 0)
+        return;
+    if (!c->kv[stack]) {
+        fail_msg(c, "attention", "no KV blocks for this stack");
+        return;
+    }
+    const int64_t T = m->T;
+    cudaStream_t s = c->stream;
+    const struct mm_kkv cache = {c->kv[stack], c->block_elems[stack], l->kv_off, m->d_blk};
+    if (cu_check(c,
+                 mm_k_rmsnorm(s, c->f32, x->data, NULL, T, H, l->attn_norm,
+                              (float)sc->rms_norm_eps, c->s_u, false),
+                 "rmsnorm"))
+        return;
+    gemm(c, c->s_u, H, T, H, l->wqkv, QKV, c->s_z, QKV, false, false);
+    /* split the keys so that about 8 warps per SM have work (flash-decoding) */
+    int64_t split = (132 * 8 + T * nh - 1) / (T * nh);
+    split = split < (m->max_kv + 255) / 256 ? split : (m->max_kv + 255) / 256;
+    if (split * T * nh > c->part_items)
+        split = c->part_items / (T * nh);
+    if (split < 1)
+        split = 1;
+    if (c->st != MM_OK ||
+        cu_check(c,
+                 mm_k_rope_kv(s, c->f32, c->s_z, T, m->d_tok, m->d_spans, nh, kv, d,
+                              c->stacks[stack].inv_freq, cache),
+                 "rope") ||
+        cu_check(c,
+                 mm_k_attend(s, c->f32, c->s_z, T, m->d_tok, m->d_spans, nh, kv, d, cache,
+                             (int)split, c->s_part, c->s_m),
+                 "attention"))
+        return;
+    gemm(c, c->s_m, nh * d, T, nh * d, l->wo, H, x->data, H, true, false);
+}
+
+static void cu_mlp(void *vctx, enum mm_stack stack, int layer, struct mm_act *x, int64_t n)
+{
+    struct cu_ctx *c = vctx;
+    if (c->st != MM_OK || n <= 0)
+        return;
+    const struct mm_stack_config *sc = c->stacks[stack].cfg;
+    const struct cu_layer *l = &c->stacks[stack].layers[layer];
+    const int64_t H = sc->hidden, F = sc->intermediate;
+    /* x += w2( SiLU(w1 u) * (w3 u) ), u = RMSNorm(x) */
+    if (cu_check(c,
+                 mm_k_rmsnorm(c->stream, c->f32, x->data, NULL, n, H, l->ffn_norm,
+                              (float)sc->rms_norm_eps, c->s_u, false),
+                 "rmsnorm"))
+        return;
+    gemm(c, c->s_u, H, n, H, l->w13, 2 * F, c->s_z, 2 * F, false, false);
+    if (c->st != MM_OK || cu_check(c, mm_k_swiglu(c->stream, c->f32, c->s_z, n, F, c->s_m), "swiglu"))
+        return;
+    gemm(c, c->s_m, F, n, F, l->w2, H, x->data, H, true, false);
+}
+
+/* ---- head ------------------------------------------------------------------------------ */
+
+static void cu_logits(void *vctx, const struct mm_act *x, const int64_t *rows, int n, float *out)
+{
+    struct cu_ctx *c = vctx;
+    const int64_t H = c->cfg.llm.hidden, V = c->cfg.vocab_size;
+    for (int i0 = 0; i0 < n && c->st == MM_OK; i0 += (int)c->logit_rows) {
+        const int k = n - i0 < c->logit_rows ? n - i0 : (int)c->logit_rows;
+        const int64_t *d_rows = stage(c, rows + i0, (size_t)k * sizeof *rows);
+        if (!d_rows ||
+            cu_check(c,
+                     mm_k_rmsnorm(c->stream, c->f32, x->data, d_rows, k, H, c->norm,
+                                  (float)c->cfg.llm.rms_norm_eps, c->s_u, false),
+                     "final norm"))
+            return;
+        gemm(c, c->s_u, H, k, H, c->output, V, c->s_logits, V, false, true);
+        if (c->st != MM_OK ||
+            cu_check(c,
+                     cudaMemcpyAsync(out + (int64_t)i0 * V, c->s_logits,
+                                     (size_t)(k * V) * sizeof(float), cudaMemcpyDeviceToHost,
+                                     c->stream),
+                     "logits"))
+            return;
+        sync_stream(c, "logits");
+    }
+}
+
+/* ---- slots ----------------------------------------------------------------------------- */
+
+static size_t slot_state_bytes(const struct cu_ctx *c)
+{
+    return (size_t)c->state_elems * c->state_esz;
+}
+
+static void *slot_ptr(const struct cu_ctx *c, int32_t slot)
+{
+    return (char *)c->state + (size_t)slot * slot_state_bytes(c);
+}
+
+static void cu_slot_reset(void *vctx, int32_t slot)
+{
+    struct cu_ctx *c = vctx;
+    cu_check(c, cudaMemsetAsync(slot_ptr(c, slot), 0, slot_state_bytes(c), c->stream),
+             "slot reset");
+}
+
+static void cu_slot_copy(void *vctx, int32_t src, int32_t dst)
+{
+    struct cu_ctx *c = vctx;
+    if (src != dst)
+        cu_check(c,
+                 cudaMemcpyAsync(slot_ptr(c, dst), slot_ptr(c, src), slot_state_bytes(c),
+                                 cudaMemcpyDeviceToDevice, c->stream),
+                 "slot copy");
+}
+
+static size_t cu_slot_bytes(void *vctx) { return slot_state_bytes(vctx); }
+
+static void cu_slot_save(void *vctx, int32_t slot, void *host)
+{
+    struct cu_ctx *c = vctx;
+    if (!cu_check(c,
+                  cudaMemcpyAsync(host, slot_ptr(c, slot), slot_state_bytes(c),
+                                  cudaMemcpyDeviceToHost, c->stream),
+                  "slot save"))
+        sync_stream(c, "slot save");
+}
+
+static void cu_slot_restore(void *vctx, int32_t slot, const void *host)
+{
+    struct cu_ctx *c = vctx;
+    if (!cu_check(c,
+                  cudaMemcpyAsync(slot_ptr(c, slot), host, slot_state_bytes(c),
+                                  cudaMemcpyHostToDevice, c->stream),
+                  "slot restore"))
+        sync_stream(c, "slot restore"); /* the host buffer is the caller's after return */
+}
+
+static void cu_kv_copy(void *vctx, enum mm_stack stack, const int32_t *src, const int32_t *dst,
+                       int64_t n)
+{
+    struct cu_ctx *c = vctx;
+    if (!c->kv[stack] || n <= 0)
+        return;
+    const size_t bytes = (size_t)c->block_elems[stack] * c->esz;
+    for (int64_t i = 0; i < n; i++)
+        if (cu_check(c,
+                     cudaMemcpyAsync((char *)c->kv[stack] + (size_t)dst[i] * bytes,
+                                     (char *)c->kv[stack] + (size_t)src[i] * bytes, bytes,
+                                     cudaMemcpyDeviceToDevice, c->stream),
+                     "kv copy"))
+            return;
+}
+
+static void cu_slot_read(void *vctx, int32_t slot, float *out)
+{
+    struct cu_ctx *c = vctx;
+    void *dst = c->lim.state_fp32 ? (void *)out : (void *)c->h_tmp;
+    if (cu_check(c,
+                 cudaMemcpyAsync(dst, slot_ptr(c, slot), slot_state_bytes(c),
+                                 cudaMemcpyDeviceToHost, c->stream),
+                 "slot read") ||
+        !sync_stream(c, "slot read"))
+        return;
+    if (!c->lim.state_fp32) {
+        const uint16_t *h = (const uint16_t *)c->h_tmp;
+        for (int64_t i = c->state_elems - 1; i >= 0; i--)
+            out[i] = mm_bf16_to_f32(h[i]);
+    }
+}
+
+static enum mm_status cu_status(void *vctx, struct mm_err *err)
+{
+    struct cu_ctx *c = vctx;
+    if (c->st == MM_OK) {
+        /* an asynchronous fault shows up here without waiting for the GPU */
+        const cudaError_t e = cudaPeekAtLastError();
+        if (e != cudaSuccess && e != cudaErrorNotReady)
+            cu_check(c, e, "device");
+    }
+    const enum mm_status st = c->st;
+    if (st != MM_OK)
+        mm_err_set(err, st, "%s", c->msg);
+    c->st = MM_OK;
+    c->msg[0] = '\0';
+    return st;
+}
+
+static const struct mm_backend_ops cuda_ops = {
+    .name = "cuda",
+    .load = cu_load,
+    .destroy = cu_destroy,
+    .act_alloc = cu_act_alloc,
+    .embed_tokens = cu_embed_tokens,
+    .vision_embed = cu_vision_embed,
+    .pixel_shuffle = cu_pixel_shuffle,
+    .copy_rows = cu_copy_rows,
+    .l2_normalize = cu_l2_normalize,
+    .mamba2 = cu_mamba2,
+    .attention = cu_attention,
+    .mlp = cu_mlp,
+    .logits = cu_logits,
+    .slot_reset = cu_slot_reset,
+    .slot_copy = cu_slot_copy,
+    .slot_bytes = cu_slot_bytes,
+    .slot_save = cu_slot_save,
+    .slot_restore = cu_slot_restore,
+    .kv_copy = cu_kv_copy,
+    .status = cu_status,
+    .slot_read = cu_slot_read,
+};
+
+enum mm_status mm_cuda_backend_create(bool fp32, struct mm_backend *b, struct mm_err *err)
+{
+    int n = 0;
+    const cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n < 1) {
+        (void)cudaGetLastError();
+        return mm_err_set(err, MM_ERR_UNSUPPORTED, "no CUDA device (%s)",
+                          e != cudaSuccess ? cudaGetErrorName(e) : "none found");
+    }
+    struct cu_ctx *c = calloc(1, sizeof *c);
+    if (!c)
+        return mm_err_set(err, MM_ERR_NOMEM, "out of memory");
+    c->f32 = fp32;
+    c->esz = fp32 ? sizeof(float) : 2;
+    c->lt_ws_bytes = (size_t)32 << 20;
+    if (cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking) != cudaSuccess ||
+        cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS ||
+        !(c->lt_ws = dev_alloc(c, c->lt_ws_bytes))) {
+        const char *why = cudaGetErrorName(cudaGetLastError());
+        cu_destroy(c);
+        return mm_err_set(err, MM_ERR_BACKEND, "cuda backend: cannot start (%s)", why);
+    }
+    b->ops = &cuda_ops;
+    b->ctx = c;
+    return MM_OK;
+}
