@@ -240,6 +240,9 @@ enum mm_status mm_engine_forward(struct mm_engine *e, const struct mm_seq_step *
             e->logit_rows[n_logits++] = e->spans_llm[s].row + steps[s].n - 1;
     if (n_logits > 0)
         ops->logits(e->be.ctx, x, e->logit_rows, n_logits, logits);
+    /* a failed launch or device fault fails the step (backend.h: status) */
+    if (ops->status && (st = ops->status(e->be.ctx, err)) != MM_OK)
+        return st;
 
     for (int s = 0; s < n_steps; s++) {
         e->slots[steps[s].slot].pos += steps[s].n;

@@ -5,7 +5,10 @@
 # relative error (max |a−b| / max |a|) of 1e-4 (fp32 vs fp32; measured ~1e-6)
 # and the greedy continuation must be identical. One case is also re-run
 # through the live reference so stale goldens cannot hide a drift.
+# MM_BACKEND (cpu by default) picks the backend: check_reference_cuda.sh runs
+# the same cases on the CUDA backend's fp32 mode.
 set -eu
+backend=${MM_BACKEND:-cpu}
 src=${top_srcdir:-.}
 bin="${top_builddir:-.}/mmmamba"
 py=${PYTHON:-/usr/bin/python3}
@@ -38,7 +41,7 @@ while IFS='|' read -r name preset flags kind; do
     label="$name"; extra=""
     if [ $chunk -ne 0 ]; then label="$name (prefill in chunks of $chunk)"; extra="--prefill-chunk $chunk"; fi
     # shellcheck disable=SC2086
-    if ! "$bin" generate --model "$tmp/$name" --prompt-ids "$(case_ids "$kind")" $tiles $extra \
+    if ! "$bin" generate --backend "$backend" --model "$tmp/$name" --prompt-ids "$(case_ids "$kind")" $tiles $extra \
         --max-tokens $GOLDEN_GREEDY --ignore-eos --print-ids --dump-logits "$tmp/$name.logits" \
         > "$tmp/$name.ids" 2>"$tmp/$name.err"; then
       echo "FAIL: $label: generate failed"; cat "$tmp/$name.err"; fails=$((fails + 1)); continue
@@ -54,7 +57,7 @@ while IFS='|' read -r name preset flags kind; do
   done
 done < "$tmp/cases"
 # live: the reference itself, on one text and one image case
-if "$py" -c 'import torch' 2>/dev/null; then
+if [ "$backend" = cpu ] && "$py" -c 'import torch' 2>/dev/null; then
   for name in hybrid-text linear-post-norm-image; do
     kind=text; tiles=""
     case $name in *image) kind=image; tiles="--tiles $tmp/tiles.bin --num-tiles 2";; esac

@@ -1,0 +1,530 @@
+/* check_cuda_backend.c: the CUDA backend against the CPU reference backend.
+ * GPU suite: exits 77 when there is no CUDA device; run with CK_FORK=no.
+ *
+ * Per op (fp32 mode): every mixer and MLP op of every layer on a ragged
+ * varlen batch (lengths 1, 2, 127, 128, 129, 1000 in one batch, then a second
+ * round carrying the states and KV in), KV blocks scattered over the cache,
+ * GQA, head dims 16 and 128: all rows' logits and every slot's state within
+ * 1e-4 relative of the CPU. Whole model through the engine: fp32 logits
+ * within 1e-4 and identical greedy tokens (text, images, chunked prefill);
+ * bf16 error measured and bounded; batched == alone; prefill == stepping;
+ * slot copy / save / restore exact; the sticky status. */
+#include "engine/cuda_backend.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/cpu_backend.h"
+#include "engine/engine.h"
+#include "model/synthetic.h"
+#include "testutil.h"
+
+#define N_MODELS 4
+static char dirs[N_MODELS][256];
+static const char *const names[N_MODELS] = {"tiny-linear", "tiny-hybrid", "tiny-teacher",
+                                            "wide-hybrid"};
+
+/* "wide-hybrid": tiny-hybrid with the full model's head dim (128), 2 heads over 1 kv head */
+static void make_models(void)
+{
+    for (int m = 0; m < N_MODELS; m++) {
+        struct mm_config cfg;
+        struct mm_err err;
+        const struct mm_synthetic_options opt = {.seed = 5, .shards = 1};
+        mm_test_tmpdir(dirs[m], sizeof dirs[m]);
+        ck_assert_int_eq(mm_synthetic_preset(m == 3 ? "tiny-hybrid" : names[m], &cfg, &err), MM_OK);
+        if (m == 3)
+            for (int s = 0; s < 2; s++) {
+                struct mm_stack_config *sc = s ? &cfg.llm : &cfg.emb;
+                sc->hidden = 256, sc->heads = 2, sc->kv_heads = 1, sc->head_dim = 128;
+                sc->intermediate = 384;
+            }
+        ck_assert_msg(mm_synthetic_write(dirs[m], &cfg, &opt, &err) == MM_OK, "%s", err.msg);
+    }
+}
+
+static double rel_err(const float *a, const float *b, int64_t n)
+{
+    double d = 0, m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(b[i]))
+            return INFINITY;
+        d = fmax(d, fabs((double)a[i] - b[i]));
+        m = fmax(m, fabs((double)a[i]));
+    }
+    return m > 0 ? d / m : d;
+}
+
+static int argmax(const float *x, int64_t n)
+{
+    int64_t b = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (x[i] > x[b])
+            b = i;
+    return (int)b;
+}
+
+static bool have_gpu(void)
+{
+    struct mm_backend b;
+    struct mm_err err;
+    if (mm_cuda_backend_create(true, &b, &err) != MM_OK)
+        return false;
+    b.ops->destroy(b.ctx);
+    return true;
+}
+
+/* ---- per op, through the backend interface ------------------------------------- */
+
+struct model {
+    struct mm_config cfg;
+    struct mm_safetensors *st;
+    struct mm_weights w;
+};
+
+static void model_open(int m, struct model *md)
+{
+    struct mm_err err;
+    ck_assert_msg(mm_config_load(dirs[m], &md->cfg, &err) == MM_OK &&
+                      mm_safetensors_open_dir(dirs[m], &md->st, &err) == MM_OK &&
+                      mm_weights_bind(&md->cfg, md->st, &md->w, &err) == MM_OK,
+                  "%s", err.msg);
+}
+
+enum { SLOTS = 8, MAXTOK = 1400, CTX = 3000 };
+#define BPT ((CTX + MM_KV_BLOCK - 1) / MM_KV_BLOCK)
+
+static void limits(const struct model *md, bool state_fp32, struct mm_backend_limits *lim)
+{
+    *lim = (struct mm_backend_limits){.n_slots = SLOTS,
+                                      .max_tokens = MAXTOK,
+                                      .max_tiles = 1,
+                                      .max_context = CTX,
+                                      .state_fp32 = state_fp32};
+    for (int s = 0; s < 2; s++) {
+        const struct mm_stack_config *sc = s ? &md->cfg.llm : &md->cfg.emb;
+        bool mha = false;
+        for (int64_t i = 0; i < sc->num_layers; i++)
+            mha = mha || sc->kinds[i] == MM_LAYER_MHA;
+        lim->n_kv_blocks[s] = mha ? (int64_t)SLOTS * BPT : 0;
+    }
+}
+
+static struct mm_backend open_backend(const struct model *md, int kind, bool state_fp32)
+{
+    struct mm_backend b;
+    struct mm_err err;
+    struct mm_backend_limits lim;
+    limits(md, state_fp32, &lim);
+    if (kind == 0)
+        ck_assert_int_eq(mm_cpu_backend_create(2, &b, &err), MM_OK);
+    else
+        ck_assert_msg(mm_cuda_backend_create(kind == 1, &b, &err) == MM_OK, "%s", err.msg);
+    ck_assert_msg(b.ops->load(b.ctx, &md->cfg, &md->w, &lim, &err) == MM_OK, "%s", err.msg);
+    return b;
+}
+
+static void check_status(const struct mm_backend *b)
+{
+    struct mm_err err;
+    if (b->ops->status)
+        ck_assert_msg(b->ops->status(b->ctx, &err) == MM_OK, "%s", err.msg);
+}
+
+/* logits of rows [0, T) of both backends; returns the relative error */
+static double compare_rows(const struct model *md, struct mm_backend *b[2], struct mm_act *x[2],
+                           int64_t T, float *lc, float *lg)
+{
+    int64_t *rows = malloc((size_t)T * sizeof *rows);
+    for (int64_t i = 0; i < T; i++)
+        rows[i] = i;
+    b[0]->ops->logits(b[0]->ctx, x[0], rows, (int)T, lc);
+    b[1]->ops->logits(b[1]->ctx, x[1], rows, (int)T, lg);
+    check_status(b[1]);
+    free(rows);
+    return rel_err(lc, lg, T * md->cfg.vocab_size);
+}
+
+static double compare_states(const struct model *md, struct mm_backend *b[2], const int *slots,
+                             int n)
+{
+    const int64_t E = mm_config_state_elems(&md->cfg);
+    float *a = malloc((size_t)(E ? E : 1) * sizeof *a), *g = malloc((size_t)(E ? E : 1) * sizeof *g);
+    double worst = 0;
+    for (int i = 0; i < n && E > 0; i++) {
+        b[0]->ops->slot_read(b[0]->ctx, slots[i], a);
+        b[1]->ops->slot_read(b[1]->ctx, slots[i], g);
+        worst = fmax(worst, rel_err(a, g, E));
+    }
+    free(a);
+    free(g);
+    return worst;
+}
+
+START_TEST(test_ops_vs_cpu)
+{
+    const int m = _i;
+    struct model md;
+    model_open(m, &md);
+    struct mm_backend cpu = open_backend(&md, 0, true), gpu = open_backend(&md, 1, true);
+    struct mm_backend *b[2] = {&cpu, &gpu};
+    const int64_t H = md.cfg.llm.hidden, V = md.cfg.vocab_size;
+    struct mm_act *x[2] = {cpu.ops->act_alloc(cpu.ctx, MAXTOK, H),
+                           gpu.ops->act_alloc(gpu.ctx, MAXTOK, H)};
+    ck_assert(x[0] && x[1]);
+    float *lc = malloc((size_t)(MAXTOK * V) * sizeof *lc), *lg = malloc((size_t)(MAXTOK * V) * sizeof *lg);
+    /* block tables: ids scattered over the whole cache, distinct per slot and stack */
+    static int32_t tables[2][SLOTS][BPT];
+    const int64_t total = (int64_t)SLOTS * BPT;
+    for (int s = 0; s < 2; s++)
+        for (int sl = 0; sl < SLOTS; sl++)
+            for (int i = 0; i < BPT; i++)
+                tables[s][sl][i] = (int32_t)((((int64_t)i * SLOTS + sl) * 7919 + s * 13) % total);
+    const int64_t len[2][6] = {{1, 2, 127, 128, 129, 1000}, {3, 1, 1, 200, 17, 1}};
+    const int slots[6] = {0, 2, 3, 5, 6, 7};
+    int64_t pos[6] = {0};
+    uint32_t seed = 1234u + (uint32_t)m;
+    for (int s = 0; s < 2; s++)
+        for (int sl = 0; sl < SLOTS; sl++) {
+            cpu.ops->slot_reset(cpu.ctx, sl);
+            gpu.ops->slot_reset(gpu.ctx, sl);
+        }
+    for (int round = 0; round < 2; round++) {
+        struct mm_span spans[2][6];
+        int64_t T = 0;
+        for (int i = 0; i < 6; i++) {
+            for (int s = 0; s < 2; s++)
+                spans[s][i] = (struct mm_span){slots[i], T, len[round][i], pos[i],
+                                               tables[s][slots[i]]};
+            T += len[round][i];
+        }
+        int32_t *ids = malloc((size_t)T * sizeof *ids);
+        for (int64_t i = 0; i < T; i++) {
+            seed = seed * 1664525u + 1013904223u;
+            ids[i] = (int32_t)((seed >> 8) % (uint32_t)md.cfg.llm_vocab_size);
+        }
+        for (int k = 0; k < 2; k++)
+            b[k]->ops->embed_tokens(b[k]->ctx, ids, T, x[k], 0);
+        free(ids);
+        double e = compare_rows(&md, b, x, T, lc, lg);
+        ck_assert_msg(e <= 1e-4, "%s: embed: %.3g", names[m], e);
+        for (int s = 0; s < 2; s++) {
+            const struct mm_stack_config *sc = s ? &md.cfg.llm : &md.cfg.emb;
+            for (int l = 0; l < (int)sc->num_layers; l++) {
+                const bool mha = sc->kinds[l] == MM_LAYER_MHA;
+                for (int k = 0; k < 2; k++) {
+                    if (mha)
+                        b[k]->ops->attention(b[k]->ctx, (enum mm_stack)s, l, x[k], spans[s], 6);
+                    else
+                        b[k]->ops->mamba2(b[k]->ctx, (enum mm_stack)s, l, x[k], spans[s], 6);
+                }
+                e = compare_rows(&md, b, x, T, lc, lg);
+                ck_assert_msg(e <= 1e-4, "%s round %d stack %d layer %d %s: %.3g", names[m], round,
+                              s, l, mha ? "attention" : "mamba2", e);
+                for (int k = 0; k < 2; k++)
+                    b[k]->ops->mlp(b[k]->ctx, (enum mm_stack)s, l, x[k], T);
+                e = compare_rows(&md, b, x, T, lc, lg);
+                ck_assert_msg(e <= 1e-4, "%s round %d stack %d layer %d mlp: %.3g", names[m],
+                              round, s, l, e);
+            }
+        }
+        e = compare_states(&md, b, slots, 6);
+        ck_assert_msg(e <= 1e-4, "%s round %d: states %.3g", names[m], round, e);
+        printf("%s round %d: ops within 1e-4 (last logits %.2e), states %.2e\n", names[m], round,
+               compare_rows(&md, b, x, T, lc, lg), e);
+        for (int i = 0; i < 6; i++)
+            pos[i] += len[round][i];
+    }
+    free(lc);
+    free(lg);
+    cpu.ops->destroy(cpu.ctx);
+    gpu.ops->destroy(gpu.ctx);
+    mm_safetensors_close(md.st);
+}
+END_TEST
+
+START_TEST(test_slots_and_status)
+{
+    struct model md;
+    model_open(0, &md);
+    for (int fp = 0; fp < 2; fp++) {
+        struct mm_backend gpu = open_backend(&md, 2, fp == 1); /* bf16 weights */
+        const int64_t H = md.cfg.llm.hidden, E = mm_config_state_elems(&md.cfg);
+        struct mm_act *x = gpu.ops->act_alloc(gpu.ctx, MAXTOK, H);
+        int32_t ids[50];
+        for (int i = 0; i < 50; i++)
+            ids[i] = 3 + 17 * i;
+        gpu.ops->slot_reset(gpu.ctx, 3);
+        gpu.ops->embed_tokens(gpu.ctx, ids, 50, x, 0);
+        const struct mm_span sp = {3, 0, 50, 0, NULL};
+        gpu.ops->mamba2(gpu.ctx, MM_STACK_LLM, 0, x, &sp, 1);
+        check_status(&gpu);
+        const size_t bytes = gpu.ops->slot_bytes(gpu.ctx);
+        ck_assert_uint_gt(bytes, 0);
+        unsigned char *saved = malloc(bytes), *again = malloc(bytes);
+        float *a = malloc((size_t)E * sizeof *a), *c = malloc((size_t)E * sizeof *c);
+        gpu.ops->slot_save(gpu.ctx, 3, saved);
+        gpu.ops->slot_read(gpu.ctx, 3, a);
+        gpu.ops->slot_copy(gpu.ctx, 3, 7);
+        gpu.ops->slot_read(gpu.ctx, 7, c);
+        ck_assert(memcmp(a, c, (size_t)E * sizeof *a) == 0);
+        gpu.ops->slot_reset(gpu.ctx, 3);
+        gpu.ops->slot_read(gpu.ctx, 3, c);
+        for (int64_t i = 0; i < E; i++)
+            ck_assert(c[i] == 0.0f);
+        gpu.ops->slot_restore(gpu.ctx, 3, saved);
+        gpu.ops->slot_save(gpu.ctx, 3, again);
+        ck_assert(memcmp(saved, again, bytes) == 0);
+        gpu.ops->slot_read(gpu.ctx, 3, c);
+        ck_assert(memcmp(a, c, (size_t)E * sizeof *a) == 0);
+        check_status(&gpu);
+        /* a bad batch is refused, reported once, then cleared */
+        const struct mm_span bad = {3, 5, 10, 50, NULL};
+        gpu.ops->mamba2(gpu.ctx, MM_STACK_LLM, 1, x, &bad, 1);
+        struct mm_err err;
+        ck_assert_int_eq(gpu.ops->status(gpu.ctx, &err), MM_ERR_BACKEND);
+        ck_assert_ptr_nonnull(strstr(err.msg, "spans"));
+        ck_assert_int_eq(gpu.ops->status(gpu.ctx, &err), MM_OK);
+        free(saved);
+        free(again);
+        free(a);
+        free(c);
+        gpu.ops->destroy(gpu.ctx);
+    }
+    mm_safetensors_close(md.st);
+}
+END_TEST
+
+/* ---- whole model, through the engine -------------------------------------------- */
+
+static struct mm_engine *open_engine(int m, enum mm_backend_kind kind, int32_t seqs,
+                                     int64_t max_tokens)
+{
+    struct mm_engine_options o;
+    mm_engine_options_default(&o);
+    o.backend = kind;
+    o.n_threads = 2;
+    o.max_seqs = seqs;
+    o.max_tokens = max_tokens;
+    o.max_tiles = 2;
+    o.max_context = 2048;
+    struct mm_engine *e;
+    struct mm_err err;
+    ck_assert_msg(mm_engine_open(dirs[m], &o, &e, &err) == MM_OK, "%s", err.msg);
+    return e;
+}
+
+static int32_t *make_prompt(const struct mm_config *cfg, int64_t n_text, int64_t tiles, int64_t *n,
+                            uint32_t seed)
+{
+    const int64_t img = tiles * cfg->tokens_per_tile;
+    *n = n_text + (img ? img + 2 : 0);
+    int32_t *ids = malloc((size_t)*n * sizeof *ids);
+    int64_t k = 0;
+    uint32_t x = seed;
+    for (int64_t i = 0; i < n_text; i++) {
+        x = x * 1664525u + 1013904223u;
+        ids[k++] = i == 0 ? 1 : (int32_t)(3 + (x >> 8) % 1000);
+        if (i == n_text / 2 && img) {
+            ids[k++] = (int32_t)cfg->llm_vocab_size;
+            for (int64_t j = 0; j < img; j++)
+                ids[k++] = (int32_t)cfg->img_context_token_id;
+            ids[k++] = (int32_t)cfg->llm_vocab_size + 1;
+        }
+    }
+    return ids;
+}
+
+static float *make_tiles(const struct mm_config *cfg, int64_t tiles)
+{
+    const size_t n = (size_t)tiles * 3 * (size_t)(cfg->force_image_size * cfg->force_image_size);
+    float *t = malloc((n ? n : 1) * sizeof *t);
+    for (size_t i = 0; i < n; i++)
+        t[i] = (float)(sin(0.37 * (double)i) * cos(0.011 * (double)i) * 2.0);
+    return t;
+}
+
+/* Prefill (in chunks of `chunk` text tokens when > 0; images only when 0) then
+ * n_gen greedy tokens; logits [(1 + n_gen) * V], tokens [n_gen]. */
+static void run_greedy(struct mm_engine *e, const int32_t *ids, int64_t n, const float *tiles,
+                       int64_t n_tiles, int64_t chunk, int n_gen, float *logits, int32_t *out)
+{
+    struct mm_err err;
+    int32_t slot;
+    const int64_t V = e->cfg.vocab_size;
+    ck_assert_int_eq(mm_engine_slot_acquire(e, &slot, &err), MM_OK);
+    const int64_t step = chunk > 0 ? chunk : n;
+    for (int64_t i = 0; i < n; i += step) {
+        const int64_t k = n - i < step ? n - i : step;
+        const struct mm_seq_step st = {.slot = slot, .ids = ids + i, .n = k, .tiles = tiles,
+                                       .n_tiles = i == 0 ? n_tiles : 0, .want_logits = i + k == n};
+        ck_assert_msg(mm_engine_forward(e, &st, 1, logits, &err) == MM_OK, "%s", err.msg);
+    }
+    for (int g = 0; g < n_gen; g++) {
+        out[g] = argmax(logits + g * V, V);
+        const struct mm_seq_step st = {
+            .slot = slot, .ids = &out[g], .n = 1, .want_logits = true, .text_only = true};
+        ck_assert_msg(mm_engine_forward(e, &st, 1, logits + (g + 1) * V, &err) == MM_OK, "%s",
+                      err.msg);
+    }
+    mm_engine_slot_release(e, slot);
+}
+
+enum { GEN = 8 };
+
+START_TEST(test_model_vs_cpu)
+{
+    const int m = _i;
+    struct mm_engine *cpu = open_engine(m, MM_BACKEND_CPU, 2, 1200);
+    struct mm_engine *f32 = open_engine(m, MM_BACKEND_CUDA_FP32, 2, 1200);
+    struct mm_engine *b16 = open_engine(m, MM_BACKEND_CUDA, 2, 1200);
+    const int64_t V = cpu->cfg.vocab_size;
+    float *lc = malloc((size_t)((GEN + 1) * V) * sizeof *lc);
+    float *lg = malloc((size_t)((GEN + 1) * V) * sizeof *lg);
+    int32_t tc[GEN], tg[GEN];
+    for (int variant = 0; variant < 3; variant++) {
+        /* text; text + 2-tile image; text in chunks of 16 */
+        const int64_t tiles = variant == 1 ? 2 : 0, chunk = variant == 2 ? 16 : 0;
+        int64_t n;
+        int32_t *ids = make_prompt(&cpu->cfg, 100, tiles, &n, 77u + (uint32_t)variant);
+        float *t = make_tiles(&cpu->cfg, tiles);
+        run_greedy(cpu, ids, n, t, tiles, 0, GEN, lc, tc);
+        run_greedy(f32, ids, n, t, tiles, chunk, GEN, lg, tg);
+        const double e32 = rel_err(lc, lg, (GEN + 1) * V);
+        ck_assert_msg(e32 <= 1e-4, "%s variant %d fp32: %.3g", names[m], variant, e32);
+        ck_assert_msg(memcmp(tc, tg, sizeof tc) == 0, "%s variant %d fp32: greedy tokens differ",
+                      names[m], variant);
+        /* bf16: the prompt's logits within a measured tolerance; greedy tokens
+         * equal until a step where the CPU's top-2 margin is inside it */
+        run_greedy(b16, ids, n, t, tiles, chunk, GEN, lg, tg);
+        const double tol = 5e-2;
+        const double e = rel_err(lc, lg, V);
+        int agree = 0;
+        for (int g = 0; g < GEN; g++) {
+            if (tc[g] != tg[g]) {
+                const float *l = lc + g * V;
+                float top = -INFINITY, second = -INFINITY, mx = 0;
+                for (int64_t i = 0; i < V; i++) {
+                    mx = fmaxf(mx, fabsf(l[i]));
+                    if (l[i] > top)
+                        second = top, top = l[i];
+                    else if (l[i] > second)
+                        second = l[i];
+                }
+                ck_assert_msg((top - second) / mx <= 2 * tol,
+                              "%s variant %d bf16: token %d differs with a margin of %.3g",
+                              names[m], variant, g, (top - second) / mx);
+                break;
+            }
+            agree++;
+        }
+        printf("%s variant %d: fp32 logits %.2e (tokens equal); bf16 logits %.2e, %d/%d greedy "
+               "tokens agree\n",
+               names[m], variant, e32, e, agree, GEN);
+        ck_assert_msg(e <= tol, "%s variant %d bf16: %.3g", names[m], variant, e);
+        free(ids);
+        free(t);
+    }
+    free(lc);
+    free(lg);
+    mm_engine_close(cpu);
+    mm_engine_close(f32);
+    mm_engine_close(b16);
+}
+END_TEST
+
+/* 64 sequences of different lengths in one step, then decode together ==
+ * each alone; and prefill == token-by-token stepping. */
+START_TEST(test_batched_equals_alone)
+{
+    const int m = _i;
+    enum { B = 64, STEPS = 4 };
+    for (int kind = 0; kind < 2; kind++) {
+        struct mm_engine *e =
+            open_engine(m, kind ? MM_BACKEND_CUDA : MM_BACKEND_CUDA_FP32, B, 4096);
+        const int64_t V = e->cfg.vocab_size;
+        int32_t *prompts[B], slots[B], batched[B][STEPS], alone[B][STEPS];
+        int64_t lens[B];
+        float *logits = malloc((size_t)(B * V) * sizeof *logits);
+        float *lb = malloc((size_t)(B * V) * sizeof *lb);
+        struct mm_err err;
+        struct mm_seq_step st[B];
+        for (int i = 0; i < B; i++) {
+            prompts[i] = make_prompt(&e->cfg, 1 + (i * 37) % 60, 0, &lens[i], 500u + (uint32_t)i);
+            ck_assert_int_eq(mm_engine_slot_acquire(e, &slots[i], &err), MM_OK);
+            st[i] = (struct mm_seq_step){.slot = slots[i], .ids = prompts[i], .n = lens[i],
+                                         .want_logits = true};
+        }
+        ck_assert_msg(mm_engine_forward(e, st, B, lb, &err) == MM_OK, "%s", err.msg);
+        for (int s = 0; s < STEPS; s++) {
+            for (int i = 0; i < B; i++) {
+                batched[i][s] = argmax(lb + i * V, V);
+                st[i] = (struct mm_seq_step){.slot = slots[i], .ids = &batched[i][s], .n = 1,
+                                             .want_logits = true, .text_only = true};
+            }
+            ck_assert_msg(mm_engine_forward(e, st, B, lb, &err) == MM_OK, "%s", err.msg);
+        }
+        for (int i = 0; i < B; i++)
+            mm_engine_slot_release(e, slots[i]);
+        int diverged = 0;
+        double worst = 0;
+        for (int i = 0; i < B; i++) {
+            int32_t slot;
+            ck_assert_int_eq(mm_engine_slot_acquire(e, &slot, &err), MM_OK);
+            /* alone: prefill token by token for the first sequences (prefill == stepping) */
+            const int64_t step = i < 8 ? 1 : lens[i];
+            for (int64_t k = 0; k < lens[i]; k += step) {
+                const struct mm_seq_step one = {.slot = slot, .ids = prompts[i] + k,
+                                                .n = step, .want_logits = k + step == lens[i]};
+                ck_assert_msg(mm_engine_forward(e, &one, 1, logits, &err) == MM_OK, "%s", err.msg);
+            }
+            for (int s = 0; s < STEPS; s++) {
+                alone[i][s] = argmax(logits, V);
+                const struct mm_seq_step one = {.slot = slot, .ids = &alone[i][s], .n = 1,
+                                                .want_logits = true, .text_only = true};
+                ck_assert_msg(mm_engine_forward(e, &one, 1, logits, &err) == MM_OK, "%s", err.msg);
+            }
+            if (memcmp(alone[i], batched[i], sizeof alone[i]) == 0)
+                worst = fmax(worst, rel_err(lb + i * V, logits, V));
+            else
+                diverged++;
+            mm_engine_slot_release(e, slot);
+        }
+        printf("%s %s: batched vs alone: %d of %d diverge; last logits of the others within "
+               "%.2e\n",
+               names[m], kind ? "bf16" : "fp32", diverged, B, worst);
+        if (kind == 0) {
+            ck_assert_msg(diverged == 0, "%s fp32: %d sequences diverge", names[m], diverged);
+            ck_assert_msg(worst <= 1e-4, "%s fp32: %.3g", names[m], worst);
+        }
+        for (int i = 0; i < B; i++)
+            free(prompts[i]);
+        free(logits);
+        free(lb);
+        mm_engine_close(e);
+    }
+}
+END_TEST
+
+int main(void)
+{
+    if (!have_gpu()) {
+        printf("SKIP: no CUDA device\n");
+        return 77;
+    }
+    make_models();
+    Suite *s = suite_create("cuda_backend");
+    TCase *tc = tcase_create("cuda_backend");
+    tcase_set_timeout(tc, 600);
+    tcase_add_loop_test(tc, test_ops_vs_cpu, 0, N_MODELS);
+    tcase_add_test(tc, test_slots_and_status);
+    tcase_add_loop_test(tc, test_model_vs_cpu, 0, N_MODELS);
+    tcase_add_loop_test(tc, test_batched_equals_alone, 0, N_MODELS);
+    suite_add_tcase(s, tc);
+    const int rc = mm_test_run(s);
+    for (int m = 0; m < N_MODELS; m++)
+        mm_test_rmdir(dirs[m]);
+    return rc;
+}
