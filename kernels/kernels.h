@@ -125,6 +125,41 @@ cudaError_t mm_k_attend(cudaStream_t s, bool f32, const void *qkv, int64_t T,
                         int64_t kv, int64_t d, struct mm_kkv cache, int n_split, float *part,
                         void *out);
 
+/* ---- sample.cu: the sampler of backend.h `sample`, one block per request ---------- */
+
+#define MM_K_MAX_LOGPROBS 20 /* MM_MAX_LOGPROBS */
+#define MM_K_COUNT_PROMPT 0x80000000u
+#define MM_K_COUNT_OUTPUT 0x7fffffffu
+
+/* One request: row i of the logits; the slot's counts; struct mm_sample_params. */
+struct mm_ksample {
+    uint64_t seed;
+    int32_t slot;
+    uint32_t stream, counter;
+    float temperature;
+    int32_t top_k;
+    float top_p, min_p, repetition, presence, frequency;
+    int32_t n_logprobs;
+};
+
+struct mm_ksample_out {
+    int32_t id;
+    float logprob;
+    int32_t n_top;
+    int32_t top_ids[MM_K_MAX_LOGPROBS];
+    float top_logprobs[MM_K_MAX_LOGPROBS];
+};
+
+/* For each of n requests: logits row i [V] (raw, kept), work row i [V]
+ * (scratch), counts [n_slots][V] (the chosen id counted as output). */
+cudaError_t mm_k_sample(cudaStream_t s, const float *logits, float *work, int64_t V,
+                        const struct mm_ksample *reqs, int n, uint32_t *counts,
+                        struct mm_ksample_out *out);
+/* counts[slot][ids[i]]: output ? += 1 (saturating) : |= MM_K_COUNT_PROMPT; ids outside
+ * [0, V) ignored. */
+cudaError_t mm_k_count(cudaStream_t s, uint32_t *counts, int64_t V, int32_t slot,
+                       const int32_t *ids, int64_t n, bool output);
+
 #ifdef __cplusplus
 }
 #endif

@@ -112,10 +112,13 @@ struct cu_ctx {
     void *state;
     int64_t block_elems[2];
     void *kv[2];
+    uint32_t *counts; /* [n_slots][vocab] token counts for the penalties (cpu_sample.h) */
 
     /* scratch (device) */
     void *s_u, *s_z, *s_m, *s_patch, *s_stage;
-    float *s_conv, *s_y, *s_part, *s_logits;
+    float *s_conv, *s_y, *s_part, *s_logits, *s_work;
+    struct mm_ksample *h_req, *d_req;     /* [logit_rows] */
+    struct mm_ksample_out *h_out, *d_out; /* [logit_rows] */
     int64_t part_items, logit_rows, stage_bytes;
     /* host <-> device staging arena */
     uint8_t *h_arena, *d_arena;
@@ -497,14 +500,23 @@ static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const str
     c->s_y = dev_array(c, T, maxHD, sizeof(float));
     c->s_part = dev_array(c, c->part_items, maxD + 2, sizeof(float));
     c->s_logits = dev_array(c, max64(c->logit_rows, 1), cfg->vocab_size, sizeof(float));
+    c->s_work = dev_array(c, max64(c->logit_rows, 1), cfg->vocab_size, sizeof(float));
+    c->counts = dev_array(c, lim->n_slots, cfg->vocab_size, sizeof(uint32_t));
+    c->d_req = dev_array(c, max64(c->logit_rows, 1), 1, sizeof *c->d_req);
+    c->d_out = dev_array(c, max64(c->logit_rows, 1), 1, sizeof *c->d_out);
     const size_t tile_bytes =
         (size_t)tiles * 3 * (size_t)(cfg->force_image_size * cfg->force_image_size) * sizeof(float);
     c->arena_cap = tile_bytes + (size_t)T * 16 + ((size_t)1 << 20);
     c->d_arena = dev_alloc(c, c->arena_cap);
     c->h_tmp = malloc((size_t)max64(c->state_elems, 1) * sizeof(float));
     ok = c->state && kv_ok && c->s_u && c->s_z && c->s_m && c->s_patch && c->s_conv && c->s_y &&
-         c->s_part && c->s_logits && c->d_arena && c->h_tmp &&
-         cudaMallocHost((void **)&c->h_arena, c->arena_cap) == cudaSuccess;
+         c->s_part && c->s_logits && c->s_work && c->counts && c->d_req && c->d_out &&
+         c->d_arena && c->h_tmp &&
+         cudaMallocHost((void **)&c->h_arena, c->arena_cap) == cudaSuccess &&
+         cudaMallocHost((void **)&c->h_req, (size_t)max64(c->logit_rows, 1) * sizeof *c->h_req) ==
+             cudaSuccess &&
+         cudaMallocHost((void **)&c->h_out, (size_t)max64(c->logit_rows, 1) * sizeof *c->h_out) ==
+             cudaSuccess;
     for (int s = 0; ok && s < 2; s++) {
         const int64_t bpt = (lim->max_context + MM_KV_BLOCK - 1) / MM_KV_BLOCK;
         ok = alloc_meta(c, &c->stacks[s].meta, lim->n_kv_blocks[s] > 0 ? bpt * lim->n_slots : 0);
@@ -564,6 +576,8 @@ static void cu_destroy(void *vctx)
     if (c->s_stage)
         cudaFree(c->s_stage);
     cudaFreeHost(c->h_arena);
+    cudaFreeHost(c->h_req);
+    cudaFreeHost(c->h_out);
     free(c->h_tmp);
     if (c->lt)
         cublasLtDestroy(c->lt);
@@ -854,21 +868,27 @@ static void cu_mlp(void *vctx, enum mm_stack stack, int layer, struct mm_act *x,
 
 /* ---- head ------------------------------------------------------------------------------ */
 
+/* s_logits rows [0, k) = LM head (final norm (x[rows[i]])), fp32. */
+static bool head(struct cu_ctx *c, const struct mm_act *x, const int64_t *rows, int k)
+{
+    const int64_t H = c->cfg.llm.hidden, V = c->cfg.vocab_size;
+    const int64_t *d_rows = stage(c, rows, (size_t)k * sizeof *rows);
+    if (!d_rows || cu_check(c,
+                            mm_k_rmsnorm(c->stream, c->f32, x->data, d_rows, k, H, c->norm,
+                                         (float)c->cfg.llm.rms_norm_eps, c->s_u, false),
+                            "final norm"))
+        return false;
+    gemm(c, c->s_u, H, k, H, c->output, V, c->s_logits, V, false, true);
+    return c->st == MM_OK;
+}
+
 static void cu_logits(void *vctx, const struct mm_act *x, const int64_t *rows, int n, float *out)
 {
     struct cu_ctx *c = vctx;
-    const int64_t H = c->cfg.llm.hidden, V = c->cfg.vocab_size;
+    const int64_t V = c->cfg.vocab_size;
     for (int i0 = 0; i0 < n && c->st == MM_OK; i0 += (int)c->logit_rows) {
         const int k = n - i0 < c->logit_rows ? n - i0 : (int)c->logit_rows;
-        const int64_t *d_rows = stage(c, rows + i0, (size_t)k * sizeof *rows);
-        if (!d_rows ||
-            cu_check(c,
-                     mm_k_rmsnorm(c->stream, c->f32, x->data, d_rows, k, H, c->norm,
-                                  (float)c->cfg.llm.rms_norm_eps, c->s_u, false),
-                     "final norm"))
-            return;
-        gemm(c, c->s_u, H, k, H, c->output, V, c->s_logits, V, false, true);
-        if (c->st != MM_OK ||
+        if (!head(c, x, rows + i0, k) ||
             cu_check(c,
                      cudaMemcpyAsync(out + (int64_t)i0 * V, c->s_logits,
                                      (size_t)(k * V) * sizeof(float), cudaMemcpyDeviceToHost,
@@ -877,6 +897,72 @@ static void cu_logits(void *vctx, const struct mm_act *x, const int64_t *rows, i
             return;
         sync_stream(c, "logits");
     }
+}
+
+static void cu_sample(void *vctx, const struct mm_act *x, const struct mm_sample_req *reqs, int n,
+                      struct mm_sample_out *out)
+{
+    struct cu_ctx *c = vctx;
+    const int64_t V = c->cfg.vocab_size;
+    int64_t rows[256];
+    for (int i0 = 0; i0 < n && c->st == MM_OK; i0 += (int)c->logit_rows) {
+        const int k = n - i0 < c->logit_rows ? n - i0 : (int)c->logit_rows;
+        for (int i = 0; i < k; i++) {
+            const struct mm_sample_req *r = &reqs[i0 + i];
+            rows[i] = r->row;
+            c->h_req[i] = (struct mm_ksample){
+                .seed = r->p.seed,
+                .slot = r->slot,
+                .stream = r->stream,
+                .counter = r->counter,
+                .temperature = r->p.temperature,
+                .top_k = r->p.top_k,
+                .top_p = r->p.top_p,
+                .min_p = r->p.min_p,
+                .repetition = r->p.repetition_penalty,
+                .presence = r->p.presence_penalty,
+                .frequency = r->p.frequency_penalty,
+                .n_logprobs = r->p.n_logprobs,
+            };
+        }
+        if (!head(c, x, rows, k) ||
+            cu_check(c,
+                     cudaMemcpyAsync(c->d_req, c->h_req, (size_t)k * sizeof *c->h_req,
+                                     cudaMemcpyHostToDevice, c->stream),
+                     "sample") ||
+            cu_check(c,
+                     mm_k_sample(c->stream, c->s_logits, c->s_work, V, c->d_req, k, c->counts,
+                                 c->d_out),
+                     "sample") ||
+            cu_check(c,
+                     cudaMemcpyAsync(c->h_out, c->d_out, (size_t)k * sizeof *c->h_out,
+                                     cudaMemcpyDeviceToHost, c->stream),
+                     "sample") ||
+            !sync_stream(c, "sample"))
+            return;
+        for (int i = 0; i < k; i++) {
+            const struct mm_ksample_out *o = &c->h_out[i];
+            struct mm_sample_out *d = &out[i0 + i];
+            d->id = o->id;
+            d->logprob = o->logprob;
+            d->n_top = o->n_top;
+            for (int j = 0; j < o->n_top && j < MM_MAX_LOGPROBS; j++) {
+                d->top_ids[j] = o->top_ids[j];
+                d->top_logprobs[j] = o->top_logprobs[j];
+            }
+        }
+    }
+}
+
+static void cu_slot_count(void *vctx, int32_t slot, const int32_t *ids, int64_t n, bool output)
+{
+    struct cu_ctx *c = vctx;
+    if (n <= 0 || c->st != MM_OK)
+        return;
+    const int32_t *d_ids = stage(c, ids, (size_t)n * sizeof *ids);
+    if (d_ids)
+        cu_check(c, mm_k_count(c->stream, c->counts, c->cfg.vocab_size, slot, d_ids, n, output),
+                 "slot count");
 }
 
 /* ---- slots ----------------------------------------------------------------------------- */
@@ -891,30 +977,53 @@ static void *slot_ptr(const struct cu_ctx *c, int32_t slot)
     return (char *)c->state + (size_t)slot * slot_state_bytes(c);
 }
 
+static size_t counts_bytes(const struct cu_ctx *c)
+{
+    return (size_t)c->cfg.vocab_size * sizeof(uint32_t);
+}
+
+static uint32_t *slot_counts(const struct cu_ctx *c, int32_t slot)
+{
+    return c->counts + (int64_t)slot * c->cfg.vocab_size;
+}
+
 static void cu_slot_reset(void *vctx, int32_t slot)
 {
     struct cu_ctx *c = vctx;
-    cu_check(c, cudaMemsetAsync(slot_ptr(c, slot), 0, slot_state_bytes(c), c->stream),
-             "slot reset");
+    if (!cu_check(c, cudaMemsetAsync(slot_ptr(c, slot), 0, slot_state_bytes(c), c->stream),
+                  "slot reset"))
+        cu_check(c, cudaMemsetAsync(slot_counts(c, slot), 0, counts_bytes(c), c->stream),
+                 "slot reset");
 }
 
 static void cu_slot_copy(void *vctx, int32_t src, int32_t dst)
 {
     struct cu_ctx *c = vctx;
-    if (src != dst)
+    if (src != dst &&
+        !cu_check(c,
+                  cudaMemcpyAsync(slot_ptr(c, dst), slot_ptr(c, src), slot_state_bytes(c),
+                                  cudaMemcpyDeviceToDevice, c->stream),
+                  "slot copy"))
         cu_check(c,
-                 cudaMemcpyAsync(slot_ptr(c, dst), slot_ptr(c, src), slot_state_bytes(c),
+                 cudaMemcpyAsync(slot_counts(c, dst), slot_counts(c, src), counts_bytes(c),
                                  cudaMemcpyDeviceToDevice, c->stream),
                  "slot copy");
 }
 
-static size_t cu_slot_bytes(void *vctx) { return slot_state_bytes(vctx); }
+/* A saved slot: the state in its own dtype, then the counts (vocab words). */
+static size_t cu_slot_bytes(void *vctx)
+{
+    return slot_state_bytes(vctx) + counts_bytes(vctx);
+}
 
 static void cu_slot_save(void *vctx, int32_t slot, void *host)
 {
     struct cu_ctx *c = vctx;
-    if (!cu_check(c,
-                  cudaMemcpyAsync(host, slot_ptr(c, slot), slot_state_bytes(c),
+    const size_t sb = slot_state_bytes(c);
+    if (!cu_check(c, cudaMemcpyAsync(host, slot_ptr(c, slot), sb, cudaMemcpyDeviceToHost, c->stream),
+                  "slot save") &&
+        !cu_check(c,
+                  cudaMemcpyAsync((char *)host + sb, slot_counts(c, slot), counts_bytes(c),
                                   cudaMemcpyDeviceToHost, c->stream),
                   "slot save"))
         sync_stream(c, "slot save");
@@ -923,8 +1032,11 @@ static void cu_slot_save(void *vctx, int32_t slot, void *host)
 static void cu_slot_restore(void *vctx, int32_t slot, const void *host)
 {
     struct cu_ctx *c = vctx;
-    if (!cu_check(c,
-                  cudaMemcpyAsync(slot_ptr(c, slot), host, slot_state_bytes(c),
+    const size_t sb = slot_state_bytes(c);
+    if (!cu_check(c, cudaMemcpyAsync(slot_ptr(c, slot), host, sb, cudaMemcpyHostToDevice, c->stream),
+                  "slot restore") &&
+        !cu_check(c,
+                  cudaMemcpyAsync(slot_counts(c, slot), (const char *)host + sb, counts_bytes(c),
                                   cudaMemcpyHostToDevice, c->stream),
                   "slot restore"))
         sync_stream(c, "slot restore"); /* the host buffer is the caller's after return */
@@ -994,6 +1106,8 @@ static const struct mm_backend_ops cuda_ops = {
     .attention = cu_attention,
     .mlp = cu_mlp,
     .logits = cu_logits,
+    .sample = cu_sample,
+    .slot_count = cu_slot_count,
     .slot_reset = cu_slot_reset,
     .slot_copy = cu_slot_copy,
     .slot_bytes = cu_slot_bytes,

@@ -297,6 +297,72 @@ START_TEST(test_slots_and_status)
 }
 END_TEST
 
+/* The sampler on the GPU against the CPU's (fp32 mode: the same logits up to
+ * rounding): greedy, temperature, top-k, top-p, min-p, penalties from counts,
+ * logprobs; 8 requests of different parameters in one call, 16 calls. */
+START_TEST(test_sample_vs_cpu)
+{
+    struct model md;
+    model_open(0, &md);
+    struct mm_backend cpu = open_backend(&md, 0, true), gpu = open_backend(&md, 1, true);
+    struct mm_backend *b[2] = {&cpu, &gpu};
+    const int64_t H = md.cfg.llm.hidden;
+    struct mm_act *x[2] = {cpu.ops->act_alloc(cpu.ctx, MAXTOK, H),
+                           gpu.ops->act_alloc(gpu.ctx, MAXTOK, H)};
+    int32_t ids[SLOTS], prompt[40];
+    for (int i = 0; i < SLOTS; i++)
+        ids[i] = 5 + 97 * i;
+    for (int i = 0; i < 40; i++)
+        prompt[i] = (i * 37) % 300;
+    for (int k = 0; k < 2; k++) {
+        b[k]->ops->embed_tokens(b[k]->ctx, ids, SLOTS, x[k], 0);
+        for (int sl = 0; sl < SLOTS; sl++) {
+            b[k]->ops->slot_reset(b[k]->ctx, sl);
+            b[k]->ops->slot_count(b[k]->ctx, sl, prompt, 40, false);
+            b[k]->ops->slot_count(b[k]->ctx, sl, prompt + sl, 5, true);
+        }
+    }
+    const struct mm_sample_params ps[SLOTS] = {
+        {.temperature = 0, .top_p = 1, .repetition_penalty = 1, .n_logprobs = 5},
+        {.temperature = 1, .top_p = 1, .repetition_penalty = 1, .seed = 1, .n_logprobs = 20},
+        {.temperature = 0.7f, .top_k = 20, .top_p = 1, .repetition_penalty = 1, .seed = 2},
+        {.temperature = 1.3f, .top_p = 0.9f, .repetition_penalty = 1, .seed = 3, .n_logprobs = 1},
+        {.temperature = 1, .top_p = 1, .min_p = 0.05f, .repetition_penalty = 1, .seed = 4},
+        {.temperature = 0.9f, .top_k = 50, .top_p = 0.8f, .min_p = 0.02f, .repetition_penalty = 1.3f,
+         .presence_penalty = 0.5f, .frequency_penalty = 0.3f, .seed = 5},
+        {.temperature = 0, .top_p = 1, .repetition_penalty = 2.0f, .frequency_penalty = 1.0f},
+        {.temperature = 2, .top_k = 1, .top_p = 1, .repetition_penalty = 1, .seed = 7}};
+    struct mm_sample_req reqs[SLOTS];
+    struct mm_sample_out oc[SLOTS], og[SLOTS];
+    int same = 0, total = 0;
+    for (int call = 0; call < 16; call++) {
+        for (int i = 0; i < SLOTS; i++)
+            reqs[i] = (struct mm_sample_req){.row = (i * 3) % SLOTS, .slot = i, .stream = (uint32_t)i,
+                                             .counter = (uint32_t)call, .p = ps[i]};
+        cpu.ops->sample(cpu.ctx, x[0], reqs, SLOTS, oc);
+        gpu.ops->sample(gpu.ctx, x[1], reqs, SLOTS, og);
+        check_status(&gpu);
+        for (int i = 0; i < SLOTS; i++) {
+            total++;
+            same += oc[i].id == og[i].id;
+            ck_assert_msg(oc[i].id == og[i].id, "call %d request %d: cpu %d gpu %d", call, i,
+                          oc[i].id, og[i].id);
+            ck_assert_msg(fabsf(oc[i].logprob - og[i].logprob) <= 1e-4f, "logprob %g vs %g",
+                          oc[i].logprob, og[i].logprob);
+            ck_assert_int_eq(oc[i].n_top, og[i].n_top);
+            for (int j = 0; j < oc[i].n_top; j++) {
+                ck_assert_int_eq(oc[i].top_ids[j], og[i].top_ids[j]);
+                ck_assert(fabsf(oc[i].top_logprobs[j] - og[i].top_logprobs[j]) <= 1e-4f);
+            }
+        }
+    }
+    printf("sampler: %d of %d draws identical to the CPU\n", same, total);
+    cpu.ops->destroy(cpu.ctx);
+    gpu.ops->destroy(gpu.ctx);
+    mm_safetensors_close(md.st);
+}
+END_TEST
+
 /* ---- whole model, through the engine -------------------------------------------- */
 
 static struct mm_engine *open_engine(int m, enum mm_backend_kind kind, int32_t seqs,
@@ -520,6 +586,7 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_ops_vs_cpu, 0, N_MODELS);
     tcase_add_test(tc, test_slots_and_status);
+    tcase_add_test(tc, test_sample_vs_cpu);
     tcase_add_loop_test(tc, test_model_vs_cpu, 0, N_MODELS);
     tcase_add_loop_test(tc, test_batched_equals_alone, 0, N_MODELS);
     suite_add_tcase(s, tc);
