@@ -160,6 +160,13 @@ cudaError_t mm_k_sample(cudaStream_t s, const float *logits, float *work, int64_
 cudaError_t mm_k_count(cudaStream_t s, uint32_t *counts, int64_t V, int32_t slot,
                        const int32_t *ids, int64_t n, bool output);
 
+/* ---- bench.cu: the device's ceilings, measured by `mmmamba bench` --------------------- */
+
+/* Reads n16 16-byte words (a streaming read; the sum goes to *sink). */
+cudaError_t mm_k_read_stream(cudaStream_t s, const void *p, int64_t n16, float *sink);
+/* p[i] = a bf16 pseudo-random value in [-1, 1) from (seed, i). */
+cudaError_t mm_k_fill_random(cudaStream_t s, void *p, int64_t n, uint32_t seed);
+
 #ifdef __cplusplus
 }
 #endif

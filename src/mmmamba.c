@@ -21,6 +21,9 @@ static const struct mm_cli_cmd commands[] = {
      "text to token ids and pieces, or ids back to text", mm_cli_tokenize},
     {"preprocess", "IMAGE --out FILE [OPTIONS]", "decode and tile one image to raw fp32 tiles",
      mm_cli_preprocess},
+    {"bench", "--model DIR [OPTIONS]",
+     "decode/prefill speed and capacity on the GPU, against the ceilings measured in the run",
+     mm_cli_bench},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

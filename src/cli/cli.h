@@ -95,5 +95,6 @@ int mm_cli_inspect(const struct mm_cli_cmd *cmd, int argc, char **argv);
 int mm_cli_generate(const struct mm_cli_cmd *cmd, int argc, char **argv);
 int mm_cli_tokenize(const struct mm_cli_cmd *cmd, int argc, char **argv);
 int mm_cli_preprocess(const struct mm_cli_cmd *cmd, int argc, char **argv);
+int mm_cli_bench(const struct mm_cli_cmd *cmd, int argc, char **argv);
 
 #endif

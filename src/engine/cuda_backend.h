@@ -16,4 +16,9 @@
  * then be called from one thread. */
 enum mm_status mm_cuda_backend_create(bool fp32, struct mm_backend *b, struct mm_err *err);
 
+/* The device's ceilings for `mmmamba bench`: streaming read bandwidth (TB/s,
+ * a 4 GiB buffer) and the cuBLASLt bf16 GEMM rate at 8192^3 (TFLOP/s, random
+ * data). Uses about 4.5 GB of device memory for the duration of the call. */
+enum mm_status mm_cuda_measure(double *read_tbs, double *gemm_tflops, struct mm_err *err);
+
 #endif

@@ -17,6 +17,12 @@ enum mm_status mm_cuda_backend_create(bool fp32, struct mm_backend *b, struct mm
     return mm_err_set(err, MM_ERR_UNSUPPORTED,
                       "this build has no CUDA backend (configure found no CUDA); use --backend cpu");
 }
+
+enum mm_status mm_cuda_measure(double *read_tbs, double *gemm_tflops, struct mm_err *err)
+{
+    *read_tbs = *gemm_tflops = 0;
+    return mm_err_set(err, MM_ERR_UNSUPPORTED, "this build has no CUDA backend");
+}
 #endif
 
 void mm_engine_options_default(struct mm_engine_options *o)
