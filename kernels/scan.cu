@@ -2,10 +2,12 @@
  * slot: prefill spans and 1-token decode spans alike, in one launch.
  *
  * Design: the recurrence is run token by token (no chunked SSD): each block
- * owns PR rows p of one head's d×d state for one sequence, KQ = 4 threads per
- * row each holding NC = d/4 columns in registers, so a sequence's 16 heads x
- * 128 rows spread over 64 blocks and the state is read once and written once
- * per step. Inputs of L tokens are staged in shared memory at a time.
+ * owns PR = 16 rows p of one head's d×d state for one sequence, KQ = 4
+ * threads per row each holding NC = d/4 columns in registers (as float4
+ * chunks, so shared-memory reads are 16 bytes and conflict-free), so a
+ * sequence's 16 heads x 128 rows spread over 128 blocks and the state is read
+ * once and written once per step. Inputs of L tokens are staged in shared
+ * memory at a time.
  * CPU twin: mm_cpu_ssm_scan (+ the bf16 rounding of the state in cpu_mamba2). */
 #include "common.cuh"
 
@@ -14,13 +16,34 @@
 
 static __device__ __forceinline__ float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 
+/* 4 state values of row p, columns [4q, 4q + 4) */
+static __device__ __forceinline__ float4 ld4(const float *p) { return *(const float4 *)p; }
+static __device__ __forceinline__ float4 ld4(const bf16 *p)
+{
+    const uint2 raw = *(const uint2 *)p;
+    const float2 a = __bfloat1622float2(*(const __nv_bfloat162 *)&raw.x);
+    const float2 b = __bfloat1622float2(*(const __nv_bfloat162 *)&raw.y);
+    return make_float4(a.x, a.y, b.x, b.y);
+}
+static __device__ __forceinline__ void st4(float *p, float4 v) { *(float4 *)p = v; }
+static __device__ __forceinline__ void st4(bf16 *p, float4 v)
+{
+    __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+    uint2 raw;
+    raw.x = *(uint32_t *)&a;
+    raw.y = *(uint32_t *)&b;
+    *(uint2 *)p = raw;
+}
+
+/* Thread (pl, kq) owns row p = pb*PR + pl, column chunks q = kq + 4*jj of 4 columns:
+ * the 4 threads of a row read consecutive 16 bytes of shared memory. */
 template <int NC, typename T, typename SF>
 __global__ void ssm_scan_k(const float *u, int64_t C, const T *z, int64_t ldz, int64_t dt_off,
                            const struct mm_kspan *spans, int64_t nh, int64_t kvh, int64_t d,
                            const float *dt_bias, const float *A, SF *state, int64_t slot_elems,
                            int64_t off, float *y)
 {
-    constexpr int D = NC * SCAN_KQ; /* head dim */
+    constexpr int D = NC * SCAN_KQ, NQ = NC / 4; /* head dim; chunks per thread */
     const int PR = blockDim.x / SCAN_KQ;
     const int pb_per_head = D / PR;
     const int64_t span = blockIdx.x / (nh * pb_per_head);
@@ -30,14 +53,16 @@ __global__ void ssm_scan_k(const float *u, int64_t C, const T *z, int64_t ldz, i
     const int64_t p = (int64_t)pb * PR + pl;
     const struct mm_kspan sp = spans[span];
     const int64_t groups = nh / kvh, kvd = kvh * d, hk = h / groups;
-    __shared__ float sB[SCAN_L][D], sC[SCAN_L][D], sdt[SCAN_L], sdecay[SCAN_L];
+    __shared__ __align__(16) float sB[SCAN_L][D];
+    __shared__ __align__(16) float sC[SCAN_L][D];
+    __shared__ float sdt[SCAN_L], sdecay[SCAN_L];
     extern __shared__ float sx[]; /* [SCAN_L][PR] */
 
-    SF *S = state + sp.slot * slot_elems + off + C + h * d * d + p * d + kq * NC;
-    float reg[NC];
+    SF *S = state + sp.slot * slot_elems + off + C + h * d * d + p * d;
+    float4 reg[NQ];
 #pragma unroll
-    for (int j = 0; j < NC; j++)
-        reg[j] = ldf(S + j);
+    for (int j = 0; j < NQ; j++)
+        reg[j] = ld4(S + 4 * (kq + 4 * j));
     const float a = A[h], bias = dt_bias[h];
     for (int64_t t0 = 0; t0 < sp.n; t0 += SCAN_L) {
         const int L = (int)(sp.n - t0 < SCAN_L ? sp.n - t0 : SCAN_L);
@@ -62,9 +87,14 @@ __global__ void ssm_scan_k(const float *u, int64_t C, const T *z, int64_t ldz, i
             const float decay = sdecay[tt], dx = sdt[tt] * sx[tt * PR + pl];
             float acc = 0;
 #pragma unroll
-            for (int j = 0; j < NC; j++) {
-                reg[j] = decay * reg[j] + dx * sB[tt][kq * NC + j];
-                acc += sC[tt][kq * NC + j] * reg[j];
+            for (int j = 0; j < NQ; j++) {
+                const float4 b = *(const float4 *)&sB[tt][4 * (kq + 4 * j)];
+                const float4 c = *(const float4 *)&sC[tt][4 * (kq + 4 * j)];
+                reg[j].x = decay * reg[j].x + dx * b.x;
+                reg[j].y = decay * reg[j].y + dx * b.y;
+                reg[j].z = decay * reg[j].z + dx * b.z;
+                reg[j].w = decay * reg[j].w + dx * b.w;
+                acc += c.x * reg[j].x + c.y * reg[j].y + c.z * reg[j].z + c.w * reg[j].w;
             }
             acc += __shfl_xor_sync(0xffffffffu, acc, 1);
             acc += __shfl_xor_sync(0xffffffffu, acc, 2);
@@ -74,8 +104,8 @@ __global__ void ssm_scan_k(const float *u, int64_t C, const T *z, int64_t ldz, i
     }
     if (sp.n > 0) {
 #pragma unroll
-        for (int j = 0; j < NC; j++)
-            stf(S + j, reg[j]);
+        for (int j = 0; j < NQ; j++)
+            st4(S + 4 * (kq + 4 * j), reg[j]);
     }
 }
 
@@ -86,7 +116,7 @@ static void scan_run(cudaStream_t s, const float *u, int64_t C, const T *z, int6
                      struct mm_kstate st, float *y)
 {
     constexpr int D = NC * SCAN_KQ;
-    const int PR = D < 32 ? D : 32;
+    const int PR = D < 16 ? D : 16; /* a sequence's head spreads over D/16 blocks */
     const unsigned grid = (unsigned)(n_spans * nh * (D / PR));
     const size_t shmem = (size_t)SCAN_L * PR * sizeof(float);
     if (st.f32)

@@ -128,7 +128,57 @@ struct cu_ctx {
     /* sticky status */
     enum mm_status st;
     char msg[256];
+
+    /* MMMAMBA_CUDA_PROFILE=1: GPU time per kernel group (synchronises after
+     * each; a diagnosis tool for `mmmamba bench`, printed at destroy) */
+    bool prof;
+    cudaEvent_t pe0, pe1;
+    struct {
+        char name[48];
+        double ms;
+        int64_t calls;
+    } prof_tab[64];
+    int n_prof;
 };
+
+static void prof_begin(struct cu_ctx *c)
+{
+    if (c->prof)
+        cudaEventRecord(c->pe0, c->stream);
+}
+
+static void prof_end(struct cu_ctx *c, const char *name)
+{
+    if (!c->prof)
+        return;
+    float ms = 0;
+    cudaEventRecord(c->pe1, c->stream);
+    cudaEventSynchronize(c->pe1);
+    cudaEventElapsedTime(&ms, c->pe0, c->pe1);
+    int i = 0;
+    while (i < c->n_prof && strcmp(c->prof_tab[i].name, name) != 0)
+        i++;
+    if (i == c->n_prof) {
+        if (c->n_prof == 64)
+            return;
+        snprintf(c->prof_tab[c->n_prof++].name, sizeof c->prof_tab[0].name, "%s", name);
+    }
+    c->prof_tab[i].ms += ms;
+    c->prof_tab[i].calls++;
+}
+
+static void prof_print(const struct cu_ctx *c)
+{
+    double total = 0;
+    for (int i = 0; i < c->n_prof; i++)
+        total += c->prof_tab[i].ms;
+    fprintf(stderr, "cuda profile (GPU time per kernel group, %.1f ms in all):\n", total);
+    for (int i = 0; i < c->n_prof; i++)
+        fprintf(stderr, "  %-40s %10.3f ms %8lld calls %9.1f us/call %5.1f%%\n", c->prof_tab[i].name,
+                c->prof_tab[i].ms, (long long)c->prof_tab[i].calls,
+                c->prof_tab[i].ms * 1e3 / (double)c->prof_tab[i].calls,
+                100 * c->prof_tab[i].ms / (total > 0 ? total : 1));
+}
 
 /* ---- errors -------------------------------------------------------------------------- */
 
@@ -347,10 +397,16 @@ static void gemm(struct cu_ctx *c, const void *x, int64_t ldx, int64_t n, int64_
     if (!p)
         return;
     const float alpha = 1.0f, beta = acc ? 1.0f : 0.0f;
+    char name[48];
+    if (c->prof)
+        snprintf(name, sizeof name, "gemm %lldx%lld M%s", (long long)N, (long long)K,
+                 n == 1 ? "=1" : n <= 8 ? "<=8" : n <= 64 ? "<=64" : n <= 256 ? "<=256" : ">256");
+    prof_begin(c);
     lt_check(c,
              cublasLtMatmul(c->lt, p->op, &alpha, W, p->a, x, p->b, &beta, y, p->c, y, p->c,
                             &p->algo, c->lt_ws, c->lt_ws_bytes, c->stream),
              "gemm");
+    prof_end(c, name);
 }
 
 /* ---- load ---------------------------------------------------------------------------- */
@@ -550,6 +606,11 @@ static void cu_destroy(void *vctx)
         return;
     if (c->stream)
         cudaStreamSynchronize(c->stream);
+    if (c->prof) {
+        prof_print(c);
+        cudaEventDestroy(c->pe0);
+        cudaEventDestroy(c->pe1);
+    }
     for (int i = 0; i < GEMM_PLANS; i++)
         if (c->plans[i].used) {
             cublasLtMatmulDescDestroy(c->plans[i].op);
@@ -774,28 +835,38 @@ static void cu_mamba2(void *vctx, enum mm_stack stack, int layer, struct mm_act 
     const struct mm_kstate st = {c->state, c->state_elems, l->state_off, c->lim.state_fp32};
     cudaStream_t s = c->stream;
     /* u = RMSNorm(x); z = u W^T = [vkq | g | dt] */
+    prof_begin(c);
     if (cu_check(c,
                  mm_k_rmsnorm(s, c->f32, x->data, NULL, T, H, l->attn_norm,
                               (float)sc->rms_norm_eps, c->s_u, false),
                  "rmsnorm"))
         return;
+    prof_end(c, "rmsnorm");
     gemm(c, c->s_u, H, T, H, l->wz, Z, c->s_z, Z, false, false);
     /* causal conv + SiLU (state read, then written), scan, gated norm */
+    prof_begin(c);
     if (c->st != MM_OK ||
         cu_check(c,
                  mm_k_conv2(s, c->f32, c->s_z, Z, T, C, l->conv_w, l->conv_b, m->d_spans, m->d_tok,
                             st, c->s_conv),
                  "conv") ||
         cu_check(c, mm_k_conv2_state(s, c->f32, c->s_z, Z, C, m->d_spans, n_spans, st),
-                 "conv state") ||
-        cu_check(c,
+                 "conv state"))
+        return;
+    prof_end(c, "conv");
+    prof_begin(c);
+    if (cu_check(c,
                  mm_k_ssm_scan(s, c->s_conv, C, c->s_z, c->f32, Z, C + nh * d, m->d_spans, n_spans,
                                nh, kvh, d, l->dt_bias, l->A, st, c->s_y),
-                 "scan") ||
-        cu_check(c,
+                 "scan"))
+        return;
+    prof_end(c, "scan");
+    prof_begin(c);
+    if (cu_check(c,
                  mm_k_gated_rmsnorm(s, c->f32, c->s_y, c->s_z, Z, C, T, nh, d, l->gnorm, c->s_m),
                  "gated rmsnorm"))
         return;
+    prof_end(c, "gated rmsnorm");
     /* x += o_proj(y) */
     gemm(c, c->s_m, nh * d, T, nh * d, l->o_proj, H, x->data, H, true, false);
 }
@@ -833,16 +904,21 @@ static void cu_attention(void *vctx, enum mm_stack stack, int layer, struct mm_a
         split = c->part_items / (T * nh);
     if (split < 1)
         split = 1;
+    prof_begin(c);
     if (c->st != MM_OK ||
         cu_check(c,
                  mm_k_rope_kv(s, c->f32, c->s_z, T, m->d_tok, m->d_spans, nh, kv, d,
                               c->stacks[stack].inv_freq, cache),
-                 "rope") ||
-        cu_check(c,
+                 "rope"))
+        return;
+    prof_end(c, "rope + kv write");
+    prof_begin(c);
+    if (cu_check(c,
                  mm_k_attend(s, c->f32, c->s_z, T, m->d_tok, m->d_spans, nh, kv, d, cache,
                              (int)split, c->s_part, c->s_m),
                  "attention"))
         return;
+    prof_end(c, T == n_spans ? "attention (decode)" : "attention (prefill)");
     gemm(c, c->s_m, nh * d, T, nh * d, l->wo, H, x->data, H, true, false);
 }
 
@@ -855,14 +931,18 @@ static void cu_mlp(void *vctx, enum mm_stack stack, int layer, struct mm_act *x,
     const struct cu_layer *l = &c->stacks[stack].layers[layer];
     const int64_t H = sc->hidden, F = sc->intermediate;
     /* x += w2( SiLU(w1 u) * (w3 u) ), u = RMSNorm(x) */
+    prof_begin(c);
     if (cu_check(c,
                  mm_k_rmsnorm(c->stream, c->f32, x->data, NULL, n, H, l->ffn_norm,
                               (float)sc->rms_norm_eps, c->s_u, false),
                  "rmsnorm"))
         return;
+    prof_end(c, "rmsnorm");
     gemm(c, c->s_u, H, n, H, l->w13, 2 * F, c->s_z, 2 * F, false, false);
+    prof_begin(c);
     if (c->st != MM_OK || cu_check(c, mm_k_swiglu(c->stream, c->f32, c->s_z, n, F, c->s_m), "swiglu"))
         return;
+    prof_end(c, "swiglu");
     gemm(c, c->s_m, F, n, F, l->w2, H, x->data, H, true, false);
 }
 
@@ -930,10 +1010,12 @@ static void cu_sample(void *vctx, const struct mm_act *x, const struct mm_sample
                      cudaMemcpyAsync(c->d_req, c->h_req, (size_t)k * sizeof *c->h_req,
                                      cudaMemcpyHostToDevice, c->stream),
                      "sample") ||
+            (prof_begin(c), false) ||
             cu_check(c,
                      mm_k_sample(c->stream, c->s_logits, c->s_work, V, c->d_req, k, c->counts,
                                  c->d_out),
                      "sample") ||
+            (prof_end(c, "sample"), false) ||
             cu_check(c,
                      cudaMemcpyAsync(c->h_out, c->d_out, (size_t)k * sizeof *c->h_out,
                                      cudaMemcpyDeviceToHost, c->stream),
@@ -1140,6 +1222,9 @@ enum mm_status mm_cuda_backend_create(bool fp32, struct mm_backend *b, struct mm
         cu_destroy(c);
         return mm_err_set(err, MM_ERR_BACKEND, "cuda backend: cannot start (%s)", why);
     }
+    const char *prof = getenv("MMMAMBA_CUDA_PROFILE");
+    c->prof = prof && prof[0] == '1' && cudaEventCreate(&c->pe0) == cudaSuccess &&
+              cudaEventCreate(&c->pe1) == cudaSuccess;
     b->ops = &cuda_ops;
     b->ctx = c;
     return MM_OK;

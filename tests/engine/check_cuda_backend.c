@@ -34,7 +34,8 @@ static void make_models(void)
         struct mm_err err;
         const struct mm_synthetic_options opt = {.seed = 5, .shards = 1};
         mm_test_tmpdir(dirs[m], sizeof dirs[m]);
-        ck_assert_int_eq(mm_synthetic_preset(m == 3 ? "tiny-hybrid" : names[m], &cfg, &err), MM_OK);
+        ck_assert_msg(mm_synthetic_preset(m == 3 ? "tiny-hybrid" : names[m], &cfg, &err) == MM_OK,
+                      "%s", err.msg);
         if (m == 3)
             for (int s = 0; s < 2; s++) {
                 struct mm_stack_config *sc = s ? &cfg.llm : &cfg.emb;
@@ -43,6 +44,12 @@ static void make_models(void)
             }
         ck_assert_msg(mm_synthetic_write(dirs[m], &cfg, &opt, &err) == MM_OK, "%s", err.msg);
     }
+}
+
+static void remove_models(void)
+{
+    for (int m = 0; m < N_MODELS; m++)
+        mm_test_rmdir(dirs[m]);
 }
 
 static double rel_err(const float *a, const float *b, int64_t n)
@@ -580,9 +587,9 @@ int main(void)
         printf("SKIP: no CUDA device\n");
         return 77;
     }
-    make_models();
     Suite *s = suite_create("cuda_backend");
     TCase *tc = tcase_create("cuda_backend");
+    tcase_add_unchecked_fixture(tc, make_models, remove_models);
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_ops_vs_cpu, 0, N_MODELS);
     tcase_add_test(tc, test_slots_and_status);
@@ -590,8 +597,5 @@ int main(void)
     tcase_add_loop_test(tc, test_model_vs_cpu, 0, N_MODELS);
     tcase_add_loop_test(tc, test_batched_equals_alone, 0, N_MODELS);
     suite_add_tcase(s, tc);
-    const int rc = mm_test_run(s);
-    for (int m = 0; m < N_MODELS; m++)
-        mm_test_rmdir(dirs[m]);
-    return rc;
+    return mm_test_run(s);
 }

@@ -81,7 +81,7 @@ Image.fromarray(x).save(sys.argv[1])' "$tmp/img.png"
   if compare "$tmp/e2e.ref" "$tmp/e2e.logits" "chat prompt + PNG ($tiles tiles), end to end"; then
     pass=$((pass + 1)); else echo "FAIL: end-to-end image prompt"; fails=$((fails + 1)); fi
 else
-  echo "note: torch not importable by $py; live reference checks skipped"
+  echo "note: live reference checks skipped (backend $backend, or torch not importable by $py)"
 fi
 echo "$pass passed, $fails failed"
 [ "$fails" -eq 0 ]
