@@ -160,6 +160,19 @@ cudaError_t mm_k_sample(cudaStream_t s, const float *logits, float *work, int64_
 cudaError_t mm_k_count(cudaStream_t s, uint32_t *counts, int64_t V, int32_t slot,
                        const int32_t *ids, int64_t n, bool output);
 
+/* ---- skinny.cu: GEMMs of decode-sized batches (bf16 only) ----------------------------- */
+
+/* Most rows of x the skinny kernels take. */
+#define MM_K_SKINNY_MAX_M 8
+
+/* y[m][j] (+)= x[m] . W[j] for m < M <= MM_K_SKINNY_MAX_M, j < N, one warp per two
+ * rows of W streamed with 16-byte loads; y bf16, or fp32 when y_f32 (the LM head).
+ * K and ldx must be multiples of 8. swiglu: W is [2F, K] (w1 rows then w3 rows),
+ * N = F and y[m][j] = silu(x.w1[j]) * (x.w3[j]) (never accumulated). */
+cudaError_t mm_k_skinny(cudaStream_t s, const void *x, int64_t ldx, int64_t M, const void *W,
+                        int64_t N, int64_t K, void *y, int64_t ldy, bool acc, bool y_f32,
+                        bool swiglu);
+
 /* ---- bench.cu: the device's ceilings, measured by `mmmamba bench` --------------------- */
 
 /* Reads n16 16-byte words (a streaming read; the sum goes to *sink). */

@@ -132,8 +132,10 @@ static __device__ struct keep rank_cut(const float *p, int64_t V, struct keep pr
     return (struct keep){tau, chi};
 }
 
-__global__ void __launch_bounds__(SB) sample_k(const float *logits, float *work, int64_t V,
-                                               const struct mm_ksample *reqs, uint32_t *counts,
+__global__ void __launch_bounds__(SB) sample_k(const float *__restrict__ logits,
+                                               float *__restrict__ work, int64_t V,
+                                               const struct mm_ksample *reqs,
+                                               uint32_t *__restrict__ counts,
                                                struct mm_ksample_out *out)
 {
     __shared__ struct vi shv[SB / 32];
@@ -144,28 +146,43 @@ __global__ void __launch_bounds__(SB) sample_k(const float *logits, float *work,
     uint32_t *cnt = counts + (int64_t)r.slot * V;
     struct mm_ksample_out *o = out + blockIdx.x;
 
-    /* 3. penalties */
+    /* 3. penalties, and in the same pass the argmax of the raw and the
+     * penalised logits (4 loads in flight per thread) */
     const bool rep = r.repetition > 0 && r.repetition != 1.0f;
-    for (int64_t i = threadIdx.x; i < V; i += SB) {
-        float v = raw[i];
-        const uint32_t c = cnt[i];
-        if (c) {
-            const uint32_t n_out = c & MM_K_COUNT_OUTPUT;
-            if (rep)
-                v = v > 0 ? v / r.repetition : v * r.repetition;
-            if (n_out)
-                v -= r.frequency * (float)n_out + r.presence;
+    struct vi best = {-INFINITY, -1}, m = {-INFINITY, -1};
+    for (int64_t base = threadIdx.x; base < V; base += 4 * SB) {
+        float rv[4];
+        uint32_t cv[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int64_t i = base + u * SB;
+            rv[u] = i < V ? __ldg(raw + i) : 0.0f;
+            cv[u] = i < V ? __ldg(cnt + i) : 0u;
         }
-        l[i] = v;
-    }
-    __syncthreads();
-    struct vi best = {-INFINITY, -1};
-    for (int64_t i = threadIdx.x; i < V; i += SB) {
-        const struct vi c = {l[i], (int32_t)i};
-        if (before(c, best))
-            best = c;
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int64_t i = base + u * SB;
+            if (i >= V)
+                break;
+            float v = rv[u];
+            if (cv[u]) {
+                const uint32_t n_out = cv[u] & MM_K_COUNT_OUTPUT;
+                if (rep)
+                    v = v > 0 ? v / r.repetition : v * r.repetition;
+                if (n_out)
+                    v -= r.frequency * (float)n_out + r.presence;
+            }
+            l[i] = v;
+            const struct vi c = {v, (int32_t)i}, cr = {rv[u], (int32_t)i};
+            if (before(c, best))
+                best = c;
+            if (before(cr, m))
+                m = cr;
+        }
     }
     best = block_best(best, shv);
+    m = block_best(m, shv);
+    __syncthreads();
     int32_t id = best.i;
     if (!(r.temperature <= 0 || r.top_k == 1)) {
         /* 5. p_i = exp((l_i - max l) / T), unnormalised */
@@ -248,17 +265,18 @@ __global__ void __launch_bounds__(SB) sample_k(const float *logits, float *work,
         id = chosen >= 0 ? chosen : (int32_t)lastk[0];
     }
 
-    /* 2. raw logprobs: log_softmax of the raw logits at id, and the top n */
-    struct vi m = {-INFINITY, -1};
-    for (int64_t i = threadIdx.x; i < V; i += SB) {
-        const struct vi c = {raw[i], (int32_t)i};
-        if (before(c, m))
-            m = c;
-    }
-    m = block_best(m, shv);
+    /* 2. raw logprobs: log_softmax of the raw logits at id (exp in float,
+     * summed in double), and the top n */
     double sum = 0;
-    for (int64_t i = threadIdx.x; i < V; i += SB)
-        sum += exp((double)raw[i] - m.v);
+    for (int64_t base = threadIdx.x; base < V; base += 4 * SB) {
+        float rv[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++)
+            rv[u] = base + u * SB < V ? __ldg(raw + base + u * SB) : -INFINITY;
+#pragma unroll
+        for (int u = 0; u < 4; u++)
+            sum += (double)expf(rv[u] - m.v);
+    }
     sum = block_dsum(sum, shd);
     const double logz = m.v + log(sum);
     int n_top = r.n_logprobs < 0 ? 0 : r.n_logprobs > MM_K_MAX_LOGPROBS ? MM_K_MAX_LOGPROBS : r.n_logprobs;

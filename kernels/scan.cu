@@ -6,13 +6,16 @@
  * threads per row each holding NC = d/4 columns in registers (as float4
  * chunks, so shared-memory reads are 16 bytes and conflict-free), so a
  * sequence's 16 heads x 128 rows spread over 128 blocks and the state is read
- * once and written once per step. Inputs of L tokens are staged in shared
- * memory at a time.
+ * once and written once per step. Inputs are staged in shared memory L tokens
+ * at a time, the next L copied asynchronously while the current L are scanned.
  * CPU twin: mm_cpu_ssm_scan (+ the bf16 rounding of the state in cpu_mamba2). */
+#include <cuda_pipeline.h>
+
 #include "common.cuh"
 
 #define SCAN_KQ 4
 #define SCAN_L 16
+#define SCAN_PR 16 /* state rows per block */
 
 static __device__ __forceinline__ float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 
@@ -36,27 +39,31 @@ static __device__ __forceinline__ void st4(bf16 *p, float4 v)
 }
 
 /* Thread (pl, kq) owns row p = pb*PR + pl, column chunks q = kq + 4*jj of 4 columns:
- * the 4 threads of a row read consecutive 16 bytes of shared memory. */
+ * the 4 threads of a row read consecutive 16 bytes of shared memory. Inputs
+ * of the next L tokens are copied (cp.async) while the current L are scanned. */
 template <int NC, typename T, typename SF>
-__global__ void ssm_scan_k(const float *u, int64_t C, const T *z, int64_t ldz, int64_t dt_off,
-                           const struct mm_kspan *spans, int64_t nh, int64_t kvh, int64_t d,
-                           const float *dt_bias, const float *A, SF *state, int64_t slot_elems,
-                           int64_t off, float *y)
+__global__ void __launch_bounds__(64) ssm_scan_k(const float *__restrict__ u, int64_t C,
+                                                 const T *__restrict__ z, int64_t ldz,
+                                                 int64_t dt_off, const struct mm_kspan *spans,
+                                                 int64_t nh, int64_t kvh, int64_t d,
+                                                 const float *dt_bias, const float *A, SF *state,
+                                                 int64_t slot_elems, int64_t off,
+                                                 float *__restrict__ y)
 {
     constexpr int D = NC * SCAN_KQ, NQ = NC / 4; /* head dim; chunks per thread */
-    const int PR = blockDim.x / SCAN_KQ;
-    const int pb_per_head = D / PR;
+    constexpr int PR = D < SCAN_PR ? D : SCAN_PR, NT = PR * SCAN_KQ;
+    constexpr int pb_per_head = D / PR;
     const int64_t span = blockIdx.x / (nh * pb_per_head);
     const int64_t h = (blockIdx.x / pb_per_head) % nh;
     const int pb = blockIdx.x % pb_per_head;
-    const int pl = threadIdx.x / SCAN_KQ, kq = threadIdx.x % SCAN_KQ;
+    const int tid = threadIdx.x, pl = tid / SCAN_KQ, kq = tid % SCAN_KQ;
     const int64_t p = (int64_t)pb * PR + pl;
     const struct mm_kspan sp = spans[span];
     const int64_t groups = nh / kvh, kvd = kvh * d, hk = h / groups;
-    __shared__ __align__(16) float sB[SCAN_L][D];
-    __shared__ __align__(16) float sC[SCAN_L][D];
-    __shared__ float sdt[SCAN_L], sdecay[SCAN_L];
-    extern __shared__ float sx[]; /* [SCAN_L][PR] */
+    __shared__ __align__(16) float sB[2][SCAN_L][D];
+    __shared__ __align__(16) float sC[2][SCAN_L][D];
+    __shared__ __align__(16) float sx[2][SCAN_L][PR];
+    __shared__ float sdt[2][SCAN_L], sdecay[2][SCAN_L];
 
     SF *S = state + sp.slot * slot_elems + off + C + h * d * d + p * d;
     float4 reg[NQ];
@@ -64,43 +71,71 @@ __global__ void ssm_scan_k(const float *u, int64_t C, const T *z, int64_t ldz, i
     for (int j = 0; j < NQ; j++)
         reg[j] = ld4(S + 4 * (kq + 4 * j));
     const float a = A[h], bias = dt_bias[h];
-    for (int64_t t0 = 0; t0 < sp.n; t0 += SCAN_L) {
+    /* async copies of tokens [t0, t0 + L) into buffer b */
+    auto stage = [&](int b, int64_t t0) {
         const int L = (int)(sp.n - t0 < SCAN_L ? sp.n - t0 : SCAN_L);
-        __syncthreads();
-        for (int i = threadIdx.x; i < L * D; i += blockDim.x) {
-            const int tt = i / D, k = i % D;
+        for (int i = tid; i < L * (D / 4); i += NT) {
+            const int tt = i / (D / 4), k4 = i % (D / 4);
             const float *ur = u + (sp.row + t0 + tt) * C;
-            sB[tt][k] = ur[kvd + hk * d + k];
-            sC[tt][k] = ur[2 * kvd + h * d + k];
+            __pipeline_memcpy_async(&sB[b][tt][4 * k4], ur + kvd + hk * d + 4 * k4, 16);
+            __pipeline_memcpy_async(&sC[b][tt][4 * k4], ur + 2 * kvd + h * d + 4 * k4, 16);
         }
-        for (int i = threadIdx.x; i < L * PR; i += blockDim.x) {
-            const int tt = i / PR, pp = i % PR;
-            sx[tt * PR + pp] = u[(sp.row + t0 + tt) * C + hk * d + (int64_t)pb * PR + pp];
+        for (int i = tid; i < L * (PR / 4); i += NT) {
+            const int tt = i / (PR / 4), q = i % (PR / 4);
+            __pipeline_memcpy_async(&sx[b][tt][4 * q],
+                                    u + (sp.row + t0 + tt) * C + hk * d + (int64_t)pb * PR + 4 * q,
+                                    16);
         }
-        if (threadIdx.x < L) {
-            const float dt = softplus(ldf(z + (sp.row + t0 + threadIdx.x) * ldz + dt_off + h) + bias);
-            sdt[threadIdx.x] = dt;
-            sdecay[threadIdx.x] = expf(dt * a);
+    };
+    auto dt_raw = [&](int64_t t) { return ldf(z + (sp.row + t) * ldz + dt_off + h); };
+    if (sp.n > 0) {
+        stage(0, 0);
+        __pipeline_commit();
+        if (tid < SCAN_L && tid < sp.n) {
+            const float dt = softplus(dt_raw(tid) + bias);
+            sdt[0][tid] = dt;
+            sdecay[0][tid] = expf(dt * a);
         }
+    }
+    for (int64_t t0 = 0, c = 0; t0 < sp.n; t0 += SCAN_L, c++) {
+        const int b = (int)(c & 1);
+        const int L = (int)(sp.n - t0 < SCAN_L ? sp.n - t0 : SCAN_L);
+        const bool more = t0 + SCAN_L < sp.n;
+        float dtn = 0;
+        if (more) {
+            stage(b ^ 1, t0 + SCAN_L);
+            if (tid < SCAN_L && t0 + SCAN_L + tid < sp.n)
+                dtn = dt_raw(t0 + SCAN_L + tid);
+        }
+        __pipeline_commit();
+        __pipeline_wait_prior(1); /* this chunk has landed */
         __syncthreads();
         for (int tt = 0; tt < L; tt++) {
-            const float decay = sdecay[tt], dx = sdt[tt] * sx[tt * PR + pl];
-            float acc = 0;
+            const float decay = sdecay[b][tt], dx = sdt[b][tt] * sx[b][tt][pl];
+            float acc0 = 0, acc1 = 0;
 #pragma unroll
             for (int j = 0; j < NQ; j++) {
-                const float4 b = *(const float4 *)&sB[tt][4 * (kq + 4 * j)];
-                const float4 c = *(const float4 *)&sC[tt][4 * (kq + 4 * j)];
-                reg[j].x = decay * reg[j].x + dx * b.x;
-                reg[j].y = decay * reg[j].y + dx * b.y;
-                reg[j].z = decay * reg[j].z + dx * b.z;
-                reg[j].w = decay * reg[j].w + dx * b.w;
-                acc += c.x * reg[j].x + c.y * reg[j].y + c.z * reg[j].z + c.w * reg[j].w;
+                const float4 bb = *(const float4 *)&sB[b][tt][4 * (kq + 4 * j)];
+                const float4 cc = *(const float4 *)&sC[b][tt][4 * (kq + 4 * j)];
+                reg[j].x = decay * reg[j].x + dx * bb.x;
+                reg[j].y = decay * reg[j].y + dx * bb.y;
+                reg[j].z = decay * reg[j].z + dx * bb.z;
+                reg[j].w = decay * reg[j].w + dx * bb.w;
+                acc0 += cc.x * reg[j].x + cc.y * reg[j].y;
+                acc1 += cc.z * reg[j].z + cc.w * reg[j].w;
             }
+            float acc = acc0 + acc1;
             acc += __shfl_xor_sync(0xffffffffu, acc, 1);
             acc += __shfl_xor_sync(0xffffffffu, acc, 2);
             if (kq == 0)
                 y[(sp.row + t0 + tt) * nh * d + h * d + p] = acc;
         }
+        if (more && tid < SCAN_L && t0 + SCAN_L + tid < sp.n) {
+            const float dt = softplus(dtn + bias);
+            sdt[b ^ 1][tid] = dt;
+            sdecay[b ^ 1][tid] = expf(dt * a);
+        }
+        __syncthreads(); /* buffer b is free for the copy two chunks ahead */
     }
     if (sp.n > 0) {
 #pragma unroll
@@ -115,18 +150,16 @@ static void scan_run(cudaStream_t s, const float *u, int64_t C, const T *z, int6
                      int64_t kvh, int64_t d, const float *dt_bias, const float *A,
                      struct mm_kstate st, float *y)
 {
-    constexpr int D = NC * SCAN_KQ;
-    const int PR = D < 16 ? D : 16; /* a sequence's head spreads over D/16 blocks */
+    constexpr int D = NC * SCAN_KQ, PR = D < SCAN_PR ? D : SCAN_PR;
     const unsigned grid = (unsigned)(n_spans * nh * (D / PR));
-    const size_t shmem = (size_t)SCAN_L * PR * sizeof(float);
     if (st.f32)
-        ssm_scan_k<NC><<<grid, PR * SCAN_KQ, shmem, s>>>(u, C, z, ldz, dt_off, spans, nh, kvh, d,
-                                                         dt_bias, A, (float *)st.base,
-                                                         st.slot_elems, st.off, y);
+        ssm_scan_k<NC><<<grid, PR * SCAN_KQ, 0, s>>>(u, C, z, ldz, dt_off, spans, nh, kvh, d,
+                                                     dt_bias, A, (float *)st.base, st.slot_elems,
+                                                     st.off, y);
     else
-        ssm_scan_k<NC><<<grid, PR * SCAN_KQ, shmem, s>>>(u, C, z, ldz, dt_off, spans, nh, kvh, d,
-                                                         dt_bias, A, (bf16 *)st.base,
-                                                         st.slot_elems, st.off, y);
+        ssm_scan_k<NC><<<grid, PR * SCAN_KQ, 0, s>>>(u, C, z, ldz, dt_off, spans, nh, kvh, d,
+                                                     dt_bias, A, (bf16 *)st.base, st.slot_elems,
+                                                     st.off, y);
 }
 
 template <typename T>

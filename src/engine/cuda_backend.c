@@ -88,6 +88,15 @@ struct gemm_plan {
 };
 #define GEMM_PLANS 512
 
+/* Skinny kernel or cuBLASLt, per weight shape and M bucket (1, 2, <=4, <=8),
+ * chosen at load by timing both (bf16 only). */
+struct gemm_choice {
+    int64_t N, K;
+    bool swiglu, y_f32;
+    bool skinny[4];
+};
+#define GEMM_CHOICES 16
+
 struct cu_ctx {
     struct mm_config cfg;
     bool f32;   /* element type: float, else bf16 */
@@ -97,6 +106,8 @@ struct cu_ctx {
     void *lt_ws;
     size_t lt_ws_bytes;
     struct gemm_plan plans[GEMM_PLANS];
+    struct gemm_choice choices[GEMM_CHOICES];
+    int n_choices;
 
     struct cu_stack stacks[2];
     void *patch_w, *sh_w1, *sh_w2, *text_emb, *special_emb, *output;
@@ -238,29 +249,34 @@ static void *dev_array(struct cu_ctx *c, int64_t rows, int64_t cols, size_t esz)
         !mm_size_mul(n ? n : 1, esz, &bytes))
         return NULL;
     void *p = dev_alloc(c, bytes);
-    if (p && cudaMemset(p, 0, bytes) != cudaSuccess)
+    if (p && (cudaMemsetAsync(p, 0, bytes, c->stream) != cudaSuccess ||
+              cudaStreamSynchronize(c->stream) != cudaSuccess))
         return NULL;
     return p;
 }
 
-/* Copies tensor t (any float dtype) into dst as the element type (f32 or bf16). */
+/* Copies tensor t (any float dtype) into dst as the element type (f32 or
+ * bf16). Every copy is ordered on the backend's stream (a plain cudaMemcpy
+ * may return before its DMA lands, and the stream does not wait for it). */
 static bool upload_into(struct cu_ctx *c, const struct mm_tensor *t, void *dst, bool f32)
 {
-    if (!f32 && t->dtype == MM_DTYPE_BF16)
-        return cudaMemcpy(dst, t->data, t->nbytes, cudaMemcpyHostToDevice) == cudaSuccess;
-    if (f32 && t->dtype == MM_DTYPE_F32)
-        return cudaMemcpy(dst, t->data, t->nbytes, cudaMemcpyHostToDevice) == cudaSuccess;
+    if ((!f32 && t->dtype == MM_DTYPE_BF16) || (f32 && t->dtype == MM_DTYPE_F32))
+        return cudaMemcpyAsync(dst, t->data, t->nbytes, cudaMemcpyHostToDevice, c->stream) ==
+                   cudaSuccess &&
+               cudaStreamSynchronize(c->stream) == cudaSuccess;
     /* raw bytes to the staging buffer, converted on the device */
     if ((int64_t)t->nbytes > c->stage_bytes) {
         void *p = NULL;
-        if (cudaMalloc(&p, t->nbytes) != cudaSuccess)
+        if (cudaStreamSynchronize(c->stream) != cudaSuccess ||
+            cudaMalloc(&p, t->nbytes) != cudaSuccess)
             return false;
         if (c->s_stage)
             cudaFree(c->s_stage);
         c->s_stage = p;
         c->stage_bytes = (int64_t)t->nbytes;
     }
-    return cudaMemcpy(c->s_stage, t->data, t->nbytes, cudaMemcpyHostToDevice) == cudaSuccess &&
+    return cudaMemcpyAsync(c->s_stage, t->data, t->nbytes, cudaMemcpyHostToDevice, c->stream) ==
+               cudaSuccess &&
            mm_k_convert(c->stream, c->s_stage, t->dtype, dst, f32, t->numel) == cudaSuccess &&
            cudaStreamSynchronize(c->stream) == cudaSuccess;
 }
@@ -278,7 +294,9 @@ static void *up_matrix(struct cu_ctx *c, const struct mm_tensor *t)
 static float *up_floats(struct cu_ctx *c, const float *h, int64_t n)
 {
     float *p = dev_alloc(c, (size_t)n * sizeof(float));
-    if (p && cudaMemcpy(p, h, (size_t)n * sizeof(float), cudaMemcpyHostToDevice) != cudaSuccess)
+    if (p && (cudaMemcpyAsync(p, h, (size_t)n * sizeof(float), cudaMemcpyHostToDevice, c->stream) !=
+                  cudaSuccess ||
+              cudaStreamSynchronize(c->stream) != cudaSuccess))
         return NULL;
     return p;
 }
@@ -387,12 +405,64 @@ static struct gemm_plan *plan_for(struct cu_ctx *c, int64_t n, int64_t N, int64_
     return p;
 }
 
+static int m_bucket(int64_t n) { return n <= 1 ? 0 : n <= 2 ? 1 : n <= 4 ? 2 : 3; }
+
+/* Whether the skinny kernel serves this shape at n rows. */
+static bool use_skinny(const struct cu_ctx *c, int64_t n, int64_t N, int64_t K, bool swiglu,
+                       bool y_f32)
+{
+    if (c->f32 || n > MM_K_SKINNY_MAX_M)
+        return false;
+    for (int i = 0; i < c->n_choices; i++) {
+        const struct gemm_choice *g = &c->choices[i];
+        if (g->N == N && g->K == K && g->swiglu == swiglu && g->y_f32 == y_f32)
+            return g->skinny[m_bucket(n)];
+    }
+    return false;
+}
+
+static void gemm_lt(struct cu_ctx *c, const void *x, int64_t ldx, int64_t n, int64_t K,
+                    const void *W, int64_t N, void *y, int64_t ldy, bool acc, bool y_f32);
+
 /* y[n, N] (+)= x[n, K] . W[N, K]^T; x, W of the element type, y too unless y_f32. */
 static void gemm(struct cu_ctx *c, const void *x, int64_t ldx, int64_t n, int64_t K, const void *W,
                  int64_t N, void *y, int64_t ldy, bool acc, bool y_f32)
 {
     if (n <= 0 || c->st != MM_OK)
         return;
+    if (use_skinny(c, n, N, K, false, y_f32)) {
+        prof_begin(c);
+        cu_check(c, mm_k_skinny(c->stream, x, ldx, n, W, N, K, y, ldy, acc, y_f32, false),
+                 "skinny gemm");
+        prof_end(c, y_f32 ? "skinny head" : "skinny gemm");
+        return;
+    }
+    gemm_lt(c, x, ldx, n, K, W, N, y, ldy, acc, y_f32);
+}
+
+/* h[n, F] = SiLU(u w1^T) * (u w3^T), w13 = [w1; w3] ([2F, K]); h13: scratch [n, 2F]. */
+static void gemm_swiglu(struct cu_ctx *c, const void *u, int64_t n, int64_t K, const void *w13,
+                        int64_t F, void *h13, void *h)
+{
+    if (n <= 0 || c->st != MM_OK)
+        return;
+    if (use_skinny(c, n, F, K, true, false)) {
+        prof_begin(c);
+        cu_check(c, mm_k_skinny(c->stream, u, K, n, w13, F, K, h, F, false, false, true),
+                 "skinny swiglu");
+        prof_end(c, "skinny w13 + swiglu");
+        return;
+    }
+    gemm_lt(c, u, K, n, K, w13, 2 * F, h13, 2 * F, false, false);
+    prof_begin(c);
+    if (c->st == MM_OK)
+        cu_check(c, mm_k_swiglu(c->stream, c->f32, h13, n, F, h), "swiglu");
+    prof_end(c, "swiglu");
+}
+
+static void gemm_lt(struct cu_ctx *c, const void *x, int64_t ldx, int64_t n, int64_t K,
+                    const void *W, int64_t N, void *y, int64_t ldy, bool acc, bool y_f32)
+{
     struct gemm_plan *p = plan_for(c, n, N, K, ldx, ldy, acc, y_f32);
     if (!p)
         return;
@@ -466,6 +536,90 @@ static bool alloc_meta(struct cu_ctx *c, struct cu_meta *m, int64_t blk_cap)
            (m->d_tok = dev_array(c, T, 1, sizeof *m->d_tok)) &&
            (m->d_blk = dev_array(c, max64(blk_cap, 1), 1, sizeof *m->d_blk)) &&
            cudaEventCreateWithFlags(&m->copied, cudaEventDisableTiming) == 0;
+}
+
+/* Times the skinny kernel against cuBLASLt for one weight shape at M = 1, 2,
+ * 4, 8 rows, rotating over the layers' matrices (ws[0..nw)) so they come
+ * from HBM as in a step, and records the faster. */
+static void choose_shape(struct cu_ctx *c, void *const *ws, int nw, int64_t N, int64_t K,
+                         bool swiglu, bool y_f32, const char *label)
+{
+    if (c->n_choices == GEMM_CHOICES || nw == 0)
+        return;
+    struct gemm_choice *g = &c->choices[c->n_choices++];
+    *g = (struct gemm_choice){.N = N, .K = K, .swiglu = swiglu, .y_f32 = y_f32};
+    cudaEvent_t e0, e1;
+    if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess)
+        return;
+    const int ms[4] = {1, 2, 4, 8}, reps = 12;
+    char line[256];
+    int at = snprintf(line, sizeof line, "gemm %s %lldx%lld:", label, (long long)N, (long long)K);
+    for (int b = 0; b < 4; b++) {
+        float t[2] = {0, 0};
+        for (int impl = 0; impl < 2; impl++) {
+            g->skinny[b] = impl == 0;
+            for (int r = 0; r < reps + 2; r++) {
+                if (r == 2)
+                    cudaEventRecord(e0, c->stream);
+                void *W = ws[r % nw];
+                if (swiglu)
+                    gemm_swiglu(c, c->s_u, ms[b], K, W, N, c->s_z, c->s_m);
+                else
+                    gemm(c, c->s_u, K, ms[b], K, W, N, y_f32 ? (void *)c->s_logits : c->s_z, N,
+                         !y_f32, y_f32);
+            }
+            cudaEventRecord(e1, c->stream);
+            cudaEventSynchronize(e1);
+            cudaEventElapsedTime(&t[impl], e0, e1);
+        }
+        g->skinny[b] = t[0] <= t[1];
+        const double bytes = (double)(swiglu ? 2 * N : N) * (double)K * 2;
+        at += snprintf(line + at, sizeof line - (size_t)(at < (int)sizeof line ? at : 0),
+                       " M=%d %.1f/%.1f us (%.2f TB/s)", ms[b], t[0] * 1e3 / reps,
+                       t[1] * 1e3 / reps,
+                       bytes / ((g->skinny[b] ? t[0] : t[1]) * 1e-3 / reps) / 1e12);
+        if (at >= (int)sizeof line)
+            at = (int)sizeof line - 1;
+    }
+    MM_INFO("cuda backend: %s (skinny/cuBLASLt, best's bandwidth)", line);
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+}
+
+static void choose_gemms(struct cu_ctx *c)
+{
+    void *ws[MM_MAX_LAYERS];
+    const int64_t n_u = max64(c->lim.max_tokens, 1) * 4 * c->cfg.llm.hidden;
+    if (c->f32 || mm_k_fill_random(c->stream, c->s_u, n_u < 16 * 16384 ? n_u : 16 * 16384, 7) !=
+                      cudaSuccess)
+        return;
+    const struct mm_stack_config *sc = &c->cfg.llm;
+    const struct cu_layer *L = c->stacks[MM_STACK_LLM].layers;
+    const int64_t H = sc->hidden, d = sc->head_dim, nh = sc->heads, kv = sc->kv_heads;
+    const int64_t C = 2 * kv * d + nh * d, Z = C + nh * d + nh, F = sc->intermediate;
+    int n;
+#define COLLECT(want, field)                                                                       \
+    n = 0;                                                                                         \
+    for (int64_t i = 0; i < sc->num_layers; i++)                                                   \
+        if ((int)L[i].kind == (want) || (want) < 0)                                                \
+            ws[n++] = L[i].field;
+    COLLECT((int)MM_LAYER_MAMBA2, wz);
+    choose_shape(c, ws, n, Z, H, false, false, "in_proj");
+    COLLECT((int)MM_LAYER_MAMBA2, o_proj);
+    choose_shape(c, ws, n, H, nh * d, false, false, "o_proj");
+    COLLECT((int)MM_LAYER_MHA, wqkv);
+    choose_shape(c, ws, n, (nh + 2 * kv) * d, H, false, false, "wqkv");
+    COLLECT((int)MM_LAYER_MHA, wo);
+    if (nh * d != H || n == 0 || !use_skinny(c, 1, H, nh * d, false, false))
+        choose_shape(c, ws, n, H, nh * d, false, false, "wo");
+    COLLECT(-1, w13);
+    choose_shape(c, ws, n, F, H, true, false, "w1+w3+swiglu");
+    COLLECT(-1, w2);
+    choose_shape(c, ws, n, H, F, false, false, "w2");
+#undef COLLECT
+    ws[0] = c->output;
+    choose_shape(c, ws, 1, c->cfg.vocab_size, H, false, true, "lm_head");
+    (void)cudaGetLastError();
 }
 
 static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const struct mm_weights *w,
@@ -585,6 +739,9 @@ static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const str
                           lim->n_slots, (long long)lim->n_kv_blocks[0],
                           (long long)lim->n_kv_blocks[1], (long long)lim->max_tokens);
     }
+    choose_gemms(c);
+    if (c->st != MM_OK)
+        return mm_err_set(err, MM_ERR_BACKEND, "%s", c->msg);
     size_t free2 = 0;
     cudaMemGetInfo(&free2, &total);
     MM_INFO("cuda backend: %s, weights %.2f GB, state %.1f MB/slot x %d slots (%s), KV %lld+%lld "
@@ -938,11 +1095,7 @@ static void cu_mlp(void *vctx, enum mm_stack stack, int layer, struct mm_act *x,
                  "rmsnorm"))
         return;
     prof_end(c, "rmsnorm");
-    gemm(c, c->s_u, H, n, H, l->w13, 2 * F, c->s_z, 2 * F, false, false);
-    prof_begin(c);
-    if (c->st != MM_OK || cu_check(c, mm_k_swiglu(c->stream, c->f32, c->s_z, n, F, c->s_m), "swiglu"))
-        return;
-    prof_end(c, "swiglu");
+    gemm_swiglu(c, c->s_u, n, H, l->w13, F, c->s_z, c->s_m);
     gemm(c, c->s_m, F, n, F, l->w2, H, x->data, H, true, false);
 }
 
