@@ -118,6 +118,15 @@ struct mm_backend_ops {
     /* x <- x / ||x||_2 for rows [0, n). */
     void (*l2_normalize)(void *ctx, struct mm_act *x, int64_t n);
 
+    /* Optional (NULL when unused): brackets one step's ops from the first
+     * embedding to the last LLM-stack layer (logits and sampling come after
+     * step_end), with both stacks' spans (valid until step_end). decode: each
+     * of the n_spans sequences has one text token, so a backend may record the
+     * step once per batch size and replay it (CUDA graphs). */
+    void (*step_begin)(void *ctx, const struct mm_span *emb_spans, const struct mm_span *llm_spans,
+                       int n_spans, bool decode);
+    void (*step_end)(void *ctx);
+
     /* Residual blocks over the token batch described by spans (rows in x): */
     void (*mamba2)(void *ctx, enum mm_stack stack, int layer, struct mm_act *x,
                    const struct mm_span *spans, int n_spans);

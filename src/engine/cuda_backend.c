@@ -65,9 +65,12 @@ struct cu_meta {
     int32_t *h_tok, *d_tok;             /* [max_tokens] row -> span */
     int32_t *h_blk, *d_blk;             /* flat block tables */
     int64_t blk_cap;
+    int64_t bpt;        /* block-table entries per slot: h_blk/d_blk mirror [n_slots][bpt] */
     cudaEvent_t copied; /* the last upload from the host buffers */
     bool pending;
     int64_t max_kv; /* longest sequence in keys (pos + n) */
+    bool prepared;  /* built by step_begin from `prep` for the current step */
+    const struct mm_span *prep;
 };
 
 struct cu_stack {
@@ -139,6 +142,23 @@ struct cu_ctx {
     /* sticky status */
     enum mm_status st;
     char msg[256];
+
+    /* decode steps as CUDA graphs, one per batch size (step_begin/step_end) */
+    enum { G_EAGER, G_CAPTURE, G_REPLAY } gmode;
+    bool graphs_on, g_launched;
+    struct {
+        int n;
+        cudaGraphExec_t exec;
+        uint64_t used;
+    } graphs[64];
+    int n_graphs, g_cur;
+    uint64_t g_clock;
+    cudaEvent_t g_done;
+    /* embeddings of a graph step wait here until the first mixer (fixed buffers) */
+    int32_t *h_ids, *d_ids; /* [n_slots] */
+    bool pend;
+    struct mm_act *pend_x;
+    int64_t pend_row0, pend_n;
 
     /* MMMAMBA_CUDA_PROFILE=1: GPU time per kernel group (synchronises after
      * each; a diagnosis tool for `mmmamba bench`, printed at destroy) */
@@ -524,9 +544,11 @@ static bool load_pos(struct cu_ctx *c, const struct mm_weights *w)
     return ok;
 }
 
-static bool alloc_meta(struct cu_ctx *c, struct cu_meta *m, int64_t blk_cap)
+static bool alloc_meta(struct cu_ctx *c, struct cu_meta *m, int64_t bpt)
 {
     const int64_t T = max64(c->lim.max_tokens, 1), S = c->lim.n_slots;
+    const int64_t blk_cap = bpt * S;
+    m->bpt = bpt;
     m->blk_cap = blk_cap;
     m->last = calloc((size_t)S, sizeof *m->last);
     return m->last && cudaMallocHost((void **)&m->h_spans, (size_t)S * sizeof *m->h_spans) == 0 &&
@@ -554,8 +576,12 @@ static void choose_shape(struct cu_ctx *c, void *const *ws, int nw, int64_t N, i
     const int ms[4] = {1, 2, 4, 8}, reps = 12;
     char line[256];
     int at = snprintf(line, sizeof line, "gemm %s %lldx%lld:", label, (long long)N, (long long)K);
+    /* rows the scratch holds: the token budget; the LM head's: logit_rows */
+    const int64_t cap = y_f32 ? c->logit_rows : c->lim.max_tokens;
     for (int b = 0; b < 4; b++) {
         float t[2] = {0, 0};
+        if (ms[b] > cap)
+            break;
         for (int impl = 0; impl < 2; impl++) {
             g->skinny[b] = impl == 0;
             for (int r = 0; r < reps + 2; r++) {
@@ -719,9 +745,12 @@ static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const str
     c->arena_cap = tile_bytes + (size_t)T * 16 + ((size_t)1 << 20);
     c->d_arena = dev_alloc(c, c->arena_cap);
     c->h_tmp = malloc((size_t)max64(c->state_elems, 1) * sizeof(float));
+    c->d_ids = dev_array(c, lim->n_slots, 1, sizeof(int32_t));
     ok = c->state && kv_ok && c->s_u && c->s_z && c->s_m && c->s_patch && c->s_conv && c->s_y &&
          c->s_part && c->s_logits && c->s_work && c->counts && c->d_req && c->d_out &&
-         c->d_arena && c->h_tmp &&
+         c->d_arena && c->h_tmp && c->d_ids &&
+         cudaMallocHost((void **)&c->h_ids, (size_t)lim->n_slots * sizeof(int32_t)) == cudaSuccess &&
+         cudaEventCreateWithFlags(&c->g_done, cudaEventDisableTiming) == cudaSuccess &&
          cudaMallocHost((void **)&c->h_arena, c->arena_cap) == cudaSuccess &&
          cudaMallocHost((void **)&c->h_req, (size_t)max64(c->logit_rows, 1) * sizeof *c->h_req) ==
              cudaSuccess &&
@@ -729,7 +758,11 @@ static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const str
              cudaSuccess;
     for (int s = 0; ok && s < 2; s++) {
         const int64_t bpt = (lim->max_context + MM_KV_BLOCK - 1) / MM_KV_BLOCK;
-        ok = alloc_meta(c, &c->stacks[s].meta, lim->n_kv_blocks[s] > 0 ? bpt * lim->n_slots : 0);
+        ok = alloc_meta(c, &c->stacks[s].meta, lim->n_kv_blocks[s] > 0 ? bpt : 0);
+        /* the mirror starts unlike any table, so the first use uploads it */
+        if (ok && c->stacks[s].meta.blk_cap > 0)
+            memset(c->stacks[s].meta.h_blk, 0xff,
+                   (size_t)c->stacks[s].meta.blk_cap * sizeof(int32_t));
     }
     if (!ok) {
         (void)cudaGetLastError();
@@ -796,6 +829,11 @@ static void cu_destroy(void *vctx)
     cudaFreeHost(c->h_arena);
     cudaFreeHost(c->h_req);
     cudaFreeHost(c->h_out);
+    cudaFreeHost(c->h_ids);
+    for (int i = 0; i < c->n_graphs; i++)
+        cudaGraphExecDestroy(c->graphs[i].exec);
+    if (c->g_done)
+        cudaEventDestroy(c->g_done);
     free(c->h_tmp);
     if (c->lt)
         cublasLtDestroy(c->lt);
@@ -829,65 +867,204 @@ static void *row_ptr(const struct cu_ctx *c, const struct mm_act *a, int64_t row
 
 /* ---- span metadata ---------------------------------------------------------------------- */
 
-/* The device metadata of a stack's spans, rebuilt when layer 0 runs or the
- * spans differ from the last ones; NULL (failure recorded) on bad spans. */
-static struct cu_meta *meta_for(struct cu_ctx *c, enum mm_stack stack, int layer,
-                                const struct mm_span *spans, int n_spans)
+/* Fills a stack's host metadata from its spans (and uploads the block-table
+ * entries that changed to the device mirror, slot s's table at s * bpt). */
+static bool meta_fill(struct cu_ctx *c, struct cu_meta *m, const struct mm_span *spans,
+                      int n_spans)
 {
-    struct cu_meta *m = &c->stacks[stack].meta;
-    if (layer != 0 && n_spans == m->n_spans &&
-        memcmp(spans, m->last, (size_t)n_spans * sizeof *spans) == 0)
-        return m;
     if (n_spans < 1 || n_spans > c->lim.n_slots) {
         fail_msg(c, "spans", "span count out of range");
-        return NULL;
+        return false;
     }
     if (m->pending && cu_check(c, cudaEventSynchronize(m->copied), "metadata"))
-        return NULL;
-    int64_t row = 0, nblk = 0, max_kv = 0;
+        return false;
+    m->pending = false;
+    int64_t row = 0, max_kv = 0;
     for (int s = 0; s < n_spans; s++) {
         const struct mm_span *sp = &spans[s];
         if (sp->row != row || sp->n < 0 || row + sp->n > c->lim.max_tokens || sp->slot < 0 ||
-            sp->slot >= c->lim.n_slots) {
+            sp->slot >= c->lim.n_slots || sp->pos < 0) {
             fail_msg(c, "spans", "spans must be contiguous from row 0, within the limits");
-            return NULL;
+            return false;
         }
         const int64_t nb = (sp->pos + sp->n + MM_KV_BLOCK - 1) / MM_KV_BLOCK;
-        m->h_spans[s] = (struct mm_kspan){sp->row, sp->n, sp->pos, nblk, sp->slot, 0};
+        m->h_spans[s] = (struct mm_kspan){sp->row, sp->n, sp->pos, (int64_t)sp->slot * m->bpt,
+                                          sp->slot, 0};
         for (int64_t t = 0; t < sp->n; t++)
             m->h_tok[row + t] = s;
         if (sp->blocks && m->blk_cap > 0) {
-            if (nblk + nb > m->blk_cap) {
-                fail_msg(c, "spans", "block tables exceed their buffer");
-                return NULL;
+            if (nb > m->bpt) {
+                fail_msg(c, "spans", "a block table is longer than the context limit");
+                return false;
             }
-            memcpy(m->h_blk + nblk, sp->blocks, (size_t)nb * sizeof(int32_t));
-            nblk += nb;
+            int32_t *mir = m->h_blk + (int64_t)sp->slot * m->bpt;
+            int64_t i0 = 0;
+            while (i0 < nb && mir[i0] == sp->blocks[i0])
+                i0++;
+            if (i0 < nb) {
+                memcpy(mir + i0, sp->blocks + i0, (size_t)(nb - i0) * sizeof *mir);
+                if (cu_check(c,
+                             cudaMemcpyAsync(m->d_blk + (int64_t)sp->slot * m->bpt + i0, mir + i0,
+                                             (size_t)(nb - i0) * sizeof *mir,
+                                             cudaMemcpyHostToDevice, c->stream),
+                             "metadata"))
+                    return false;
+                m->pending = true;
+            }
         }
         max_kv = max64(max_kv, sp->pos + sp->n);
         row += sp->n;
     }
-    cudaStream_t st = c->stream;
-    if (cu_check(c,
-                 cudaMemcpyAsync(m->d_spans, m->h_spans, (size_t)n_spans * sizeof *m->h_spans,
-                                 cudaMemcpyHostToDevice, st),
-                 "metadata") ||
-        (row > 0 && cu_check(c,
-                             cudaMemcpyAsync(m->d_tok, m->h_tok, (size_t)row * sizeof *m->h_tok,
-                                             cudaMemcpyHostToDevice, st),
-                             "metadata")) ||
-        (nblk > 0 && cu_check(c,
-                              cudaMemcpyAsync(m->d_blk, m->h_blk, (size_t)nblk * sizeof *m->h_blk,
-                                              cudaMemcpyHostToDevice, st),
-                              "metadata")) ||
-        cu_check(c, cudaEventRecord(m->copied, st), "metadata"))
-        return NULL;
-    m->pending = true;
     memcpy(m->last, spans, (size_t)n_spans * sizeof *spans);
     m->n_spans = n_spans;
     m->T = row;
     m->max_kv = max_kv;
+    return true;
+}
+
+/* Enqueues the copies of spans and the row -> span map (captured in a graph step). */
+static bool meta_upload(struct cu_ctx *c, struct cu_meta *m)
+{
+    cudaStream_t st = c->stream;
+    if (cu_check(c,
+                 cudaMemcpyAsync(m->d_spans, m->h_spans, (size_t)m->n_spans * sizeof *m->h_spans,
+                                 cudaMemcpyHostToDevice, st),
+                 "metadata") ||
+        (m->T > 0 && cu_check(c,
+                              cudaMemcpyAsync(m->d_tok, m->h_tok, (size_t)m->T * sizeof *m->h_tok,
+                                              cudaMemcpyHostToDevice, st),
+                              "metadata")))
+        return false;
+    m->pending = true;
+    return true;
+}
+
+/* The device metadata of a stack's spans: the step's (step_begin), or, for
+ * ops called outside a step, rebuilt when layer 0 runs or the spans differ
+ * from the last ones. NULL (failure recorded) on bad spans. */
+static struct cu_meta *meta_for(struct cu_ctx *c, enum mm_stack stack, int layer,
+                                const struct mm_span *spans, int n_spans)
+{
+    struct cu_meta *m = &c->stacks[stack].meta;
+    if (m->prepared && m->prep == spans && m->n_spans == n_spans)
+        return m;
+    if (layer != 0 && n_spans == m->n_spans &&
+        memcmp(spans, m->last, (size_t)n_spans * sizeof *spans) == 0)
+        return m;
+    if (!meta_fill(c, m, spans, n_spans) || !meta_upload(c, m) ||
+        cu_check(c, cudaEventRecord(m->copied, c->stream), "metadata"))
+        return NULL;
     return m;
+}
+
+/* ---- graph steps ---------------------------------------------------------------------- */
+
+static void embed_flush(struct cu_ctx *c)
+{
+    if (!c->pend)
+        return;
+    c->pend = false;
+    if (c->gmode == G_REPLAY || c->st != MM_OK) /* the graph copies h_ids itself */
+        return;
+    if (!cu_check(c,
+                  cudaMemcpyAsync(c->d_ids, c->h_ids, (size_t)c->pend_n * sizeof *c->h_ids,
+                                  cudaMemcpyHostToDevice, c->stream),
+                  "embed"))
+        cu_check(c,
+                 mm_k_embed(c->stream, c->f32, c->d_ids, c->pend_n, c->text_emb,
+                            c->cfg.llm_vocab_size, c->special_emb, c->cfg.llm.hidden,
+                            row_ptr(c, c->pend_x, c->pend_row0)),
+                 "embed");
+}
+
+/* Every op but embed_tokens starts here: false when it must enqueue nothing
+ * (a failure is pending, or a recorded graph replays this step). */
+static bool op_begin(struct cu_ctx *c)
+{
+    embed_flush(c);
+    return c->st == MM_OK && c->gmode != G_REPLAY;
+}
+
+static void cu_step_begin(void *vctx, const struct mm_span *emb, const struct mm_span *llm,
+                          int n_spans, bool decode)
+{
+    struct cu_ctx *c = vctx;
+    c->gmode = G_EAGER;
+    if (c->st != MM_OK)
+        return;
+    if (c->graphs_on && decode) {
+        /* the last graph step has finished reading the fixed host buffers */
+        if (c->g_launched && cu_check(c, cudaEventSynchronize(c->g_done), "graph"))
+            return;
+        c->g_cur = -1;
+        for (int i = 0; i < c->n_graphs; i++)
+            if (c->graphs[i].n == n_spans)
+                c->g_cur = i;
+        c->gmode = c->g_cur >= 0 ? G_REPLAY : G_CAPTURE;
+    }
+    const struct mm_span *sp[2] = {emb, llm};
+    for (int s = 0; s < 2; s++) {
+        struct cu_meta *m = &c->stacks[s].meta;
+        if (!meta_fill(c, m, sp[s], n_spans)) {
+            c->gmode = G_EAGER;
+            return;
+        }
+        m->prepared = true;
+        m->prep = sp[s];
+    }
+    if (c->gmode == G_CAPTURE &&
+        cu_check(c, cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal),
+                 "graph capture")) {
+        c->gmode = G_EAGER;
+        return;
+    }
+    for (int s = 0; s < 2 && c->gmode != G_REPLAY; s++)
+        if (!meta_upload(c, &c->stacks[s].meta))
+            return;
+    for (int s = 0; s < 2 && c->gmode == G_EAGER; s++)
+        cu_check(c, cudaEventRecord(c->stacks[s].meta.copied, c->stream), "metadata");
+}
+
+static void cu_step_end(void *vctx)
+{
+    struct cu_ctx *c = vctx;
+    embed_flush(c);
+    if (c->gmode == G_CAPTURE) {
+        cudaGraph_t g = NULL;
+        const cudaError_t e = cudaStreamEndCapture(c->stream, &g);
+        cudaGraphExec_t exec = NULL;
+        if (!cu_check(c, e, "graph capture") && c->st == MM_OK &&
+            !cu_check(c, cudaGraphInstantiate(&exec, g, 0), "graph instantiate")) {
+            int i = c->n_graphs;
+            if (i == 64) { /* evict the least recently used */
+                i = 0;
+                for (int k = 1; k < 64; k++)
+                    if (c->graphs[k].used < c->graphs[i].used)
+                        i = k;
+                cudaGraphExecDestroy(c->graphs[i].exec);
+            } else {
+                c->n_graphs++;
+            }
+            c->graphs[i].n = c->stacks[0].meta.n_spans;
+            c->graphs[i].exec = exec;
+            c->g_cur = i;
+        }
+        if (g)
+            cudaGraphDestroy(g);
+        if (c->st != MM_OK)
+            c->graphs_on = false; /* go on eagerly; this step failed */
+    }
+    if (c->gmode != G_EAGER && c->st == MM_OK) {
+        c->graphs[c->g_cur].used = ++c->g_clock;
+        if (!cu_check(c, cudaGraphLaunch(c->graphs[c->g_cur].exec, c->stream), "graph launch") &&
+            !cu_check(c, cudaEventRecord(c->g_done, c->stream), "graph"))
+            c->g_launched = true;
+        for (int s = 0; s < 2; s++)
+            cu_check(c, cudaEventRecord(c->stacks[s].meta.copied, c->stream), "metadata");
+    }
+    for (int s = 0; s < 2; s++)
+        c->stacks[s].meta.prepared = false;
+    c->gmode = G_EAGER;
 }
 
 /* ---- front end ------------------------------------------------------------------------ */
@@ -898,6 +1075,23 @@ static void cu_embed_tokens(void *vctx, const int32_t *ids, int64_t n, struct mm
     struct cu_ctx *c = vctx;
     if (n <= 0 || c->st != MM_OK)
         return;
+    if (c->gmode != G_EAGER) { /* fixed buffers, embedded at the first mixer */
+        if (c->pend && (x != c->pend_x || row0 != c->pend_row0 + c->pend_n))
+            embed_flush(c);
+        if (!c->pend) {
+            c->pend = true;
+            c->pend_x = x;
+            c->pend_row0 = row0;
+            c->pend_n = 0;
+        }
+        if (c->pend_n + n > c->lim.n_slots) {
+            fail_msg(c, "embed", "a decode step holds more rows than slots");
+            return;
+        }
+        memcpy(c->h_ids + c->pend_n, ids, (size_t)n * sizeof *ids);
+        c->pend_n += n;
+        return;
+    }
     const int32_t *d_ids = stage(c, ids, (size_t)n * sizeof *ids);
     if (d_ids)
         cu_check(c,
@@ -909,7 +1103,7 @@ static void cu_embed_tokens(void *vctx, const int32_t *ids, int64_t n, struct mm
 static void cu_vision_embed(void *vctx, const float *tiles, int64_t n_tiles, struct mm_act *out)
 {
     struct cu_ctx *c = vctx;
-    if (n_tiles <= 0 || c->st != MM_OK)
+    if (n_tiles <= 0 || !op_begin(c))
         return;
     const int64_t H = c->cfg.llm.hidden, p = c->cfg.patch_size, P = c->cfg.patches_per_side;
     const int64_t S = c->cfg.force_image_size, K = 3 * p * p, rows = n_tiles * P * P;
@@ -927,7 +1121,7 @@ static void cu_pixel_shuffle(void *vctx, const struct mm_act *in, int64_t in_row
                              struct mm_act *out, int64_t out_row0)
 {
     struct cu_ctx *c = vctx;
-    if (n_tiles <= 0 || c->st != MM_OK)
+    if (n_tiles <= 0 || !op_begin(c))
         return;
     const int64_t H = c->cfg.llm.hidden, P = c->cfg.patches_per_side;
     const int64_t n_out = n_tiles * (P / 2) * (P / 2);
@@ -950,7 +1144,7 @@ static void cu_copy_rows(void *vctx, const struct mm_act *src, int64_t src_row, 
                          int64_t dst_row, int64_t n)
 {
     struct cu_ctx *c = vctx;
-    if (n <= 0 || c->st != MM_OK)
+    if (n <= 0 || !op_begin(c))
         return;
     const size_t bytes = (size_t)(n * src->cols) * c->esz;
     const void *s = row_ptr(c, src, src_row);
@@ -969,7 +1163,7 @@ static void cu_copy_rows(void *vctx, const struct mm_act *src, int64_t src_row, 
 static void cu_l2_normalize(void *vctx, struct mm_act *x, int64_t n)
 {
     struct cu_ctx *c = vctx;
-    if (c->st == MM_OK)
+    if (op_begin(c))
         cu_check(c, mm_k_l2norm(c->stream, c->f32, x->data, n, x->cols), "l2 normalize");
 }
 
@@ -979,7 +1173,7 @@ static void cu_mamba2(void *vctx, enum mm_stack stack, int layer, struct mm_act 
                       const struct mm_span *spans, int n_spans)
 {
     struct cu_ctx *c = vctx;
-    if (c->st != MM_OK)
+    if (!op_begin(c))
         return;
     const struct mm_stack_config *sc = c->stacks[stack].cfg;
     const struct cu_layer *l = &c->stacks[stack].layers[layer];
@@ -1032,7 +1226,7 @@ static void cu_attention(void *vctx, enum mm_stack stack, int layer, struct mm_a
                          const struct mm_span *spans, int n_spans)
 {
     struct cu_ctx *c = vctx;
-    if (c->st != MM_OK)
+    if (!op_begin(c))
         return;
     const struct mm_stack_config *sc = c->stacks[stack].cfg;
     const struct cu_layer *l = &c->stacks[stack].layers[layer];
@@ -1055,8 +1249,9 @@ static void cu_attention(void *vctx, enum mm_stack stack, int layer, struct mm_a
         return;
     gemm(c, c->s_u, H, T, H, l->wqkv, QKV, c->s_z, QKV, false, false);
     /* split the keys so that about 8 warps per SM have work (flash-decoding) */
+    const int64_t kv_bound = c->gmode == G_EAGER ? m->max_kv : c->lim.max_context; /* graphs: fixed */
     int64_t split = (132 * 8 + T * nh - 1) / (T * nh);
-    split = split < (m->max_kv + 255) / 256 ? split : (m->max_kv + 255) / 256;
+    split = split < (kv_bound + 255) / 256 ? split : (kv_bound + 255) / 256;
     if (split * T * nh > c->part_items)
         split = c->part_items / (T * nh);
     if (split < 1)
@@ -1082,7 +1277,7 @@ static void cu_attention(void *vctx, enum mm_stack stack, int layer, struct mm_a
 static void cu_mlp(void *vctx, enum mm_stack stack, int layer, struct mm_act *x, int64_t n)
 {
     struct cu_ctx *c = vctx;
-    if (c->st != MM_OK || n <= 0)
+    if (!op_begin(c) || n <= 0)
         return;
     const struct mm_stack_config *sc = c->stacks[stack].cfg;
     const struct cu_layer *l = &c->stacks[stack].layers[layer];
@@ -1337,6 +1532,8 @@ static const struct mm_backend_ops cuda_ops = {
     .pixel_shuffle = cu_pixel_shuffle,
     .copy_rows = cu_copy_rows,
     .l2_normalize = cu_l2_normalize,
+    .step_begin = cu_step_begin,
+    .step_end = cu_step_end,
     .mamba2 = cu_mamba2,
     .attention = cu_attention,
     .mlp = cu_mlp,
@@ -1378,6 +1575,8 @@ enum mm_status mm_cuda_backend_create(bool fp32, struct mm_backend *b, struct mm
     const char *prof = getenv("MMMAMBA_CUDA_PROFILE");
     c->prof = prof && prof[0] == '1' && cudaEventCreate(&c->pe0) == cudaSuccess &&
               cudaEventCreate(&c->pe1) == cudaSuccess;
+    const char *graphs = getenv("MMMAMBA_CUDA_GRAPHS"); /* 0: every step eager */
+    c->graphs_on = !c->prof && !(graphs && graphs[0] == '0');
     b->ops = &cuda_ops;
     b->ctx = c;
     return MM_OK;

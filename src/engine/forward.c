@@ -207,9 +207,10 @@ enum mm_status mm_engine_forward(struct mm_engine *e, const struct mm_seq_step *
 
     /* 1. embeddings and the embedding stack, over the (expanded) token batch */
     int64_t emb_rows = 0, llm_rows = 0;
+    bool decode = true; /* one text token per sequence */
     for (int s = 0; s < n_steps; s++) {
         const struct mm_engine_slot *sl = &e->slots[steps[s].slot];
-        const int64_t n = embed_sequence(e, &steps[s], emb_rows);
+        const int64_t n = mm_engine_emb_rows(&e->cfg, steps[s].n, steps[s].n_tiles);
         e->spans_emb[s] =
             (struct mm_span){steps[s].slot, emb_rows, n, sl->emb_pos,
                              e->kv ? mm_kv_pool_table(e->kv, steps[s].slot, MM_STACK_EMB) : NULL};
@@ -218,7 +219,12 @@ enum mm_status mm_engine_forward(struct mm_engine *e, const struct mm_seq_step *
                              e->kv ? mm_kv_pool_table(e->kv, steps[s].slot, MM_STACK_LLM) : NULL};
         emb_rows += n;
         llm_rows += steps[s].n;
+        decode = decode && steps[s].n == 1 && steps[s].n_tiles == 0;
     }
+    if (ops->step_begin)
+        ops->step_begin(e->be.ctx, e->spans_emb, e->spans_llm, n_steps, decode);
+    for (int s = 0; s < n_steps; s++)
+        embed_sequence(e, &steps[s], e->spans_emb[s].row);
     run_stack(e, MM_STACK_EMB, e->x_emb, e->spans_emb, n_steps, emb_rows);
 
     /* 2. "post": shuffle the image rows of the embedding output; the LLM
@@ -234,6 +240,8 @@ enum mm_status mm_engine_forward(struct mm_engine *e, const struct mm_seq_step *
 
     /* 3. the LLM stack, final norm and LM head */
     run_stack(e, MM_STACK_LLM, x, e->spans_llm, n_steps, llm_rows);
+    if (ops->step_end)
+        ops->step_end(e->be.ctx);
     int n_logits = 0;
     for (int s = 0; s < n_steps; s++)
         if (steps[s].want_logits)
