@@ -5,20 +5,20 @@
  * CPU twin: mm_cpu_conv2_silu. */
 #include "common.cuh"
 
+/* one block per token row, threads over channels */
 template <typename T, typename SF>
-__global__ void conv2_k(const T *z, int64_t ldz, int64_t T_, int64_t C, const float *w,
-                        const float *b, const struct mm_kspan *spans, const int32_t *tok_span,
-                        const SF *state, int64_t slot_elems, int64_t off, float *out)
+__global__ void conv2_k(const T *z, int64_t ldz, int64_t C, const float *w, const float *b,
+                        const struct mm_kspan *spans, const int32_t *tok_span, const SF *state,
+                        int64_t slot_elems, int64_t off, float *out)
 {
-    const int64_t n = T_ * C;
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t r = i / C, c = i % C;
-        const struct mm_kspan sp = spans[tok_span[r]];
-        const float prev = r > sp.row ? ldf(z + (r - 1) * ldz + c)
-                                      : ldf(state + sp.slot * slot_elems + off + c);
-        const float cur = ldf(z + r * ldz + c);
-        out[r * C + c] = silu(w[2 * c] * prev + w[2 * c + 1] * cur + b[c]);
+    const int64_t r = blockIdx.x;
+    const struct mm_kspan sp = spans[tok_span[r]];
+    const bool first = r == sp.row;
+    const T *cur = z + r * ldz, *prev = z + (r - 1) * ldz;
+    const SF *st = state + sp.slot * slot_elems + off;
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+        const float pv = first ? ldf(st + c) : ldf(prev + c);
+        out[r * C + c] = silu(w[2 * c] * pv + w[2 * c + 1] * ldf(cur + c) + b[c]);
     }
 }
 
@@ -39,13 +39,12 @@ static void conv2_run(cudaStream_t s, const T *z, int64_t ldz, int64_t T_, int64
                       const float *w, const float *b, const struct mm_kspan *spans,
                       const int32_t *tok_span, struct mm_kstate st, float *out)
 {
-    const int64_t n = T_ * C;
-    const unsigned g = (unsigned)(n < 65536 * 256 ? mm_blocks(n, 256) : 65536);
+    const unsigned g = (unsigned)T_;
     if (st.f32)
-        conv2_k<<<g, 256, 0, s>>>(z, ldz, T_, C, w, b, spans, tok_span, (const float *)st.base,
+        conv2_k<<<g, 256, 0, s>>>(z, ldz, C, w, b, spans, tok_span, (const float *)st.base,
                                   st.slot_elems, st.off, out);
     else
-        conv2_k<<<g, 256, 0, s>>>(z, ldz, T_, C, w, b, spans, tok_span, (const bf16 *)st.base,
+        conv2_k<<<g, 256, 0, s>>>(z, ldz, C, w, b, spans, tok_span, (const bf16 *)st.base,
                                   st.slot_elems, st.off, out);
 }
 

@@ -6,7 +6,9 @@
 
 /* ---- kernels ---------------------------------------------------------------------- */
 
-/* one block of 256 threads per row */
+/* one block of 256 threads per row; the row is read once into registers
+ * (RMS_REGS values per thread; H <= 256 * RMS_REGS) */
+#define RMS_REGS 16
 template <typename T, typename O>
 __global__ void rmsnorm_k(const T *x, const int64_t *rows, int64_t H, const float *w, float eps,
                           O *out)
@@ -14,15 +16,21 @@ __global__ void rmsnorm_k(const T *x, const int64_t *rows, int64_t H, const floa
     __shared__ float sh[32];
     const int64_t i = blockIdx.x, r = rows ? rows[i] : i;
     const T *xr = x + r * H;
-    float ss = 0;
-    for (int64_t k = threadIdx.x; k < H; k += blockDim.x) {
-        const float v = ldf(xr + k);
-        ss += v * v;
+    float v[RMS_REGS], ss = 0;
+#pragma unroll
+    for (int j = 0; j < RMS_REGS; j++) {
+        const int64_t k = threadIdx.x + (int64_t)j * blockDim.x;
+        v[j] = k < H ? ldf(xr + k) : 0.0f;
+        ss += v[j] * v[j];
     }
     ss = block_sum(ss, sh);
     const float inv = 1.0f / sqrtf(ss / (float)H + eps);
-    for (int64_t k = threadIdx.x; k < H; k += blockDim.x)
-        stf(out + i * H + k, ldf(xr + k) * inv * w[k]);
+#pragma unroll
+    for (int j = 0; j < RMS_REGS; j++) {
+        const int64_t k = threadIdx.x + (int64_t)j * blockDim.x;
+        if (k < H)
+            stf(out + i * H + k, v[j] * inv * w[k]);
+    }
 }
 
 template <typename T> __global__ void l2norm_k(T *x, int64_t H)
@@ -61,14 +69,13 @@ __global__ void gated_rmsnorm_k(const float *y, const T *z, int64_t ldz, int64_t
         stf(out + t * nh * d + h * d + k, yr[k] * r * w[k] * silu(ldf(g + k)));
 }
 
-template <typename T> __global__ void swiglu_k(const T *h, int64_t T_, int64_t F, T *out)
+/* one block per token row */
+template <typename T> __global__ void swiglu_k(const T *h, int64_t F, T *out)
 {
-    const int64_t n = T_ * F;
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t t = i / F, j = i % F;
-        stf(out + i, silu(ldf(h + t * 2 * F + j)) * ldf(h + t * 2 * F + F + j));
-    }
+    const T *hr = h + blockIdx.x * 2 * F;
+    T *o = out + blockIdx.x * F;
+    for (int64_t j = threadIdx.x; j < F; j += blockDim.x)
+        stf(o + j, silu(ldf(hr + j)) * ldf(hr + F + j));
 }
 
 /* ---- launchers -------------------------------------------------------------------- */
@@ -79,6 +86,8 @@ extern "C" cudaError_t mm_k_rmsnorm(cudaStream_t s, bool f32, const void *x, con
 {
     if (n <= 0)
         return cudaSuccess;
+    if (H > 256 * RMS_REGS)
+        return cudaErrorInvalidValue; /* hidden sizes up to 4096 */
     const unsigned g = (unsigned)n;
     if (f32)
         rmsnorm_k<<<g, 256, 0, s>>>((const float *)x, rows, H, w, eps, (float *)out);
@@ -121,11 +130,10 @@ extern "C" cudaError_t mm_k_swiglu(cudaStream_t s, bool f32, const void *h, int6
 {
     if (T <= 0)
         return cudaSuccess;
-    const int64_t n = T * F;
-    const unsigned g = (unsigned)(n < 65536 * 256 ? mm_blocks(n, 256) : 65536);
+    const unsigned g = (unsigned)T;
     if (f32)
-        swiglu_k<<<g, 256, 0, s>>>((const float *)h, T, F, (float *)out);
+        swiglu_k<<<g, 512, 0, s>>>((const float *)h, F, (float *)out);
     else
-        swiglu_k<<<g, 256, 0, s>>>((const bf16 *)h, T, F, (bf16 *)out);
+        swiglu_k<<<g, 512, 0, s>>>((const bf16 *)h, F, (bf16 *)out);
     return cudaGetLastError();
 }

@@ -2,9 +2,9 @@
  * slot: prefill spans and 1-token decode spans alike, in one launch.
  *
  * Design: the recurrence is run token by token (no chunked SSD): each block
- * owns PR = 16 rows p of one head's d×d state for one sequence, KQ = 4
- * threads per row each holding NC = d/4 columns in registers (as float4
- * chunks, so shared-memory reads are 16 bytes and conflict-free), so a
+ * owns PR = 16 rows p of one head's d×d state for one sequence, KQ = 8
+ * threads per row each holding d/8 columns in registers (as float4 chunks,
+ * so shared-memory reads are 16 bytes and conflict-free), so a
  * sequence's 16 heads x 128 rows spread over 128 blocks and the state is read
  * once and written once per step. Inputs are staged in shared memory L tokens
  * at a time, the next L copied asynchronously while the current L are scanned.
@@ -13,8 +13,9 @@
 
 #include "common.cuh"
 
-#define SCAN_KQ 4
 #define SCAN_L 16
+/* threads per state row: 8 (4 float4 chunks each at d = 128), 4 below d = 32 */
+#define SCAN_KQ(D) ((D) >= 32 ? 8 : 4)
 #define SCAN_PR 16 /* state rows per block */
 
 static __device__ __forceinline__ float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
@@ -38,11 +39,11 @@ static __device__ __forceinline__ void st4(bf16 *p, float4 v)
     *(uint2 *)p = raw;
 }
 
-/* Thread (pl, kq) owns row p = pb*PR + pl, column chunks q = kq + 4*jj of 4 columns:
- * the 4 threads of a row read consecutive 16 bytes of shared memory. Inputs
+/* Thread (pl, kq) owns row p = pb*PR + pl, column chunks q = kq + KQ*jj of 4 columns:
+ * the KQ threads of a row read consecutive 16-byte chunks of shared memory. Inputs
  * of the next L tokens are copied (cp.async) while the current L are scanned. */
-template <int NC, typename T, typename SF>
-__global__ void __launch_bounds__(64) ssm_scan_k(const float *__restrict__ u, int64_t C,
+template <int D, typename T, typename SF>
+__global__ void __launch_bounds__(128) ssm_scan_k(const float *__restrict__ u, int64_t C,
                                                  const T *__restrict__ z, int64_t ldz,
                                                  int64_t dt_off, const struct mm_kspan *spans,
                                                  int64_t nh, int64_t kvh, int64_t d,
@@ -50,13 +51,13 @@ __global__ void __launch_bounds__(64) ssm_scan_k(const float *__restrict__ u, in
                                                  int64_t slot_elems, int64_t off,
                                                  float *__restrict__ y)
 {
-    constexpr int D = NC * SCAN_KQ, NQ = NC / 4; /* head dim; chunks per thread */
-    constexpr int PR = D < SCAN_PR ? D : SCAN_PR, NT = PR * SCAN_KQ;
+    constexpr int KQ = SCAN_KQ(D), NQ = D / KQ / 4; /* threads per row; chunks per thread */
+    constexpr int PR = D < SCAN_PR ? D : SCAN_PR, NT = PR * KQ;
     constexpr int pb_per_head = D / PR;
     const int64_t span = blockIdx.x / (nh * pb_per_head);
     const int64_t h = (blockIdx.x / pb_per_head) % nh;
     const int pb = blockIdx.x % pb_per_head;
-    const int tid = threadIdx.x, pl = tid / SCAN_KQ, kq = tid % SCAN_KQ;
+    const int tid = threadIdx.x, pl = tid / KQ, kq = tid % KQ;
     const int64_t p = (int64_t)pb * PR + pl;
     const struct mm_kspan sp = spans[span];
     const int64_t groups = nh / kvh, kvd = kvh * d, hk = h / groups;
@@ -69,7 +70,7 @@ __global__ void __launch_bounds__(64) ssm_scan_k(const float *__restrict__ u, in
     float4 reg[NQ];
 #pragma unroll
     for (int j = 0; j < NQ; j++)
-        reg[j] = ld4(S + 4 * (kq + 4 * j));
+        reg[j] = ld4(S + 4 * (kq + KQ * j));
     const float a = A[h], bias = dt_bias[h];
     /* async copies of tokens [t0, t0 + L) into buffer b */
     auto stage = [&](int b, int64_t t0) {
@@ -115,8 +116,8 @@ __global__ void __launch_bounds__(64) ssm_scan_k(const float *__restrict__ u, in
             float acc0 = 0, acc1 = 0;
 #pragma unroll
             for (int j = 0; j < NQ; j++) {
-                const float4 bb = *(const float4 *)&sB[b][tt][4 * (kq + 4 * j)];
-                const float4 cc = *(const float4 *)&sC[b][tt][4 * (kq + 4 * j)];
+                const float4 bb = *(const float4 *)&sB[b][tt][4 * (kq + KQ * j)];
+                const float4 cc = *(const float4 *)&sC[b][tt][4 * (kq + KQ * j)];
                 reg[j].x = decay * reg[j].x + dx * bb.x;
                 reg[j].y = decay * reg[j].y + dx * bb.y;
                 reg[j].z = decay * reg[j].z + dx * bb.z;
@@ -125,8 +126,9 @@ __global__ void __launch_bounds__(64) ssm_scan_k(const float *__restrict__ u, in
                 acc1 += cc.z * reg[j].z + cc.w * reg[j].w;
             }
             float acc = acc0 + acc1;
-            acc += __shfl_xor_sync(0xffffffffu, acc, 1);
-            acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+#pragma unroll
+            for (int o = 1; o < KQ; o <<= 1)
+                acc += __shfl_xor_sync(0xffffffffu, acc, o);
             if (kq == 0)
                 y[(sp.row + t0 + tt) * nh * d + h * d + p] = acc;
         }
@@ -140,26 +142,24 @@ __global__ void __launch_bounds__(64) ssm_scan_k(const float *__restrict__ u, in
     if (sp.n > 0) {
 #pragma unroll
         for (int j = 0; j < NQ; j++)
-            st4(S + 4 * (kq + 4 * j), reg[j]);
+            st4(S + 4 * (kq + KQ * j), reg[j]);
     }
 }
 
-template <int NC, typename T>
+template <int D, typename T>
 static void scan_run(cudaStream_t s, const float *u, int64_t C, const T *z, int64_t ldz,
                      int64_t dt_off, const struct mm_kspan *spans, int n_spans, int64_t nh,
                      int64_t kvh, int64_t d, const float *dt_bias, const float *A,
                      struct mm_kstate st, float *y)
 {
-    constexpr int D = NC * SCAN_KQ, PR = D < SCAN_PR ? D : SCAN_PR;
+    constexpr int PR = D < SCAN_PR ? D : SCAN_PR, NT = PR * SCAN_KQ(D);
     const unsigned grid = (unsigned)(n_spans * nh * (D / PR));
     if (st.f32)
-        ssm_scan_k<NC><<<grid, PR * SCAN_KQ, 0, s>>>(u, C, z, ldz, dt_off, spans, nh, kvh, d,
-                                                     dt_bias, A, (float *)st.base, st.slot_elems,
-                                                     st.off, y);
+        ssm_scan_k<D><<<grid, NT, 0, s>>>(u, C, z, ldz, dt_off, spans, nh, kvh, d, dt_bias, A,
+                                          (float *)st.base, st.slot_elems, st.off, y);
     else
-        ssm_scan_k<NC><<<grid, PR * SCAN_KQ, 0, s>>>(u, C, z, ldz, dt_off, spans, nh, kvh, d,
-                                                     dt_bias, A, (bf16 *)st.base, st.slot_elems,
-                                                     st.off, y);
+        ssm_scan_k<D><<<grid, NT, 0, s>>>(u, C, z, ldz, dt_off, spans, nh, kvh, d, dt_bias, A,
+                                          (bf16 *)st.base, st.slot_elems, st.off, y);
 }
 
 template <typename T>
@@ -171,16 +171,16 @@ static cudaError_t scan_dispatch(cudaStream_t s, const float *u, int64_t C, cons
 {
     switch (d) {
     case 16:
-        scan_run<4>(s, u, C, z, ldz, dt_off, spans, n_spans, nh, kvh, d, dt_bias, A, st, y);
-        break;
-    case 32:
-        scan_run<8>(s, u, C, z, ldz, dt_off, spans, n_spans, nh, kvh, d, dt_bias, A, st, y);
-        break;
-    case 64:
         scan_run<16>(s, u, C, z, ldz, dt_off, spans, n_spans, nh, kvh, d, dt_bias, A, st, y);
         break;
-    case 128:
+    case 32:
         scan_run<32>(s, u, C, z, ldz, dt_off, spans, n_spans, nh, kvh, d, dt_bias, A, st, y);
+        break;
+    case 64:
+        scan_run<64>(s, u, C, z, ldz, dt_off, spans, n_spans, nh, kvh, d, dt_bias, A, st, y);
+        break;
+    case 128:
+        scan_run<128>(s, u, C, z, ldz, dt_off, spans, n_spans, nh, kvh, d, dt_bias, A, st, y);
         break;
     default:
         return cudaErrorInvalidValue; /* head dims the model family uses */
