@@ -5,7 +5,7 @@
  * CPU twin: mm_cpu_conv2_silu. */
 #include "common.cuh"
 
-/* one block per token row, threads over channels */
+/* blocks (token row, 256 channels) */
 template <typename T, typename SF>
 __global__ void conv2_k(const T *z, int64_t ldz, int64_t C, const float *w, const float *b,
                         const struct mm_kspan *spans, const int32_t *tok_span, const SF *state,
@@ -16,7 +16,8 @@ __global__ void conv2_k(const T *z, int64_t ldz, int64_t C, const float *w, cons
     const bool first = r == sp.row;
     const T *cur = z + r * ldz, *prev = z + (r - 1) * ldz;
     const SF *st = state + sp.slot * slot_elems + off;
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const int64_t c = (int64_t)blockIdx.y * blockDim.x + threadIdx.x;
+    if (c < C) {
         const float pv = first ? ldf(st + c) : ldf(prev + c);
         out[r * C + c] = silu(w[2 * c] * pv + w[2 * c + 1] * ldf(cur + c) + b[c]);
     }
@@ -39,7 +40,7 @@ static void conv2_run(cudaStream_t s, const T *z, int64_t ldz, int64_t T_, int64
                       const float *w, const float *b, const struct mm_kspan *spans,
                       const int32_t *tok_span, struct mm_kstate st, float *out)
 {
-    const unsigned g = (unsigned)T_;
+    const dim3 g((unsigned)T_, mm_blocks(C, 256));
     if (st.f32)
         conv2_k<<<g, 256, 0, s>>>(z, ldz, C, w, b, spans, tok_span, (const float *)st.base,
                                   st.slot_elems, st.off, out);
