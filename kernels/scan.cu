@@ -2,10 +2,10 @@
  * slot: prefill spans and 1-token decode spans alike, in one launch.
  *
  * Design: the recurrence is run token by token (no chunked SSD): each block
- * owns PR = 16 rows p of one head's d×d state for one sequence, KQ = 8
+ * owns PR = 8 rows p of one head's d×d state for one sequence, KQ = 8
  * threads per row each holding d/8 columns in registers (as float4 chunks,
  * so shared-memory reads are 16 bytes and conflict-free), so a
- * sequence's 16 heads x 128 rows spread over 128 blocks and the state is read
+ * sequence's 16 heads x 128 rows spread over 256 blocks and the state is read
  * once and written once per step. Inputs are staged in shared memory L tokens
  * at a time, the next L copied asynchronously while the current L are scanned.
  * CPU twin: mm_cpu_ssm_scan (+ the bf16 rounding of the state in cpu_mamba2). */
@@ -16,7 +16,7 @@
 #define SCAN_L 16
 /* threads per state row: 8 (4 float4 chunks each at d = 128), 4 below d = 32 */
 #define SCAN_KQ(D) ((D) >= 32 ? 8 : 4)
-#define SCAN_PR 16 /* state rows per block */
+#define SCAN_PR 8 /* state rows per block: 256 blocks for one sequence of 16 heads */
 
 static __device__ __forceinline__ float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 
@@ -43,7 +43,7 @@ static __device__ __forceinline__ void st4(bf16 *p, float4 v)
  * the KQ threads of a row read consecutive 16-byte chunks of shared memory. Inputs
  * of the next L tokens are copied (cp.async) while the current L are scanned. */
 template <int D, typename T, typename SF>
-__global__ void __launch_bounds__(128) ssm_scan_k(const float *__restrict__ u, int64_t C,
+__global__ void __launch_bounds__(64) ssm_scan_k(const float *__restrict__ u, int64_t C,
                                                  const T *__restrict__ z, int64_t ldz,
                                                  int64_t dt_off, const struct mm_kspan *spans,
                                                  int64_t nh, int64_t kvh, int64_t d,
@@ -111,13 +111,16 @@ __global__ void __launch_bounds__(128) ssm_scan_k(const float *__restrict__ u, i
         __pipeline_commit();
         __pipeline_wait_prior(1); /* this chunk has landed */
         __syncthreads();
-        for (int tt = 0; tt < L; tt++) {
-            const float decay = sdecay[b][tt], dx = sdt[b][tt] * sx[b][tt][pl];
+        const float *sBb = &sB[b][0][0], *sCb = &sC[b][0][0], *sxb = &sx[b][0][pl];
+        float *yp = y + (sp.row + t0) * nh * d + h * d + p;
+        const int64_t ystride = nh * d;
+        for (int tt = 0; tt < L; tt++, sBb += D, sCb += D, sxb += PR, yp += ystride) {
+            const float decay = sdecay[b][tt], dx = sdt[b][tt] * *sxb;
             float acc0 = 0, acc1 = 0;
 #pragma unroll
             for (int j = 0; j < NQ; j++) {
-                const float4 bb = *(const float4 *)&sB[b][tt][4 * (kq + KQ * j)];
-                const float4 cc = *(const float4 *)&sC[b][tt][4 * (kq + KQ * j)];
+                const float4 bb = *(const float4 *)(sBb + 4 * (kq + KQ * j));
+                const float4 cc = *(const float4 *)(sCb + 4 * (kq + KQ * j));
                 reg[j].x = decay * reg[j].x + dx * bb.x;
                 reg[j].y = decay * reg[j].y + dx * bb.y;
                 reg[j].z = decay * reg[j].z + dx * bb.z;
@@ -130,7 +133,7 @@ __global__ void __launch_bounds__(128) ssm_scan_k(const float *__restrict__ u, i
             for (int o = 1; o < KQ; o <<= 1)
                 acc += __shfl_xor_sync(0xffffffffu, acc, o);
             if (kq == 0)
-                y[(sp.row + t0 + tt) * nh * d + h * d + p] = acc;
+                *yp = acc;
         }
         if (more && tid < SCAN_L && t0 + SCAN_L + tid < sp.n) {
             const float dt = softplus(dtn + bias);

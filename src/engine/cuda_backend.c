@@ -1248,10 +1248,10 @@ static void cu_attention(void *vctx, enum mm_stack stack, int layer, struct mm_a
                  "rmsnorm"))
         return;
     gemm(c, c->s_u, H, T, H, l->wqkv, QKV, c->s_z, QKV, false, false);
-    /* split the keys so that about 8 warps per SM have work (flash-decoding) */
+    /* split the keys so that about 16 warps per SM have work (flash-decoding) */
     const int64_t kv_bound = c->gmode == G_EAGER ? m->max_kv : c->lim.max_context; /* graphs: fixed */
-    int64_t split = (132 * 8 + T * nh - 1) / (T * nh);
-    split = split < (kv_bound + 255) / 256 ? split : (kv_bound + 255) / 256;
+    int64_t split = (132 * 16 + T * nh - 1) / (T * nh); /* ranges of at least 64 keys */
+    split = split < (kv_bound + 63) / 64 ? split : (kv_bound + 63) / 64;
     if (split * T * nh > c->part_items)
         split = c->part_items / (T * nh);
     if (split < 1)
