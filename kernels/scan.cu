@@ -191,6 +191,116 @@ static cudaError_t scan_dispatch(cudaStream_t s, const float *u, int64_t C, cons
     return cudaGetLastError();
 }
 
+/* ---- decode: one token per span, conv + update + gated norm fused ------------------- */
+
+/* one block of D threads per (span, head); 8 lanes per state row, each with
+ * D/8 columns (16-byte loads), 4 rows per warp per pass */
+template <int D, typename T, typename SF>
+__global__ void __launch_bounds__(D) ssm_decode_k(const T *__restrict__ z, int64_t ldz, int64_t C,
+                                                  const float *conv_w, const float *conv_b,
+                                                  const struct mm_kspan *spans, int64_t nh,
+                                                  int64_t kvh, const float *dt_bias,
+                                                  const float *A, const float *gnorm, SF *state,
+                                                  int64_t slot_elems, int64_t off, T *out)
+{
+    constexpr int E = D / 8; /* columns per lane */
+    __shared__ __align__(16) float sB[D], sC[D], sx[D], sy[D];
+    __shared__ float sh[32];
+    const int64_t span = blockIdx.x / nh, h = blockIdx.x % nh;
+    const int tid = threadIdx.x;
+    const struct mm_kspan sp = spans[span];
+    const int64_t d = D, groups = nh / kvh, kvd = kvh * d, hk = h / groups;
+    const T *zr = z + sp.row * ldz;
+    const SF *cs = state + sp.slot * slot_elems + off; /* conv state [C] */
+    auto conv = [&](int64_t c) {
+        return silu(conv_w[2 * c] * ldf(cs + c) + conv_w[2 * c + 1] * ldf(zr + c) + conv_b[c]);
+    };
+    sx[tid] = conv(hk * d + tid);
+    sB[tid] = conv(kvd + hk * d + tid);
+    sC[tid] = conv(2 * kvd + h * d + tid);
+    const float dt = softplus(ldf(zr + C + nh * d + h) + dt_bias[h]);
+    const float decay = expf(dt * A[h]);
+    __syncthreads();
+    const int lane8 = tid & 7, row0 = tid >> 3; /* D/8 rows per pass */
+    SF *S = state + sp.slot * slot_elems + off + C + h * d * d;
+    for (int p = row0; p < D; p += D / 8) {
+        SF *row = S + (int64_t)p * d + lane8 * E;
+        const float dx = dt * sx[p];
+        float acc = 0;
+#pragma unroll
+        for (int q = 0; q < E; q += 4) {
+            float4 v = ld4(row + q);
+            const float4 b = *(const float4 *)&sB[lane8 * E + q];
+            const float4 c = *(const float4 *)&sC[lane8 * E + q];
+            v.x = decay * v.x + dx * b.x;
+            v.y = decay * v.y + dx * b.y;
+            v.z = decay * v.z + dx * b.z;
+            v.w = decay * v.w + dx * b.w;
+            acc += c.x * v.x + c.y * v.y + c.z * v.z + c.w * v.w;
+            st4(row + q, v);
+        }
+        acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+        acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+        acc += __shfl_xor_sync(0xffffffffu, acc, 4);
+        if (lane8 == 0)
+            sy[p] = acc;
+    }
+    __syncthreads();
+    /* gated RMSNorm of the head: y * rsqrt(mean y^2 + 1e-5) * w * silu(g) */
+    const float yv = sy[tid];
+    const float ss = block_sum(yv * yv, sh);
+    const float r = 1.0f / sqrtf(ss / (float)D + 1e-5f);
+    const float g = ldf(zr + C + h * d + tid);
+    stf(out + span * nh * d + h * d + tid, yv * r * gnorm[tid] * silu(g));
+}
+
+template <int D, typename T>
+static void decode_run(cudaStream_t s, const T *z, int64_t ldz, int64_t C, const float *cw,
+                       const float *cb, const struct mm_kspan *spans, int n_spans, int64_t nh,
+                       int64_t kvh, const float *dt_bias, const float *A, const float *gnorm,
+                       struct mm_kstate st, T *out)
+{
+    const unsigned grid = (unsigned)(n_spans * nh);
+    if (st.f32)
+        ssm_decode_k<D><<<grid, D, 0, s>>>(z, ldz, C, cw, cb, spans, nh, kvh, dt_bias, A, gnorm,
+                                           (float *)st.base, st.slot_elems, st.off, out);
+    else
+        ssm_decode_k<D><<<grid, D, 0, s>>>(z, ldz, C, cw, cb, spans, nh, kvh, dt_bias, A, gnorm,
+                                           (bf16 *)st.base, st.slot_elems, st.off, out);
+}
+
+template <typename T>
+static cudaError_t decode_dispatch(cudaStream_t s, const T *z, int64_t ldz, int64_t C,
+                                   const float *cw, const float *cb, const struct mm_kspan *spans,
+                                   int n_spans, int64_t nh, int64_t kvh, int64_t d,
+                                   const float *dt_bias, const float *A, const float *gnorm,
+                                   struct mm_kstate st, T *out)
+{
+    if (d == 128)
+        decode_run<128>(s, z, ldz, C, cw, cb, spans, n_spans, nh, kvh, dt_bias, A, gnorm, st, out);
+    else if (d == 64)
+        decode_run<64>(s, z, ldz, C, cw, cb, spans, n_spans, nh, kvh, dt_bias, A, gnorm, st, out);
+    else
+        return cudaErrorInvalidValue;
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t mm_k_ssm_decode(cudaStream_t s, bool f32, const void *z, int64_t ldz,
+                                       int64_t C, const float *conv_w, const float *conv_b,
+                                       const struct mm_kspan *spans, int n_spans, int64_t nh,
+                                       int64_t kvh, int64_t d, const float *dt_bias,
+                                       const float *A, const float *gnorm, struct mm_kstate st,
+                                       void *out)
+{
+    if (n_spans <= 0)
+        return cudaSuccess;
+    if (f32)
+        return decode_dispatch(s, (const float *)z, ldz, C, conv_w, conv_b, spans, n_spans, nh,
+                               kvh, d, dt_bias, A, gnorm, st, (float *)out);
+    return decode_dispatch(s, (const bf16 *)z, ldz, C, conv_w, conv_b, spans, n_spans, nh, kvh, d,
+                           dt_bias, A, gnorm, st, (bf16 *)out);
+}
+
 extern "C" cudaError_t mm_k_ssm_scan(cudaStream_t s, const float *u, int64_t C, const void *z,
                                      bool f32, int64_t ldz, int64_t dt_off,
                                      const struct mm_kspan *spans, int n_spans, int64_t nh,

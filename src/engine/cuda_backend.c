@@ -1194,6 +1194,21 @@ static void cu_mamba2(void *vctx, enum mm_stack stack, int layer, struct mm_act 
         return;
     prof_end(c, "rmsnorm");
     gemm(c, c->s_u, H, T, H, l->wz, Z, c->s_z, Z, false, false);
+    /* decode (one token per span, head dim 64/128): conv + update + gated
+     * norm in one launch, then the conv states */
+    if (T == n_spans && (d == 128 || d == 64) && c->st == MM_OK) {
+        prof_begin(c);
+        if (cu_check(c,
+                     mm_k_ssm_decode(s, c->f32, c->s_z, Z, C, l->conv_w, l->conv_b, m->d_spans,
+                                     n_spans, nh, kvh, d, l->dt_bias, l->A, l->gnorm, st, c->s_m),
+                     "decode scan") ||
+            cu_check(c, mm_k_conv2_state(s, c->f32, c->s_z, Z, C, m->d_spans, n_spans, st),
+                     "conv state"))
+            return;
+        prof_end(c, "decode conv+scan+gated norm");
+        gemm(c, c->s_m, nh * d, T, nh * d, l->o_proj, H, x->data, H, true, false);
+        return;
+    }
     /* causal conv + SiLU (state read, then written), scan, gated norm */
     prof_begin(c);
     if (c->st != MM_OK ||
