@@ -13,16 +13,16 @@
 /* ---- kernels ---------------------------------------------------------------------- */
 
 template <typename T>
-__global__ void rope_kv_k(T *qkv, const int32_t *tok_span, const struct mm_kspan *spans,
-                          int64_t nh, int64_t kv, int64_t d, const float *inv_freq,
-                          struct mm_kkv cache)
+__global__ void rope_kv_k(T *qkv, const int32_t *tok_span, const struct mm_kspan *spans, int64_t nh,
+                          int64_t kv, int64_t d, const float *inv_freq, struct mm_kkv cache)
 {
     const int64_t r = blockIdx.x, groups = nh / kv, half = d / 2, kvd = kv * d;
     const struct mm_kspan sp = spans[tok_span[r]];
     const int64_t pos = sp.pos + (r - sp.row);
     T *row = qkv + r * (nh + 2 * kv) * d;
-    T *kdst = (T *)cache.base + (int64_t)cache.blocks[sp.blk + pos / MM_K_KV_BLOCK] * cache.block_elems +
-              cache.off + (pos % MM_K_KV_BLOCK) * kvd;
+    T *kdst = (T *)cache.base +
+              (int64_t)cache.blocks[sp.blk + pos / MM_K_KV_BLOCK] * cache.block_elems + cache.off +
+              (pos % MM_K_KV_BLOCK) * kvd;
     T *vdst = kdst + MM_K_KV_BLOCK * kvd;
     const int64_t n_rot = kv * (groups + 1) * half;
     for (int64_t idx = threadIdx.x; idx < n_rot; idx += blockDim.x) {
@@ -47,7 +47,8 @@ __global__ void rope_kv_k(T *qkv, const int32_t *tok_span, const struct mm_kspan
 }
 
 /* dot of a float vector in shared memory with d elements of a key row */
-template <typename T> static __device__ __forceinline__ float key_dot(const float *q, const T *k, int64_t d)
+template <typename T>
+static __device__ __forceinline__ float key_dot(const float *q, const T *k, int64_t d)
 {
     float acc = 0;
     if constexpr (sizeof(T) == 2) {

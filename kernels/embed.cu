@@ -78,8 +78,8 @@ template <typename T> __global__ void shuffle_k(const T *in, int64_t P, int64_t 
 
 /* ---- launchers -------------------------------------------------------------------- */
 
-template <typename T> static void convert_from(cudaStream_t s, const void *src, enum mm_dtype t,
-                                              T *dst, int64_t n)
+template <typename T>
+static void convert_from(cudaStream_t s, const void *src, enum mm_dtype t, T *dst, int64_t n)
 {
     const unsigned g = (unsigned)(n < 65536 * 256 ? mm_blocks(n, 256) : 65536);
     if (t == MM_DTYPE_F32)
@@ -111,8 +111,8 @@ extern "C" cudaError_t mm_k_embed(cudaStream_t s, bool f32, const int32_t *ids, 
     if (n <= 0)
         return cudaSuccess;
     if (f32)
-        embed_k<<<(unsigned)n, 256, 0, s>>>(ids, (const float *)text, Ve, (const float *)special,
-                                            H, (float *)x);
+        embed_k<<<(unsigned)n, 256, 0, s>>>(ids, (const float *)text, Ve, (const float *)special, H,
+                                            (float *)x);
     else
         embed_k<<<(unsigned)n, 256, 0, s>>>(ids, (const bf16 *)text, Ve, (const bf16 *)special, H,
                                             (bf16 *)x);
@@ -142,8 +142,7 @@ extern "C" cudaError_t mm_k_bias_act(cudaStream_t s, bool f32, void *x, int64_t 
         bias_act_k<<<(unsigned)rows, 256, 0, s>>>((float *)x, rows, cols, bias, pos, pos_rows,
                                                   gelu);
     else
-        bias_act_k<<<(unsigned)rows, 256, 0, s>>>((bf16 *)x, rows, cols, bias, pos, pos_rows,
-                                                  gelu);
+        bias_act_k<<<(unsigned)rows, 256, 0, s>>>((bf16 *)x, rows, cols, bias, pos, pos_rows, gelu);
     return cudaGetLastError();
 }
 

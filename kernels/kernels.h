@@ -97,18 +97,17 @@ cudaError_t mm_k_conv2_state(cudaStream_t s, bool f32, const void *z, int64_t ld
  * C = u[t][2kvd + h*d..] (u: conv output, [T, C]). S written back at the end. */
 cudaError_t mm_k_ssm_scan(cudaStream_t s, const float *u, int64_t C, const void *z, bool f32,
                           int64_t ldz, int64_t dt_off, const struct mm_kspan *spans, int n_spans,
-                          int64_t nh, int64_t kvh, int64_t d, const float *dt_bias,
-                          const float *A, struct mm_kstate st, float *y);
+                          int64_t nh, int64_t kvh, int64_t d, const float *dt_bias, const float *A,
+                          struct mm_kstate st, float *y);
 
 /* The decode step of a Mamba-2 layer when every span has one token, fused:
  * conv (reading the slot's conv state; mm_k_conv2_state writes it after), the
  * state update in place, y = C.S and the gated RMSNorm into out [n][nh*d].
  * Head dims 64 and 128 (else cudaErrorInvalidValue: use the general path). */
 cudaError_t mm_k_ssm_decode(cudaStream_t s, bool f32, const void *z, int64_t ldz, int64_t C,
-                            const float *conv_w, const float *conv_b,
-                            const struct mm_kspan *spans, int n_spans, int64_t nh, int64_t kvh,
-                            int64_t d, const float *dt_bias, const float *A, const float *gnorm,
-                            struct mm_kstate st, void *out);
+                            const float *conv_w, const float *conv_b, const struct mm_kspan *spans,
+                            int n_spans, int64_t nh, int64_t kvh, int64_t d, const float *dt_bias,
+                            const float *A, const float *gnorm, struct mm_kstate st, void *out);
 
 /* ---- attention.cu: RoPE, paged KV, attention ------------------------------------- */
 

@@ -120,8 +120,7 @@ extern "C" cudaError_t mm_k_gated_rmsnorm(cudaStream_t s, bool f32, const float 
         gated_rmsnorm_k<<<g, 256, 0, s>>>(y, (const float *)z, ldz, g_off, T, nh, d, w,
                                           (float *)out);
     else
-        gated_rmsnorm_k<<<g, 256, 0, s>>>(y, (const bf16 *)z, ldz, g_off, T, nh, d, w,
-                                          (bf16 *)out);
+        gated_rmsnorm_k<<<g, 256, 0, s>>>(y, (const bf16 *)z, ldz, g_off, T, nh, d, w, (bf16 *)out);
     return cudaGetLastError();
 }
 

@@ -132,11 +132,10 @@ static __device__ struct keep rank_cut(const float *p, int64_t V, struct keep pr
     return (struct keep){tau, chi};
 }
 
-__global__ void __launch_bounds__(SB) sample_k(const float *__restrict__ logits,
-                                               float *__restrict__ work, int64_t V,
-                                               const struct mm_ksample *reqs,
-                                               uint32_t *__restrict__ counts,
-                                               struct mm_ksample_out *out)
+__global__ void __launch_bounds__(SB)
+    sample_k(const float *__restrict__ logits, float *__restrict__ work, int64_t V,
+             const struct mm_ksample *reqs, uint32_t *__restrict__ counts,
+             struct mm_ksample_out *out)
 {
     __shared__ struct vi shv[SB / 32];
     __shared__ double shd[SB / 32];
@@ -240,7 +239,7 @@ __global__ void __launch_bounds__(SB) sample_k(const float *__restrict__ logits,
                 pref[t] = run;
                 run += v;
             }
-            shd[0] = run;                   /* total */
+            shd[0] = run; /* total */
             int64_t lk = -1;
             for (int t = SB - 1; t >= 0 && lk < 0; t--)
                 lk = lastk[t];
@@ -248,9 +247,9 @@ __global__ void __launch_bounds__(SB) sample_k(const float *__restrict__ logits,
         }
         __syncthreads();
         const double total = shd[0];
-        const double target =
-            (double)((float)(philox_word0(r.seed, r.counter, r.stream) >> 8) * (1.0f / 16777216.0f)) *
-            total;
+        const double target = (double)((float)(philox_word0(r.seed, r.counter, r.stream) >> 8) *
+                                       (1.0f / 16777216.0f)) *
+                              total;
         double run = pref[threadIdx.x];
         if (run <= target && run + mine > target)
             for (int64_t i = i0; i < i1; i++)
@@ -279,7 +278,9 @@ __global__ void __launch_bounds__(SB) sample_k(const float *__restrict__ logits,
     }
     sum = block_dsum(sum, shd);
     const double logz = m.v + log(sum);
-    int n_top = r.n_logprobs < 0 ? 0 : r.n_logprobs > MM_K_MAX_LOGPROBS ? MM_K_MAX_LOGPROBS : r.n_logprobs;
+    int n_top = r.n_logprobs < 0                   ? 0
+                : r.n_logprobs > MM_K_MAX_LOGPROBS ? MM_K_MAX_LOGPROBS
+                                                   : r.n_logprobs;
     if (n_top > V)
         n_top = (int)V;
     struct vi prev = m;

@@ -18,7 +18,10 @@
 #define SCAN_KQ(D) ((D) >= 32 ? 8 : 4)
 #define SCAN_PR 8 /* state rows per block: 256 blocks for one sequence of 16 heads */
 
-static __device__ __forceinline__ float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+static __device__ __forceinline__ float softplus(float x)
+{
+    return x > 20.0f ? x : log1pf(expf(x));
+}
 
 /* 4 state values of row p, columns [4q, 4q + 4) */
 static __device__ __forceinline__ float4 ld4(const float *p) { return *(const float4 *)p; }
@@ -43,13 +46,11 @@ static __device__ __forceinline__ void st4(bf16 *p, float4 v)
  * the KQ threads of a row read consecutive 16-byte chunks of shared memory. Inputs
  * of the next L tokens are copied (cp.async) while the current L are scanned. */
 template <int D, typename T, typename SF>
-__global__ void __launch_bounds__(64) ssm_scan_k(const float *__restrict__ u, int64_t C,
-                                                 const T *__restrict__ z, int64_t ldz,
-                                                 int64_t dt_off, const struct mm_kspan *spans,
-                                                 int64_t nh, int64_t kvh, int64_t d,
-                                                 const float *dt_bias, const float *A, SF *state,
-                                                 int64_t slot_elems, int64_t off,
-                                                 float *__restrict__ y)
+__global__ void __launch_bounds__(64)
+    ssm_scan_k(const float *__restrict__ u, int64_t C, const T *__restrict__ z, int64_t ldz,
+               int64_t dt_off, const struct mm_kspan *spans, int64_t nh, int64_t kvh, int64_t d,
+               const float *dt_bias, const float *A, SF *state, int64_t slot_elems, int64_t off,
+               float *__restrict__ y)
 {
     constexpr int KQ = SCAN_KQ(D), NQ = D / KQ / 4; /* threads per row; chunks per thread */
     constexpr int PR = D < SCAN_PR ? D : SCAN_PR, NT = PR * KQ;
@@ -166,11 +167,10 @@ static void scan_run(cudaStream_t s, const float *u, int64_t C, const T *z, int6
 }
 
 template <typename T>
-static cudaError_t scan_dispatch(cudaStream_t s, const float *u, int64_t C, const T *z,
-                                 int64_t ldz, int64_t dt_off, const struct mm_kspan *spans,
-                                 int n_spans, int64_t nh, int64_t kvh, int64_t d,
-                                 const float *dt_bias, const float *A, struct mm_kstate st,
-                                 float *y)
+static cudaError_t scan_dispatch(cudaStream_t s, const float *u, int64_t C, const T *z, int64_t ldz,
+                                 int64_t dt_off, const struct mm_kspan *spans, int n_spans,
+                                 int64_t nh, int64_t kvh, int64_t d, const float *dt_bias,
+                                 const float *A, struct mm_kstate st, float *y)
 {
     switch (d) {
     case 16:
@@ -196,12 +196,11 @@ static cudaError_t scan_dispatch(cudaStream_t s, const float *u, int64_t C, cons
 /* one block of D threads per (span, head); 8 lanes per state row, each with
  * D/8 columns (16-byte loads), 4 rows per warp per pass */
 template <int D, typename T, typename SF>
-__global__ void __launch_bounds__(D) ssm_decode_k(const T *__restrict__ z, int64_t ldz, int64_t C,
-                                                  const float *conv_w, const float *conv_b,
-                                                  const struct mm_kspan *spans, int64_t nh,
-                                                  int64_t kvh, const float *dt_bias,
-                                                  const float *A, const float *gnorm, SF *state,
-                                                  int64_t slot_elems, int64_t off, T *out)
+__global__ void __launch_bounds__(D)
+    ssm_decode_k(const T *__restrict__ z, int64_t ldz, int64_t C, const float *conv_w,
+                 const float *conv_b, const struct mm_kspan *spans, int64_t nh, int64_t kvh,
+                 const float *dt_bias, const float *A, const float *gnorm, SF *state,
+                 int64_t slot_elems, int64_t off, T *out)
 {
     constexpr int E = D / 8; /* columns per lane */
     __shared__ __align__(16) float sB[D], sC[D], sx[D], sy[D];
@@ -288,15 +287,14 @@ static cudaError_t decode_dispatch(cudaStream_t s, const T *z, int64_t ldz, int6
 extern "C" cudaError_t mm_k_ssm_decode(cudaStream_t s, bool f32, const void *z, int64_t ldz,
                                        int64_t C, const float *conv_w, const float *conv_b,
                                        const struct mm_kspan *spans, int n_spans, int64_t nh,
-                                       int64_t kvh, int64_t d, const float *dt_bias,
-                                       const float *A, const float *gnorm, struct mm_kstate st,
-                                       void *out)
+                                       int64_t kvh, int64_t d, const float *dt_bias, const float *A,
+                                       const float *gnorm, struct mm_kstate st, void *out)
 {
     if (n_spans <= 0)
         return cudaSuccess;
     if (f32)
-        return decode_dispatch(s, (const float *)z, ldz, C, conv_w, conv_b, spans, n_spans, nh,
-                               kvh, d, dt_bias, A, gnorm, st, (float *)out);
+        return decode_dispatch(s, (const float *)z, ldz, C, conv_w, conv_b, spans, n_spans, nh, kvh,
+                               d, dt_bias, A, gnorm, st, (float *)out);
     return decode_dispatch(s, (const bf16 *)z, ldz, C, conv_w, conv_b, spans, n_spans, nh, kvh, d,
                            dt_bias, A, gnorm, st, (bf16 *)out);
 }
@@ -312,6 +310,6 @@ extern "C" cudaError_t mm_k_ssm_scan(cudaStream_t s, const float *u, int64_t C, 
     if (f32)
         return scan_dispatch(s, u, C, (const float *)z, ldz, dt_off, spans, n_spans, nh, kvh, d,
                              dt_bias, A, st, y);
-    return scan_dispatch(s, u, C, (const bf16 *)z, ldz, dt_off, spans, n_spans, nh, kvh, d,
-                         dt_bias, A, st, y);
+    return scan_dispatch(s, u, C, (const bf16 *)z, ldz, dt_off, spans, n_spans, nh, kvh, d, dt_bias,
+                         A, st, y);
 }

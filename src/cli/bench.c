@@ -67,11 +67,10 @@ static double weight_bytes(const struct mm_engine *e)
         const struct mm_stack_config *sc = s ? &e->cfg.llm : &e->cfg.emb;
         const struct mm_layer_weights *lw = s ? e->w.llm_layers : e->w.emb_layers;
         for (int64_t l = 0; l < sc->num_layers; l++) {
-            const struct mm_tensor *t[] = {lw[l].attention_norm, lw[l].ffn_norm, lw[l].w1,
-                                           lw[l].w3,             lw[l].w2,       lw[l].wvkqgdt,
-                                           lw[l].conv_w,         lw[l].conv_b,   lw[l].dt_bias,
-                                           lw[l].A_log,          lw[l].gnorm,    lw[l].o_proj,
-                                           lw[l].wqkv,           lw[l].wo};
+            const struct mm_tensor *t[] = {
+                lw[l].attention_norm, lw[l].ffn_norm, lw[l].w1,     lw[l].w3,      lw[l].w2,
+                lw[l].wvkqgdt,        lw[l].conv_w,   lw[l].conv_b, lw[l].dt_bias, lw[l].A_log,
+                lw[l].gnorm,          lw[l].o_proj,   lw[l].wqkv,   lw[l].wo};
             for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
                 n += t[i] ? (double)t[i]->numel : 0;
         }
@@ -87,7 +86,7 @@ static double layer_flops(const struct mm_engine *e)
         const struct mm_stack_config *sc = s ? &e->cfg.llm : &e->cfg.emb;
         const struct mm_layer_weights *lw = s ? e->w.llm_layers : e->w.emb_layers;
         for (int64_t l = 0; l < sc->num_layers; l++) {
-            const struct mm_tensor *t[] = {lw[l].w1, lw[l].w3, lw[l].w2, lw[l].wvkqgdt,
+            const struct mm_tensor *t[] = {lw[l].w1,     lw[l].w3,   lw[l].w2, lw[l].wvkqgdt,
                                            lw[l].o_proj, lw[l].wqkv, lw[l].wo};
             for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
                 n += t[i] ? (double)t[i]->numel : 0;
@@ -164,7 +163,8 @@ static enum mm_status bench_decode(struct bench *b, struct mm_engine *e, int B, 
 {
     const int64_t V = e->cfg.llm_vocab_size;
     int32_t *slots = malloc((size_t)B * sizeof *slots);
-    int32_t *prompt = malloc((size_t)ctx * sizeof *prompt), *next = malloc((size_t)B * sizeof *next);
+    int32_t *prompt = malloc((size_t)ctx * sizeof *prompt),
+            *next = malloc((size_t)B * sizeof *next);
     struct mm_seq_step *st = malloc((size_t)B * sizeof *st);
     struct mm_sample_req *req = malloc((size_t)B * sizeof *req);
     struct mm_sample_out *out = malloc((size_t)B * sizeof *out);
@@ -189,8 +189,8 @@ static enum mm_status bench_decode(struct bench *b, struct mm_engine *e, int B, 
     const int warm = 3;
     for (int k = 0; k < warm + b->steps; k++) {
         for (int s = 0; s < B; s++) {
-            st[s] = (struct mm_seq_step){.slot = slots[s], .ids = &next[s], .n = 1,
-                                         .text_only = true};
+            st[s] =
+                (struct mm_seq_step){.slot = slots[s], .ids = &next[s], .n = 1, .text_only = true};
             req[s] = (struct mm_sample_req){
                 .row = s,
                 .slot = slots[s],
@@ -299,10 +299,11 @@ int mm_cli_bench(const struct mm_cli_cmd *cmd, int argc, char **argv)
                        1, 1LL << 30),
         MM_CLI_OPT_STRING("prefill", "LIST", "prompt lengths for prefill throughput", &prefills),
         MM_CLI_OPT_INT("steps", "N", "timed decode steps (median)", &steps, 1, 10000),
-        MM_CLI_OPT_INT("max-tokens", "N", "token budget of a step (prefill chunk)", &max_tokens,
-                       1, 1 << 20),
-        MM_CLI_OPT_INT("capacity", "N", "sequences to open at once for the capacity check (0: skip)",
-                       &capacity, 0, MM_ENGINE_MAX_SEQS),
+        MM_CLI_OPT_INT("max-tokens", "N", "token budget of a step (prefill chunk)", &max_tokens, 1,
+                       1 << 20),
+        MM_CLI_OPT_INT("capacity", "N",
+                       "sequences to open at once for the capacity check (0: skip)", &capacity, 0,
+                       MM_ENGINE_MAX_SEQS),
         MM_CLI_OPT_STRING("json", "FILE", "also write the results as JSON", &json),
     };
     const char *pos[1];
@@ -338,8 +339,9 @@ int mm_cli_bench(const struct mm_cli_cmd *cmd, int argc, char **argv)
         return mm_cli_fail(&err);
     }
     if (b.json)
-        fprintf(b.json, "{\"model\": \"%s\", \"backend\": \"%s\", \"state\": \"%s\", "
-                        "\"read_tbs\": %.4f, \"gemm_tflops\": %.2f, \"results\": [",
+        fprintf(b.json,
+                "{\"model\": \"%s\", \"backend\": \"%s\", \"state\": \"%s\", "
+                "\"read_tbs\": %.4f, \"gemm_tflops\": %.2f, \"results\": [",
                 model, backend, state, b.read_tbs, b.gemm_tflops);
     int status = 0;
     /* prefill throughput, one sequence */
@@ -379,8 +381,7 @@ int mm_cli_bench(const struct mm_cli_cmd *cmd, int argc, char **argv)
             printf("capacity: %lld sequences do not fit: %s\n", capacity, err.msg);
         } else {
             const double per = (double)e->be.ops->slot_bytes(e->be.ctx);
-            const double formula =
-                (double)mm_config_state_elems(&e->cfg) * (b.state_fp32 ? 4 : 2);
+            const double formula = (double)mm_config_state_elems(&e->cfg) * (b.state_fp32 ? 4 : 2);
             printf("capacity: %lld sequences held at once; %.2f MB per sequence (state %.2f MB by "
                    "MODEL.md 3.6 + token counts)\n",
                    capacity, per / 1e6, formula / 1e6);

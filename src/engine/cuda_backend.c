@@ -45,11 +45,11 @@ struct cu_layer {
     float *attn_norm, *ffn_norm; /* [H] */
     void *w13, *w2;              /* [2F, H] (w1 rows then w3 rows), [H, F] */
     /* mamba2 */
-    void *wz;                 /* [Z, H] */
-    float *conv_w, *conv_b;   /* [C, 2], [C] */
-    float *dt_bias, *A;       /* [heads]; A = -exp(A_log) */
-    float *gnorm;             /* [d] */
-    void *o_proj;             /* [H, heads*d] */
+    void *wz;               /* [Z, H] */
+    float *conv_w, *conv_b; /* [C, 2], [C] */
+    float *dt_bias, *A;     /* [heads]; A = -exp(A_log) */
+    float *gnorm;           /* [d] */
+    void *o_proj;           /* [H, heads*d] */
     int64_t state_off;
     /* mha */
     void *wqkv, *wo;
@@ -205,8 +205,8 @@ static void prof_print(const struct cu_ctx *c)
         total += c->prof_tab[i].ms;
     fprintf(stderr, "cuda profile (GPU time per kernel group, %.1f ms in all):\n", total);
     for (int i = 0; i < c->n_prof; i++)
-        fprintf(stderr, "  %-40s %10.3f ms %8lld calls %9.1f us/call %5.1f%%\n", c->prof_tab[i].name,
-                c->prof_tab[i].ms, (long long)c->prof_tab[i].calls,
+        fprintf(stderr, "  %-40s %10.3f ms %8lld calls %9.1f us/call %5.1f%%\n",
+                c->prof_tab[i].name, c->prof_tab[i].ms, (long long)c->prof_tab[i].calls,
                 c->prof_tab[i].ms * 1e3 / (double)c->prof_tab[i].calls,
                 100 * c->prof_tab[i].ms / (total > 0 ? total : 1));
 }
@@ -400,8 +400,7 @@ static struct gemm_plan *plan_for(struct cu_ctx *c, int64_t n, int64_t N, int64_
     if (lt_check(c, cublasLtMatrixLayoutCreate(&p->a, et, (uint64_t)K, (uint64_t)N, K), "gemm A") ||
         lt_check(c, cublasLtMatrixLayoutCreate(&p->b, et, (uint64_t)K, (uint64_t)n, ldx),
                  "gemm B") ||
-        lt_check(c, cublasLtMatrixLayoutCreate(&p->c, yt, (uint64_t)N, (uint64_t)n, ldy),
-                 "gemm C"))
+        lt_check(c, cublasLtMatrixLayoutCreate(&p->c, yt, (uint64_t)N, (uint64_t)n, ldy), "gemm C"))
         return NULL;
     cublasLtMatmulPreference_t pref;
     if (lt_check(c, cublasLtMatmulPreferenceCreate(&pref), "gemm preference"))
@@ -490,7 +489,11 @@ static void gemm_lt(struct cu_ctx *c, const void *x, int64_t ldx, int64_t n, int
     char name[48];
     if (c->prof)
         snprintf(name, sizeof name, "gemm %lldx%lld M%s", (long long)N, (long long)K,
-                 n == 1 ? "=1" : n <= 8 ? "<=8" : n <= 64 ? "<=64" : n <= 256 ? "<=256" : ">256");
+                 n == 1     ? "=1"
+                 : n <= 8   ? "<=8"
+                 : n <= 64  ? "<=64"
+                 : n <= 256 ? "<=256"
+                            : ">256");
     prof_begin(c);
     lt_check(c,
              cublasLtMatmul(c->lt, p->op, &alpha, W, p->a, x, p->b, &beta, y, p->c, y, p->c,
@@ -600,10 +603,10 @@ static void choose_shape(struct cu_ctx *c, void *const *ws, int nw, int64_t N, i
         }
         g->skinny[b] = t[0] <= t[1];
         const double bytes = (double)(swiglu ? 2 * N : N) * (double)K * 2;
-        at += snprintf(line + at, sizeof line - (size_t)(at < (int)sizeof line ? at : 0),
-                       " M=%d %.1f/%.1f us (%.2f TB/s)", ms[b], t[0] * 1e3 / reps,
-                       t[1] * 1e3 / reps,
-                       bytes / ((g->skinny[b] ? t[0] : t[1]) * 1e-3 / reps) / 1e12);
+        at +=
+            snprintf(line + at, sizeof line - (size_t)(at < (int)sizeof line ? at : 0),
+                     " M=%d %.1f/%.1f us (%.2f TB/s)", ms[b], t[0] * 1e3 / reps, t[1] * 1e3 / reps,
+                     bytes / ((g->skinny[b] ? t[0] : t[1]) * 1e-3 / reps) / 1e12);
         if (at >= (int)sizeof line)
             at = (int)sizeof line - 1;
     }
@@ -616,8 +619,8 @@ static void choose_gemms(struct cu_ctx *c)
 {
     void *ws[MM_MAX_LAYERS];
     const int64_t n_u = max64(c->lim.max_tokens, 1) * 4 * c->cfg.llm.hidden;
-    if (c->f32 || mm_k_fill_random(c->stream, c->s_u, n_u < 16 * 16384 ? n_u : 16 * 16384, 7) !=
-                      cudaSuccess)
+    if (c->f32 ||
+        mm_k_fill_random(c->stream, c->s_u, n_u < 16 * 16384 ? n_u : 16 * 16384, 7) != cudaSuccess)
         return;
     const struct mm_stack_config *sc = &c->cfg.llm;
     const struct cu_layer *L = c->stacks[MM_STACK_LLM].layers;
@@ -659,14 +662,12 @@ static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const str
     const int64_t H = cfg->llm.hidden, P = cfg->patches_per_side;
     size_t free0 = 0, total = 0;
     cudaMemGetInfo(&free0, &total);
-    bool ok = (c->patch_w = up_matrix(c, w->patch_w)) &&
-              (c->patch_b = up_vec(c, w->patch_b, false)) &&
-              (c->sh_w1 = up_matrix(c, w->shuffle_w1)) &&
-              (c->sh_b1 = up_vec(c, w->shuffle_b1, false)) &&
-              (c->sh_w2 = up_matrix(c, w->shuffle_w2)) &&
-              (c->sh_b2 = up_vec(c, w->shuffle_b2, false)) &&
-              (c->text_emb = up_matrix(c, w->text_emb)) && (c->norm = up_vec(c, w->norm, false)) &&
-              (c->output = up_matrix(c, w->output)) && load_pos(c, w);
+    bool ok =
+        (c->patch_w = up_matrix(c, w->patch_w)) && (c->patch_b = up_vec(c, w->patch_b, false)) &&
+        (c->sh_w1 = up_matrix(c, w->shuffle_w1)) && (c->sh_b1 = up_vec(c, w->shuffle_b1, false)) &&
+        (c->sh_w2 = up_matrix(c, w->shuffle_w2)) && (c->sh_b2 = up_vec(c, w->shuffle_b2, false)) &&
+        (c->text_emb = up_matrix(c, w->text_emb)) && (c->norm = up_vec(c, w->norm, false)) &&
+        (c->output = up_matrix(c, w->output)) && load_pos(c, w);
     if (ok && w->special_emb) {
         ok = (c->special_emb = up_matrix(c, w->special_emb)) != NULL;
         c->n_special = w->special_emb->shape[0];
@@ -746,16 +747,17 @@ static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const str
     c->d_arena = dev_alloc(c, c->arena_cap);
     c->h_tmp = malloc((size_t)max64(c->state_elems, 1) * sizeof(float));
     c->d_ids = dev_array(c, lim->n_slots, 1, sizeof(int32_t));
-    ok = c->state && kv_ok && c->s_u && c->s_z && c->s_m && c->s_patch && c->s_conv && c->s_y &&
-         c->s_part && c->s_logits && c->s_work && c->counts && c->d_req && c->d_out &&
-         c->d_arena && c->h_tmp && c->d_ids &&
-         cudaMallocHost((void **)&c->h_ids, (size_t)lim->n_slots * sizeof(int32_t)) == cudaSuccess &&
-         cudaEventCreateWithFlags(&c->g_done, cudaEventDisableTiming) == cudaSuccess &&
-         cudaMallocHost((void **)&c->h_arena, c->arena_cap) == cudaSuccess &&
-         cudaMallocHost((void **)&c->h_req, (size_t)max64(c->logit_rows, 1) * sizeof *c->h_req) ==
-             cudaSuccess &&
-         cudaMallocHost((void **)&c->h_out, (size_t)max64(c->logit_rows, 1) * sizeof *c->h_out) ==
-             cudaSuccess;
+    ok =
+        c->state && kv_ok && c->s_u && c->s_z && c->s_m && c->s_patch && c->s_conv && c->s_y &&
+        c->s_part && c->s_logits && c->s_work && c->counts && c->d_req && c->d_out && c->d_arena &&
+        c->h_tmp && c->d_ids &&
+        cudaMallocHost((void **)&c->h_ids, (size_t)lim->n_slots * sizeof(int32_t)) == cudaSuccess &&
+        cudaEventCreateWithFlags(&c->g_done, cudaEventDisableTiming) == cudaSuccess &&
+        cudaMallocHost((void **)&c->h_arena, c->arena_cap) == cudaSuccess &&
+        cudaMallocHost((void **)&c->h_req, (size_t)max64(c->logit_rows, 1) * sizeof *c->h_req) ==
+            cudaSuccess &&
+        cudaMallocHost((void **)&c->h_out, (size_t)max64(c->logit_rows, 1) * sizeof *c->h_out) ==
+            cudaSuccess;
     for (int s = 0; ok && s < 2; s++) {
         const int64_t bpt = (lim->max_context + MM_KV_BLOCK - 1) / MM_KV_BLOCK;
         ok = alloc_meta(c, &c->stacks[s].meta, lim->n_kv_blocks[s] > 0 ? bpt : 0);
@@ -869,8 +871,7 @@ static void *row_ptr(const struct cu_ctx *c, const struct mm_act *a, int64_t row
 
 /* Fills a stack's host metadata from its spans (and uploads the block-table
  * entries that changed to the device mirror, slot s's table at s * bpt). */
-static bool meta_fill(struct cu_ctx *c, struct cu_meta *m, const struct mm_span *spans,
-                      int n_spans)
+static bool meta_fill(struct cu_ctx *c, struct cu_meta *m, const struct mm_span *spans, int n_spans)
 {
     if (n_spans < 1 || n_spans > c->lim.n_slots) {
         fail_msg(c, "spans", "span count out of range");
@@ -888,8 +889,8 @@ static bool meta_fill(struct cu_ctx *c, struct cu_meta *m, const struct mm_span 
             return false;
         }
         const int64_t nb = (sp->pos + sp->n + MM_KV_BLOCK - 1) / MM_KV_BLOCK;
-        m->h_spans[s] = (struct mm_kspan){sp->row, sp->n, sp->pos, (int64_t)sp->slot * m->bpt,
-                                          sp->slot, 0};
+        m->h_spans[s] =
+            (struct mm_kspan){sp->row, sp->n, sp->pos, (int64_t)sp->slot * m->bpt, sp->slot, 0};
         for (int64_t t = 0; t < sp->n; t++)
             m->h_tok[row + t] = s;
         if (sp->blocks && m->blk_cap > 0) {
@@ -1108,12 +1109,13 @@ static void cu_vision_embed(void *vctx, const float *tiles, int64_t n_tiles, str
     const int64_t H = c->cfg.llm.hidden, p = c->cfg.patch_size, P = c->cfg.patches_per_side;
     const int64_t S = c->cfg.force_image_size, K = 3 * p * p, rows = n_tiles * P * P;
     const float *d_tiles = stage(c, tiles, (size_t)(n_tiles * 3 * S * S) * sizeof(float));
-    if (!d_tiles || cu_check(c, mm_k_im2col(c->stream, c->f32, d_tiles, n_tiles, S, p, c->s_patch),
-                             "im2col"))
+    if (!d_tiles ||
+        cu_check(c, mm_k_im2col(c->stream, c->f32, d_tiles, n_tiles, S, p, c->s_patch), "im2col"))
         return;
     /* Conv2d(k=p, stride=p) as a GEMM, then + bias + position embedding */
     gemm(c, c->s_patch, K, rows, K, c->patch_w, H, out->data, H, false, false);
-    cu_check(c, mm_k_bias_act(c->stream, c->f32, out->data, rows, H, c->patch_b, c->pos, P * P, false),
+    cu_check(c,
+             mm_k_bias_act(c->stream, c->f32, out->data, rows, H, c->patch_b, c->pos, P * P, false),
              "patch bias");
 }
 
@@ -1125,10 +1127,10 @@ static void cu_pixel_shuffle(void *vctx, const struct mm_act *in, int64_t in_row
         return;
     const int64_t H = c->cfg.llm.hidden, P = c->cfg.patches_per_side;
     const int64_t n_out = n_tiles * (P / 2) * (P / 2);
-    if (cu_check(c,
-                 mm_k_shuffle_gather(c->stream, c->f32, row_ptr(c, in, in_row0), n_tiles, P, H,
-                                     c->s_u),
-                 "pixel shuffle"))
+    if (cu_check(
+            c,
+            mm_k_shuffle_gather(c->stream, c->f32, row_ptr(c, in, in_row0), n_tiles, P, H, c->s_u),
+            "pixel shuffle"))
         return;
     /* Linear(4H -> H) -> GELU (erf) -> Linear(H -> H) */
     gemm(c, c->s_u, 4 * H, n_out, 4 * H, c->sh_w1, H, c->s_m, H, false, false);
@@ -1149,7 +1151,8 @@ static void cu_copy_rows(void *vctx, const struct mm_act *src, int64_t src_row, 
     const size_t bytes = (size_t)(n * src->cols) * c->esz;
     const void *s = row_ptr(c, src, src_row);
     void *d = row_ptr(c, dst, dst_row);
-    const bool overlap = src == dst && (char *)s < (char *)d + bytes && (char *)d < (char *)s + bytes;
+    const bool overlap =
+        src == dst && (char *)s < (char *)d + bytes && (char *)d < (char *)s + bytes;
     if (overlap) { /* memmove through scratch */
         if (!cu_check(c, cudaMemcpyAsync(c->s_z, s, bytes, cudaMemcpyDeviceToDevice, c->stream),
                       "copy rows"))
@@ -1188,8 +1191,8 @@ static void cu_mamba2(void *vctx, enum mm_stack stack, int layer, struct mm_act 
     /* u = RMSNorm(x); z = u W^T = [vkq | g | dt] */
     prof_begin(c);
     if (cu_check(c,
-                 mm_k_rmsnorm(s, c->f32, x->data, NULL, T, H, l->attn_norm,
-                              (float)sc->rms_norm_eps, c->s_u, false),
+                 mm_k_rmsnorm(s, c->f32, x->data, NULL, T, H, l->attn_norm, (float)sc->rms_norm_eps,
+                              c->s_u, false),
                  "rmsnorm"))
         return;
     prof_end(c, "rmsnorm");
@@ -1228,8 +1231,7 @@ static void cu_mamba2(void *vctx, enum mm_stack stack, int layer, struct mm_act 
         return;
     prof_end(c, "scan");
     prof_begin(c);
-    if (cu_check(c,
-                 mm_k_gated_rmsnorm(s, c->f32, c->s_y, c->s_z, Z, C, T, nh, d, l->gnorm, c->s_m),
+    if (cu_check(c, mm_k_gated_rmsnorm(s, c->f32, c->s_y, c->s_z, Z, C, T, nh, d, l->gnorm, c->s_m),
                  "gated rmsnorm"))
         return;
     prof_end(c, "gated rmsnorm");
@@ -1258,25 +1260,25 @@ static void cu_attention(void *vctx, enum mm_stack stack, int layer, struct mm_a
     cudaStream_t s = c->stream;
     const struct mm_kkv cache = {c->kv[stack], c->block_elems[stack], l->kv_off, m->d_blk};
     if (cu_check(c,
-                 mm_k_rmsnorm(s, c->f32, x->data, NULL, T, H, l->attn_norm,
-                              (float)sc->rms_norm_eps, c->s_u, false),
+                 mm_k_rmsnorm(s, c->f32, x->data, NULL, T, H, l->attn_norm, (float)sc->rms_norm_eps,
+                              c->s_u, false),
                  "rmsnorm"))
         return;
     gemm(c, c->s_u, H, T, H, l->wqkv, QKV, c->s_z, QKV, false, false);
     /* split the keys so that about 16 warps per SM have work (flash-decoding) */
-    const int64_t kv_bound = c->gmode == G_EAGER ? m->max_kv : c->lim.max_context; /* graphs: fixed */
-    int64_t split = (132 * 16 + T * nh - 1) / (T * nh); /* ranges of at least 64 keys */
+    const int64_t kv_bound =
+        c->gmode == G_EAGER ? m->max_kv : c->lim.max_context; /* graphs: fixed */
+    int64_t split = (132 * 16 + T * nh - 1) / (T * nh);       /* ranges of at least 64 keys */
     split = split < (kv_bound + 63) / 64 ? split : (kv_bound + 63) / 64;
     if (split * T * nh > c->part_items)
         split = c->part_items / (T * nh);
     if (split < 1)
         split = 1;
     prof_begin(c);
-    if (c->st != MM_OK ||
-        cu_check(c,
-                 mm_k_rope_kv(s, c->f32, c->s_z, T, m->d_tok, m->d_spans, nh, kv, d,
-                              c->stacks[stack].inv_freq, cache),
-                 "rope"))
+    if (c->st != MM_OK || cu_check(c,
+                                   mm_k_rope_kv(s, c->f32, c->s_z, T, m->d_tok, m->d_spans, nh, kv,
+                                                d, c->stacks[stack].inv_freq, cache),
+                                   "rope"))
         return;
     prof_end(c, "rope + kv write");
     prof_begin(c);
@@ -1374,10 +1376,10 @@ static void cu_sample(void *vctx, const struct mm_act *x, const struct mm_sample
                                      cudaMemcpyHostToDevice, c->stream),
                      "sample") ||
             (prof_begin(c), false) ||
-            cu_check(c,
-                     mm_k_sample(c->stream, c->s_logits, c->s_work, V, c->d_req, k, c->counts,
-                                 c->d_out),
-                     "sample") ||
+            cu_check(
+                c,
+                mm_k_sample(c->stream, c->s_logits, c->s_work, V, c->d_req, k, c->counts, c->d_out),
+                "sample") ||
             (prof_end(c, "sample"), false) ||
             cu_check(c,
                      cudaMemcpyAsync(c->h_out, c->d_out, (size_t)k * sizeof *c->h_out,
@@ -1456,16 +1458,14 @@ static void cu_slot_copy(void *vctx, int32_t src, int32_t dst)
 }
 
 /* A saved slot: the state in its own dtype, then the counts (vocab words). */
-static size_t cu_slot_bytes(void *vctx)
-{
-    return slot_state_bytes(vctx) + counts_bytes(vctx);
-}
+static size_t cu_slot_bytes(void *vctx) { return slot_state_bytes(vctx) + counts_bytes(vctx); }
 
 static void cu_slot_save(void *vctx, int32_t slot, void *host)
 {
     struct cu_ctx *c = vctx;
     const size_t sb = slot_state_bytes(c);
-    if (!cu_check(c, cudaMemcpyAsync(host, slot_ptr(c, slot), sb, cudaMemcpyDeviceToHost, c->stream),
+    if (!cu_check(c,
+                  cudaMemcpyAsync(host, slot_ptr(c, slot), sb, cudaMemcpyDeviceToHost, c->stream),
                   "slot save") &&
         !cu_check(c,
                   cudaMemcpyAsync((char *)host + sb, slot_counts(c, slot), counts_bytes(c),
@@ -1478,7 +1478,8 @@ static void cu_slot_restore(void *vctx, int32_t slot, const void *host)
 {
     struct cu_ctx *c = vctx;
     const size_t sb = slot_state_bytes(c);
-    if (!cu_check(c, cudaMemcpyAsync(slot_ptr(c, slot), host, sb, cudaMemcpyHostToDevice, c->stream),
+    if (!cu_check(c,
+                  cudaMemcpyAsync(slot_ptr(c, slot), host, sb, cudaMemcpyHostToDevice, c->stream),
                   "slot restore") &&
         !cu_check(c,
                   cudaMemcpyAsync(slot_counts(c, slot), (const char *)host + sb, counts_bytes(c),

@@ -15,7 +15,7 @@ enum mm_status mm_cuda_backend_create(bool fp32, struct mm_backend *b, struct mm
     (void)fp32;
     (void)b;
     return mm_err_set(err, MM_ERR_UNSUPPORTED,
-                      "this build has no CUDA backend (configure found no CUDA); use --backend cpu");
+                      "this build has no CUDA backend (no nvcc at configure); use --backend cpu");
 }
 
 enum mm_status mm_cuda_measure(double *read_tbs, double *gemm_tflops, struct mm_err *err)

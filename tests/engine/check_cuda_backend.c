@@ -158,7 +158,8 @@ static double compare_states(const struct model *md, struct mm_backend *b[2], co
                              int n)
 {
     const int64_t E = mm_config_state_elems(&md->cfg);
-    float *a = malloc((size_t)(E ? E : 1) * sizeof *a), *g = malloc((size_t)(E ? E : 1) * sizeof *g);
+    float *a = malloc((size_t)(E ? E : 1) * sizeof *a),
+          *g = malloc((size_t)(E ? E : 1) * sizeof *g);
     double worst = 0;
     for (int i = 0; i < n && E > 0; i++) {
         b[0]->ops->slot_read(b[0]->ctx, slots[i], a);
@@ -181,7 +182,8 @@ START_TEST(test_ops_vs_cpu)
     struct mm_act *x[2] = {cpu.ops->act_alloc(cpu.ctx, MAXTOK, H),
                            gpu.ops->act_alloc(gpu.ctx, MAXTOK, H)};
     ck_assert(x[0] && x[1]);
-    float *lc = malloc((size_t)(MAXTOK * V) * sizeof *lc), *lg = malloc((size_t)(MAXTOK * V) * sizeof *lg);
+    float *lc = malloc((size_t)(MAXTOK * V) * sizeof *lc),
+          *lg = malloc((size_t)(MAXTOK * V) * sizeof *lg);
     /* block tables: ids scattered over the whole cache, distinct per slot and stack */
     static int32_t tables[2][SLOTS][BPT];
     const int64_t total = (int64_t)SLOTS * BPT;
@@ -203,8 +205,8 @@ START_TEST(test_ops_vs_cpu)
         int64_t T = 0;
         for (int i = 0; i < 6; i++) {
             for (int s = 0; s < 2; s++)
-                spans[s][i] = (struct mm_span){slots[i], T, len[round][i], pos[i],
-                                               tables[s][slots[i]]};
+                spans[s][i] =
+                    (struct mm_span){slots[i], T, len[round][i], pos[i], tables[s][slots[i]]};
             T += len[round][i];
         }
         int32_t *ids = malloc((size_t)T * sizeof *ids);
@@ -233,8 +235,8 @@ START_TEST(test_ops_vs_cpu)
                 for (int k = 0; k < 2; k++)
                     b[k]->ops->mlp(b[k]->ctx, (enum mm_stack)s, l, x[k], T);
                 e = compare_rows(&md, b, x, T, lc, lg);
-                ck_assert_msg(e <= 1e-4, "%s round %d stack %d layer %d mlp: %.3g", names[m],
-                              round, s, l, e);
+                ck_assert_msg(e <= 1e-4, "%s round %d stack %d layer %d mlp: %.3g", names[m], round,
+                              s, l, e);
             }
         }
         e = compare_states(&md, b, slots, 6);
@@ -268,7 +270,8 @@ START_TEST(test_decode_ops_bf16)
     static int32_t tables[SLOTS][BPT];
     for (int sl = 0; sl < SLOTS; sl++)
         for (int i = 0; i < BPT; i++)
-            tables[sl][i] = (int32_t)(((int64_t)i * SLOTS + (SLOTS - 1 - sl)) % ((int64_t)SLOTS * BPT));
+            tables[sl][i] =
+                (int32_t)(((int64_t)i * SLOTS + (SLOTS - 1 - sl)) % ((int64_t)SLOTS * BPT));
     for (int k = 0; k < 2; k++)
         for (int sl = 0; sl < SLOTS; sl++)
             b[k]->ops->slot_reset(b[k]->ctx, sl);
@@ -396,8 +399,14 @@ START_TEST(test_sample_vs_cpu)
         {.temperature = 0.7f, .top_k = 20, .top_p = 1, .repetition_penalty = 1, .seed = 2},
         {.temperature = 1.3f, .top_p = 0.9f, .repetition_penalty = 1, .seed = 3, .n_logprobs = 1},
         {.temperature = 1, .top_p = 1, .min_p = 0.05f, .repetition_penalty = 1, .seed = 4},
-        {.temperature = 0.9f, .top_k = 50, .top_p = 0.8f, .min_p = 0.02f, .repetition_penalty = 1.3f,
-         .presence_penalty = 0.5f, .frequency_penalty = 0.3f, .seed = 5},
+        {.temperature = 0.9f,
+         .top_k = 50,
+         .top_p = 0.8f,
+         .min_p = 0.02f,
+         .repetition_penalty = 1.3f,
+         .presence_penalty = 0.5f,
+         .frequency_penalty = 0.3f,
+         .seed = 5},
         {.temperature = 0, .top_p = 1, .repetition_penalty = 2.0f, .frequency_penalty = 1.0f},
         {.temperature = 2, .top_k = 1, .top_p = 1, .repetition_penalty = 1, .seed = 7}};
     struct mm_sample_req reqs[SLOTS];
@@ -405,8 +414,11 @@ START_TEST(test_sample_vs_cpu)
     int same = 0, total = 0;
     for (int call = 0; call < 16; call++) {
         for (int i = 0; i < SLOTS; i++)
-            reqs[i] = (struct mm_sample_req){.row = (i * 3) % SLOTS, .slot = i, .stream = (uint32_t)i,
-                                             .counter = (uint32_t)call, .p = ps[i]};
+            reqs[i] = (struct mm_sample_req){.row = (i * 3) % SLOTS,
+                                             .slot = i,
+                                             .stream = (uint32_t)i,
+                                             .counter = (uint32_t)call,
+                                             .p = ps[i]};
         cpu.ops->sample(cpu.ctx, x[0], reqs, SLOTS, oc);
         gpu.ops->sample(gpu.ctx, x[1], reqs, SLOTS, og);
         check_status(&gpu);
@@ -492,8 +504,12 @@ static void run_greedy(struct mm_engine *e, const int32_t *ids, int64_t n, const
     const int64_t step = chunk > 0 ? chunk : n;
     for (int64_t i = 0; i < n; i += step) {
         const int64_t k = n - i < step ? n - i : step;
-        const struct mm_seq_step st = {.slot = slot, .ids = ids + i, .n = k, .tiles = tiles,
-                                       .n_tiles = i == 0 ? n_tiles : 0, .want_logits = i + k == n};
+        const struct mm_seq_step st = {.slot = slot,
+                                       .ids = ids + i,
+                                       .n = k,
+                                       .tiles = tiles,
+                                       .n_tiles = i == 0 ? n_tiles : 0,
+                                       .want_logits = i + k == n};
         ck_assert_msg(mm_engine_forward(e, &st, 1, logits, &err) == MM_OK, "%s", err.msg);
     }
     for (int g = 0; g < n_gen; g++) {
@@ -589,15 +605,18 @@ START_TEST(test_batched_equals_alone)
         for (int i = 0; i < B; i++) {
             prompts[i] = make_prompt(&e->cfg, 1 + (i * 37) % 60, 0, &lens[i], 500u + (uint32_t)i);
             ck_assert_int_eq(mm_engine_slot_acquire(e, &slots[i], &err), MM_OK);
-            st[i] = (struct mm_seq_step){.slot = slots[i], .ids = prompts[i], .n = lens[i],
-                                         .want_logits = true};
+            st[i] = (struct mm_seq_step){
+                .slot = slots[i], .ids = prompts[i], .n = lens[i], .want_logits = true};
         }
         ck_assert_msg(mm_engine_forward(e, st, B, lb, &err) == MM_OK, "%s", err.msg);
         for (int s = 0; s < STEPS; s++) {
             for (int i = 0; i < B; i++) {
                 batched[i][s] = argmax(lb + i * V, V);
-                st[i] = (struct mm_seq_step){.slot = slots[i], .ids = &batched[i][s], .n = 1,
-                                             .want_logits = true, .text_only = true};
+                st[i] = (struct mm_seq_step){.slot = slots[i],
+                                             .ids = &batched[i][s],
+                                             .n = 1,
+                                             .want_logits = true,
+                                             .text_only = true};
             }
             ck_assert_msg(mm_engine_forward(e, st, B, lb, &err) == MM_OK, "%s", err.msg);
         }
@@ -611,14 +630,19 @@ START_TEST(test_batched_equals_alone)
             /* alone: prefill token by token for the first sequences (prefill == stepping) */
             const int64_t step = i < 8 ? 1 : lens[i];
             for (int64_t k = 0; k < lens[i]; k += step) {
-                const struct mm_seq_step one = {.slot = slot, .ids = prompts[i] + k,
-                                                .n = step, .want_logits = k + step == lens[i]};
+                const struct mm_seq_step one = {.slot = slot,
+                                                .ids = prompts[i] + k,
+                                                .n = step,
+                                                .want_logits = k + step == lens[i]};
                 ck_assert_msg(mm_engine_forward(e, &one, 1, logits, &err) == MM_OK, "%s", err.msg);
             }
             for (int s = 0; s < STEPS; s++) {
                 alone[i][s] = argmax(logits, V);
-                const struct mm_seq_step one = {.slot = slot, .ids = &alone[i][s], .n = 1,
-                                                .want_logits = true, .text_only = true};
+                const struct mm_seq_step one = {.slot = slot,
+                                                .ids = &alone[i][s],
+                                                .n = 1,
+                                                .want_logits = true,
+                                                .text_only = true};
                 ck_assert_msg(mm_engine_forward(e, &one, 1, logits, &err) == MM_OK, "%s", err.msg);
             }
             if (memcmp(alone[i], batched[i], sizeof alone[i]) == 0)
