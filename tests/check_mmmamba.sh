@@ -29,6 +29,21 @@ for p in tiny-linear tiny-hybrid tiny-teacher; do
   check "inspect $p sharded" "$bin" inspect "$tmp/$p-sh"
   check "index present" test -f "$tmp/$p-sh/model.safetensors.index.json"
 done
+# a checkpoint never lands on an old one (a stale index would win over the new weights)
+"$bin" generate --model "$tmp/tiny-linear-sh" --prompt-ids "1 5 6" --print-ids > "$tmp/ids-before" 2>/dev/null
+expect "mkmodel refuses a non-empty directory" 1 "tiny-linear-sh is not empty \(it holds .*\): a checkpoint is written into a new or empty directory" \
+  "$bin" mkmodel --preset tiny-linear --seed 2 --out "$tmp/tiny-linear-sh"
+"$bin" generate --model "$tmp/tiny-linear-sh" --prompt-ids "1 5 6" --print-ids > "$tmp/ids-after" 2>/dev/null
+check "the refused write left the model alone" cmp "$tmp/ids-before" "$tmp/ids-after"
+cp "$tmp/tiny-linear/model.safetensors" "$tmp/tiny-hybrid-sh/"
+expect "both a single file and an index: warned" 0 "holds both model.safetensors and model.safetensors.index.json" \
+  "$bin" inspect "$tmp/tiny-hybrid-sh"
+rm "$tmp/tiny-hybrid-sh/model.safetensors"
+expect "shards beyond the tensor count refused" 1 "999 shards for [0-9]+ tensors" \
+  "$bin" mkmodel --preset tiny-linear --shards 999 --out "$tmp/many"
+"$bin" mkmodel --preset tiny-linear --shards 80 --out "$tmp/s80" > /dev/null
+check "80 shards, each named by the index" test "$(ls "$tmp/s80" | grep -c '^model-')" -eq \
+  "$(grep -o 'model-[0-9]*-of-00080' "$tmp/s80/model.safetensors.index.json" | sort -u | wc -l)"
 "$bin" inspect "$tmp/tiny-hybrid" > "$tmp/insp"
 check "inspect says hybrid" grep -q "layout: hybrid (3 mamba2, 3 mha layers)" "$tmp/insp"
 check "inspect says post" grep -q "pixel shuffle post" "$tmp/insp"
