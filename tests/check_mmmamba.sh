@@ -74,6 +74,35 @@ if "$bin" generate --model "$tmp/tiny-linear" --prompt-ids "1 2" --prefill-chunk
   echo "FAIL: absurd --prefill-chunk accepted"; fails=$((fails + 1)); fi
 if "$bin" generate --model "$tmp/tiny-linear" --prompt-ids "1 2" --tiles "$tmp/one.tile" 2>/dev/null; then
   echo "FAIL: --tiles without --num-tiles accepted"; fails=$((fails + 1)); fi
+m="$tmp/tiny-linear"
+"$bin" inspect "$m" > "$tmp/insp"
+# the tokenizer is part of the checkpoint: loaded, checked against the model, reported
+check "inspect reports the tokenizer" grep -q "^tokenizer: 1039 ids (bos 1, eos 2, <|im_end|> 1028), template internlm2-chat" "$tmp/insp"
+cp -r "$m" "$tmp/notok"; rm "$tmp/notok/tokenizer.model"
+expect "generate without tokenizer.model" 1 "notok/tokenizer.model: No such file" "$bin" generate --model "$tmp/notok" --prompt-ids "1 5 6"
+expect "inspect without tokenizer.model" 1 "notok/tokenizer.model: No such file" "$bin" inspect "$tmp/notok"
+cp -r "$m" "$tmp/garbtok"; echo "not a model" > "$tmp/garbtok/tokenizer.model"
+expect "inspect with a garbage tokenizer.model" 1 "garbtok/tokenizer.model" "$bin" inspect "$tmp/garbtok"
+cp -r "$m" "$tmp/noadded"; rm "$tmp/noadded/added_tokens.json" "$tmp/noadded/tokenizer_config.json" "$tmp/noadded/special_tokens_map.json"
+set +e; "$bin" generate --model "$tmp/noadded" --prompt-ids "1 5 6" --max-tokens 300 --ignore-eos > "$tmp/o" 2> "$tmp/err"; rc=$?; set -e
+check "no template tokens: refused at load" test "$rc" -eq 1
+check "... naming the missing token" grep -q "the tokenizer has no <|im" "$tmp/err"
+check "... before any text" test ! -s "$tmp/o"
+cp -r "$m" "$tmp/bigid"; echo '{"<x>": 16777215}' > "$tmp/bigid/added_tokens.json"
+expect "added id past the model's vocabulary" 1 "added_tokens.json: added token \"<x>\" has id 16777215, outside the model's vocabulary \(0..1038\)" \
+  "$bin" tokenize --model "$tmp/bigid" hi
+# a model whose vocabulary is padded past the tokenizer: the extra ids decode to nothing
+cp -r "$tmp/noadded" "$tmp/padded"
+echo '{"<|im_end|>": 1028, "<|im_start|>": 1029, "<img>": 1030, "</img>": 1031, "<IMG_CONTEXT>": 1032}' > "$tmp/padded/added_tokens.json"
+echo "107 1035 1038 108" > "$tmp/pad.ids"
+expect "padded ids decode to nothing" 0 "^hi$" "$bin" tokenize --model "$tmp/padded" --decode --file "$tmp/pad.ids"
+expect "generate on a padded vocabulary" 0 "generated 300 tokens" "$bin" generate --model "$tmp/padded" --prompt-ids "1 5 6" --max-tokens 300 --ignore-eos
+# raw tiles: the file's size is checked before anything is allocated
+expect "--num-tiles past the file" 1 "--tiles: .*one.tile: holds 2408448 bytes, expected 9865003008" \
+  "$bin" generate --model "$m" --prompt-ids "1 2" --tiles "$tmp/one.tile" --num-tiles 4096
+# logits: vocab_size little-endian fp32 values
+"$bin" generate --model "$m" --prompt-ids "1 5 6" --max-tokens 1 --dump-logits "$tmp/logits.f32" > /dev/null 2>&1
+check "logits file size" test "$(wc -c < "$tmp/logits.f32")" -eq $((1039 * 4))
 # hostile tokenizer files and image paths fail cleanly
 cp -r "$tmp/tiny-linear" "$tmp/badtok"
 echo '{"<x>": 1e300}' > "$tmp/badtok/added_tokens.json"

@@ -98,7 +98,9 @@ static enum mm_status parse_special(const cJSON *emb, struct mm_config *cfg, str
     const cJSON *it;
     cJSON_ArrayForEach(it, maps)
     {
-        if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) || it->valuedouble < 0)
+        /* range first: converting an out-of-range double is undefined */
+        if (!cJSON_IsNumber(it) || !(it->valuedouble >= 0 && it->valuedouble < 2147483648.0) ||
+            it->valuedouble != floor(it->valuedouble))
             return mm_err_set(err, MM_ERR_FORMAT,
                               "config.json: special_token_maps[\"%s\"] must be a token id",
                               it->string);
