@@ -1,5 +1,5 @@
 /* config.c: config.json -> struct mm_config, with validation (see config.h).
- * Defaults are the reference's where it has one (MODEL.md §1); everything
+ * Defaults are the reference's where it has one (docs/model.md §1); everything
  * that sizes a tensor is required. */
 #include "model/config.h"
 

@@ -1,6 +1,6 @@
 /* synthetic.c: presets and the random-weight checkpoint writer (see synthetic.h).
  *
- * Weight scales keep activations O(1) through every layer (MODEL.md §6):
+ * Weight scales keep activations O(1) through every layer (docs/model.md §6):
  * projections ~ U with std 1/sqrt(fan_in), norms ~ 1 +- 0.1, embeddings std 1,
  * small dt (dt_bias around -3), A_log_bias around 0. Values are uniform
  * (cheap, bounded) rather than Gaussian; only their scale matters here. */

@@ -1,4 +1,4 @@
-/* synthetic.h: project-made checkpoints with random weights (MODEL.md §6):
+/* synthetic.h: project-made checkpoints with random weights (docs/model.md §6):
  * the presets, and a writer that produces a complete Hugging Face style
  * directory (config.json, bf16 safetensors, optional shards + index,
  * tokenizer.model and the added-token files).

@@ -1,4 +1,4 @@
-/* tokenizer.h: text <-> token ids for mmMamba (MODEL.md §5): SentencePiece
+/* tokenizer.h: text <-> token ids for mmMamba (docs/model.md §5): SentencePiece
  * BPE with byte fallback, plus the checkpoint's added/special tokens.
  *
  * Design: encoding reproduces SentencePiece 0.1.97 (normalizer.cc,

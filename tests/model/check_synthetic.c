@@ -181,7 +181,7 @@ START_TEST(test_presets_shapes)
     ck_assert_int_eq(cfg.emb.num_layers, 8);
     ck_assert_int_eq(cfg.vocab_size, 92553);
     ck_assert_int_eq(cfg.img_context_token_id, 92546);
-    /* MODEL.md: embedding layers 0 and 4, LLM layers 0,4,...,20 keep attention */
+    /* docs/model.md: embedding layers 0 and 4, LLM layers 0,4,...,20 keep attention */
     for (int i = 0; i < 8; i++)
         ck_assert_int_eq(cfg.emb.kinds[i], i % 4 == 0 ? MM_LAYER_MHA : MM_LAYER_MAMBA2);
     for (int i = 0; i < 24; i++)
