@@ -190,7 +190,7 @@ static int32_t argmax(const float *v, int64_t n)
     return (int32_t)best;
 }
 
-/* Flag combinations parse_args cannot see one at a time; 2 after a message. */
+/* Flag combinations the option table cannot check one at a time; 2 after a message. */
 static int check_args(const struct mm_cli_cmd *cmd, const struct gen_args *g)
 {
     if (!g->model)
