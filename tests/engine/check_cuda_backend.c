@@ -246,6 +246,37 @@ START_TEST(test_ops_vs_cpu)
         for (int i = 0; i < 6; i++)
             pos[i] += len[round][i];
     }
+    /* fork: slot 3 (128 tokens in) copied to the unused slot 1 with slot_copy
+     * and kv_copy (into slot 1's own block ids), then 9 tokens on the copy */
+    const int64_t nb = (pos[2] + MM_KV_BLOCK - 1) / MM_KV_BLOCK;
+    for (int k = 0; k < 2; k++) {
+        b[k]->ops->slot_copy(b[k]->ctx, 3, 1);
+        for (int s = 0; s < 2; s++)
+            b[k]->ops->kv_copy(b[k]->ctx, (enum mm_stack)s, tables[s][3], tables[s][1], nb);
+    }
+    int32_t fork_ids[9];
+    for (int i = 0; i < 9; i++)
+        fork_ids[i] = 11 + 57 * i;
+    struct mm_span fork[2];
+    for (int s = 0; s < 2; s++)
+        fork[s] = (struct mm_span){1, 0, 9, pos[2], tables[s][1]};
+    for (int k = 0; k < 2; k++)
+        b[k]->ops->embed_tokens(b[k]->ctx, fork_ids, 9, x[k], 0);
+    for (int s = 0; s < 2; s++) {
+        const struct mm_stack_config *sc = s ? &md.cfg.llm : &md.cfg.emb;
+        for (int l = 0; l < (int)sc->num_layers; l++)
+            for (int k = 0; k < 2; k++) {
+                if (sc->kinds[l] == MM_LAYER_MHA)
+                    b[k]->ops->attention(b[k]->ctx, (enum mm_stack)s, l, x[k], &fork[s], 1);
+                else
+                    b[k]->ops->mamba2(b[k]->ctx, (enum mm_stack)s, l, x[k], &fork[s], 1);
+                b[k]->ops->mlp(b[k]->ctx, (enum mm_stack)s, l, x[k], 9);
+            }
+    }
+    const double ef = compare_rows(&md, b, x, 9, lc, lg);
+    const int forked[2] = {1, 3};
+    const double sf = compare_states(&md, b, forked, 2);
+    ck_assert_msg(ef <= 1e-4 && sf <= 1e-4, "%s fork: logits %.3g, states %.3g", names[m], ef, sf);
     free(lc);
     free(lg);
     cpu.ops->destroy(cpu.ctx);
