@@ -22,6 +22,13 @@ enum mm_status mm_cuda_measure(double *read_tbs, double *gemm_tflops, struct mm_
     enum mm_status st = MM_ERR_BACKEND;
     const size_t ws_bytes = (size_t)32 << 20;
     float ms = 0;
+    int n_dev = 0;
+    const cudaError_t de = cudaGetDeviceCount(&n_dev);
+    if (de != cudaSuccess || n_dev < 1) {
+        (void)cudaGetLastError();
+        return mm_err_set(err, MM_ERR_UNSUPPORTED, "no CUDA device (%s)",
+                          de != cudaSuccess ? cudaGetErrorName(de) : "none found");
+    }
     if (cudaMalloc(&buf, bytes) != cudaSuccess || cudaMalloc((void **)&sink, 4) != cudaSuccess ||
         cudaMalloc(&a, n * n * 2) != cudaSuccess || cudaMalloc(&b, n * n * 2) != cudaSuccess ||
         cudaMalloc(&d, n * n * 2) != cudaSuccess || cudaMalloc(&ws, ws_bytes) != cudaSuccess ||
