@@ -319,8 +319,9 @@ static void retire_job(struct mm_scheduler *s, struct job *j)
     mm_metrics_observe(s->m, MM_HIST_E2E, now_s() - j->t_submit);
     mm_metrics_observe(s->m, MM_HIST_PROMPT_TOKENS, (double)j->n_prompt);
     mm_metrics_observe(s->m, MM_HIST_GEN_TOKENS, (double)gen);
-    mm_request_release(j->r);
-    free_job(j);
+    struct mm_request *r = j->r;
+    free_job(j); /* first: j->p lives in the request */
+    mm_request_release(r);
     pthread_mutex_lock(&s->mu);
     s->in_flight--;
     pthread_cond_broadcast(&s->finished);
