@@ -11,6 +11,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -687,9 +688,15 @@ START_TEST(test_full_slots_and_queue)
     ck_assert_int_eq(mm_scheduler_submit(s, q[5], &err), MM_ERR_LIMIT);
     ck_assert_ptr_nonnull(strstr(err.msg, "queue is full"));
     struct mm_metrics_snapshot m;
-    mm_metrics_snapshot(mm_scheduler_metrics(s), &m);
+    for (int i = 0; i < 400; i++) { /* the gauges follow within a step */
+        mm_metrics_snapshot(mm_scheduler_metrics(s), &m);
+        if (m.slots_used == 2 && m.running == 2 && m.waiting == 3)
+            break;
+        nanosleep(&(struct timespec){0, 5000000}, NULL);
+    }
     ck_assert_int_eq(m.slots_used, 2);
     ck_assert_int_eq(m.running, 2);
+    ck_assert_int_eq(m.waiting, 3);
     /* over-long and malformed requests */
     struct prompt huge = make_prompt(&e->cfg, 2048, 0, 6);
     struct mm_request *bad = make_request(&huge, &p);
@@ -879,6 +886,71 @@ START_TEST(test_eos)
 }
 END_TEST
 
+/* A backend whose status reports a failure when asked to: the CPU ops with
+ * `status` replaced. */
+static struct mm_backend_ops failing_ops;
+static enum mm_status (*real_status)(void *ctx, struct mm_err *err);
+static atomic_int fail_next;
+
+static enum mm_status failing_status(void *ctx, struct mm_err *err)
+{
+    if (atomic_exchange(&fail_next, 0))
+        return mm_err_set(err, MM_ERR_BACKEND, "injected device fault");
+    return real_status(ctx, err);
+}
+
+/* A failed step fails its requests (FINISH "error" with the message), frees
+ * their slots and blocks, and the engine goes on serving. */
+START_TEST(test_backend_failure)
+{
+    struct mm_engine *e = open_engine(HYBRID, 4, 0);
+    failing_ops = *e->be.ops;
+    real_status = failing_ops.status;
+    failing_ops.status = failing_status;
+    e->be.ops = &failing_ops;
+    struct mm_scheduler *s = start(e, NULL, 0, 8);
+    struct prompt pr = make_prompt(&e->cfg, 20, 0, 3);
+    const struct mm_request_params p = greedy(500);
+    struct mm_request *a = make_request(&pr, &p), *b = make_request(&pr, &p);
+    struct mm_err err;
+    ck_assert_int_eq(mm_scheduler_submit(s, a, &err), MM_OK);
+    ck_assert_int_eq(mm_scheduler_submit(s, b, &err), MM_OK);
+    struct mm_event ev;
+    ck_assert(mm_request_wait(a, &ev, 60000));
+    atomic_store(&fail_next, 1);
+    for (int k = 0; k < 2; k++) {
+        struct mm_request *r = k ? b : a;
+        bool finished = false;
+        while (mm_request_wait(r, &ev, 60000))
+            if (ev.kind == MM_EVENT_FINISH) {
+                ck_assert_int_eq(ev.finish, MM_FINISH_ERROR);
+                ck_assert_int_eq(ev.status, MM_ERR_BACKEND);
+                ck_assert_ptr_nonnull(strstr(ev.message, "injected device fault"));
+                finished = true;
+            }
+        ck_assert(finished);
+        mm_request_release(r);
+    }
+    assert_all_free(s);
+    struct mm_metrics_snapshot m;
+    mm_metrics_snapshot(mm_scheduler_metrics(s), &m);
+    ck_assert_uint_eq(m.step_errors, 1);
+    ck_assert_uint_eq(m.requests_finished[MM_FINISH_ERROR], 2);
+    /* and it still serves */
+    struct result *res = malloc(sizeof *res);
+    const struct mm_request_params q = greedy(5);
+    a = make_request(&pr, &q);
+    ck_assert_int_eq(mm_scheduler_submit(s, a, &err), MM_OK);
+    collect(a, res);
+    ck_assert_int_eq(res->ch[0].finish, MM_FINISH_LENGTH);
+    mm_request_release(a);
+    mm_scheduler_free(s, 1000);
+    mm_engine_close(e);
+    free_prompt(&pr);
+    free(res);
+}
+END_TEST
+
 /* Random requests with random parameters, cancellations and releases,
  * under KV pressure: every request ends with one FINISH per choice, and
  * at the end every slot and block is free (ASan: nothing leaks). */
@@ -1035,6 +1107,7 @@ int main(void)
     tcase_add_test(tc, test_full_slots_and_queue);
     tcase_add_test(tc, test_stops_and_text);
     tcase_add_test(tc, test_eos);
+    tcase_add_test(tc, test_backend_failure);
     tcase_add_test(tc, test_soak);
     suite_add_tcase(s, tc);
     return mm_test_run(s);
