@@ -992,8 +992,9 @@ START_TEST(test_soak)
     struct mm_event evs[16];
     struct prompt img = make_prompt(&e->cfg, 6, 1, 77);
     while (done < total) {
+        bool full = false; /* after a refusal, no more tries this round */
         for (int i = 0; i < LIVE; i++) {
-            if (!live[i] && submitted < total) {
+            if (!live[i] && submitted < total && !full) {
                 struct prompt pr;
                 const bool with_img = lcg(&x) % 40 == 0;
                 if (with_img)
@@ -1022,6 +1023,7 @@ START_TEST(test_soak)
                 const enum mm_status st = mm_scheduler_submit(s, r, &err);
                 if (st == MM_ERR_LIMIT) {
                     refused++;
+                    full = true;
                     mm_request_release(r);
                     continue;
                 }
