@@ -1012,7 +1012,7 @@ START_TEST(test_soak)
         for (int i = 0; i < LIVE; i++) {
             if (!live[i] && submitted < total && !full) {
                 struct prompt pr;
-                const bool with_img = lcg(&x) % 30 == 0;
+                const bool with_img = lcg(&x) % 50 == 0;
                 if (with_img)
                     pr = img;
                 else
