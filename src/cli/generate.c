@@ -641,8 +641,9 @@ static int run(const struct gen_args *g)
     opt.max_tiles = n_tiles > 0 ? n_tiles : 1;
     opt.max_context = longest + g->max_new + 1;
     opt.kv_memory = (size_t)g->kv_memory;
-    const int64_t budget = g->chunk ? g->chunk : longest;
-    opt.max_tokens = budget + (n_tiles ? cfg.tokens_per_tile : 0) + opt.max_seqs;
+    /* a step: every running decode plus up to --prefill-chunk prompt tokens */
+    const int64_t budget = (g->chunk ? g->chunk : longest) + opt.max_seqs;
+    opt.max_tokens = budget + (n_tiles ? cfg.tokens_per_tile : 0);
     if (opt.max_seqs > MM_ENGINE_MAX_SEQS) {
         mm_err_set(&err, MM_ERR_INVALID, "--concurrency x --n must be at most %d",
                    MM_ENGINE_MAX_SEQS);
@@ -708,7 +709,8 @@ int mm_cli_generate(const struct mm_cli_cmd *cmd, int argc, char **argv)
         MM_CLI_OPT_STRING("dump-prompt-ids", "FILE", "write the prompt ids", &g.dump_prompt),
         MM_CLI_OPT_CHOICE("backend", "cpu|cuda", "compute backend", &g.backend),
         MM_CLI_OPT_INT("threads", "N", "CPU threads (0: all CPUs)", &g.threads, 0, 256),
-        MM_CLI_OPT_INT("prefill-chunk", "N", "prefill at most N tokens a step (0: a whole prompt)",
+        MM_CLI_OPT_INT("prefill-chunk", "N",
+                       "prefill N prompt tokens a step besides the decodes (0: a whole prompt)",
                        &g.chunk, 0, MM_ENGINE_MAX_TOKENS / 2),
         MM_CLI_OPT_CHOICE("state", "fp32|bf16", "recurrent-state precision", &g.state),
         MM_CLI_OPT_STRING("temperature", "T", "sampling temperature (default 0: greedy)",
