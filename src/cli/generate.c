@@ -163,7 +163,7 @@ static enum mm_status write_ids(const char *path, const struct mm_tokens *t, str
     return MM_OK;
 }
 
-/* Flag combinations parse_args cannot see one at a time; 2 after a message. */
+/* Flag combinations the option table cannot check one at a time; 2 after a message. */
 static int check_args(const struct mm_cli_cmd *cmd, const struct gen_args *g)
 {
     if (!g->model)
@@ -605,12 +605,13 @@ static int run(const struct gen_args *g)
     int rc = 1;
     if (mm_config_load(g->model, &cfg, &err) != MM_OK)
         goto done;
-    /* a checkpoint that cannot be tokenized is broken even for --prompt-ids:
-     * its output could not be read */
-    if (mm_tokenizer_load_dir(g->model, &tok, &err) != MM_OK) {
-        tok = NULL;
+    /* a checkpoint that cannot be tokenized, or lacks the template's tokens,
+     * is broken even for --prompt-ids: its output could not be read */
+    struct mm_chat_template *tpl = NULL;
+    if (mm_tokenizer_load_checkpoint(g->model, &cfg, &tok, &err) != MM_OK ||
+        mm_chat_template_create(tok, cfg.template_name, cfg.tokens_per_tile, &tpl, &err) != MM_OK)
         goto done;
-    }
+    mm_chat_template_free(tpl);
     if (g->ids_file) {
         if (read_ids_file(g->ids_file, &prompts, &n_prompts, &err) != MM_OK)
             goto done;
