@@ -520,7 +520,7 @@ START_TEST(test_long_prefill_does_not_stall_decodes)
     static struct notify_log log = {.mu = PTHREAD_MUTEX_INITIALIZER};
     log.n = 0;
     struct prompt a = make_prompt(&e->cfg, 10, 0, 1), b = make_prompt(&e->cfg, 900, 0, 2);
-    struct mm_request_params pa = greedy(100), pb = greedy(5);
+    struct mm_request_params pa = greedy(1000), pb = greedy(5); /* a outlasts b's prefill */
     struct mm_request *ra = make_request(&a, &pa), *rb = make_request(&b, &pb);
     struct notify_arg na = {&log, 0, ra}, nb = {&log, 1, rb};
     mm_request_set_notify(ra, on_notify, &na);
@@ -567,7 +567,7 @@ START_TEST(test_cancellation)
 {
     struct mm_engine *e = open_engine(HYBRID, 2, 0);
     struct mm_scheduler *s = start(e, NULL, 16, 64);
-    struct prompt a = make_prompt(&e->cfg, 10, 0, 1), b = make_prompt(&e->cfg, 900, 1, 2);
+    struct prompt a = make_prompt(&e->cfg, 10, 0, 1), b = make_prompt(&e->cfg, 1300, 1, 2);
     struct mm_request_params p = greedy(1000);
     struct mm_request *r = make_request(&a, &p);
     struct mm_err err;
@@ -577,9 +577,9 @@ START_TEST(test_cancellation)
     while (seen < 3 && mm_request_wait(r, &ev, 60000))
         seen++;
     struct mm_metrics_snapshot m0, m1;
-    mm_metrics_snapshot(mm_scheduler_metrics(s), &m0);
     mm_request_cancel(r);
-    mm_request_cancel(r); /* idempotent */
+    mm_metrics_snapshot(mm_scheduler_metrics(s), &m0); /* steps published by the cancel, or more */
+    mm_request_cancel(r);                              /* idempotent */
     int64_t completion = -1;
     while (mm_request_wait(r, &ev, 60000))
         if (ev.kind == MM_EVENT_FINISH) {
@@ -588,13 +588,14 @@ START_TEST(test_cancellation)
         }
     mm_metrics_snapshot(mm_scheduler_metrics(s), &m1);
     ck_assert_int_ge(completion, 3);
-    /* the step running at the cancel may finish; no later one includes it */
+    /* the step running at the cancel may finish (and be published late); no
+     * later one includes it (nothing else runs: no later step at all) */
     ck_assert_uint_le(m1.steps, m0.steps + 2);
     mm_request_release(r);
     assert_all_free(s);
-    /* mid-prefill: 900 + 256 image tokens in 16-token chunks; the client
+    /* mid-prefill: 1300 + 256 image tokens in 16-token chunks; the client
      * drops its reference right after cancelling */
-    p.max_tokens = 500;
+    p.max_tokens = 100; /* ~100 prefill steps of 16 tokens */
     r = make_request(&b, &p);
     ck_assert_msg(mm_scheduler_submit(s, r, &err) == MM_OK, "%s", err.msg);
     for (int i = 0; i < 2000; i++) {
@@ -910,13 +911,20 @@ START_TEST(test_backend_failure)
     e->be.ops = &failing_ops;
     struct mm_scheduler *s = start(e, NULL, 0, 8);
     struct prompt pr = make_prompt(&e->cfg, 20, 0, 3);
-    const struct mm_request_params p = greedy(500);
+    const struct mm_request_params p = greedy(2000); /* long: still running at the fault */
     struct mm_request *a = make_request(&pr, &p), *b = make_request(&pr, &p);
     struct mm_err err;
     ck_assert_int_eq(mm_scheduler_submit(s, a, &err), MM_OK);
     ck_assert_int_eq(mm_scheduler_submit(s, b, &err), MM_OK);
     struct mm_event ev;
-    ck_assert(mm_request_wait(a, &ev, 60000));
+    struct mm_metrics_snapshot m;
+    for (int i = 0; i < 10000; i++) { /* both decoding, then the fault */
+        mm_metrics_snapshot(mm_scheduler_metrics(s), &m);
+        if (m.running == 2 && m.generation_tokens >= 2)
+            break;
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    ck_assert_int_eq(m.running, 2);
     atomic_store(&fail_next, 1);
     for (int k = 0; k < 2; k++) {
         struct mm_request *r = k ? b : a;
@@ -932,7 +940,6 @@ START_TEST(test_backend_failure)
         mm_request_release(r);
     }
     assert_all_free(s);
-    struct mm_metrics_snapshot m;
     mm_metrics_snapshot(mm_scheduler_metrics(s), &m);
     ck_assert_uint_eq(m.step_errors, 1);
     ck_assert_uint_eq(m.requests_finished[MM_FINISH_ERROR], 2);
