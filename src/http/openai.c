@@ -203,7 +203,6 @@ static cJSON *chunk_base(const struct gen_job *j)
     cJSON_AddStringToObject(o, "object", j->chat ? "chat.completion.chunk" : "text_completion");
     cJSON_AddNumberToObject(o, "created", (double)j->created);
     cJSON_AddStringToObject(o, "model", j->app->model_name);
-    cJSON_AddNullToObject(o, "system_fingerprint");
     return o;
 }
 
@@ -257,7 +256,7 @@ static void stream_chunk(struct mm_http_exchange *ex, struct gen_job *j, int64_t
     else
         cJSON_AddNullToObject(c, "finish_reason");
     cJSON_AddItemToArray(choices, c);
-    if (j->p.include_usage)
+    if (j->p.include_usage && j->chat) /* as OpenAI's chat chunks; its completion schema has none */
         cJSON_AddNullToObject(o, "usage");
     sse_send(ex, o);
 }
@@ -390,7 +389,6 @@ static void reply_buffered(struct mm_http_exchange *ex, struct gen_job *j)
     cJSON_AddStringToObject(o, "object", j->chat ? "chat.completion" : "text_completion");
     cJSON_AddNumberToObject(o, "created", (double)j->created);
     cJSON_AddStringToObject(o, "model", j->app->model_name);
-    cJSON_AddNullToObject(o, "system_fingerprint");
     cJSON *choices = cJSON_AddArrayToObject(o, "choices");
     for (int64_t i = 0; i < j->n_choices; i++) {
         struct choice *c = &j->choices[i];
