@@ -489,7 +489,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     ex->route->handler(ex);
-    if (!ex->replied)
+    if (!ex->replied && !ex->ops)
         mm_http_reply_error(ex, 500, NULL, NULL, "internal error: no response");
     return MHD_YES;
 }

@@ -30,7 +30,7 @@ fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 KEY=test-key-$$
 
 # ---- node and the npm packages -----------------------------------------------
-deps="$(cd "$top_builddir" && pwd)/tests/http/node_deps"
+deps="$(cd "$top_builddir" && pwd)/node_deps"
 have_node=yes
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   have_node=no
@@ -54,6 +54,7 @@ fi
 start() {
   name=$1
   shift
+  : >"$tmp/$name.log"
   "$bin" --model "$tmp/tiny" --served-model-name tiny --host 127.0.0.1 --port 0 --backend cpu \
     --threads 1 --http-threads 2 --api-keys "$KEY" "$@" >"$tmp/$name.log" 2>&1 &
   pid=$!
@@ -110,6 +111,38 @@ grep -q '"object":"text_completion"' "$tmp/c3" && ok || { fail "curl completions
 [ "$(curl -s -o /dev/null -w '%{http_code}' -H "$H" -X DELETE "$url/v1/models")" = 405 ] && ok || fail "DELETE must be 405"
 grep -q 'access id=.* POST /v1/chat/completions status=200 prompt_tokens=[0-9]* completion_tokens=[1-9][0-9]* ttft_ms=[0-9.]* duration_ms=' "$tmp/main.log" && ok ||
   fail "access log line"
+
+# ---- the README's curl examples, as written (its daemon has no keys) --------------------
+main_pid=$pid
+main_port=$port
+: >"$tmp/readme.log"
+"$bin" --model "$tmp/tiny" --served-model-name tiny-linear --port 0 --backend cpu --threads 1 \
+  >"$tmp/readme.log" 2>&1 &
+pid=$!
+pids="$pids $pid"
+name=readme
+i=0
+while [ $i -lt 600 ] && ! grep -q "serving tiny-linear" "$tmp/readme.log"; do sleep 0.1; i=$((i + 1)); done
+rport=$(sed -n 's|.*serving tiny-linear on http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$tmp/readme.log")
+sed -n '/^<!-- curl examples/,/^<!-- end of curl examples/p' "$top_srcdir/README.md" | grep '^    ' |
+  sed "s/^    //; s/127.0.0.1:8000/127.0.0.1:$rport/g" > "$tmp/readme.sh"
+[ "$(grep -c curl "$tmp/readme.sh")" -ge 4 ] && ok || fail "README curl examples not found"
+k=0
+while IFS= read -r line; do
+  k=$((k + 1))
+  (cd "$top_srcdir" && sh -c "$line") > "$tmp/readme.$k" 2>"$tmp/readme.$k.err" || fail "README example $k failed: $line"
+  case "$line" in
+  *metrics*) grep -q '^vllm:generation_tokens_total{model_name="tiny-linear"} [1-9]' "$tmp/readme.$k" && ok ||
+    fail "README metrics example" ;;
+  *'"stream": true'*) [ "$(tail -n 2 "$tmp/readme.$k" | head -n 1)" = "data: [DONE]" ] && ok ||
+    { fail "README streaming example"; cat "$tmp/readme.$k"; } ;;
+  *) grep -q '"choices":\[{' "$tmp/readme.$k" && ok || { fail "README example $k: $line"; cat "$tmp/readme.$k"; } ;;
+  esac
+done < "$tmp/readme.sh"
+stop
+pid=$main_pid
+port=$main_port
+name=main
 
 # ---- the SDK and the schemas --------------------------------------------------------------
 export NODE_DEPS_DIR="$deps" MMD_URL="$url" MMD_KEY="$KEY" MMD_MODEL=tiny
