@@ -64,6 +64,7 @@ struct mm_http_server {
     bool ticker_running;
     pthread_cond_t ticker_cond;
     bool stopping;
+    atomic_bool closing; /* freeing: jobs may no longer suspend */
 };
 
 struct mm_http_exchange {
@@ -122,8 +123,8 @@ void mm_http_reply_text(struct mm_http_exchange *ex, int status, const char *con
                         char *body, size_t len)
 {
     struct MHD_Response *r =
-        MHD_create_response_from_buffer(len, body ? body : "", body ? MHD_RESPMEM_MUST_FREE
-                                                                    : MHD_RESPMEM_PERSISTENT);
+        MHD_create_response_from_buffer(body ? len : 0, body ? body : "",
+                                        body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
     if (!r)
         free(body);
     else
@@ -307,6 +308,14 @@ static bool pump_or_suspend(struct mm_http_exchange *ex, bool want_output)
         if (ex->pending) {
             pthread_mutex_unlock(&ex->lock);
             continue;
+        }
+        if (atomic_load(&ex->srv->closing)) {
+            /* the server is going away with this job unfinished: end it here */
+            pthread_mutex_unlock(&ex->lock);
+            ex->job_done = true;
+            if (!want_output)
+                mm_http_reply_error(ex, 503, NULL, "shutting_down", "the server is shutting down");
+            return true;
         }
         ex->suspended = true;
         MHD_suspend_connection(ex->conn);
@@ -672,8 +681,21 @@ void mm_http_server_free(struct mm_http_server *s)
         pthread_mutex_unlock(&s->lock);
         pthread_join(s->ticker, NULL);
     }
-    if (s->mhd)
+    if (s->mhd) {
+        /* libmicrohttpd must not be stopped with suspended connections */
+        atomic_store(&s->closing, true);
+        pthread_mutex_lock(&s->lock);
+        for (struct mm_http_exchange *ex = s->jobs; ex; ex = ex->next) {
+            pthread_mutex_lock(&ex->lock);
+            if (ex->suspended) {
+                ex->suspended = false;
+                MHD_resume_connection(ex->conn);
+            }
+            pthread_mutex_unlock(&ex->lock);
+        }
+        pthread_mutex_unlock(&s->lock);
         MHD_stop_daemon(s->mhd);
+    }
     pthread_cond_destroy(&s->ticker_cond);
     pthread_mutex_destroy(&s->lock);
     free(s);
