@@ -3,7 +3,7 @@
 // header floods, a burst of 400 requests against a small queue, clients that
 // vanish mid-stream) are dealt with, and after each the daemon still serves.
 // The daemon under test runs with small limits (check_daemon.sh): max_queue
-// 8, max_seqs 2, max_body_bytes 1m, max_prompt_bytes 64k, max_model_len 512,
+// 8, max_seqs 2, max_body_bytes 1m, max_prompt_bytes 64k, max_model_len 4096,
 // max_images 3, connection_timeout 2.
 import { base, apiKey, model, check, validate, finish, post, get, raw, healthy, sleep, metric,
   png, bombPng, dataUrl, auth, HOST, PORT } from './common.mjs';
@@ -66,7 +66,7 @@ await expectError('stream_options without stream', C, chat({ stream_options: { i
 await expectError('unknown model', C, chat({ model: 'gpt-9' }), 404, 'model', { code: 'model_not_found' });
 await expectError('model not a string', C, chat({ model: 7 }), 400, 'model');
 // ---- sizes and context --------------------------------------------------------------------------
-await expectError('prompt beyond the context', C, { model, messages: [{ role: 'user', content: 'red green blue '.repeat(400) }] }, 400, 'messages', { code: 'context_length_exceeded' });
+await expectError('prompt beyond the context', C, { model, messages: [{ role: 'user', content: 'red green blue '.repeat(2000) }] }, 400, 'messages', { code: 'context_length_exceeded' });
 await expectError('max_tokens beyond the context', C, chat({ max_tokens: 100000 }), 400, 'max_tokens');
 await expectError('text beyond max_prompt_bytes', C, { model, messages: [{ role: 'user', content: 'x'.repeat(70000) }] }, 413, 'messages', { code: 'prompt_too_large' });
 {
@@ -103,7 +103,7 @@ await expectError('negative token id', P, { model, prompt: [1, -3] }, 400, 'prom
 await expectError('fractional token id', P, { model, prompt: [1, 2.5] }, 400, 'prompt');
 await expectError('mixed prompt array', P, { model, prompt: ['a', [1, 2]] }, 400, 'prompt[1]');
 await expectError('too many prompts', P, { model, prompt: Array(65).fill('a') }, 400, 'prompt');
-await expectError('token prompt beyond the context', P, { model, prompt: Array(600).fill(5) }, 400, 'prompt');
+await expectError('token prompt beyond the context', P, { model, prompt: Array(5000).fill(5) }, 400, 'prompt');
 await expectError('echo', P, { model, prompt: 'a', echo: true }, 400, 'echo');
 await expectError('logprobs too many', P, { model, prompt: 'a', logprobs: 99 }, 400, 'logprobs');
 await expectError('tokenize nothing', '/tokenize', { model }, 400, 'prompt');
@@ -175,7 +175,7 @@ await expectError('unknown route', '/v1/embeddings', {}, 404, null);
 {
   const streams = Array.from({ length: 6 }, () => new Promise((res) => {
     const s = net.connect(PORT, HOST, () => {
-      const body = JSON.stringify(chat({ max_tokens: 400, stream: true, ignore_eos: true }));
+      const body = JSON.stringify(chat({ max_tokens: 4000, stream: true, ignore_eos: true }));
       s.write(`POST ${C} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${apiKey}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
     });
     let got = '';
@@ -190,7 +190,7 @@ await expectError('unknown route', '/v1/embeddings', {}, 404, null);
   // buffered requests whose client leaves
   const buffered = Array.from({ length: 3 }, () => new Promise((res) => {
     const s = net.connect(PORT, HOST, () => {
-      const body = JSON.stringify(chat({ max_tokens: 400, ignore_eos: true }));
+      const body = JSON.stringify(chat({ max_tokens: 4000, ignore_eos: true }));
       s.write(`POST ${C} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${apiKey}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
       setTimeout(() => { s.destroy(); res(); }, 300);
     });

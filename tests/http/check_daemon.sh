@@ -151,7 +151,7 @@ stop
 
 # ---- bad input and hostile clients, against small limits -------------------------------------
 start abuse --max-queue 8 --max-seqs 2 --max-body-bytes 1m --max-prompt-bytes 64k \
-  --max-model-len 512 --max-images 3 --connection-timeout 2 --max-connections 1000 --max-header-bytes 16k
+  --max-model-len 4096 --max-images 3 --connection-timeout 2 --max-connections 1000 --max-header-bytes 16k
 MMD_URL="http://127.0.0.1:$port" node "$here/abuse.mjs" || fail "abuse.mjs"
 stop
 
