@@ -44,5 +44,15 @@ printf 'model %s/nomodel-file\n' "$tmp" > "$tmp/m.conf"
 expect_error "file model used" "$tmp/nomodel-file" "$bin" --config "$tmp/m.conf"
 expect_error "flag beats file" "$tmp/nomodel-flag" "$bin" --model "$tmp/nomodel-flag" --config "$tmp/m.conf"
 "$bin" --version | grep -q '^mmmambad [0-9]' || fail "--version"
+# the systemd unit, with this build's paths, passes systemd-analyze verify (when it is here)
+if command -v systemd-analyze >/dev/null 2>&1; then
+  bindir=$(cd "$(dirname "$bin")" && pwd)
+  sed -e "s|@bindir@|$bindir|g" -e "s|@sysconfdir@|$src/etc|g" "$src/systemd/mmmambad.service.in" > "$tmp/mmmambad.service"
+  systemd-analyze verify "$tmp/mmmambad.service" > "$tmp/verify" 2>&1 || fail "systemd-analyze verify failed"
+  [ -s "$tmp/verify" ] && { fail "systemd-analyze verify is not clean"; cat "$tmp/verify"; }
+  grep -q '^Type=notify' "$tmp/mmmambad.service" || fail "unit is not Type=notify"
+else
+  echo "note: systemd-analyze not installed; unit not verified"
+fi
 [ "$fails" -eq 0 ] || exit 1
 echo "config checks passed"

@@ -175,28 +175,37 @@ listener=$!
 pids="$pids $listener"
 i=0
 while [ ! -S "$tmp/notify.sock" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
-NOTIFY_SOCKET="$tmp/notify.sock" start drain --drain-timeout 2 --max-seqs 4
+NOTIFY_SOCKET="$tmp/notify.sock" start drain --drain-timeout 3 --max-seqs 4 --ping-interval 100
+i=0
+while [ $i -lt 100 ] && ! grep -q "READY=1" "$tmp/notify.txt"; do sleep 0.05; i=$((i + 1)); done
 grep -q "READY=1" "$tmp/notify.txt" && ok || { fail "no READY=1 on the notify socket"; cat "$tmp/notify.txt"; }
 url="http://127.0.0.1:$port"
 long='{"model":"tiny","messages":[{"role":"user","content":"Go"}],"max_tokens":30000,"ignore_eos":true,"stream":true}'
-short='{"model":"tiny","messages":[{"role":"user","content":"Go"}],"max_tokens":20,"stream":true}'
+short='{"model":"tiny","messages":[{"role":"user","content":"Go"}],"max_tokens":300,"ignore_eos":true,"stream":true}'
+# three long streams and a short one fill the four slots; a fifth waits in the
+# queue (and gets `: ping` comments while it waits)
 for k in 1 2 3; do curl -sN -H "$H" "$url/v1/chat/completions" -d "$long" > "$tmp/long$k" & done
+i=0
+while [ $i -lt 400 ] && ! grep -q content "$tmp/long3" 2>/dev/null; do sleep 0.05; i=$((i + 1)); done
 curl -sN -H "$H" "$url/v1/chat/completions" -d "$short" > "$tmp/short" &
 i=0
-while [ $i -lt 200 ] && ! grep -q content "$tmp/long3" 2>/dev/null; do sleep 0.05; i=$((i + 1)); done
+while [ $i -lt 400 ] && ! grep -q content "$tmp/short" 2>/dev/null; do sleep 0.02; i=$((i + 1)); done
+curl -sN -H "$H" "$url/v1/chat/completions" -d "$long" > "$tmp/queued" &
+sleep 0.3
 t0=$(date +%s)
 kill -TERM "$pid"
 if wait "$pid"; then ok; else fail "exit status $? after SIGTERM during streams"; tail -20 "$tmp/drain.log"; fi
 t1=$(date +%s)
-[ $((t1 - t0)) -le 9 ] && ok || fail "drain took $((t1 - t0)) s (deadline 2 s)"
+[ $((t1 - t0)) -le 10 ] && ok || fail "drain took $((t1 - t0)) s (deadline 3 s)"
 wait
-for k in 1 2 3; do
-  [ "$(tail -n 2 "$tmp/long$k" | head -n 1)" = "data: [DONE]" ] && grep -q '"code":"cancelled"' "$tmp/long$k" && ok ||
-    { fail "long stream $k not cut cleanly"; tail -c 400 "$tmp/long$k"; }
+for f in long1 long2 long3 queued; do
+  [ "$(tail -n 2 "$tmp/$f" | head -n 1)" = "data: [DONE]" ] && grep -q '"code":"cancelled"' "$tmp/$f" && ok ||
+    { fail "stream $f not cut cleanly at the deadline"; tail -c 400 "$tmp/$f"; }
 done
-grep -q '"finish_reason":"' "$tmp/short" && [ "$(tail -n 2 "$tmp/short" | head -n 1)" = "data: [DONE]" ] && ok ||
-  { fail "a short stream did not finish during the drain"; tail -c 400 "$tmp/short"; }
-grep -q "STOPPING=1" "$tmp/notify.txt" && ok || { fail "no STOPPING=1 on the notify socket"; cat "$tmp/notify.txt"; }
+grep -q '"finish_reason":"length"' "$tmp/short" && [ "$(tail -n 2 "$tmp/short" | head -n 1)" = "data: [DONE]" ] && ok ||
+  { fail "a running stream did not finish during the drain"; tail -c 400 "$tmp/short"; }
+grep -q '^: ping$' "$tmp/queued" && ok || { fail "no : ping while queued"; head -c 300 "$tmp/queued"; }
+grep -q "STOPPING=1" "$tmp/notify.txt" && grep -q "STATUS=serving tiny" "$tmp/notify.txt" && ok || { fail "no STOPPING=1 on the notify socket"; cat "$tmp/notify.txt"; }
 
 echo "check_daemon: $pass shell checks passed, $fails failed"
 [ "$fails" -eq 0 ]
