@@ -207,13 +207,13 @@ START_TEST(test_slot_and_kv_copy)
     step(e, s1, prompt + 5, 20, lb);
     ops->slot_count(ctx, s1, prompt + 5, 20, true);
     ops->slot_copy(ctx, s0, s1);
-    if (e->kv) {
-        for (int st = 0; st < 2; st++) {
-            const int64_t n = st == MM_STACK_EMB ? e->slots[s0].emb_pos : e->slots[s0].pos;
-            ck_assert_int_eq(mm_kv_pool_reserve(e->kv, s1, st, n, &err), MM_OK);
-            ops->kv_copy(ctx, (enum mm_stack)st, mm_kv_pool_table(e->kv, s0, st),
-                         mm_kv_pool_table(e->kv, s1, st), mm_kv_blocks_for(n));
-        }
+    for (int st = 0; st < 2; st++) {
+        if (!e->kv[st])
+            continue;
+        const int64_t n = st == MM_STACK_EMB ? e->slots[s0].emb_pos : e->slots[s0].pos;
+        ck_assert_int_eq(mm_kv_pool_reserve(e->kv[st], s1, 0, n, &err), MM_OK);
+        ops->kv_copy(ctx, (enum mm_stack)st, mm_kv_pool_table(e->kv[st], s0, 0),
+                     mm_kv_pool_table(e->kv[st], s1, 0), mm_kv_blocks_for(n));
     }
     e->slots[s1].pos = e->slots[s0].pos;
     e->slots[s1].emb_pos = e->slots[s0].emb_pos;
