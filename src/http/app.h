@@ -5,12 +5,16 @@
  * configuration and the loaded checkpoint; the HTTP layer only borrows it,
  * so this layer never reads the option table (config.h sits above it).
  *
- * Thread contract: immutable while the server runs, except the counting
- * semaphore (image_slots) and what the scheduler guards itself. */
+ * Thread contract: the server may start while the model loads (`loading`
+ * set): then only /health is served, and the main thread fills the model
+ * fields before clearing `loading` (release; HTTP threads read it with
+ * acquire). Immutable after that, except the counting semaphore
+ * (image_slots) and what the scheduler guards itself. */
 #ifndef MM_HTTP_APP_H
 #define MM_HTTP_APP_H
 
 #include <semaphore.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -41,8 +45,8 @@ struct mm_http_app {
     sem_t image_slots; /* concurrent image decodes */
     /* API keys: NULL-terminated array, NULL or empty = no auth */
     char **api_keys;
-    /* set while the daemon is loading (health 503) */
-    volatile int loading;
+    /* set while the model loads: /health 503, every other route 503 */
+    atomic_int loading;
 };
 
 /* Constant-time check of an Authorization header value against the keys.

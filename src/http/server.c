@@ -367,7 +367,7 @@ void mm_http_start_job(struct mm_http_exchange *ex, const struct mm_http_job_ops
 
 static void handle_health(struct mm_http_exchange *ex)
 {
-    if (ex->srv->app->loading)
+    if (atomic_load_explicit(&ex->srv->app->loading, memory_order_acquire))
         mm_http_reply_error(ex, 503, NULL, "loading", "the model is loading");
     else if (atomic_load(&ex->srv->draining))
         mm_http_reply_error(ex, 503, NULL, "draining", "the server is shutting down");
@@ -493,9 +493,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                             s->opt.max_body_bytes);
         return MHD_YES;
     }
-    if (atomic_load(&s->draining) && ex->route->handler != handle_health) {
-        mm_http_reply_error(ex, 503, NULL, "draining", "the server is shutting down");
-        return MHD_YES;
+    if (ex->route->handler != handle_health) {
+        if (atomic_load_explicit(&s->app->loading, memory_order_acquire)) {
+            mm_http_reply_error(ex, 503, NULL, "loading", "the model is loading; retry shortly");
+            return MHD_YES;
+        }
+        if (atomic_load(&s->draining)) {
+            mm_http_reply_error(ex, 503, NULL, "draining", "the server is shutting down");
+            return MHD_YES;
+        }
     }
     ex->route->handler(ex);
     if (!ex->replied && !ex->ops)

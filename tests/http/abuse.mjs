@@ -171,6 +171,38 @@ await expectError('unknown route', '/v1/embeddings', {}, 404, null);
     'every 429 has Retry-After and an error object');
   check(await healthy(), 'still serving after the burst');
 }
+// ---- a stream waiting for a slot gets `: ping` comments ---------------------------------------
+{
+  const busy = [];
+  const open = (max_tokens) => new Promise((res) => {
+    const s = net.connect(PORT, HOST, () => {
+      const body = JSON.stringify(chat({ max_tokens, stream: true, ignore_eos: true }));
+      s.write(`POST ${C} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${apiKey}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    });
+    let got = '';
+    s.on('data', (d) => { got += d; if (got.includes('data: {')) res(s); });
+    s.on('error', () => res(s));
+    busy.push(s);
+    s.text = () => got;
+  });
+  await open(4000); // both slots (max_seqs 2) busy...
+  await open(4000);
+  const waiting = net.connect(PORT, HOST, () => {
+    const body = JSON.stringify(chat({ max_tokens: 4, stream: true }));
+    waiting.write(`POST ${C} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${apiKey}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  });
+  let w = '';
+  waiting.on('data', (d) => { w += d; });
+  waiting.on('error', () => {});
+  await sleep(500);
+  check(/\r\n: ping\n\n/.test(w) || w.includes(': ping\n\n'), 'a queued stream gets `: ping` (ping_interval 100 ms)', w.slice(0, 300));
+  check(!w.includes('data: {'), 'the queued stream has not started', w.slice(0, 300));
+  busy.forEach((s) => s.destroy());
+  const t0 = Date.now();
+  while (!w.includes('data: [DONE]') && Date.now() - t0 < 10000) await sleep(50);
+  check(w.includes('data: [DONE]'), 'it runs once the slots are freed', w.slice(-300));
+  waiting.destroy();
+}
 // ---- clients that vanish -----------------------------------------------------------------------------------
 {
   const streams = Array.from({ length: 6 }, () => new Promise((res) => {

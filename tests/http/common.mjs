@@ -50,22 +50,34 @@ export function validate(def, obj, name) {
 export function auth(extra = {}) {
   return { Authorization: `Bearer ${apiKey}`, 'Content-Type': 'application/json', ...extra };
 }
+// fetch, retried once when the connection fails before any answer: the
+// client's pooled keep-alive connection may just have been closed by the
+// server's connection_timeout (the abuse daemon's is 2 s), a race every
+// HTTP client has to live with.
+async function fetch1(url, init) {
+  try {
+    return await fetch(url, init);
+  } catch {
+    await sleep(50);
+    return fetch(url, init);
+  }
+}
 export async function post(p, body, headers = auth()) {
-  const r = await fetch(base + p, { method: 'POST', headers, body: typeof body === 'string' || body instanceof Uint8Array ? body : JSON.stringify(body) });
+  const r = await fetch1(base + p, { method: 'POST', headers, body: typeof body === 'string' || body instanceof Uint8Array ? body : JSON.stringify(body) });
   const text = await r.text();
   let json = null;
   try { json = JSON.parse(text); } catch { /* not JSON */ }
   return { status: r.status, headers: r.headers, text, json };
 }
 export async function get(p, headers = auth()) {
-  const r = await fetch(base + p, { headers });
+  const r = await fetch1(base + p, { headers });
   const text = await r.text();
   let json = null;
   try { json = JSON.parse(text); } catch { /* not JSON */ }
   return { status: r.status, headers: r.headers, text, json };
 }
 export async function healthy() {
-  try { return (await fetch(base + '/health')).status === 200; } catch { return false; }
+  try { return (await fetch1(base + '/health')).status === 200; } catch { return false; }
 }
 // Sends raw bytes on a fresh connection; resolves with what came back before
 // the server closed (or timeout_ms passed).
