@@ -145,6 +145,7 @@ static enum mm_status load_model(struct daemon *d, struct mm_err *err)
     eo.max_tiles = d->cfg.max_dynamic_patch + 1;
     eo.max_context = o->max_model_len;
     eo.state_fp32 = strcmp(o->state_dtype, "fp32") == 0;
+    eo.kv_memory = o->kv_memory;
     st = mm_engine_open(o->model, &eo, &d->engine, err);
     if (st != MM_OK && auto_cuda) {
         MM_WARN("CUDA backend unavailable (%s); using the CPU backend", err->msg);
