@@ -9,10 +9,11 @@
 #
 # Node and npm are needed for the SDK parts; the npm packages (pinned in
 # tests/http/package.json) are installed once into the build tree. Without
-# node the suite skips (77) unless CI=true, where that is a failure.
+# node the suite skips (tests/skip.sh: a failure in CI).
 set -eu
 top_builddir=${top_builddir:-.}
 top_srcdir=${top_srcdir:-.}
+. "$top_srcdir/tests/skip.sh"
 bin="$top_builddir/mmmambad"
 tool="$top_builddir/mmmamba"
 here="$top_srcdir/tests/http"
@@ -41,11 +42,9 @@ elif [ ! -f "$deps/node_modules/openai/package.json" ] ||
   (cd "$deps" && npm install --no-audit --no-fund --loglevel=error >npm.log 2>&1) ||
     { cat "$deps/npm.log"; have_node=no; }
 fi
-if [ "$have_node" = no ]; then
-  if [ "${CI:-}" = true ]; then echo "FAIL: node/npm or the npm packages are missing in CI"; exit 1; fi
-  echo "SKIP: node, npm or the npm registry unavailable"
-  exit 77
-fi
+[ "$have_node" = yes ] || mm_skip "node, npm or the npm packages (openai, ajv) unavailable"
+command -v python3 >/dev/null 2>&1 || mm_skip "python3 (the notify-socket listener) missing"
+command -v curl >/dev/null 2>&1 || mm_skip "curl missing"
 
 # ---- models -----------------------------------------------------------------
 "$tool" mkmodel --preset tiny-linear --seed 3 --out "$tmp/tiny" >/dev/null
@@ -180,7 +179,6 @@ MMD_URL="http://127.0.0.1:$port" node "$here/abuse.mjs" || fail "abuse.mjs"
 stop
 
 # ---- SIGTERM during streams, and the notify socket ----------------------------------------------
-command -v python3 >/dev/null 2>&1 || { echo "FAIL: python3 (for the notify socket) missing"; exit 1; }
 python3 - "$tmp/notify.sock" > "$tmp/notify.txt" <<'EOF' &
 import socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
