@@ -197,7 +197,7 @@ listener=$!
 pids="$pids $listener"
 i=0
 while [ ! -S "$tmp/notify.sock" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
-NOTIFY_SOCKET="$tmp/notify.sock" start drain --drain-timeout 3 --max-seqs 4 --ping-interval 100
+NOTIFY_SOCKET="$tmp/notify.sock" WATCHDOG_USEC=400000 start drain --drain-timeout 3 --max-seqs 4 --ping-interval 100
 i=0
 while [ $i -lt 100 ] && ! grep -q "READY=1" "$tmp/notify.txt"; do sleep 0.05; i=$((i + 1)); done
 grep -q "READY=1" "$tmp/notify.txt" && ok || { fail "no READY=1 on the notify socket"; cat "$tmp/notify.txt"; }
@@ -229,6 +229,7 @@ for f in long1 long2 long3; do
 done
 grep -q '"finish_reason":"length"' "$tmp/short" && [ "$(tail -n 2 "$tmp/short" | head -n 1)" = "data: [DONE]" ] && ok ||
   { fail "a running stream did not finish during the drain"; tail -c 400 "$tmp/short"; }
+grep -q "WATCHDOG=1" "$tmp/notify.txt" && ok || { fail "no WATCHDOG=1 with WATCHDOG_USEC set"; cat "$tmp/notify.txt"; }
 grep -q "STOPPING=1" "$tmp/notify.txt" && grep -q "STATUS=serving tiny" "$tmp/notify.txt" && ok || { fail "no STOPPING=1 on the notify socket"; cat "$tmp/notify.txt"; }
 
 echo "check_daemon: $pass shell checks passed, $fails failed"
