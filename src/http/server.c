@@ -82,6 +82,7 @@ struct mm_http_exchange {
     char *body;
     size_t len, cap;
     bool too_large;
+    size_t dropped; /* body bytes discarded past the limit */
     bool replied;
     /* job */
     const struct mm_http_job_ops *ops;
@@ -472,8 +473,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         const size_t n = *upload_data_size;
         *upload_data_size = 0;
         if (ex->too_large || ex->len + n > s->opt.max_body_bytes) {
-            ex->too_large = true; /* chunked bodies: the limit is enforced as they come */
-            return MHD_YES;
+            /* a chunked body past the limit (libmicrohttpd 0.9 cannot answer
+             * before the body ends): dropped, then 413; one that goes on past
+             * twice the limit is cut by closing the connection */
+            ex->too_large = true;
+            ex->dropped += n;
+            return ex->dropped > s->opt.max_body_bytes ? MHD_NO : MHD_YES;
         }
         if (ex->len + n + 1 > ex->cap) {
             size_t cap = ex->cap ? ex->cap : 4096;
@@ -491,14 +496,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     (void)upload_data;
-    if (ex->ops) { /* resumed buffered job */
-        if (!ex->job_done)
-            pump_or_suspend(ex, false);
-        return MHD_YES;
-    }
     if (ex->too_large) {
         mm_http_reply_error(ex, 413, NULL, "body_too_large", "request body larger than %zu bytes",
                             s->opt.max_body_bytes);
+        return MHD_YES;
+    }
+    if (ex->ops) { /* resumed buffered job */
+        if (!ex->job_done)
+            pump_or_suspend(ex, false);
         return MHD_YES;
     }
     if (ex->route->handler != handle_health) {

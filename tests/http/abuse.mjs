@@ -77,6 +77,21 @@ await expectError('text beyond max_prompt_bytes', C, { model, messages: [{ role:
     ...Array.from({ length: 20 }, () => Buffer.from(`10000\r\n${'x'.repeat(0x10000)}\r\n`)), Buffer.from('0\r\n\r\n')]);
   const rc = await raw(chunked, { timeout_ms: 5000 });
   check(rc.data.startsWith('HTTP/1.1 413'), 'a chunked body over the limit is 413', rc.data.slice(0, 100));
+  // an endless chunked body is cut: the connection closes after twice the limit
+  const endless = await new Promise((resolve) => {
+    const s = net.connect(PORT, HOST, () => {
+      s.write(`POST ${C} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${apiKey}\r\nTransfer-Encoding: chunked\r\n\r\n`);
+      const piece = Buffer.from(`10000\r\n${'y'.repeat(0x10000)}\r\n`);
+      let sent = 0;
+      const pump = () => { while (!s.destroyed && sent < 64 << 20 && s.write(piece)) sent += piece.length; };
+      s.on('drain', pump);
+      pump();
+      s.on('close', () => resolve(sent));
+    });
+    s.on('error', () => {});
+    setTimeout(() => { s.destroy(); resolve(-1); }, 20000);
+  });
+  check(endless > 0 && endless < 16 << 20, 'an endless chunked body is cut after about twice the limit', endless);
   check(await healthy(), 'still serving after big bodies');
 }
 // ---- images ------------------------------------------------------------------------------------------
