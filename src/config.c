@@ -163,10 +163,17 @@ bool mm_parse_size(const char *s, size_t *out)
     unsigned shift = 0;
     if (*end) {
         switch (tolower((unsigned char)*end)) {
-        case 'k': shift = 10; break;
-        case 'm': shift = 20; break;
-        case 'g': shift = 30; break;
-        default: return false;
+        case 'k':
+            shift = 10;
+            break;
+        case 'm':
+            shift = 20;
+            break;
+        case 'g':
+            shift = 30;
+            break;
+        default:
+            return false;
         }
         end++;
         if (*end == 'b' || *end == 'B')
@@ -295,8 +302,8 @@ void mm_daemon_config_free(struct mm_daemon_config *c)
     }
 }
 
-enum mm_status mm_daemon_config_set(struct mm_daemon_config *c, const char *name,
-                                    const char *value, struct mm_err *err)
+enum mm_status mm_daemon_config_set(struct mm_daemon_config *c, const char *name, const char *value,
+                                    struct mm_err *err)
 {
     const struct option_row *o = find_option(name, strlen(name));
     if (!o)
@@ -446,11 +453,16 @@ static void flag_name(const char *name, char *out, size_t cap)
 static const char *value_hint(const struct option_row *o)
 {
     switch (o->type) {
-    case OPT_INT: return "N";
-    case OPT_SIZE: return "BYTES";
-    case OPT_BOOL: return "yes|no";
-    case OPT_ENUM: return o->choices;
-    default: return "TEXT";
+    case OPT_INT:
+        return "N";
+    case OPT_SIZE:
+        return "BYTES";
+    case OPT_BOOL:
+        return "yes|no";
+    case OPT_ENUM:
+        return o->choices;
+    default:
+        return "TEXT";
     }
 }
 

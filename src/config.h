@@ -78,8 +78,8 @@ void mm_daemon_config_free(struct mm_daemon_config *c);
 
 /* Sets one option by name (underscores or dashes) from its text value,
  * validated (type, range, choices); the message names the option. */
-enum mm_status mm_daemon_config_set(struct mm_daemon_config *c, const char *name,
-                                    const char *value, struct mm_err *err);
+enum mm_status mm_daemon_config_set(struct mm_daemon_config *c, const char *name, const char *value,
+                                    struct mm_err *err);
 
 /* Reads a configuration file; errors name the file and line. */
 enum mm_status mm_daemon_config_load_file(struct mm_daemon_config *c, const char *path,

@@ -117,8 +117,8 @@ static enum mm_status load_model(struct daemon *d, struct mm_err *err)
         return mm_err_set(err, MM_ERR_FORMAT,
                           "%s: the tokenizer has no <|im_end|> token (the chat template's end)",
                           o->model);
-    st = mm_chat_template_create(d->tok, d->cfg.template_name, d->cfg.tokens_per_tile, &d->tpl,
-                                 err);
+    st =
+        mm_chat_template_create(d->tok, d->cfg.template_name, d->cfg.tokens_per_tile, &d->tpl, err);
     if (st != MM_OK)
         return mm_err_prefix(err, "%s: chat template", o->model);
     if (o->max_batch_tokens < d->cfg.tokens_per_tile)
@@ -191,11 +191,10 @@ static enum mm_status app_from_options(struct daemon *d, struct mm_err *err)
     a->model_name = d->model_name;
     a->max_prompt_bytes = o->max_prompt_bytes;
     a->max_images = o->max_images;
-    a->image_limits = (struct mm_image_limits){
-        .decode = {.max_bytes = o->max_image_bytes,
-                   .max_pixels = o->max_image_pixels,
-                   .max_side = MM_IMAGE_DEFAULT_MAX_SIDE},
-        .max_tiles_per_request = o->max_tiles_per_request};
+    a->image_limits = (struct mm_image_limits){.decode = {.max_bytes = o->max_image_bytes,
+                                                          .max_pixels = o->max_image_pixels,
+                                                          .max_side = MM_IMAGE_DEFAULT_MAX_SIDE},
+                                               .max_tiles_per_request = o->max_tiles_per_request};
     a->image_source = (struct mm_image_source_policy){
         .file_root = o->file_root[0] ? o->file_root : NULL, .max_bytes = o->max_image_bytes};
     if (sem_init(&a->image_slots, 0, (unsigned)o->image_decoders) != 0)
@@ -266,7 +265,8 @@ static void drain(struct daemon *d, const sigset_t *unblocked)
     mm_scheduler_drain(d->sched);
     const int signals_at_start = stop_signals;
     const double t_end = now_s() + (double)deadline_s;
-    while (mm_http_server_active(d->http) > 0 && now_s() < t_end && stop_signals == signals_at_start)
+    while (mm_http_server_active(d->http) > 0 && now_s() < t_end &&
+           stop_signals == signals_at_start)
         wait_for_signal(unblocked, 0.05);
     const int64_t left = mm_http_server_active(d->http);
     if (left > 0) {

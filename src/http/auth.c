@@ -41,15 +41,15 @@ bool mm_http_auth_ok(const struct mm_http_app *app, const char *authorization)
     return ok;
 }
 
-static enum mm_status add_key(char ***keys, size_t *n, const char *s, size_t len,
-                              const char *where, struct mm_err *err)
+static enum mm_status add_key(char ***keys, size_t *n, const char *s, size_t len, const char *where,
+                              struct mm_err *err)
 {
     while (len && (s[0] == ' ' || s[0] == '\t')) {
         s++;
         len--;
     }
-    while (len && (s[len - 1] == ' ' || s[len - 1] == '\t' || s[len - 1] == '\r' ||
-                   s[len - 1] == '\n'))
+    while (len &&
+           (s[len - 1] == ' ' || s[len - 1] == '\t' || s[len - 1] == '\r' || s[len - 1] == '\n'))
         len--;
     if (len == 0)
         return MM_OK;

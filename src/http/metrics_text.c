@@ -106,8 +106,8 @@ void mm_http_handle_metrics(struct mm_http_exchange *ex)
            (double)m.prompt_tokens);
     metric(&b, "vllm:generation_tokens_total", "counter", "Tokens generated.", label,
            (double)m.generation_tokens);
-    metric(&b, "vllm:num_preemptions_total", "counter", "Sequences preempted (KV pool dry).",
-           label, (double)m.preemptions);
+    metric(&b, "vllm:num_preemptions_total", "counter", "Sequences preempted (KV pool dry).", label,
+           (double)m.preemptions);
     out(&b, "# HELP vllm:request_success_total Finished choices by finish reason.\n"
             "# TYPE vllm:request_success_total counter\n");
     static const struct {

@@ -101,8 +101,8 @@ static cJSON *chat_logprob(const struct mm_tokenizer *tok, const struct mm_event
 struct choice {
     char *text; /* buffered responses */
     size_t len, cap;
-    cJSON *logprobs;  /* chat: array of token logprobs; completions: the logprobs object */
-    bool role_sent;   /* streams: the role delta went out */
+    cJSON *logprobs; /* chat: array of token logprobs; completions: the logprobs object */
+    bool role_sent;  /* streams: the role delta went out */
     bool finished;
     enum mm_finish_reason finish;
     int64_t completion_tokens;
@@ -354,8 +354,9 @@ static void apply_event(struct mm_http_exchange *ex, struct gen_job *j, int64_t 
         j->failed = true;
         j->fail_reason = ev->finish;
         snprintf(j->fail_msg, sizeof j->fail_msg, "%s",
-                 ev->finish == MM_FINISH_ERROR ? (ev->message ? ev->message : "engine error")
-                                               : "the request was cancelled (server shutting down)");
+                 ev->finish == MM_FINISH_ERROR
+                     ? (ev->message ? ev->message : "engine error")
+                     : "the request was cancelled (server shutting down)");
     }
     if (j->stream) {
         if (j->chat && !c->role_sent) {
@@ -447,8 +448,8 @@ static enum mm_http_pump job_pump(struct mm_http_exchange *ex, void *job)
         cJSON_AddStringToObject(e, "message", j->fail_msg);
         cJSON_AddStringToObject(e, "type", "server_error");
         cJSON_AddNullToObject(e, "param");
-        cJSON_AddStringToObject(e, "code",
-                                j->fail_reason == MM_FINISH_CANCELLED ? "cancelled" : "engine_error");
+        cJSON_AddStringToObject(
+            e, "code", j->fail_reason == MM_FINISH_CANCELLED ? "cancelled" : "engine_error");
         sse_send(ex, o);
     } else if (j->p.include_usage) {
         cJSON *o = chunk_base(j);
@@ -562,13 +563,16 @@ static void start_generation(struct mm_http_exchange *ex, bool chat, const struc
                      : st == MM_ERR_NOMEM       ? 503
                      : st == MM_ERR_INVALID     ? 400
                                                 : 500;
-            code = st == MM_ERR_LIMIT ? "queue_full" : st == MM_ERR_INVALID ? "invalid_value" : NULL;
+            code = st == MM_ERR_LIMIT     ? "queue_full"
+                   : st == MM_ERR_INVALID ? "invalid_value"
+                                          : NULL;
             if (st == MM_ERR_LIMIT)
                 mm_http_reply_error(ex, 429, NULL, code,
                                     "the server is busy (request queue full); retry later");
             else
-                mm_http_reply_error(ex, status, status == 400 ? (chat ? "messages" : "prompt") : NULL,
-                                    code, "%s", err.msg);
+                mm_http_reply_error(ex, status,
+                                    status == 400 ? (chat ? "messages" : "prompt") : NULL, code,
+                                    "%s", err.msg);
         }
     }
     if (status) {
@@ -622,8 +626,8 @@ void mm_http_handle_completions(struct mm_http_exchange *ex)
                                    &prompts, &n, &e)) {
         reply_api_error(ex, &e);
     } else if (n * p.n > MM_REQUEST_MAX_CHOICES) {
-        mm_http_reply_error(ex, 400, "n", "invalid_value",
-                            "prompts x n is at most %d per request", MM_REQUEST_MAX_CHOICES);
+        mm_http_reply_error(ex, 400, "n", "invalid_value", "prompts x n is at most %d per request",
+                            MM_REQUEST_MAX_CHOICES);
     } else {
         int64_t total = 0;
         for (int64_t i = 0; i < n; i++)
@@ -670,9 +674,9 @@ void mm_http_handle_tokenize(struct mm_http_exchange *ex)
         if ((special && !cJSON_IsBool(special)) || (gen && !cJSON_IsBool(gen))) {
             ok = false;
             e = (struct mm_api_error){.status = 400, .code = "invalid_type"};
-            snprintf(e.param, sizeof e.param, "%s", special && !cJSON_IsBool(special)
-                                                        ? "add_special_tokens"
-                                                        : "add_generation_prompt");
+            snprintf(e.param, sizeof e.param, "%s",
+                     special && !cJSON_IsBool(special) ? "add_special_tokens"
+                                                       : "add_generation_prompt");
             snprintf(e.message, sizeof e.message, "%s must be true or false", e.param);
         } else if (messages && !cJSON_IsNull(messages)) {
             ok = mm_api_chat_prompt(app, messages, !gen || cJSON_IsTrue(gen), &prompt, &e);
@@ -724,7 +728,8 @@ void mm_http_handle_detokenize(struct mm_http_exchange *ex)
     }
     const cJSON *tokens = cJSON_GetObjectItemCaseSensitive(root, "tokens");
     if (!cJSON_IsArray(tokens)) {
-        mm_http_reply_error(ex, 400, "tokens", tokens ? "invalid_type" : "missing_required_parameter",
+        mm_http_reply_error(ex, 400, "tokens",
+                            tokens ? "invalid_type" : "missing_required_parameter",
                             "tokens must be an array of token ids");
         cJSON_Delete(root);
         return;

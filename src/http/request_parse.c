@@ -102,15 +102,15 @@ bool mm_api_parse_body(const char *body, size_t len, cJSON **out, struct mm_api_
     cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, false);
     if (!root) {
         const size_t at = end && end >= body && end <= body + len ? (size_t)(end - body) : 0;
-        return fail(e, 400, "", "invalid_json", "the request body is not valid JSON (near byte %zu)",
-                    at);
+        return fail(e, 400, "", "invalid_json",
+                    "the request body is not valid JSON (near byte %zu)", at);
     }
     /* only blanks may follow the value */
     for (const char *p = end; p && p < body + len; p++) {
         if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') {
             cJSON_Delete(root);
-            return fail(e, 400, "", "invalid_json", "unexpected data after the JSON value (byte %zu)",
-                        (size_t)(p - body));
+            return fail(e, 400, "", "invalid_json",
+                        "unexpected data after the JSON value (byte %zu)", (size_t)(p - body));
         }
     }
     if (!cJSON_IsObject(root)) {
@@ -160,8 +160,8 @@ static bool get_number(const cJSON *obj, const char *key, double lo, double hi, 
 
 static bool is_integer(const cJSON *v, double lo, double hi)
 {
-    return cJSON_IsNumber(v) && isfinite(v->valuedouble) && v->valuedouble == floor(v->valuedouble) &&
-           v->valuedouble >= lo && v->valuedouble <= hi;
+    return cJSON_IsNumber(v) && isfinite(v->valuedouble) &&
+           v->valuedouble == floor(v->valuedouble) && v->valuedouble >= lo && v->valuedouble <= hi;
 }
 
 static bool get_int(const cJSON *obj, const char *key, int64_t lo, int64_t hi, int64_t *out,
@@ -238,12 +238,14 @@ bool mm_api_parse_params(const struct mm_http_app *app, const cJSON *root, bool 
                                 .repetition_penalty = 1.0,
                                 .top_k = -1};
     const double ctx = (double)app->max_model_len;
-    if (!get_bool(root, "stream", &p->stream, e) || !get_bool(root, "ignore_eos", &p->ignore_eos, e))
+    if (!get_bool(root, "stream", &p->stream, e) ||
+        !get_bool(root, "ignore_eos", &p->ignore_eos, e))
         return false;
     const cJSON *so = field(root, "stream_options");
     if (so) {
         if (!cJSON_IsObject(so))
-            return fail(e, 400, "stream_options", "invalid_type", "stream_options must be an object");
+            return fail(e, 400, "stream_options", "invalid_type",
+                        "stream_options must be an object");
         if (!p->stream)
             return fail(e, 400, "stream_options", "invalid_value",
                         "stream_options is only allowed when stream is true");
@@ -340,8 +342,8 @@ static bool load_image(struct mm_http_app *app, const char *url, const char *par
     if (st != MM_OK) {
         const int status = st == MM_ERR_LIMIT ? 413 : 400;
         const char *code = st == MM_ERR_UNSUPPORTED ? "unsupported_image_url" : "invalid_image_url";
-        if (st == MM_ERR_UNSUPPORTED && (strncmp(url, "http:", 5) == 0 ||
-                                         strncmp(url, "https:", 6) == 0))
+        if (st == MM_ERR_UNSUPPORTED &&
+            (strncmp(url, "http:", 5) == 0 || strncmp(url, "https:", 6) == 0))
             return fail(e, 400, param, code,
                         "remote image URLs are not fetched by this server; send the image as a "
                         "data: URL (data:image/png;base64,...)");
@@ -372,7 +374,8 @@ static bool load_image(struct mm_http_app *app, const char *url, const char *par
         mm_image_tiles_free(&t);
         return fail(e, 503, param, "out_of_memory", "no memory for the image tiles now");
     }
-    memcpy(grown + (size_t)*n_tiles * tile_floats, t.data, (size_t)t.count * tile_floats * sizeof *grown);
+    memcpy(grown + (size_t)*n_tiles * tile_floats, t.data,
+           (size_t)t.count * tile_floats * sizeof *grown);
     *tiles = grown;
     *n_tiles += t.count;
     *count = t.count;
@@ -470,9 +473,8 @@ bool mm_api_chat_prompt(struct mm_http_app *app, const cJSON *messages, bool add
             cJSON_ArrayForEach(part, content)
             {
                 snprintf(param, sizeof param, "messages[%d].content[%d]", i, k);
-                const cJSON *type = cJSON_IsObject(part)
-                                        ? cJSON_GetObjectItemCaseSensitive(part, "type")
-                                        : NULL;
+                const cJSON *type =
+                    cJSON_IsObject(part) ? cJSON_GetObjectItemCaseSensitive(part, "type") : NULL;
                 if (!cJSON_IsString(type)) {
                     ok = fail(e, 400, param, "invalid_type",
                               "%s must be an object with a string `type`", param);
@@ -560,17 +562,20 @@ bool mm_api_chat_prompt(struct mm_http_app *app, const cJSON *messages, bool add
     }
     if (ok) {
         for (int k = 0; k < n_msgs; k++)
-            msgs[k] = (struct mm_chat_message){
-                .role = views[k].role, .parts = parts + views[k].first_part,
-                .n_parts = views[k].n_parts};
+            msgs[k] = (struct mm_chat_message){.role = views[k].role,
+                                               .parts = parts + views[k].first_part,
+                                               .n_parts = views[k].n_parts};
         const struct mm_chat_options copt = {
             .system = NULL, .add_generation_prompt = add_generation_prompt, .add_bos = true};
         struct mm_err err;
         const enum mm_status st =
             mm_chat_render(app->tpl, msgs, n_msgs, &copt, &out->ids, NULL, NULL, &err);
         if (st != MM_OK)
-            ok = fail(e, st == MM_ERR_LIMIT ? 413 : st == MM_ERR_NOMEM ? 503 : 400, "messages",
-                      NULL, "%s", err.msg);
+            ok = fail(e,
+                      st == MM_ERR_LIMIT   ? 413
+                      : st == MM_ERR_NOMEM ? 503
+                                           : 400,
+                      "messages", NULL, "%s", err.msg);
     }
     free(views);
     free(msgs);
@@ -603,7 +608,8 @@ static bool token_prompt(const struct mm_http_app *app, const cJSON *arr, const 
         if (id == app->cfg->img_context_token_id)
             return fail(e, 400, param, "invalid_value",
                         "token %d is the image-context token; send images through "
-                        "/v1/chat/completions", id);
+                        "/v1/chat/completions",
+                        id);
         struct mm_err err;
         if (mm_tokens_push(&out->ids, id, &err) != MM_OK)
             return fail(e, 503, "", "out_of_memory", "out of memory");
@@ -699,8 +705,8 @@ bool mm_api_completion_prompts(const struct mm_http_app *app, const cJSON *promp
     return true;
 }
 
-bool mm_api_check_length(const struct mm_http_app *app, int64_t prompt_tokens,
-                         int64_t *max_tokens, struct mm_api_error *e)
+bool mm_api_check_length(const struct mm_http_app *app, int64_t prompt_tokens, int64_t *max_tokens,
+                         struct mm_api_error *e)
 {
     const int64_t ctx = app->max_model_len;
     if (prompt_tokens >= ctx)

@@ -88,7 +88,7 @@ void mm_api_prompts_free(struct mm_api_prompt *p, int64_t n);
 
 /* Context check: prompt + max_tokens within max_model_len; fills
  * *max_tokens when the client left it unset. */
-bool mm_api_check_length(const struct mm_http_app *app, int64_t prompt_tokens,
-                         int64_t *max_tokens, struct mm_api_error *e);
+bool mm_api_check_length(const struct mm_http_app *app, int64_t prompt_tokens, int64_t *max_tokens,
+                         struct mm_api_error *e);
 
 #endif

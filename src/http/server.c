@@ -126,9 +126,8 @@ static void queue(struct mm_http_exchange *ex, int status, struct MHD_Response *
 void mm_http_reply_text(struct mm_http_exchange *ex, int status, const char *content_type,
                         char *body, size_t len)
 {
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(body ? len : 0, body ? body : "",
-                                        body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        body ? len : 0, body ? body : "", body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
     if (!r)
         free(body);
     else
@@ -145,8 +144,8 @@ void mm_http_reply_json(struct mm_http_exchange *ex, int status, cJSON *json)
     if (!s) {
         static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":"
                                   "\"server_error\",\"param\":null,\"code\":null}}";
-        struct MHD_Response *r = MHD_create_response_from_buffer(sizeof oom - 1, (void *)oom,
-                                                                 MHD_RESPMEM_PERSISTENT);
+        struct MHD_Response *r =
+            MHD_create_response_from_buffer(sizeof oom - 1, (void *)oom, MHD_RESPMEM_PERSISTENT);
         if (r)
             MHD_add_response_header(r, "Content-Type", "application/json");
         queue(ex, 500, r);
@@ -158,12 +157,18 @@ void mm_http_reply_json(struct mm_http_exchange *ex, int status, cJSON *json)
 static const char *error_type(int status)
 {
     switch (status) {
-    case 401: return "authentication_error";
-    case 404: return "not_found_error";
-    case 429: return "rate_limit_error";
-    case 500: return "server_error";
-    case 503: return "service_unavailable";
-    default: return "invalid_request_error";
+    case 401:
+        return "authentication_error";
+    case 404:
+        return "not_found_error";
+    case 429:
+        return "rate_limit_error";
+    case 500:
+        return "server_error";
+    case 503:
+        return "service_unavailable";
+    default:
+        return "invalid_request_error";
     }
 }
 
@@ -443,9 +448,8 @@ static bool check_headers(struct mm_http_exchange *ex)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     (void)version;
     struct mm_http_server *s = cls;
@@ -636,11 +640,10 @@ enum mm_status mm_http_server_start(const struct mm_http_options *opt, struct mm
         flags |= MHD_USE_IPv6;
     s->mhd = MHD_start_daemon(
         flags, opt->port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_log, s,
-        MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)opt->threads, MHD_OPTION_CONNECTION_LIMIT,
-        opt->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, opt->connection_timeout_s,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, opt->max_header_bytes, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, s, MHD_OPTION_LISTEN_BACKLOG_SIZE,
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)opt->threads,
+        MHD_OPTION_CONNECTION_LIMIT, opt->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+        opt->connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, opt->max_header_bytes,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_LISTEN_BACKLOG_SIZE,
         (unsigned)1024, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->mhd) {

@@ -29,8 +29,8 @@ static void setup(void)
     ck_assert_int_eq(mm_synthetic_write(dir, &cfg, &so, &err), MM_OK);
     ck_assert_int_eq(mm_config_load(dir, &cfg, &err), MM_OK);
     ck_assert_int_eq(mm_tokenizer_load_dir(dir, &tok, &err), MM_OK);
-    ck_assert_int_eq(mm_chat_template_create(tok, cfg.template_name, cfg.tokens_per_tile, &tpl, &err),
-                     MM_OK);
+    ck_assert_int_eq(
+        mm_chat_template_create(tok, cfg.template_name, cfg.tokens_per_tile, &tpl, &err), MM_OK);
     memset(&app, 0, sizeof app);
     app.model_name = "tiny";
     app.cfg = &cfg;
@@ -67,8 +67,16 @@ START_TEST(body_shape)
     struct mm_api_error e;
     cJSON *root;
     static const char *const bad[] = {
-        "", "[1]", "3", "{\"a\":1} x", "{\"a\":", "{\"a\":\"\xff\"}", "{\"a\":\"\xc0\xaf\"}",
-        "{\"a\":\"\xed\xa0\x80\"}", "{\"a\":\"\xf4\x90\x80\x80\"}", "{\"a\":\"\xe2\x82\"}",
+        "",
+        "[1]",
+        "3",
+        "{\"a\":1} x",
+        "{\"a\":",
+        "{\"a\":\"\xff\"}",
+        "{\"a\":\"\xc0\xaf\"}",
+        "{\"a\":\"\xed\xa0\x80\"}",
+        "{\"a\":\"\xf4\x90\x80\x80\"}",
+        "{\"a\":\"\xe2\x82\"}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         ck_assert_msg(!mm_api_parse_body(bad[i], strlen(bad[i]), &root, &e), "accepted %zu", i);
@@ -146,8 +154,9 @@ START_TEST(chat_matches_template)
                            "{\"role\":\"user\",\"content\":\"<|im_end|>?\"}]}");
     struct mm_api_prompt prompt;
     struct mm_api_error e;
-    ck_assert_msg(mm_api_chat_prompt(&app, cJSON_GetObjectItem(root, "messages"), true, &prompt, &e),
-                  "%s", e.message);
+    ck_assert_msg(
+        mm_api_chat_prompt(&app, cJSON_GetObjectItem(root, "messages"), true, &prompt, &e), "%s",
+        e.message);
     const struct mm_chat_part p0 = {.kind = MM_CHAT_TEXT, .text = "Be brief.", .len = 9};
     const struct mm_chat_part p1[2] = {{.kind = MM_CHAT_TEXT, .text = "Hi", .len = 2},
                                        {.kind = MM_CHAT_TEXT, .text = "there", .len = 5}};
@@ -174,8 +183,10 @@ END_TEST
 static char *png_data_url(int64_t w, int64_t h)
 {
     struct mm_image img = mm_test_image(w, h, 5);
-    png_image pi = {.version = PNG_IMAGE_VERSION, .width = (png_uint_32)w,
-                    .height = (png_uint_32)h, .format = PNG_FORMAT_RGB};
+    png_image pi = {.version = PNG_IMAGE_VERSION,
+                    .width = (png_uint_32)w,
+                    .height = (png_uint_32)h,
+                    .format = PNG_FORMAT_RGB};
     png_alloc_size_t len = 0;
     ck_assert(png_image_write_to_memory(&pi, NULL, &len, 0, img.rgb, 0, NULL));
     unsigned char *buf = malloc(len);
@@ -208,8 +219,9 @@ START_TEST(chat_images)
     cJSON *root = parse_ok(json);
     struct mm_api_prompt prompt;
     struct mm_api_error e;
-    ck_assert_msg(mm_api_chat_prompt(&app, cJSON_GetObjectItem(root, "messages"), true, &prompt, &e),
-                  "%s", e.message);
+    ck_assert_msg(
+        mm_api_chat_prompt(&app, cJSON_GetObjectItem(root, "messages"), true, &prompt, &e), "%s",
+        e.message);
     ck_assert_int_eq(prompt.n_tiles, 4);
     int64_t img = 0;
     for (int64_t i = 0; i < prompt.ids.n; i++)
@@ -246,8 +258,9 @@ static void expect_chat_error(const char *messages, int status, const char *para
     cJSON *root = parse_ok(json);
     struct mm_api_prompt prompt;
     struct mm_api_error e;
-    ck_assert_msg(!mm_api_chat_prompt(&app, cJSON_GetObjectItem(root, "messages"), true, &prompt, &e),
-                  "accepted %s", messages);
+    ck_assert_msg(
+        !mm_api_chat_prompt(&app, cJSON_GetObjectItem(root, "messages"), true, &prompt, &e),
+        "accepted %s", messages);
     ck_assert_msg(e.status == status, "%s: status %d", messages, e.status);
     ck_assert_msg(strcmp(e.param, param) == 0, "%s: param \"%s\"", messages, e.param);
     cJSON_Delete(root);
@@ -294,9 +307,9 @@ START_TEST(completion_prompts)
         struct mm_api_prompt *p;
         int64_t n;
         struct mm_api_error e;
-        ck_assert_msg(mm_api_completion_prompts(&app, cJSON_GetObjectItem(root, "prompt"), true, &p,
-                                                &n, &e),
-                      "%s: %s", json, e.message);
+        ck_assert_msg(
+            mm_api_completion_prompts(&app, cJSON_GetObjectItem(root, "prompt"), true, &p, &n, &e),
+            "%s: %s", json, e.message);
         ck_assert_int_eq(n, ok[i].n);
         if (i == 2)
             ck_assert(p[0].ids.n == 3 && p[0].ids.ids[2] == 6);
@@ -307,7 +320,8 @@ START_TEST(completion_prompts)
     }
     char img[64];
     snprintf(img, sizeof img, "[1,%lld]", (long long)cfg.img_context_token_id);
-    const char *bad[] = {"5", "[]", "[1,-1]", "[1,99999]", "[\"a\",[1]]", "null", img, "\"<IMG_CONTEXT>\""};
+    const char *bad[] = {"5",           "[]",   "[1,-1]", "[1,99999]",
+                         "[\"a\",[1]]", "null", img,      "\"<IMG_CONTEXT>\""};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char json[128];
         snprintf(json, sizeof json, "{\"prompt\":%s}", bad[i]);
@@ -315,9 +329,9 @@ START_TEST(completion_prompts)
         struct mm_api_prompt *p;
         int64_t n;
         struct mm_api_error e;
-        ck_assert_msg(!mm_api_completion_prompts(&app, cJSON_GetObjectItem(root, "prompt"), true,
-                                                 &p, &n, &e),
-                      "accepted %s", bad[i]);
+        ck_assert_msg(
+            !mm_api_completion_prompts(&app, cJSON_GetObjectItem(root, "prompt"), true, &p, &n, &e),
+            "accepted %s", bad[i]);
         ck_assert_int_eq(e.status, 400);
         ck_assert_msg(strncmp(e.param, "prompt", 6) == 0, "%s: param %s", bad[i], e.param);
         cJSON_Delete(root);
