@@ -46,8 +46,8 @@ static const struct option_row options[] = {
     {"port", OPT_INT, OFF(port), "8000", 0, 65535, NULL, NULL, NULL,
      "TCP port (0: any free port; the chosen one is logged)."},
     {"http_threads", OPT_INT, OFF(http_threads), "4", 1, 256, NULL, "threads", NULL,
-     "HTTP event-loop threads. Each multiplexes many connections with epoll; request\n"
-     "parsing, image decoding and tokenizing run on them too."},
+     "HTTP event-loop threads, each multiplexing many connections with epoll, and\n"
+     "as many workers that parse requests, decode images and tokenize."},
     {"max_connections", OPT_INT, OFF(max_connections), "1024", 1, 1000000, NULL, "connections",
      NULL,
      "Open connections at most (idle, streaming and waiting alike); more are\n"

@@ -74,6 +74,15 @@ void mm_http_mark_first_token(struct mm_http_exchange *ex);
 void mm_http_set_usage(struct mm_http_exchange *ex, int64_t prompt_tokens,
                        int64_t completion_tokens);
 
+/* Runs work(arg) on one of the server's worker threads, with the connection
+ * suspended, so slow request preparation (image decoding, tokenizing) never
+ * stalls the other connections of this event loop. Then done(ex, arg) runs
+ * back on the connection's HTTP thread, where it may reply or start a job;
+ * if the connection went away meanwhile, done(NULL, arg) runs instead (to
+ * free arg). Call from a handler, as its last action. */
+void mm_http_offload(struct mm_http_exchange *ex, void (*work)(void *arg),
+                     void (*done)(struct mm_http_exchange *ex, void *arg), void *arg);
+
 /* Wakes the exchange that owns token (from mm_http_start_job's job); any
  * thread. token is what mm_http_job_token returned. */
 void mm_http_wake(void *token);

@@ -588,56 +588,86 @@ static void start_generation(struct mm_http_exchange *ex, bool chat, const struc
 
 /* ---- handlers ---------------------------------------------------------------------- */
 
-void mm_http_handle_chat(struct mm_http_exchange *ex)
-{
-    struct mm_http_app *app = mm_http_app(ex);
-    struct mm_api_error e;
+/* A generation request being prepared on a worker thread (mm_http_offload):
+ * parsing, image decoding and tokenizing happen there; submitting and
+ * replying back on the connection's HTTP thread. */
+struct prep {
+    struct mm_http_app *app;
+    bool chat;
+    const char *body; /* borrowed from the exchange, which outlives the prep */
     size_t len;
-    const char *body = mm_http_body(ex, &len);
-    cJSON *root = NULL;
+    cJSON *root; /* kept until submission: the stop strings point into it */
     struct mm_api_params p;
-    struct mm_api_prompt prompt = {0};
-    if (!mm_api_parse_body(body, len, &root, &e) || !mm_api_check_model(app, root, &e) ||
-        !mm_api_parse_params(app, root, true, &p, &e) ||
-        !mm_api_chat_prompt(app, cJSON_GetObjectItemCaseSensitive(root, "messages"), true, &prompt,
-                            &e)) {
-        reply_api_error(ex, &e);
+    struct mm_api_prompt *prompts;
+    int64_t n;
+    bool ok;
+    struct mm_api_error e;
+};
+
+static void prep_work(void *arg)
+{
+    struct prep *w = arg;
+    struct mm_http_app *app = w->app;
+    w->ok = mm_api_parse_body(w->body, w->len, &w->root, &w->e) &&
+            mm_api_check_model(app, w->root, &w->e) &&
+            mm_api_parse_params(app, w->root, w->chat, &w->p, &w->e);
+    if (!w->ok)
+        return;
+    if (w->chat) {
+        w->prompts = calloc(1, sizeof *w->prompts);
+        if (!w->prompts) {
+            w->ok = false;
+            w->e = (struct mm_api_error){.status = 503, .code = "out_of_memory"};
+            snprintf(w->e.message, sizeof w->e.message, "out of memory");
+            return;
+        }
+        w->n = 1;
+        w->ok = mm_api_chat_prompt(app, cJSON_GetObjectItemCaseSensitive(w->root, "messages"), true,
+                                   &w->prompts[0], &w->e);
     } else {
-        mm_http_set_usage(ex, prompt.ids.n, 0);
-        start_generation(ex, true, &p, &prompt, 1);
+        w->ok = mm_api_completion_prompts(app, cJSON_GetObjectItemCaseSensitive(w->root, "prompt"),
+                                          true, &w->prompts, &w->n, &w->e);
     }
-    mm_api_prompt_free(&prompt);
-    cJSON_Delete(root); /* the serve requests copied the stop strings */
 }
 
-void mm_http_handle_completions(struct mm_http_exchange *ex)
+static void prep_done(struct mm_http_exchange *ex, void *arg)
 {
-    struct mm_http_app *app = mm_http_app(ex);
-    struct mm_api_error e;
-    size_t len;
-    const char *body = mm_http_body(ex, &len);
-    cJSON *root = NULL;
-    struct mm_api_params p;
-    struct mm_api_prompt *prompts = NULL;
-    int64_t n = 0;
-    if (!mm_api_parse_body(body, len, &root, &e) || !mm_api_check_model(app, root, &e) ||
-        !mm_api_parse_params(app, root, false, &p, &e) ||
-        !mm_api_completion_prompts(app, cJSON_GetObjectItemCaseSensitive(root, "prompt"), true,
-                                   &prompts, &n, &e)) {
-        reply_api_error(ex, &e);
-    } else if (n * p.n > MM_REQUEST_MAX_CHOICES) {
+    struct prep *w = arg;
+    if (!ex) {
+        /* the client left while its request was being prepared */
+    } else if (!w->ok) {
+        reply_api_error(ex, &w->e);
+    } else if (w->n * w->p.n > MM_REQUEST_MAX_CHOICES) {
         mm_http_reply_error(ex, 400, "n", "invalid_value", "prompts x n is at most %d per request",
                             MM_REQUEST_MAX_CHOICES);
     } else {
         int64_t total = 0;
-        for (int64_t i = 0; i < n; i++)
-            total += prompts[i].ids.n;
+        for (int64_t i = 0; i < w->n; i++)
+            total += w->prompts[i].ids.n;
         mm_http_set_usage(ex, total, 0);
-        start_generation(ex, false, &p, prompts, n);
+        start_generation(ex, w->chat, &w->p, w->prompts, w->n);
     }
-    mm_api_prompts_free(prompts, n);
-    cJSON_Delete(root);
+    mm_api_prompts_free(w->prompts, w->n);
+    cJSON_Delete(w->root); /* the serve requests copied the stop strings */
+    free(w);
 }
+
+static void handle_generation(struct mm_http_exchange *ex, bool chat)
+{
+    struct prep *w = calloc(1, sizeof *w);
+    if (!w) {
+        mm_http_reply_error(ex, 503, NULL, "out_of_memory", "out of memory");
+        return;
+    }
+    w->app = mm_http_app(ex);
+    w->chat = chat;
+    w->body = mm_http_body(ex, &w->len);
+    mm_http_offload(ex, prep_work, prep_done, w);
+}
+
+void mm_http_handle_chat(struct mm_http_exchange *ex) { handle_generation(ex, true); }
+
+void mm_http_handle_completions(struct mm_http_exchange *ex) { handle_generation(ex, false); }
 
 void mm_http_handle_models(struct mm_http_exchange *ex)
 {

@@ -64,6 +64,13 @@ struct mm_http_server {
     bool ticker_running;
     pthread_cond_t ticker_cond;
     bool stopping;
+    /* workers for mm_http_offload: a FIFO of exchanges */
+    pthread_t *workers;
+    int n_workers;
+    pthread_cond_t work_cond;
+    struct mm_http_exchange *work_head, *work_tail;
+    int64_t n_offloaded; /* exchanges being prepared (counted as active) */
+    bool workers_stop;
     atomic_bool closing; /* freeing: jobs may no longer suspend */
 };
 
@@ -93,6 +100,13 @@ struct mm_http_exchange {
     pthread_mutex_t lock;                 /* guards the fields below */
     bool pending, suspended, ping_due, cancelled;
     double t_output; /* last bytes produced, for pings */
+    /* mm_http_offload: set by the handler, finished by a worker (under lock) */
+    void (*off_work)(void *arg);
+    void (*off_done)(struct mm_http_exchange *ex, void *arg);
+    void *off_arg;
+    bool off_active, off_finished;
+    pthread_cond_t off_cond;
+    struct mm_http_exchange *work_next;
     /* SSE bytes waiting for the socket */
     char *out;
     size_t out_len, out_off, out_cap;
@@ -296,6 +310,69 @@ static void jobs_remove(struct mm_http_exchange *ex)
     pthread_mutex_unlock(&s->lock);
 }
 
+void mm_http_offload(struct mm_http_exchange *ex, void (*work)(void *arg),
+                     void (*done)(struct mm_http_exchange *ex, void *arg), void *arg)
+{
+    struct mm_http_server *s = ex->srv;
+    ex->off_work = work;
+    ex->off_done = done;
+    ex->off_arg = arg;
+    ex->off_active = true;
+    ex->off_finished = false;
+    pthread_mutex_lock(&s->lock);
+    ex->work_next = NULL;
+    if (s->work_tail)
+        s->work_tail->work_next = ex;
+    else
+        s->work_head = ex;
+    s->work_tail = ex;
+    s->n_offloaded++;
+    pthread_cond_signal(&s->work_cond);
+    pthread_mutex_unlock(&s->lock);
+    /* sleep until the worker is done (unless it already is) */
+    pthread_mutex_lock(&ex->lock);
+    const bool finished = ex->off_finished;
+    if (!finished) {
+        ex->suspended = true;
+        MHD_suspend_connection(ex->conn);
+    }
+    pthread_mutex_unlock(&ex->lock);
+    if (finished) {
+        ex->off_active = false;
+        done(ex, arg);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct mm_http_server *s = arg;
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        while (!s->work_head && !s->workers_stop)
+            pthread_cond_wait(&s->work_cond, &s->lock);
+        struct mm_http_exchange *ex = s->work_head;
+        if (!ex)
+            break; /* stopping, and the queue is empty */
+        s->work_head = ex->work_next;
+        if (!s->work_head)
+            s->work_tail = NULL;
+        pthread_mutex_unlock(&s->lock);
+        ex->off_work(ex->off_arg);
+        pthread_mutex_lock(&s->lock);
+        s->n_offloaded--;
+        pthread_mutex_lock(&ex->lock);
+        ex->off_finished = true;
+        pthread_cond_broadcast(&ex->off_cond);
+        if (ex->suspended) {
+            ex->suspended = false;
+            MHD_resume_connection(ex->conn);
+        }
+        pthread_mutex_unlock(&ex->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
 /* Pumps until the job is done or has nothing to give; in the second case the
  * connection is suspended unless a wake came in meanwhile. Returns true when
  * done. Must run on the connection's HTTP thread, inside a callback. */
@@ -459,6 +536,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!ex)
             return MHD_NO;
         pthread_mutex_init(&ex->lock, NULL);
+        pthread_cond_init(&ex->off_cond, NULL);
         ex->srv = s;
         ex->conn = conn;
         ex->t_start = now_s();
@@ -500,6 +578,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     (void)upload_data;
+    if (ex->off_active) { /* resumed by its worker */
+        pthread_mutex_lock(&ex->lock);
+        const bool finished = ex->off_finished;
+        if (!finished) {
+            ex->suspended = true;
+            MHD_suspend_connection(ex->conn);
+        }
+        pthread_mutex_unlock(&ex->lock);
+        if (finished) {
+            ex->off_active = false;
+            ex->off_done(ex, ex->off_arg);
+            if (!ex->replied && !ex->ops)
+                mm_http_reply_error(ex, 500, NULL, NULL, "internal error: no response");
+        }
+        return MHD_YES;
+    }
     if (ex->too_large) {
         mm_http_reply_error(ex, 413, NULL, "body_too_large", "request body larger than %zu bytes",
                             s->opt.max_body_bytes);
@@ -521,7 +615,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
     }
     ex->route->handler(ex);
-    if (!ex->replied && !ex->ops)
+    if (!ex->replied && !ex->ops && !ex->off_active)
         mm_http_reply_error(ex, 500, NULL, NULL, "internal error: no response");
     return MHD_YES;
 }
@@ -535,6 +629,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!ex)
         return;
     *con_cls = NULL;
+    if (ex->off_active) { /* closed while its worker runs: wait, then let done free it */
+        pthread_mutex_lock(&ex->lock);
+        while (!ex->off_finished)
+            pthread_cond_wait(&ex->off_cond, &ex->lock);
+        pthread_mutex_unlock(&ex->lock);
+        ex->off_active = false;
+        ex->off_done(NULL, ex->off_arg);
+    }
     if (ex->ops) {
         jobs_remove(ex); /* first: then the ticker and cancel_all cannot reach it */
         if (!ex->job_done)
@@ -552,6 +654,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                 (long long)ex->completion_tokens, ttft, (t - ex->t_start) * 1e3,
                 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed early)");
     }
+    pthread_cond_destroy(&ex->off_cond);
     pthread_mutex_destroy(&ex->lock);
     free(ex->body);
     free(ex->out);
@@ -634,6 +737,17 @@ enum mm_status mm_http_server_start(const struct mm_http_options *opt, struct mm
     s->app = app;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->ticker_cond, NULL);
+    pthread_cond_init(&s->work_cond, NULL);
+    s->workers = calloc((size_t)opt->threads, sizeof *s->workers);
+    for (int i = 0; s->workers && i < opt->threads; i++) {
+        if (pthread_create(&s->workers[i], NULL, worker_main, s) != 0)
+            break;
+        s->n_workers++;
+    }
+    if (s->n_workers < 1) {
+        mm_http_server_free(s);
+        return mm_err_set(err, MM_ERR_NOMEM, "cannot start the HTTP worker threads");
+    }
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
@@ -676,7 +790,7 @@ void mm_http_server_quiesce(struct mm_http_server *s)
 int64_t mm_http_server_active(struct mm_http_server *s)
 {
     pthread_mutex_lock(&s->lock);
-    const int64_t n = s->n_jobs;
+    const int64_t n = s->n_jobs + s->n_offloaded;
     pthread_mutex_unlock(&s->lock);
     return n;
 }
@@ -704,6 +818,14 @@ void mm_http_server_free(struct mm_http_server *s)
         pthread_mutex_unlock(&s->lock);
         pthread_join(s->ticker, NULL);
     }
+    /* workers finish what is queued (each resumes its connection), then stop */
+    pthread_mutex_lock(&s->lock);
+    s->workers_stop = true;
+    pthread_cond_broadcast(&s->work_cond);
+    pthread_mutex_unlock(&s->lock);
+    for (int i = 0; i < s->n_workers; i++)
+        pthread_join(s->workers[i], NULL);
+    free(s->workers);
     if (s->mhd) {
         /* libmicrohttpd must not be stopped with suspended connections */
         atomic_store(&s->closing, true);
@@ -719,6 +841,7 @@ void mm_http_server_free(struct mm_http_server *s)
         pthread_mutex_unlock(&s->lock);
         MHD_stop_daemon(s->mhd);
     }
+    pthread_cond_destroy(&s->work_cond);
     pthread_cond_destroy(&s->ticker_cond);
     pthread_mutex_destroy(&s->lock);
     free(s);

@@ -108,6 +108,22 @@ await expectError('lying dimensions', C, userImage(dataUrl(png(8, 8, () => [1, 2
 await expectError('decompression bomb', C, userImage(dataUrl(await bombPng(6000, 6000))), 413, 'messages[0].content[0].image_url');
 await expectError('image in a system message', C, { model, messages: [{ role: 'system', content: [{ type: 'image_url', image_url: { url: dataUrl(good) } }] }, { role: 'user', content: 'x' }] }, 400, 'messages[0].content[0]');
 await expectError('too many images', C, { model, messages: [{ role: 'user', content: Array(4).fill({ type: 'image_url', image_url: { url: dataUrl(good) } }) }] }, 400, 'messages[0].content[3]');
+{
+  // a client that leaves while its large image is being decoded (on a worker thread)
+  const big = JSON.stringify(userImage(dataUrl(png(4000, 3000, () => [30, 120, 200]))));
+  await new Promise((resolve) => {
+    const s = net.connect(PORT, HOST, () => {
+      s.write(`POST ${C} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${apiKey}\r\nContent-Length: ${Buffer.byteLength(big)}\r\n\r\n${big}`, () => {
+        setTimeout(() => { s.destroy(); resolve(); }, 20);
+      });
+    });
+    s.on('error', () => resolve());
+  });
+  const t0 = Date.now();
+  check(await healthy(), 'serving while a left-behind image is decoded', Date.now() - t0);
+  const r = await post(C, userImage(dataUrl(png(4000, 3000, () => [30, 120, 200]))));
+  check(r.status === 200 && r.json.usage.prompt_tokens > 256 * 12, 'a 4000x3000 photo-sized image is tiled (13 tiles)', r.json?.usage ?? r.text.slice(0, 200));
+}
 // ---- completions, tokenize, detokenize -------------------------------------------------------------------
 const P = '/v1/completions';
 await expectError('no prompt', P, { model }, 400, 'prompt');
