@@ -443,6 +443,7 @@ int main(int argc, char **argv)
             headers_in[i] = copy;
         }
         headers[n_headers++] = headers_in[i];
+        get_headers = curl_slist_append(get_headers, headers_in[i]);
     }
     if (base.failed || url.failed || auth.failed) {
         fprintf(stderr, "mmmamba-loadgen: out of memory\n");
