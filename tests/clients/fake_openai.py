@@ -172,7 +172,8 @@ class Handler(BaseHTTPRequestHandler):
         return out
 
     def whole(self, body, chat, prompt_tokens, images, n_out, finish):
-        time.sleep(self.server.state.args.ttft_ms / 1000)
+        slow = 20 if body.get("user") == "slow-first" else 1
+        time.sleep(self.server.state.args.ttft_ms / 1000 * slow)
         text = "".join(self.words(body, images, n_out))
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n_out,
                  "total_tokens": prompt_tokens + n_out}
