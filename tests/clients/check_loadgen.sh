@@ -8,6 +8,7 @@ set -eu
 . "${top_srcdir:-.}/tests/clients/lib.sh"
 lg="$build/mmmamba-loadgen"
 command -v "$py" >/dev/null || { echo "no $py: skipping"; exit 77; }
+[ -x "$build/mmmamba-loadgen" ] || { echo "mmmamba-loadgen not built (no libcurl): skipping"; exit 77; }
 
 # 1. Timing: TTFT 200 ms, then one token every 25 ms.
 start_fake timing --ttft-ms 200 --itl-ms 25

@@ -11,6 +11,7 @@ set -eu
 nginx=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$nginx" ] || { echo "no nginx: skipping"; exit 77; }
 command -v "$py" >/dev/null || { echo "no $py: skipping"; exit 77; }
+[ -x "$build/mmmamba-loadgen" ] || { echo "mmmamba-loadgen not built (no libcurl): skipping"; exit 77; }
 lg="$build/mmmamba-loadgen"
 
 free_port() {
