@@ -276,7 +276,7 @@ static void progress_line(const struct mm_lg_config *c, double t, int64_t sent, 
 }
 
 enum mm_status mm_lg_run(const struct mm_lg_config *c, struct mm_lg_result *results,
-                         double *duration, struct mm_err *err)
+                         struct mm_lg_result *long_result, double *duration, struct mm_err *err)
 {
     const int64_t n = c->num_prompts;
     enum mm_status st = MM_OK;
@@ -286,6 +286,15 @@ enum mm_status mm_lg_run(const struct mm_lg_config *c, struct mm_lg_result *resu
     struct live *live = NULL;
     *duration = 0;
     memset(results, 0, (size_t)n * sizeof(*results));
+    const bool with_long = c->long_input_len > 0 && long_result;
+    if (with_long) {
+        memset(long_result, 0, sizeof(*long_result));
+        long_result->planned_input_len = c->long_input_len;
+        long_result->planned_output_len = c->long_output_len > 0 ? c->long_output_len : 1;
+        long_result->ttft = -1;
+    }
+    bool long_pending = with_long;
+    const int64_t total = n + (with_long ? 1 : 0);
     if (n <= 0)
         return mm_err_set(err, MM_ERR_INVALID, "--num-prompts must be positive");
     if (c->max_concurrency < 0)
@@ -325,8 +334,15 @@ enum mm_status mm_lg_run(const struct mm_lg_config *c, struct mm_lg_result *resu
     const double t0 = now_s();
     int64_t next = 0, running = 0, finished = 0, failed = 0, out_tokens = 0;
     double last_progress = 0;
-    while (finished < n) {
+    while (finished < total) {
         const double t = now_s() - t0;
+        if (long_pending && t >= c->long_at) {
+            long_result->t_arrival = c->long_at;
+            st = start_request(c, headers, multi, &live, n, long_result, t0, err);
+            if (st != MM_OK)
+                goto done;
+            long_pending = false;
+        }
         while (next < n && sched[next] <= t && (c->max_concurrency == 0 ||
                                                 running < c->max_concurrency)) {
             results[next].t_arrival = sched[next];
@@ -349,9 +365,10 @@ enum mm_status mm_lg_run(const struct mm_lg_config *c, struct mm_lg_result *resu
             curl_multi_remove_handle(multi, l->easy);
             list_remove(&live, l);
             finished++;
-            running--;
-            failed += !l->res->success;
-            out_tokens += l->res->success ? l->res->output_len : 0;
+            const bool counted = l->res != long_result;
+            running -= counted;
+            failed += counted && !l->res->success;
+            out_tokens += counted && l->res->success ? l->res->output_len : 0;
             live_free(l);
         }
         const double tn = now_s() - t0;
@@ -360,12 +377,14 @@ enum mm_status mm_lg_run(const struct mm_lg_config *c, struct mm_lg_result *resu
             last_progress = tn;
             progress_line(c, tn, next, finished, failed, running, out_tokens, false);
         }
-        if (finished == n)
+        if (finished == total)
             break;
         /* Sleep until bytes arrive, the next arrival is due, or the progress line. */
         double wait = 0.5;
         if (next < n && (c->max_concurrency == 0 || running < c->max_concurrency))
             wait = fmin(wait, fmax(0.0, sched[next] - tn));
+        if (long_pending)
+            wait = fmin(wait, fmax(0.0, c->long_at - tn));
         curl_multi_poll(multi, NULL, 0, (int)ceil(wait * 1000), NULL);
     }
     *duration = now_s() - t0;
@@ -388,6 +407,7 @@ void mm_lg_results_free(struct mm_lg_result *results, int64_t n)
 {
     for (int64_t i = 0; results && i < n; i++) {
         free(results[i].error);
+        results[i].error = NULL;
         mm_dvec_free(&results[i].itl);
     }
 }

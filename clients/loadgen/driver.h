@@ -49,15 +49,20 @@ struct mm_lg_config {
     double image_ratio;     /* fraction of requests that carry the image */
     double request_timeout; /* s per request; 0: none */
     int progress;           /* 0 none, 1 a \r-refreshed line (tty), 2 a line every 10 s */
+    /* One extra long-prompt request sent long_at s after the start, outside
+     * the schedule and the concurrency limit, to measure what its prefill does
+     * to the other streams' ITL (0: none). */
+    int64_t long_input_len, long_output_len;
+    double long_at;
 };
 
-/* Runs the benchmark. results[0..num_prompts) are filled (free them with
- * mm_lg_results_free even on failure); *duration is the wall time from the
- * first send to the last completion. Fails only on setup errors (curl,
- * memory, a bad configuration): request failures are results. Call
- * curl_global_init first. */
+/* Runs the benchmark. results[0..num_prompts) are filled, and *long_result
+ * when c->long_input_len > 0 (free both with mm_lg_results_free even on
+ * failure); *duration is the wall time from the first send to the last
+ * completion. Fails only on setup errors (curl, memory, a bad
+ * configuration): request failures are results. Call curl_global_init first. */
 enum mm_status mm_lg_run(const struct mm_lg_config *c, struct mm_lg_result *results,
-                         double *duration, struct mm_err *err);
+                         struct mm_lg_result *long_result, double *duration, struct mm_err *err);
 
 void mm_lg_results_free(struct mm_lg_result *results, int64_t n);
 

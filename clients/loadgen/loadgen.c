@@ -62,6 +62,10 @@ static void usage(FILE *f)
         "  --temperature T, --top-p P, --top-k K   sampling (default temperature 0)\n"
         "  --extra-body JSON         an object whose members are added to every request\n"
         "  --seed S                  random seed (default 0)\n"
+        "  --long-prompt-len N       also send one request of N prompt tokens ...\n"
+        "  --long-prompt-at S        ... S s after the start (default 5), outside the schedule\n"
+        "  --long-prompt-output-len N  its max tokens (default 16); the report gives its TTFT and\n"
+        "                            the other streams' ITL during its prefill\n"
         "Results:\n"
         "  --percentile-metrics L    of ttft,tpot,itl,e2el (default all four)\n"
         "  --metric-percentiles L    e.g. 50,90,99 (default 90,99)\n"
@@ -210,7 +214,7 @@ enum {
     OPT_DATASET, OPT_IN, OPT_OUT, OPT_RATIO, OPT_PREFIX, OPT_PROMPT, OPT_VOCAB, OPT_IMAGE,
     OPT_IMAGE_RATIO, OPT_IGNORE_EOS, OPT_TEMP, OPT_TOP_P, OPT_TOP_K, OPT_EXTRA, OPT_SEED,
     OPT_PCT_METRICS, OPT_PCTS, OPT_SAVE, OPT_DETAILED, OPT_DIR, OPT_FILE, OPT_LABEL,
-    OPT_METADATA, OPT_NO_TQDM, OPT_HELP,
+    OPT_METADATA, OPT_NO_TQDM, OPT_HELP, OPT_LONG_LEN, OPT_LONG_AT, OPT_LONG_OUT,
 };
 
 int main(int argc, char **argv)
@@ -255,6 +259,9 @@ int main(int argc, char **argv)
         {"metadata", 1, 0, OPT_METADATA},
         {"disable-tqdm", 0, 0, OPT_NO_TQDM},
         {"help", 0, 0, OPT_HELP},
+        {"long-prompt-len", 1, 0, OPT_LONG_LEN},
+        {"long-prompt-at", 1, 0, OPT_LONG_AT},
+        {"long-prompt-output-len", 1, 0, OPT_LONG_OUT},
         {0, 0, 0, 0},
     };
     const char *base_url = NULL, *host = "127.0.0.1", *endpoint = "/v1/completions";
@@ -270,6 +277,7 @@ int main(int argc, char **argv)
     struct mm_lg_config c = {
         .num_prompts = 1000, .request_rate = INFINITY, .burstiness = 1.0,
         .input_len = 1024, .output_len = 128, .request_timeout = 21600,
+        .long_at = 5, .long_output_len = 16,
     };
     int64_t prefix = 0;
     cJSON *metadata = cJSON_CreateObject();
@@ -340,6 +348,11 @@ int main(int argc, char **argv)
             break;
         }
         case OPT_NO_TQDM: no_tqdm = true; break;
+        case OPT_LONG_LEN: bad = parse_i64("long-prompt-len", optarg, 1, &c.long_input_len); break;
+        case OPT_LONG_AT: bad = parse_f64("long-prompt-at", optarg, &c.long_at); break;
+        case OPT_LONG_OUT:
+            bad = parse_i64("long-prompt-output-len", optarg, 1, &c.long_output_len);
+            break;
         case OPT_HELP:
         case 'h': usage(stdout); cJSON_Delete(metadata); return 0;
         default: bad = -1; break;
@@ -413,6 +426,7 @@ int main(int argc, char **argv)
     char *model_found = NULL, *image_url = NULL;
     struct curl_slist *get_headers = NULL;
     struct mm_lg_result *results = NULL;
+    struct mm_lg_result long_result = {0};
     cJSON *extra = NULL;
     const char *headers[MAX_HEADERS + 1];
     char *owned[MAX_HEADERS] = {0};
@@ -511,12 +525,14 @@ int main(int argc, char **argv)
             c.max_concurrency ? "" : "unlimited ", (long long)c.max_concurrency);
     struct mm_err err;
     double duration = 0;
-    if (mm_lg_run(&c, results, &duration, &err) != MM_OK) {
+    if (mm_lg_run(&c, results, &long_result, &duration, &err) != MM_OK) {
         fprintf(stderr, "mmmamba-loadgen: %s\n", err.msg);
         goto done;
     }
     struct mm_lg_metrics m;
-    if (mm_lg_metrics_compute(results, c.num_prompts, duration, ps, n_ps, &m, &err) != MM_OK) {
+    if (mm_lg_metrics_compute(results, c.num_prompts, duration, ps, n_ps, &m, &err) != MM_OK ||
+        (c.long_input_len > 0 &&
+         mm_lg_metrics_long(results, c.num_prompts, &long_result, ps, n_ps, &m, &err) != MM_OK)) {
         fprintf(stderr, "mmmamba-loadgen: %s\n", err.msg);
         goto done;
     }
@@ -544,6 +560,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "Error %lld: %s\n", (long long)shown++, results[i].error);
         }
     }
+    if (long_result.error)
+        fprintf(stderr, "Long prompt error: %s\n", long_result.error);
     mm_lg_report_print(stdout, &m, &info);
     if (save) {
         cJSON *j = mm_lg_report_json(&m, &info, results, c.num_prompts, detailed);
@@ -575,6 +593,7 @@ int main(int argc, char **argv)
     }
     rc = 0;
 done:
+    mm_lg_results_free(&long_result, 1);
     for (int i = 0; i < MAX_HEADERS; i++)
         free(owned[i]);
     if (results)

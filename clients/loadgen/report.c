@@ -146,6 +146,43 @@ done:
     return st;
 }
 
+enum mm_status mm_lg_metrics_long(const struct mm_lg_result *r, int64_t n,
+                                  const struct mm_lg_result *lr, const double *ps, int n_ps,
+                                  struct mm_lg_metrics *m, struct mm_err *err)
+{
+    m->has_long = true;
+    m->long_success = lr->success;
+    m->long_input_len = lr->input_len;
+    m->long_output_len = lr->output_len;
+    m->long_ttft = lr->ttft;
+    m->long_e2el = lr->latency;
+    m->long_error = lr->error;
+    /* The prefill window; without a first token, the whole request. */
+    const double w0 = lr->t_send;
+    const double w1 = lr->t_send + (lr->ttft >= 0 ? lr->ttft : lr->latency);
+    struct mm_dvec during = {0}, outside = {0};
+    enum mm_status st = MM_OK;
+    for (int64_t i = 0; i < n && st == MM_OK; i++) {
+        if (!r[i].success || r[i].ttft < 0)
+            continue;
+        double t = r[i].t_send + r[i].ttft; /* chunk k's arrival; gap k ends at chunk k+1 */
+        for (size_t k = 0; k < r[i].itl.n && st == MM_OK; k++) {
+            const double g = r[i].itl.v[k];
+            st = mm_dvec_push(t < w1 && t + g > w0 ? &during : &outside, g);
+            t += g;
+        }
+    }
+    if (st != MM_OK)
+        st = mm_err_set(err, st, "splitting ITL samples");
+    if (st == MM_OK)
+        st = mm_stats_summarize(during.v, during.n, ps, n_ps, &m->itl_during_long, err);
+    if (st == MM_OK)
+        st = mm_stats_summarize(outside.v, outside.n, ps, n_ps, &m->itl_outside_long, err);
+    mm_dvec_free(&during);
+    mm_dvec_free(&outside);
+    return st;
+}
+
 static const char *const metric_key[4] = {"ttft", "tpot", "itl", "e2el"};
 static const char *const metric_name[4] = {"TTFT", "TPOT", "ITL", "E2EL"};
 static const char *const metric_header[4] = {"Time to First Token",
@@ -219,7 +256,39 @@ void mm_lg_report_print(FILE *f, const struct mm_lg_metrics *m, const struct mm_
             fprintf(f, "%-40s %-10.2f\n", label, s->value[i] * 1e3);
         }
     }
+    if (m->has_long) {
+        rule(f, "Long prompt", '-');
+        fprintf(f, "%-40s %-10lld\n", "Long prompt input tokens:", (long long)m->long_input_len);
+        if (!m->long_success)
+            fprintf(f, "%-40s %s\n", "Long prompt failed:", m->long_error ? m->long_error : "");
+        fprintf(f, "%-40s %-10.2f\n", "Long prompt TTFT (ms):", m->long_ttft * 1e3);
+        fprintf(f, "%-40s %-10.2f\n", "Long prompt E2EL (ms):", m->long_e2el * 1e3);
+        const struct mm_stats_summary *d = &m->itl_during_long, *o = &m->itl_outside_long;
+        fprintf(f, "%-40s %-10zu\n", "ITL gaps during its prefill:", d->n);
+        fprintf(f, "%-40s %-10.2f\n", "Mean ITL during its prefill (ms):", d->mean * 1e3);
+        fprintf(f, "%-40s %-10.2f\n", "Max ITL during its prefill (ms):", d->max * 1e3);
+        fprintf(f, "%-40s %-10.2f\n", "Mean ITL otherwise (ms):", o->mean * 1e3);
+    }
     rule(f, "", '=');
+}
+
+/* mean/median/std/max and the percentiles of s under "<stat>_<name>_ms" keys. */
+static void add_summary(cJSON *j, const char *name, const struct mm_stats_summary *s)
+{
+    char key[96], w[16];
+    snprintf(key, sizeof(key), "num_%s", name);
+    cJSON_AddNumberToObject(j, key, (double)s->n);
+    const char *stat[4] = {"mean", "median", "std", "max"};
+    const double v[4] = {s->mean, s->median, s->std, s->max};
+    for (int i = 0; i < 4; i++) {
+        snprintf(key, sizeof(key), "%s_%s_ms", stat[i], name);
+        cJSON_AddNumberToObject(j, key, v[i] * 1e3);
+    }
+    for (int i = 0; i < s->n_percentiles; i++) {
+        pct_word(s->percentile[i], w, sizeof(w));
+        snprintf(key, sizeof(key), "p%s_%s_ms", w, name);
+        cJSON_AddNumberToObject(j, key, s->value[i] * 1e3);
+    }
 }
 
 static cJSON *i64_array(const struct mm_lg_result *r, int64_t n, size_t off)
@@ -296,6 +365,15 @@ cJSON *mm_lg_report_json(const struct mm_lg_metrics *m, const struct mm_lg_info 
     if (info->max_concurrency > 0) {
         cJSON_AddNumberToObject(j, "mean_client_queue_time_ms", m->queue.mean * 1e3);
         cJSON_AddNumberToObject(j, "median_client_queue_time_ms", m->queue.median * 1e3);
+    }
+    if (m->has_long) {
+        cJSON_AddBoolToObject(j, "long_prompt_success", m->long_success);
+        cJSON_AddNumberToObject(j, "long_prompt_input_tokens", (double)m->long_input_len);
+        cJSON_AddNumberToObject(j, "long_prompt_output_tokens", (double)m->long_output_len);
+        cJSON_AddNumberToObject(j, "long_prompt_ttft_ms", m->long_ttft * 1e3);
+        cJSON_AddNumberToObject(j, "long_prompt_e2el_ms", m->long_e2el * 1e3);
+        add_summary(j, "itl_during_long_prefill", &m->itl_during_long);
+        add_summary(j, "itl_outside_long_prefill", &m->itl_outside_long);
     }
     if (detailed) {
         cJSON_AddItemToObject(j, "input_lens",

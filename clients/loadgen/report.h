@@ -29,6 +29,15 @@ struct mm_lg_metrics {
     struct mm_stats_summary queue; /* client queue time (arrival to send), s */
     double max_output_tokens_per_s; /* the busiest one-second bucket of content chunks */
     int64_t max_concurrent_requests; /* peak overlap of successful requests */
+    /* The long-prompt request (driver.h), when there was one. */
+    bool has_long;
+    bool long_success;
+    int64_t long_input_len, long_output_len;
+    double long_ttft, long_e2el; /* s */
+    const char *long_error;      /* borrowed from the result */
+    /* The other streams' ITL gaps overlapping the long prompt's prefill window
+     * [its send, its first token], and all the others. */
+    struct mm_stats_summary itl_during_long, itl_outside_long;
     int n_error_classes;
     const char *error_class[MM_LG_MAX_ERROR_CLASSES]; /* "429", "transport", ... (static) */
     int64_t error_count[MM_LG_MAX_ERROR_CLASSES];
@@ -52,6 +61,11 @@ struct mm_lg_info {
 enum mm_status mm_lg_metrics_compute(const struct mm_lg_result *r, int64_t n, double duration,
                                      const double *ps, int n_ps, struct mm_lg_metrics *m,
                                      struct mm_err *err);
+
+/* Adds the long-prompt request's numbers to m (computed by mm_lg_metrics_compute). */
+enum mm_status mm_lg_metrics_long(const struct mm_lg_result *r, int64_t n,
+                                  const struct mm_lg_result *long_result, const double *ps,
+                                  int n_ps, struct mm_lg_metrics *m, struct mm_err *err);
 
 /* The human summary, laid out like vLLM's "Serving Benchmark Result". */
 void mm_lg_report_print(FILE *f, const struct mm_lg_metrics *m, const struct mm_lg_info *info);

@@ -36,6 +36,18 @@ check "rate run" "$lg" --base-url "http://127.0.0.1:$port" --num-prompts 30 --re
 check "rate: duration" json_ok "$tmp/r.json" \
   '2.0 <= r["duration"] <= 3.2 and r["completed"] == 30 and r["request_rate"] == 15 and r["burstiness"] == 0.5'
 
+# 2b. A long prompt during decoding: its TTFT follows the fake's prefill cost
+# (50 ms + 50 us/token x 20000 = 1.05 s); the other streams' gaps in that window are split out.
+start_fake long --ttft-ms 50 --itl-ms 20 --prefill-us-per-token 50
+check "long prompt run" "$lg" --base-url "http://127.0.0.1:$port" --num-prompts 6 \
+  --max-concurrency 6 --random-input-len 16 --random-output-len 120 --ignore-eos \
+  --long-prompt-len 20000 --long-prompt-at 0.4 --result-filename "$tmp/l.json" --disable-tqdm
+check "long prompt: TTFT ~1.05 s" json_ok "$tmp/l.json" \
+  'r["long_prompt_success"] and r["long_prompt_input_tokens"] == 20000 and 1040 <= r["long_prompt_ttft_ms"] <= 1400'
+check "long prompt: ITL split" json_ok "$tmp/l.json" \
+  'r["num_itl_during_long_prefill"] >= 250 and 18 <= r["mean_itl_during_long_prefill_ms"] <= 30 and r["num_itl_during_long_prefill"] + r["num_itl_outside_long_prefill"] == 6 * 119'
+check "long prompt: main metrics exclude it" json_ok "$tmp/l.json" 'r["completed"] == 6 and r["total_input_tokens"] == 96'
+
 # 3. Chat with an image and text prompts: the server sees a data: URL; usage gives lengths.
 "$py" - "$tmp/px.png" <<'PY'
 import struct, sys, zlib

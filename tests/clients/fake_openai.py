@@ -201,6 +201,7 @@ class Handler(BaseHTTPRequestHandler):
         created = int(time.time())
         model = body.get("model", MODEL)
         ttft = args.ttft_ms / 1000 * (20 if body.get("user") == "slow-first" else 1)
+        ttft += args.prefill_us_per_token * prompt_tokens / 1e6
 
         def event(obj):
             self.chunk("data: " + json.dumps(obj) + "\n\n")
@@ -254,6 +255,8 @@ def main():
     ap.add_argument("--port-file")
     ap.add_argument("--ttft-ms", type=float, default=100)
     ap.add_argument("--itl-ms", type=float, default=20)
+    ap.add_argument("--prefill-us-per-token", type=float, default=0,
+                    help="adds this many microseconds per prompt token to the TTFT")
     ap.add_argument("--eos-after", type=int, default=1 << 30)
     ap.add_argument("--fail-every", type=int, default=0)
     ap.add_argument("--api-key")

@@ -107,12 +107,49 @@ START_TEST(test_json_keys)
 }
 END_TEST
 
+START_TEST(test_long_prompt_window)
+{
+    /* One stream: chunks at 0.1, 0.2, ..., 1.1 s. The long prompt is sent at
+     * 0.35 s with TTFT 0.3 s: its prefill window [0.35, 0.65] overlaps the gaps
+     * ending at 0.4, 0.5, 0.6 and 0.7 s. */
+    struct mm_lg_result r = {.success = true, .output_len = 11, .ttft = 0.1, .latency = 1.1};
+    for (int k = 0; k < 10; k++)
+        ck_assert_int_eq(mm_dvec_push(&r.itl, 0.1), MM_OK);
+    const struct mm_lg_result lr = {.success = true, .input_len = 100000, .output_len = 4,
+                                    .t_send = 0.35, .ttft = 0.3, .latency = 0.5};
+    const double ps[] = {99};
+    struct mm_lg_metrics m;
+    struct mm_err err;
+    ck_assert_int_eq(mm_lg_metrics_compute(&r, 1, 2.0, ps, 1, &m, &err), MM_OK);
+    ck_assert_int_eq(mm_lg_metrics_long(&r, 1, &lr, ps, 1, &m, &err), MM_OK);
+    ck_assert(m.has_long && m.long_success);
+    ck_assert_uint_eq(m.itl_during_long.n, 4);
+    ck_assert_uint_eq(m.itl_outside_long.n, 6);
+    ck_assert_double_eq_tol(m.long_ttft, 0.3, 1e-12);
+    struct mm_lg_info info = {.date = "d", .backend = "openai", .endpoint = "/v1/completions",
+                              .model = "m", .base_url = "u", .request_rate = INFINITY,
+                              .burstiness = 1};
+    cJSON *j = mm_lg_report_json(&m, &info, &r, 1, false);
+    ck_assert_int_eq(cJSON_GetObjectItem(j, "num_itl_during_long_prefill")->valueint, 4);
+    ck_assert_double_eq_tol(cJSON_GetObjectItem(j, "long_prompt_ttft_ms")->valuedouble, 300, 1e-9);
+    ck_assert_ptr_nonnull(cJSON_GetObjectItem(j, "p99_itl_during_long_prefill_ms"));
+    cJSON_Delete(j);
+    /* A long prompt that never produced a token: its whole life is the window. */
+    const struct mm_lg_result failed = {.t_send = 0.0, .ttft = -1, .latency = 0.25};
+    ck_assert_int_eq(mm_lg_metrics_long(&r, 1, &failed, ps, 1, &m, &err), MM_OK);
+    ck_assert(!m.long_success);
+    ck_assert_uint_eq(m.itl_during_long.n, 2); /* gaps ending at 0.2 and 0.3 */
+    mm_dvec_free(&r.itl);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("clients/loadgen/report");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_metrics);
     tcase_add_test(tc, test_json_keys);
+    tcase_add_test(tc, test_long_prompt_window);
     suite_add_tcase(s, tc);
     return mm_test_run(s);
 }
