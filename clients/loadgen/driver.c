@@ -165,8 +165,8 @@ static void retire(struct live *l, CURLcode code)
     } else if (l->status != 200 && l->status != 0) {
         cJSON *j = cJSON_ParseWithLength(l->err_body.p ? l->err_body.p : "", l->err_body.len);
         const char *m = j ? error_message(j) : NULL;
-        r->error = dup_printf("HTTP %ld: %.300s", l->status,
-                              m ? m : (l->err_body.p ? l->err_body.p : ""));
+        r->error =
+            dup_printf("HTTP %ld: %.300s", l->status, m ? m : (l->err_body.p ? l->err_body.p : ""));
         cJSON_Delete(j);
         static char classes[600][4]; /* "100".."599": static names for the counters */
         if (l->status >= 100 && l->status < 600) {
@@ -176,8 +176,8 @@ static void retire(struct live *l, CURLcode code)
             r->error_class = "http";
         }
     } else if (code != CURLE_OK) {
-        r->error = dup_printf("transport: %s", l->curl_err[0] ? l->curl_err
-                                                               : curl_easy_strerror(code));
+        r->error =
+            dup_printf("transport: %s", l->curl_err[0] ? l->curl_err : curl_easy_strerror(code));
         r->error_class = code == CURLE_OPERATION_TIMEDOUT ? "timeout" : "transport";
     } else if (!l->done_marker) {
         r->error = dup_printf("the stream ended without data: [DONE]");
@@ -266,12 +266,12 @@ static void progress_line(const struct mm_lg_config *c, double t, int64_t sent, 
 {
     if (c->progress == 0)
         return;
-    fprintf(stderr, "%s[%7.1fs] sent %lld/%lld  done %lld  failed %lld  running %lld  "
-                    "output %.1f tok/s%s",
+    fprintf(stderr,
+            "%s[%7.1fs] sent %lld/%lld  done %lld  failed %lld  running %lld  "
+            "output %.1f tok/s%s",
             c->progress == 1 ? "\r" : "", t, (long long)sent, (long long)c->num_prompts,
             (long long)done, (long long)failed, (long long)running,
-            t > 0 ? (double)out_tokens / t : 0.0,
-            c->progress == 1 && !final ? "   " : "\n");
+            t > 0 ? (double)out_tokens / t : 0.0, c->progress == 1 && !final ? "   " : "\n");
     fflush(stderr);
 }
 
@@ -343,8 +343,8 @@ enum mm_status mm_lg_run(const struct mm_lg_config *c, struct mm_lg_result *resu
                 goto done;
             long_pending = false;
         }
-        while (next < n && sched[next] <= t && (c->max_concurrency == 0 ||
-                                                running < c->max_concurrency)) {
+        while (next < n && sched[next] <= t &&
+               (c->max_concurrency == 0 || running < c->max_concurrency)) {
             results[next].t_arrival = sched[next];
             st = start_request(c, headers, multi, &live, next, &results[next], t0, err);
             if (st != MM_OK)

@@ -21,22 +21,22 @@
 /* One request's outcome. */
 struct mm_lg_result {
     bool success;
-    long http_status;   /* 0: no HTTP response (connection failed) */
-    char *error;        /* NULL on success; owned, freed by mm_lg_results_free */
+    long http_status;        /* 0: no HTTP response (connection failed) */
+    char *error;             /* NULL on success; owned, freed by mm_lg_results_free */
     const char *error_class; /* static: "429", "transport", "stream", ... (NULL on success) */
-    int64_t input_len;  /* usage.prompt_tokens, else the planned prompt length */
-    int64_t output_len; /* usage.completion_tokens, else the number of content chunks */
+    int64_t input_len;       /* usage.prompt_tokens, else the planned prompt length */
+    int64_t output_len;      /* usage.completion_tokens, else the number of content chunks */
     int64_t planned_input_len, planned_output_len;
     bool has_image;
-    double t_arrival; /* when the schedule released it (s from the start) */
-    double t_send;    /* when it was handed to curl; t_send - t_arrival = client queue time */
-    double ttft;      /* s; < 0 when the stream carried no content */
-    double latency;   /* s, send to the last byte (E2EL) */
+    double t_arrival;   /* when the schedule released it (s from the start) */
+    double t_send;      /* when it was handed to curl; t_send - t_arrival = client queue time */
+    double ttft;        /* s; < 0 when the stream carried no content */
+    double latency;     /* s, send to the last byte (E2EL) */
     struct mm_dvec itl; /* s between consecutive content chunks */
 };
 
 struct mm_lg_config {
-    const char *url;            /* the endpoint's full URL */
+    const char *url; /* the endpoint's full URL */
     struct mm_workload workload;
     const char *const *headers; /* "Name: value" lines added to every request */
     int n_headers;

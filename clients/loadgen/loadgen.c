@@ -209,12 +209,48 @@ static void raise_fd_limit(void)
 }
 
 enum {
-    OPT_BASE_URL = 256, OPT_HOST, OPT_PORT, OPT_ENDPOINT, OPT_BACKEND, OPT_MODEL, OPT_SERVED,
-    OPT_HEADER, OPT_READY, OPT_NUM_PROMPTS, OPT_RATE, OPT_BURST, OPT_CONC, OPT_TIMEOUT,
-    OPT_DATASET, OPT_IN, OPT_OUT, OPT_RATIO, OPT_PREFIX, OPT_PROMPT, OPT_VOCAB, OPT_IMAGE,
-    OPT_IMAGE_RATIO, OPT_IGNORE_EOS, OPT_TEMP, OPT_TOP_P, OPT_TOP_K, OPT_EXTRA, OPT_SEED,
-    OPT_PCT_METRICS, OPT_PCTS, OPT_SAVE, OPT_DETAILED, OPT_DIR, OPT_FILE, OPT_LABEL,
-    OPT_METADATA, OPT_NO_TQDM, OPT_HELP, OPT_LONG_LEN, OPT_LONG_AT, OPT_LONG_OUT,
+    OPT_BASE_URL = 256,
+    OPT_HOST,
+    OPT_PORT,
+    OPT_ENDPOINT,
+    OPT_BACKEND,
+    OPT_MODEL,
+    OPT_SERVED,
+    OPT_HEADER,
+    OPT_READY,
+    OPT_NUM_PROMPTS,
+    OPT_RATE,
+    OPT_BURST,
+    OPT_CONC,
+    OPT_TIMEOUT,
+    OPT_DATASET,
+    OPT_IN,
+    OPT_OUT,
+    OPT_RATIO,
+    OPT_PREFIX,
+    OPT_PROMPT,
+    OPT_VOCAB,
+    OPT_IMAGE,
+    OPT_IMAGE_RATIO,
+    OPT_IGNORE_EOS,
+    OPT_TEMP,
+    OPT_TOP_P,
+    OPT_TOP_K,
+    OPT_EXTRA,
+    OPT_SEED,
+    OPT_PCT_METRICS,
+    OPT_PCTS,
+    OPT_SAVE,
+    OPT_DETAILED,
+    OPT_DIR,
+    OPT_FILE,
+    OPT_LABEL,
+    OPT_METADATA,
+    OPT_NO_TQDM,
+    OPT_HELP,
+    OPT_LONG_LEN,
+    OPT_LONG_AT,
+    OPT_LONG_OUT,
 };
 
 int main(int argc, char **argv)
@@ -275,9 +311,14 @@ int main(int argc, char **argv)
     const char *headers_in[MAX_HEADERS];
     int n_headers_in = 0;
     struct mm_lg_config c = {
-        .num_prompts = 1000, .request_rate = INFINITY, .burstiness = 1.0,
-        .input_len = 1024, .output_len = 128, .request_timeout = 21600,
-        .long_at = 5, .long_output_len = 16,
+        .num_prompts = 1000,
+        .request_rate = INFINITY,
+        .burstiness = 1.0,
+        .input_len = 1024,
+        .output_len = 128,
+        .request_timeout = 21600,
+        .long_at = 5,
+        .long_output_len = 16,
     };
     int64_t prefix = 0;
     cJSON *metadata = cJSON_CreateObject();
@@ -287,13 +328,27 @@ int main(int argc, char **argv)
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         int bad = 0;
         switch (o) {
-        case OPT_BASE_URL: base_url = optarg; break;
-        case OPT_HOST: host = optarg; break;
-        case OPT_PORT: bad = parse_i64("port", optarg, 1, &port); break;
-        case OPT_ENDPOINT: endpoint = optarg; break;
-        case OPT_BACKEND: backend = optarg; break;
-        case OPT_MODEL: model = optarg; break;
-        case OPT_SERVED: served = optarg; break;
+        case OPT_BASE_URL:
+            base_url = optarg;
+            break;
+        case OPT_HOST:
+            host = optarg;
+            break;
+        case OPT_PORT:
+            bad = parse_i64("port", optarg, 1, &port);
+            break;
+        case OPT_ENDPOINT:
+            endpoint = optarg;
+            break;
+        case OPT_BACKEND:
+            backend = optarg;
+            break;
+        case OPT_MODEL:
+            model = optarg;
+            break;
+        case OPT_SERVED:
+            served = optarg;
+            break;
         case OPT_HEADER:
             if (n_headers_in == MAX_HEADERS) {
                 fprintf(stderr, "mmmamba-loadgen: at most %d --header\n", MAX_HEADERS);
@@ -302,39 +357,94 @@ int main(int argc, char **argv)
                 headers_in[n_headers_in++] = optarg;
             }
             break;
-        case OPT_READY: bad = parse_f64("ready-check-timeout-sec", optarg, &ready_timeout); break;
-        case OPT_NUM_PROMPTS: bad = parse_i64("num-prompts", optarg, 1, &c.num_prompts); break;
-        case OPT_RATE: bad = parse_f64("request-rate", optarg, &c.request_rate); break;
-        case OPT_BURST: bad = parse_f64("burstiness", optarg, &c.burstiness); break;
-        case OPT_CONC: bad = parse_i64("max-concurrency", optarg, 1, &c.max_concurrency); break;
-        case OPT_TIMEOUT: bad = parse_f64("request-timeout", optarg, &c.request_timeout); break;
+        case OPT_READY:
+            bad = parse_f64("ready-check-timeout-sec", optarg, &ready_timeout);
+            break;
+        case OPT_NUM_PROMPTS:
+            bad = parse_i64("num-prompts", optarg, 1, &c.num_prompts);
+            break;
+        case OPT_RATE:
+            bad = parse_f64("request-rate", optarg, &c.request_rate);
+            break;
+        case OPT_BURST:
+            bad = parse_f64("burstiness", optarg, &c.burstiness);
+            break;
+        case OPT_CONC:
+            bad = parse_i64("max-concurrency", optarg, 1, &c.max_concurrency);
+            break;
+        case OPT_TIMEOUT:
+            bad = parse_f64("request-timeout", optarg, &c.request_timeout);
+            break;
         case OPT_DATASET:
             if (strcmp(optarg, "random") != 0) {
                 fprintf(stderr, "mmmamba-loadgen: only --dataset-name random is built in\n");
                 bad = -1;
             }
             break;
-        case OPT_IN: bad = parse_i64("random-input-len", optarg, 1, &c.input_len); break;
-        case OPT_OUT: bad = parse_i64("random-output-len", optarg, 1, &c.output_len); break;
-        case OPT_RATIO: bad = parse_f64("random-range-ratio", optarg, &c.range_ratio); break;
-        case OPT_PREFIX: bad = parse_i64("random-prefix-len", optarg, 0, &prefix); break;
-        case OPT_PROMPT: prompt_kind = optarg; break;
-        case OPT_VOCAB: bad = parse_i64("vocab-size", optarg, 4, &vocab); break;
-        case OPT_IMAGE: image = optarg; break;
-        case OPT_IMAGE_RATIO: bad = parse_f64("image-ratio", optarg, &image_ratio); break;
-        case OPT_IGNORE_EOS: c.workload.ignore_eos = true; break;
-        case OPT_TEMP: bad = parse_f64("temperature", optarg, &temperature); break;
-        case OPT_TOP_P: bad = parse_f64("top-p", optarg, &top_p); break;
-        case OPT_TOP_K: bad = parse_i64("top-k", optarg, 0, &top_k); break;
-        case OPT_EXTRA: extra_body = optarg; break;
-        case OPT_SEED: bad = parse_i64("seed", optarg, 0, &seed); break;
-        case OPT_PCT_METRICS: pct_metrics = optarg; break;
-        case OPT_PCTS: pcts = optarg; break;
-        case OPT_SAVE: save = true; break;
-        case OPT_DETAILED: detailed = save = true; break;
-        case OPT_DIR: result_dir = optarg; break;
-        case OPT_FILE: result_file = optarg; save = true; break;
-        case OPT_LABEL: label = optarg; break;
+        case OPT_IN:
+            bad = parse_i64("random-input-len", optarg, 1, &c.input_len);
+            break;
+        case OPT_OUT:
+            bad = parse_i64("random-output-len", optarg, 1, &c.output_len);
+            break;
+        case OPT_RATIO:
+            bad = parse_f64("random-range-ratio", optarg, &c.range_ratio);
+            break;
+        case OPT_PREFIX:
+            bad = parse_i64("random-prefix-len", optarg, 0, &prefix);
+            break;
+        case OPT_PROMPT:
+            prompt_kind = optarg;
+            break;
+        case OPT_VOCAB:
+            bad = parse_i64("vocab-size", optarg, 4, &vocab);
+            break;
+        case OPT_IMAGE:
+            image = optarg;
+            break;
+        case OPT_IMAGE_RATIO:
+            bad = parse_f64("image-ratio", optarg, &image_ratio);
+            break;
+        case OPT_IGNORE_EOS:
+            c.workload.ignore_eos = true;
+            break;
+        case OPT_TEMP:
+            bad = parse_f64("temperature", optarg, &temperature);
+            break;
+        case OPT_TOP_P:
+            bad = parse_f64("top-p", optarg, &top_p);
+            break;
+        case OPT_TOP_K:
+            bad = parse_i64("top-k", optarg, 0, &top_k);
+            break;
+        case OPT_EXTRA:
+            extra_body = optarg;
+            break;
+        case OPT_SEED:
+            bad = parse_i64("seed", optarg, 0, &seed);
+            break;
+        case OPT_PCT_METRICS:
+            pct_metrics = optarg;
+            break;
+        case OPT_PCTS:
+            pcts = optarg;
+            break;
+        case OPT_SAVE:
+            save = true;
+            break;
+        case OPT_DETAILED:
+            detailed = save = true;
+            break;
+        case OPT_DIR:
+            result_dir = optarg;
+            break;
+        case OPT_FILE:
+            result_file = optarg;
+            save = true;
+            break;
+        case OPT_LABEL:
+            label = optarg;
+            break;
         case OPT_METADATA: {
             const char *eq = strchr(optarg, '=');
             if (!eq) {
@@ -347,15 +457,26 @@ int main(int argc, char **argv)
             free(key);
             break;
         }
-        case OPT_NO_TQDM: no_tqdm = true; break;
-        case OPT_LONG_LEN: bad = parse_i64("long-prompt-len", optarg, 1, &c.long_input_len); break;
-        case OPT_LONG_AT: bad = parse_f64("long-prompt-at", optarg, &c.long_at); break;
+        case OPT_NO_TQDM:
+            no_tqdm = true;
+            break;
+        case OPT_LONG_LEN:
+            bad = parse_i64("long-prompt-len", optarg, 1, &c.long_input_len);
+            break;
+        case OPT_LONG_AT:
+            bad = parse_f64("long-prompt-at", optarg, &c.long_at);
+            break;
         case OPT_LONG_OUT:
             bad = parse_i64("long-prompt-output-len", optarg, 1, &c.long_output_len);
             break;
         case OPT_HELP:
-        case 'h': usage(stdout); cJSON_Delete(metadata); return 0;
-        default: bad = -1; break;
+        case 'h':
+            usage(stdout);
+            cJSON_Delete(metadata);
+            return 0;
+        default:
+            bad = -1;
+            break;
         }
         if (bad) {
             usage(stderr);
@@ -471,8 +592,10 @@ int main(int argc, char **argv)
     if (!model) {
         model = model_found = first_model(base.p, get_headers);
         if (!model) {
-            fprintf(stderr, "mmmamba-loadgen: could not read a model from %s/v1/models; "
-                            "pass --model\n", base.p);
+            fprintf(stderr,
+                    "mmmamba-loadgen: could not read a model from %s/v1/models; "
+                    "pass --model\n",
+                    base.p);
             goto done;
         }
     }
@@ -519,8 +642,9 @@ int main(int argc, char **argv)
                 (long long)c.num_prompts);
         goto done;
     }
-    fprintf(stderr, "Traffic request rate: %g\nBurstiness factor: %g%s\nMaximum request "
-                    "concurrency: %s%lld\n",
+    fprintf(stderr,
+            "Traffic request rate: %g\nBurstiness factor: %g%s\nMaximum request "
+            "concurrency: %s%lld\n",
             c.request_rate, c.burstiness, c.burstiness == 1 ? " (Poisson process)" : "",
             c.max_concurrency ? "" : "unlimited ", (long long)c.max_concurrency);
     struct mm_err err;
@@ -574,9 +698,8 @@ int main(int argc, char **argv)
             mm_buf_printf(&path, "%s/%s", result_dir, result_file);
         else
             mm_buf_printf(&path, "%s/%s-%sqps-concurrency%lld-%s.json", result_dir,
-                          label ? label : info.backend,
-                          isinf(c.request_rate) ? "inf" : "r", (long long)c.max_concurrency,
-                          date);
+                          label ? label : info.backend, isinf(c.request_rate) ? "inf" : "r",
+                          (long long)c.max_concurrency, date);
         FILE *f = text && !path.failed ? fopen(path.p, "w") : NULL;
         const bool ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
         if (f && fclose(f) != 0)

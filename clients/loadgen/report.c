@@ -226,8 +226,8 @@ void mm_lg_report_print(FILE *f, const struct mm_lg_metrics *m, const struct mm_
         fprintf(f, "%-40s %-10lld\n", label, (long long)m->error_count[i]);
     }
     if (info->max_concurrency > 0)
-        fprintf(f, "%-40s %-10lld\n", "Maximum request concurrency:",
-                (long long)info->max_concurrency);
+        fprintf(f, "%-40s %-10lld\n",
+                "Maximum request concurrency:", (long long)info->max_concurrency);
     if (!isinf(info->request_rate) && info->request_rate > 0)
         fprintf(f, "%-40s %-10.2f\n", "Request rate configured (RPS):", info->request_rate);
     fprintf(f, "%-40s %-10.2f\n", "Benchmark duration (s):", m->duration);
@@ -235,10 +235,10 @@ void mm_lg_report_print(FILE *f, const struct mm_lg_metrics *m, const struct mm_
     fprintf(f, "%-40s %-10lld\n", "Total generated tokens:", (long long)m->total_output);
     fprintf(f, "%-40s %-10.2f\n", "Request throughput (req/s):", m->request_throughput);
     fprintf(f, "%-40s %-10.2f\n", "Output token throughput (tok/s):", m->output_throughput);
-    fprintf(f, "%-40s %-10.2f\n", "Peak output token throughput (tok/s):",
-            m->max_output_tokens_per_s);
-    fprintf(f, "%-40s %-10lld\n", "Peak concurrent requests:",
-            (long long)m->max_concurrent_requests);
+    fprintf(f, "%-40s %-10.2f\n",
+            "Peak output token throughput (tok/s):", m->max_output_tokens_per_s);
+    fprintf(f, "%-40s %-10lld\n",
+            "Peak concurrent requests:", (long long)m->max_concurrent_requests);
     fprintf(f, "%-40s %-10.2f\n", "Total token throughput (tok/s):", m->total_token_throughput);
     for (int k = 0; k < 4; k++) {
         if (!info->show[k])
@@ -295,8 +295,8 @@ static cJSON *i64_array(const struct mm_lg_result *r, int64_t n, size_t off)
 {
     cJSON *a = cJSON_CreateArray();
     for (int64_t i = 0; a && i < n; i++)
-        cJSON_AddItemToArray(a, cJSON_CreateNumber(
-                                    (double)*(const int64_t *)((const char *)&r[i] + off)));
+        cJSON_AddItemToArray(
+            a, cJSON_CreateNumber((double)*(const int64_t *)((const char *)&r[i] + off)));
     return a;
 }
 
@@ -387,9 +387,9 @@ cJSON *mm_lg_report_json(const struct mm_lg_metrics *m, const struct mm_lg_info 
         cJSON *errors = cJSON_AddArrayToObject(j, "errors");
         for (int64_t i = 0; i < n && ttfts && itls && lat && starts && errors; i++) {
             cJSON_AddItemToArray(ttfts, cJSON_CreateNumber(r[i].ttft > 0 ? r[i].ttft : 0));
-            cJSON_AddItemToArray(itls, r[i].itl.n ? cJSON_CreateDoubleArray(r[i].itl.v,
-                                                                             (int)r[i].itl.n)
-                                                  : cJSON_CreateArray());
+            cJSON_AddItemToArray(itls, r[i].itl.n
+                                           ? cJSON_CreateDoubleArray(r[i].itl.v, (int)r[i].itl.n)
+                                           : cJSON_CreateArray());
             cJSON_AddItemToArray(lat, cJSON_CreateNumber(r[i].latency));
             cJSON_AddItemToArray(starts, cJSON_CreateNumber(r[i].t_send));
             cJSON_AddItemToArray(errors, cJSON_CreateString(r[i].error ? r[i].error : ""));

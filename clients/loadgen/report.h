@@ -26,8 +26,8 @@ struct mm_lg_metrics {
     double duration; /* s */
     double request_throughput, output_throughput, total_token_throughput;
     struct mm_stats_summary ttft, tpot, itl, e2el; /* in seconds */
-    struct mm_stats_summary queue; /* client queue time (arrival to send), s */
-    double max_output_tokens_per_s; /* the busiest one-second bucket of content chunks */
+    struct mm_stats_summary queue;                 /* client queue time (arrival to send), s */
+    double max_output_tokens_per_s;  /* the busiest one-second bucket of content chunks */
     int64_t max_concurrent_requests; /* peak overlap of successful requests */
     /* The long-prompt request (driver.h), when there was one. */
     bool has_long;
@@ -54,7 +54,7 @@ struct mm_lg_info {
     int64_t random_input_len, random_output_len;
     double random_range_ratio;
     bool ignore_eos;
-    bool show[4];   /* ttft, tpot, itl, e2el: which go into the percentile output */
+    bool show[4];          /* ttft, tpot, itl, e2el: which go into the percentile output */
     const cJSON *metadata; /* an object whose members are added to the JSON, or NULL */
 };
 

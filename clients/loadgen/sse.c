@@ -110,8 +110,8 @@ enum mm_status mm_sse_feed(struct mm_sse *p, const char *buf, size_t n, struct m
         while (j < n && buf[j] != '\n' && buf[j] != '\r')
             j++;
         if (j > i) {
-            enum mm_status st = reserve(&p->line, &p->line_cap, p->line_len, j - i,
-                                        p->max_event_bytes, err);
+            enum mm_status st =
+                reserve(&p->line, &p->line_cap, p->line_len, j - i, p->max_event_bytes, err);
             if (st != MM_OK)
                 return st;
             memcpy(p->line + p->line_len, buf + i, j - i);

@@ -25,8 +25,8 @@ struct mm_sse {
     size_t line_len, line_cap;
     char *data; /* data lines of the event being assembled, '\n'-joined */
     size_t data_len, data_cap;
-    bool has_data;       /* at least one data: line since the last dispatch */
-    bool after_cr;       /* the previous byte was '\r' (a following '\n' is skipped) */
+    bool has_data; /* at least one data: line since the last dispatch */
+    bool after_cr; /* the previous byte was '\r' (a following '\n' is skipped) */
     size_t max_event_bytes;
     int64_t n_events;   /* events dispatched */
     int64_t n_comments; /* comment lines seen (keep-alive pings) */

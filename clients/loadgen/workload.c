@@ -74,8 +74,8 @@ enum mm_status mm_workload_schedule(struct mm_rng *r, double rate, double bursti
         return mm_err_set(err, MM_ERR_INVALID, "--burstiness must be > 0, not %g", burstiness);
     double acc = 0;
     for (int64_t i = 0; i < n; i++) {
-        acc += isinf(burstiness) ? 1.0 / rate
-                                 : mm_rng_gamma(r, burstiness, 1.0 / (rate * burstiness));
+        acc +=
+            isinf(burstiness) ? 1.0 / rate : mm_rng_gamma(r, burstiness, 1.0 / (rate * burstiness));
         t[i] = acc;
     }
     const double scale = acc > 0 ? ((double)n / rate) / acc : 1.0;
@@ -198,16 +198,16 @@ void mm_buf_base64(struct mm_buf *b, const uint8_t *in, size_t n)
 /* Common short English words: most are one token for a BPE vocabulary, so a
  * text prompt of N words lands near N tokens (usage reports the truth). */
 static const char *const words[] = {
-    "the",   "of",    "and",   "to",    "in",    "is",    "you",   "that",  "it",    "he",
-    "was",   "for",   "on",    "are",   "as",    "with",  "his",   "they",  "at",    "be",
-    "this",  "have",  "from",  "or",    "one",   "had",   "by",    "word",  "but",   "not",
-    "what",  "all",   "were",  "we",    "when",  "your",  "can",   "said",  "there", "use",
-    "an",    "each",  "which", "she",   "do",    "how",   "their", "if",    "will",  "up",
-    "other", "about", "out",   "many",  "then",  "them",  "these", "so",    "some",  "her",
-    "would", "make",  "like",  "him",   "into",  "time",  "has",   "look",  "two",   "more",
-    "write", "go",    "see",   "number", "no",   "way",   "could", "people", "my",   "than",
-    "first", "water", "been",  "call",  "who",   "oil",   "its",   "now",   "find",  "long",
-    "down",  "day",   "did",   "get",   "come",  "made",  "may",   "part",  "cat",   "sun",
+    "the",   "of",    "and",   "to",     "in",   "is",   "you",   "that",   "it",    "he",
+    "was",   "for",   "on",    "are",    "as",   "with", "his",   "they",   "at",    "be",
+    "this",  "have",  "from",  "or",     "one",  "had",  "by",    "word",   "but",   "not",
+    "what",  "all",   "were",  "we",     "when", "your", "can",   "said",   "there", "use",
+    "an",    "each",  "which", "she",    "do",   "how",  "their", "if",     "will",  "up",
+    "other", "about", "out",   "many",   "then", "them", "these", "so",     "some",  "her",
+    "would", "make",  "like",  "him",    "into", "time", "has",   "look",   "two",   "more",
+    "write", "go",    "see",   "number", "no",   "way",  "could", "people", "my",    "than",
+    "first", "water", "been",  "call",   "who",  "oil",  "its",   "now",    "find",  "long",
+    "down",  "day",   "did",   "get",    "come", "made", "may",   "part",   "cat",   "sun",
 };
 #define N_WORDS ((int64_t)(sizeof(words) / sizeof(words[0])))
 

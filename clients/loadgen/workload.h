@@ -22,9 +22,9 @@ struct mm_rng {
 };
 void mm_rng_seed(struct mm_rng *r, uint64_t seed);
 uint64_t mm_rng_u64(struct mm_rng *r);
-double mm_rng_uniform(struct mm_rng *r);                   /* [0, 1) */
+double mm_rng_uniform(struct mm_rng *r);                      /* [0, 1) */
 int64_t mm_rng_int(struct mm_rng *r, int64_t lo, int64_t hi); /* [lo, hi], lo <= hi */
-double mm_rng_normal(struct mm_rng *r);                    /* N(0, 1) */
+double mm_rng_normal(struct mm_rng *r);                       /* N(0, 1) */
 /* Gamma(shape, scale) by Marsaglia and Tsang; shape > 0, scale > 0. */
 double mm_rng_gamma(struct mm_rng *r, double shape, double scale);
 
@@ -77,11 +77,11 @@ struct mm_workload {
     int64_t vocab_lo, vocab_hi; /* random token ids are drawn from [vocab_lo, vocab_hi) */
     int64_t prefix_len;         /* a shared prefix of this many tokens/words on every prompt */
     bool ignore_eos;
-    double temperature; /* < 0: leave out */
-    double top_p;       /* < 0: leave out */
-    int64_t top_k;      /* < 0: leave out */
+    double temperature;         /* < 0: leave out */
+    double top_p;               /* < 0: leave out */
+    int64_t top_k;              /* < 0: leave out */
     const char *image_data_url; /* the data: URL for requests with an image, or NULL */
-    const char *extra_body;     /* a JSON object's members ("\"a\":1,\"b\":2") spliced in, or NULL */
+    const char *extra_body; /* a JSON object's members ("\"a\":1,\"b\":2") spliced in, or NULL */
     uint64_t seed;
 };
 

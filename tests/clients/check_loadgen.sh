@@ -17,10 +17,10 @@ check "timing run" "$lg" --base-url "http://127.0.0.1:$port" --num-prompts 24 \
   --save-detailed --result-filename "$tmp/t.json" --disable-tqdm
 check "timing: counts" json_ok "$tmp/t.json" \
   'r["completed"] == 24 and r["failed"] == 0 and r["total_output_tokens"] == 288 and r["total_input_tokens"] == 24 * 64'
-check "timing: TTFT ~200 ms" json_ok "$tmp/t.json" '198 <= r["mean_ttft_ms"] <= 280 and r["median_ttft_ms"] >= 198'
+check "timing: TTFT ~200 ms" json_ok "$tmp/t.json" '198 <= r["mean_ttft_ms"] <= 320 and r["median_ttft_ms"] >= 198'
 check "timing: ITL ~25 ms" json_ok "$tmp/t.json" '22 <= r["mean_itl_ms"] <= 33 and 24 <= r["median_itl_ms"] <= 33'
 check "timing: TPOT ~25 ms" json_ok "$tmp/t.json" '23 <= r["mean_tpot_ms"] <= 35'
-check "timing: E2EL ~475 ms" json_ok "$tmp/t.json" '470 <= r["mean_e2el_ms"] <= 600'
+check "timing: E2EL ~475 ms" json_ok "$tmp/t.json" '470 <= r["mean_e2el_ms"] <= 650'
 check "timing: percentiles ordered" json_ok "$tmp/t.json" \
   'r["median_ttft_ms"] <= r["p90_ttft_ms"] <= r["p99_ttft_ms"] and r["std_itl_ms"] >= 0'
 check "timing: per-request arrays" json_ok "$tmp/t.json" \

@@ -70,30 +70,55 @@ START_TEST(test_json_keys)
     struct mm_lg_metrics m;
     struct mm_err err;
     ck_assert_int_eq(mm_lg_metrics_compute(r, 5, 2.0, ps, 3, &m, &err), MM_OK);
-    struct mm_lg_info info = {.date = "20260101-000000", .backend = "openai",
-                              .endpoint = "/v1/completions", .model = "m",
-                              .base_url = "http://x", .num_prompts = 5,
-                              .request_rate = INFINITY, .burstiness = 1,
+    struct mm_lg_info info = {.date = "20260101-000000",
+                              .backend = "openai",
+                              .endpoint = "/v1/completions",
+                              .model = "m",
+                              .base_url = "http://x",
+                              .num_prompts = 5,
+                              .request_rate = INFINITY,
+                              .burstiness = 1,
                               .show = {true, true, true, true}};
     cJSON *j = mm_lg_report_json(&m, &info, r, 5, true);
     ck_assert_ptr_nonnull(j);
-    static const char *const keys[] = {
-        "completed", "failed", "total_input_tokens", "total_output_tokens",
-        "request_throughput", "output_throughput", "total_token_throughput", "duration",
-        "mean_ttft_ms", "median_ttft_ms", "std_ttft_ms", "p90_ttft_ms", "p99_ttft_ms",
-        "p99.9_ttft_ms", "mean_tpot_ms", "p99_tpot_ms", "mean_itl_ms", "p99_itl_ms",
-        "mean_e2el_ms", "p90_e2el_ms", "max_concurrency", "num_prompts", "burstiness",
-        "ttfts", "itls", "input_lens", "output_lens", "errors", "errors_by_status"};
+    static const char *const keys[] = {"completed",
+                                       "failed",
+                                       "total_input_tokens",
+                                       "total_output_tokens",
+                                       "request_throughput",
+                                       "output_throughput",
+                                       "total_token_throughput",
+                                       "duration",
+                                       "mean_ttft_ms",
+                                       "median_ttft_ms",
+                                       "std_ttft_ms",
+                                       "p90_ttft_ms",
+                                       "p99_ttft_ms",
+                                       "p99.9_ttft_ms",
+                                       "mean_tpot_ms",
+                                       "p99_tpot_ms",
+                                       "mean_itl_ms",
+                                       "p99_itl_ms",
+                                       "mean_e2el_ms",
+                                       "p90_e2el_ms",
+                                       "max_concurrency",
+                                       "num_prompts",
+                                       "burstiness",
+                                       "ttfts",
+                                       "itls",
+                                       "input_lens",
+                                       "output_lens",
+                                       "errors",
+                                       "errors_by_status"};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
         ck_assert_msg(cJSON_GetObjectItemCaseSensitive(j, keys[i]) != NULL, "no key %s", keys[i]);
     ck_assert_str_eq(cJSON_GetObjectItem(j, "request_rate")->valuestring, "inf");
     ck_assert(cJSON_IsNull(cJSON_GetObjectItem(j, "max_concurrency")));
     ck_assert_double_eq_tol(cJSON_GetObjectItem(j, "mean_ttft_ms")->valuedouble, 300, 1e-9);
-    ck_assert_int_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "errors_by_status"), "429")
-                         ->valueint, 1);
+    ck_assert_int_eq(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "errors_by_status"), "429")->valueint, 1);
     ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "itls")), 5);
-    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "itls"), 3)),
-                     0);
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "itls"), 3)), 0);
     cJSON_Delete(j);
     /* Without detail, no per-request arrays; unselected metrics are left out. */
     info.show[1] = false;
@@ -115,8 +140,12 @@ START_TEST(test_long_prompt_window)
     struct mm_lg_result r = {.success = true, .output_len = 11, .ttft = 0.1, .latency = 1.1};
     for (int k = 0; k < 10; k++)
         ck_assert_int_eq(mm_dvec_push(&r.itl, 0.1), MM_OK);
-    const struct mm_lg_result lr = {.success = true, .input_len = 100000, .output_len = 4,
-                                    .t_send = 0.35, .ttft = 0.3, .latency = 0.5};
+    const struct mm_lg_result lr = {.success = true,
+                                    .input_len = 100000,
+                                    .output_len = 4,
+                                    .t_send = 0.35,
+                                    .ttft = 0.3,
+                                    .latency = 0.5};
     const double ps[] = {99};
     struct mm_lg_metrics m;
     struct mm_err err;
@@ -126,8 +155,12 @@ START_TEST(test_long_prompt_window)
     ck_assert_uint_eq(m.itl_during_long.n, 4);
     ck_assert_uint_eq(m.itl_outside_long.n, 6);
     ck_assert_double_eq_tol(m.long_ttft, 0.3, 1e-12);
-    struct mm_lg_info info = {.date = "d", .backend = "openai", .endpoint = "/v1/completions",
-                              .model = "m", .base_url = "u", .request_rate = INFINITY,
+    struct mm_lg_info info = {.date = "d",
+                              .backend = "openai",
+                              .endpoint = "/v1/completions",
+                              .model = "m",
+                              .base_url = "u",
+                              .request_rate = INFINITY,
                               .burstiness = 1};
     cJSON *j = mm_lg_report_json(&m, &info, &r, 1, false);
     ck_assert_int_eq(cJSON_GetObjectItem(j, "num_itl_during_long_prefill")->valueint, 4);

@@ -122,9 +122,16 @@ END_TEST
 static struct mm_workload base_workload(void)
 {
     return (struct mm_workload){
-        .api = MM_API_COMPLETIONS, .prompt_kind = MM_PROMPT_TOKEN_IDS, .model = "m\"odel",
-        .vocab_lo = 3, .vocab_hi = 50, .ignore_eos = true, .temperature = 0,
-        .top_p = -1, .top_k = -1, .seed = 11,
+        .api = MM_API_COMPLETIONS,
+        .prompt_kind = MM_PROMPT_TOKEN_IDS,
+        .model = "m\"odel",
+        .vocab_lo = 3,
+        .vocab_hi = 50,
+        .ignore_eos = true,
+        .temperature = 0,
+        .top_p = -1,
+        .top_k = -1,
+        .seed = 11,
     };
 }
 
@@ -230,8 +237,8 @@ END_TEST
 START_TEST(test_base64_and_escape)
 {
     static const char *const in[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
-    static const char *const out[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=",
-                                      "Zm9vYmFy"};
+    static const char *const out[] = {"",         "Zg==",     "Zm8=",    "Zm9v",
+                                      "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
     for (int i = 0; i < 7; i++) {
         struct mm_buf b = {0};
         mm_buf_base64(&b, (const uint8_t *)in[i], strlen(in[i]));
