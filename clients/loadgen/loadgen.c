@@ -69,6 +69,8 @@ static void usage(FILE *f)
         "Results:\n"
         "  --percentile-metrics L    of ttft,tpot,itl,e2el (default all four)\n"
         "  --metric-percentiles L    e.g. 50,90,99 (default 90,99)\n"
+        "  --goodput K:MS ...        SLOs for request_goodput, K of ttft, tpot, e2el (e.g.\n"
+        "                            --goodput ttft:500 tpot:50)\n"
         "  --save-result             write the JSON result file\n"
         "  --save-detailed           include per-request arrays (ttfts, itls, ...)\n"
         "  --result-dir DIR          where to write it (default .)\n"
@@ -198,6 +200,26 @@ static int parse_list(const char *s, double *out, int cap)
     return n;
 }
 
+/* One "ttft:500"-style SLO (milliseconds) into slo (seconds); -1 when malformed. */
+static int parse_slo(const char *item, struct mm_lg_slo *slo)
+{
+    const char *colon = strchr(item, ':');
+    char *end;
+    const double ms = colon ? strtod(colon + 1, &end) : 0;
+    if (!colon || end == colon + 1 || *end || !(ms > 0))
+        return -1;
+    const size_t k = (size_t)(colon - item);
+    if (k == 4 && strncmp(item, "ttft", 4) == 0)
+        slo->ttft = ms / 1e3;
+    else if (k == 4 && strncmp(item, "tpot", 4) == 0)
+        slo->tpot = ms / 1e3;
+    else if (k == 4 && strncmp(item, "e2el", 4) == 0)
+        slo->e2el = ms / 1e3;
+    else
+        return -1;
+    return 0;
+}
+
 /* Lets one process hold thousands of sockets. */
 static void raise_fd_limit(void)
 {
@@ -251,6 +273,7 @@ enum {
     OPT_LONG_LEN,
     OPT_LONG_AT,
     OPT_LONG_OUT,
+    OPT_GOODPUT,
 };
 
 int main(int argc, char **argv)
@@ -295,6 +318,7 @@ int main(int argc, char **argv)
         {"metadata", 1, 0, OPT_METADATA},
         {"disable-tqdm", 0, 0, OPT_NO_TQDM},
         {"help", 0, 0, OPT_HELP},
+        {"goodput", 1, 0, OPT_GOODPUT},
         {"long-prompt-len", 1, 0, OPT_LONG_LEN},
         {"long-prompt-at", 1, 0, OPT_LONG_AT},
         {"long-prompt-output-len", 1, 0, OPT_LONG_OUT},
@@ -321,6 +345,8 @@ int main(int argc, char **argv)
         .long_output_len = 16,
     };
     int64_t prefix = 0;
+    struct mm_lg_slo slo = {0};
+    bool goodput = false;
     cJSON *metadata = cJSON_CreateObject();
     int rc = 1;
 
@@ -460,6 +486,13 @@ int main(int argc, char **argv)
         case OPT_NO_TQDM:
             no_tqdm = true;
             break;
+        case OPT_GOODPUT:
+            goodput = true;
+            if (parse_slo(optarg, &slo) != 0) {
+                fprintf(stderr, "mmmamba-loadgen: --goodput wants ttft:MS, tpot:MS or e2el:MS\n");
+                bad = -1;
+            }
+            break;
         case OPT_LONG_LEN:
             bad = parse_i64("long-prompt-len", optarg, 1, &c.long_input_len);
             break;
@@ -484,10 +517,12 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, "mmmamba-loadgen: unexpected argument '%s'\n", argv[optind]);
-        cJSON_Delete(metadata);
-        return 2;
+    for (; optind < argc; optind++) { /* --goodput ttft:500 tpot:50: the later items */
+        if (!goodput || parse_slo(argv[optind], &slo) != 0) {
+            fprintf(stderr, "mmmamba-loadgen: unexpected argument '%s'\n", argv[optind]);
+            cJSON_Delete(metadata);
+            return 2;
+        }
     }
     if (!(c.range_ratio >= 0 && c.range_ratio < 1) || !(image_ratio >= 0 && image_ratio <= 1) ||
         !(c.burstiness > 0) || c.request_timeout < 0) {
@@ -684,6 +719,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "Error %lld: %s\n", (long long)shown++, results[i].error);
         }
     }
+    if (goodput)
+        mm_lg_metrics_goodput(results, c.num_prompts, duration, &slo, &m);
     if (long_result.error)
         fprintf(stderr, "Long prompt error: %s\n", long_result.error);
     mm_lg_report_print(stdout, &m, &info);

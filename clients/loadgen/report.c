@@ -146,6 +146,23 @@ done:
     return st;
 }
 
+void mm_lg_metrics_goodput(const struct mm_lg_result *r, int64_t n, double duration,
+                           const struct mm_lg_slo *slo, struct mm_lg_metrics *m)
+{
+    int64_t good = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (!r[i].success)
+            continue;
+        const double ttft = r[i].ttft >= 0 ? r[i].ttft : r[i].latency;
+        const double tpot =
+            r[i].output_len > 1 ? (r[i].latency - ttft) / (double)(r[i].output_len - 1) : 0.0;
+        good += (slo->ttft <= 0 || ttft <= slo->ttft) && (slo->tpot <= 0 || tpot <= slo->tpot) &&
+                (slo->e2el <= 0 || r[i].latency <= slo->e2el);
+    }
+    m->has_goodput = true;
+    m->request_goodput = duration > 0 ? (double)good / duration : 0.0;
+}
+
 enum mm_status mm_lg_metrics_long(const struct mm_lg_result *r, int64_t n,
                                   const struct mm_lg_result *lr, const double *ps, int n_ps,
                                   struct mm_lg_metrics *m, struct mm_err *err)
@@ -234,6 +251,8 @@ void mm_lg_report_print(FILE *f, const struct mm_lg_metrics *m, const struct mm_
     fprintf(f, "%-40s %-10lld\n", "Total input tokens:", (long long)m->total_input);
     fprintf(f, "%-40s %-10lld\n", "Total generated tokens:", (long long)m->total_output);
     fprintf(f, "%-40s %-10.2f\n", "Request throughput (req/s):", m->request_throughput);
+    if (m->has_goodput)
+        fprintf(f, "%-40s %-10.2f\n", "Request goodput (req/s):", m->request_goodput);
     fprintf(f, "%-40s %-10.2f\n", "Output token throughput (tok/s):", m->output_throughput);
     fprintf(f, "%-40s %-10.2f\n",
             "Peak output token throughput (tok/s):", m->max_output_tokens_per_s);
@@ -337,7 +356,10 @@ cJSON *mm_lg_report_json(const struct mm_lg_metrics *m, const struct mm_lg_info 
     cJSON_AddNumberToObject(j, "total_input_tokens", (double)m->total_input);
     cJSON_AddNumberToObject(j, "total_output_tokens", (double)m->total_output);
     cJSON_AddNumberToObject(j, "request_throughput", m->request_throughput);
-    cJSON_AddNullToObject(j, "request_goodput");
+    if (m->has_goodput)
+        cJSON_AddNumberToObject(j, "request_goodput", m->request_goodput);
+    else
+        cJSON_AddNullToObject(j, "request_goodput");
     cJSON_AddNumberToObject(j, "output_throughput", m->output_throughput);
     cJSON_AddNumberToObject(j, "total_token_throughput", m->total_token_throughput);
     cJSON_AddNumberToObject(j, "max_output_tokens_per_s", m->max_output_tokens_per_s);

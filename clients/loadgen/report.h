@@ -29,6 +29,8 @@ struct mm_lg_metrics {
     struct mm_stats_summary queue;                 /* client queue time (arrival to send), s */
     double max_output_tokens_per_s;  /* the busiest one-second bucket of content chunks */
     int64_t max_concurrent_requests; /* peak overlap of successful requests */
+    bool has_goodput;
+    double request_goodput; /* requests/s that met every SLO of mm_lg_metrics_goodput */
     /* The long-prompt request (driver.h), when there was one. */
     bool has_long;
     bool long_success;
@@ -61,6 +63,17 @@ struct mm_lg_info {
 enum mm_status mm_lg_metrics_compute(const struct mm_lg_result *r, int64_t n, double duration,
                                      const double *ps, int n_ps, struct mm_lg_metrics *m,
                                      struct mm_err *err);
+
+/* Service-level objectives in seconds; <= 0 leaves one out. */
+struct mm_lg_slo {
+    double ttft, tpot, e2el;
+};
+
+/* Sets m->request_goodput: successful requests whose TTFT, TPOT (0 for a
+ * single output token) and E2EL are all within slo, per second of duration
+ * (vLLM's --goodput). */
+void mm_lg_metrics_goodput(const struct mm_lg_result *r, int64_t n, double duration,
+                           const struct mm_lg_slo *slo, struct mm_lg_metrics *m);
 
 /* Adds the long-prompt request's numbers to m (computed by mm_lg_metrics_compute). */
 enum mm_status mm_lg_metrics_long(const struct mm_lg_result *r, int64_t n,

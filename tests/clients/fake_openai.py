@@ -4,8 +4,9 @@ for testing clients without a model: the load generator, the Python SDK, the
 curl scripts and the npm example.
 
 It streams chat.completion.chunk / text_completion SSE with known timing: the
-first content token `--ttft-ms` after the request arrived, then one token every
-`--itl-ms`, each sent at its absolute target time (so sleep jitter does not
+first content token `--ttft-ms` after the request arrived (plus
+`--prefill-us-per-token` per prompt token), then one token every `--itl-ms`
+after the first, each at its absolute target time (so sleep jitter does not
 accumulate). With ignore_eos it emits exactly max_tokens tokens, otherwise
 min(max_tokens, --eos-after). Token k is the word "tok<k> ". prompt_tokens is
 the number of ids of a token-id prompt, or of whitespace-separated words
@@ -224,8 +225,12 @@ class Handler(BaseHTTPRequestHandler):
                 first["choices"][0]["delta"] = {"role": "assistant", "content": ""}
                 event(first)
             self.chunk(": ping\n\n")  # a keep-alive comment during "prefill"
+            t_first = t0 + ttft
             for k, w in enumerate(self.words(body, images, n_out)):
-                target = t0 + ttft + k * args.itl_ms / 1000
+                # Token k at first + k * ITL, the first's actual send time as the
+                # origin: a late first token (a loaded machine) shifts the rest
+                # instead of squeezing their gaps, and jitter never accumulates.
+                target = t_first + k * args.itl_ms / 1000
                 delay = target - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
@@ -235,6 +240,8 @@ class Handler(BaseHTTPRequestHandler):
                     self.chunk("")  # end of the chunked body
                     return
                 event(piece(w))
+                if k == 0:
+                    t_first = max(t_first, time.monotonic())
             event(piece(None if chat else "", finish))
             if (body.get("stream_options") or {}).get("include_usage"):
                 u = piece(None)

@@ -132,6 +132,29 @@ START_TEST(test_json_keys)
 }
 END_TEST
 
+START_TEST(test_goodput)
+{
+    struct mm_lg_result r[5];
+    make_results(r); /* TTFT .2/.3/.4 s, TPOT .025 s, E2EL .3/.4/.5 s */
+    struct mm_lg_metrics m;
+    struct mm_err err;
+    const double p = 50;
+    ck_assert_int_eq(mm_lg_metrics_compute(r, 5, 2.0, &p, 1, &m, &err), MM_OK);
+    struct mm_lg_slo slo = {.ttft = 0.35};
+    mm_lg_metrics_goodput(r, 5, 2.0, &slo, &m);
+    ck_assert(m.has_goodput);
+    ck_assert_double_eq_tol(m.request_goodput, 1.0, 1e-12); /* 2 good / 2 s */
+    slo = (struct mm_lg_slo){.ttft = 1, .tpot = 0.02};
+    mm_lg_metrics_goodput(r, 5, 2.0, &slo, &m);
+    ck_assert_double_eq(m.request_goodput, 0);
+    slo = (struct mm_lg_slo){.e2el = 0.45, .tpot = 0.03};
+    mm_lg_metrics_goodput(r, 5, 2.0, &slo, &m);
+    ck_assert_double_eq_tol(m.request_goodput, 1.0, 1e-12);
+    for (int i = 0; i < 5; i++)
+        mm_dvec_free(&r[i].itl);
+}
+END_TEST
+
 START_TEST(test_long_prompt_window)
 {
     /* One stream: chunks at 0.1, 0.2, ..., 1.1 s. The long prompt is sent at
@@ -183,6 +206,7 @@ int main(void)
     tcase_add_test(tc, test_metrics);
     tcase_add_test(tc, test_json_keys);
     tcase_add_test(tc, test_long_prompt_window);
+    tcase_add_test(tc, test_goodput);
     suite_add_tcase(s, tc);
     return mm_test_run(s);
 }
