@@ -28,6 +28,8 @@ const char *mm_status_str(enum mm_status s)
         return "limit exceeded";
     case MM_ERR_BACKEND:
         return "backend error";
+    case MM_ERR_UNAVAILABLE:
+        return "unavailable";
     }
     return "unknown status";
 }

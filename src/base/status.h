@@ -20,6 +20,7 @@ enum mm_status {
     MM_ERR_NOT_FOUND,   /* a named thing (tensor, key, file) is missing */
     MM_ERR_LIMIT,       /* a configured limit was exceeded */
     MM_ERR_BACKEND,     /* the compute backend failed (e.g. CUDA error) */
+    MM_ERR_UNAVAILABLE, /* not accepting work now (draining, stopped) */
 };
 
 #define MM_ERR_MSG_MAX 512

@@ -5,7 +5,9 @@
  * Memory: weights as fp32 copies; per slot one contiguous block of recurrent
  * state (every mamba2 layer: conv [C] then ssm [heads][d][d]); KV blocks of
  * MM_KV_BLOCK tokens holding, per attention layer of a stack, K then V rows of
- * kv_heads*d values; scratch sized once from the limits. */
+ * kv_heads*d values; per slot one word of token counts per vocabulary id
+ * (cpu_sample.h), saved and copied with the state; scratch sized once from
+ * the limits. */
 #include "engine/cpu_backend.h"
 
 #include <math.h>
@@ -16,6 +18,7 @@
 #include "base/dtype.h"
 #include "base/threadpool.h"
 #include "engine/cpu_kernels.h"
+#include "engine/cpu_sample.h"
 
 struct mm_act {
     float *data;
@@ -67,9 +70,15 @@ struct cpu_ctx {
     float *state;
     int64_t block_elems[2]; /* per stack: K and V of MM_KV_BLOCK tokens, every attention layer */
     float *kv[2];           /* per stack: [n_kv_blocks[s], block_elems[s]] */
+    uint32_t *counts;       /* [n_slots, vocab] token counts for the penalties */
     /* scratch */
     float *s_u, *s_z, *s_y, *s_m, *s_patch, *s_scores;
+    float *s_norm, *s_logits; /* [SAMPLE_ROWS, H], [SAMPLE_ROWS, vocab] */
+    struct mm_cpu_sampler sampler;
 };
+
+/* Rows whose logits `sample` computes at once (bounds its scratch). */
+#define SAMPLE_ROWS 32
 
 /* ---- load ------------------------------------------------------------------------ */
 
@@ -209,8 +218,14 @@ static enum mm_status cpu_load(void *vctx, const struct mm_config *cfg, const st
     c->s_m = alloc_floats(T, max64(maxF, H), false);
     c->s_patch = alloc_floats(max64(lim->max_tiles, 1) * P * P, patch_in, false);
     c->s_scores = alloc_floats(c->n_threads, max64(lim->max_context, 1), false);
-    if (!c->state || !kv_ok || !c->s_u || !c->s_z ||
-        !c->s_y || !c->s_m || !c->s_patch || !c->s_scores)
+    c->s_norm = alloc_floats(SAMPLE_ROWS, H, false);
+    c->s_logits = alloc_floats(SAMPLE_ROWS, cfg->vocab_size, false);
+    /* token counts: one uint32 per (slot, id), same size as a float */
+    c->counts = (uint32_t *)alloc_floats(lim->n_slots, cfg->vocab_size, true);
+    if (!c->counts || mm_cpu_sampler_init(&c->sampler, cfg->vocab_size, err) != MM_OK)
+        return mm_err_set(err, MM_ERR_NOMEM, "cpu backend: cannot allocate the sampler");
+    if (!c->state || !kv_ok || !c->s_u || !c->s_z || !c->s_y || !c->s_m || !c->s_patch ||
+        !c->s_scores || !c->s_norm || !c->s_logits)
         return mm_err_set(
             err, MM_ERR_NOMEM,
             "cpu backend: cannot allocate state/KV/scratch (too large or out of memory)");
@@ -239,6 +254,10 @@ static void cpu_destroy(void *vctx)
     free(c->s_m);
     free(c->s_patch);
     free(c->s_scores);
+    free(c->s_norm);
+    free(c->s_logits);
+    free(c->counts);
+    mm_cpu_sampler_free(&c->sampler);
     mm_threadpool_free(c->tp);
     free(c);
 }
@@ -541,10 +560,101 @@ static void cpu_logits(void *vctx, const struct mm_act *x, const int64_t *rows, 
     mm_cpu_matmul(c->tp, c->s_u, n, H, c->output, c->cfg.vocab_size, NULL, out, false);
 }
 
+/* ---- sampling -------------------------------------------------------------------- */
+
+static uint32_t *slot_counts(const struct cpu_ctx *c, int32_t slot)
+{
+    return c->counts + (int64_t)slot * c->cfg.vocab_size;
+}
+
+static void cpu_sample(void *vctx, const struct mm_act *x, const struct mm_sample_req *reqs, int n,
+                       struct mm_sample_out *out)
+{
+    struct cpu_ctx *c = vctx;
+    const int64_t H = c->cfg.llm.hidden, V = c->cfg.vocab_size;
+    for (int i0 = 0; i0 < n; i0 += SAMPLE_ROWS) {
+        const int m = n - i0 < SAMPLE_ROWS ? n - i0 : SAMPLE_ROWS;
+        /* 1. l = output · RMSNorm(x[row]) for a group of rows at once */
+        for (int i = 0; i < m; i++)
+            mm_cpu_rmsnorm(x->data + reqs[i0 + i].row * H, 1, H, c->norm,
+                           (float)c->cfg.llm.rms_norm_eps, c->s_norm + (int64_t)i * H);
+        mm_cpu_matmul(c->tp, c->s_norm, m, H, c->output, V, NULL, c->s_logits, false);
+        /* 2-6 one row at a time (in request order: two requests of one slot see
+         * each other's counts in that order) */
+        for (int i = 0; i < m; i++) {
+            const struct mm_sample_req *r = &reqs[i0 + i];
+            mm_cpu_sample_row(&c->sampler, c->s_logits + (int64_t)i * V, slot_counts(c, r->slot),
+                              &r->p, r->stream, r->counter, &out[i0 + i]);
+        }
+    }
+}
+
+static void cpu_slot_count(void *vctx, int32_t slot, const int32_t *ids, int64_t n, bool output)
+{
+    struct cpu_ctx *c = vctx;
+    mm_cpu_count_tokens(slot_counts(c, slot), c->cfg.vocab_size, ids, n, output);
+}
+
+/* ---- slots and KV blocks ----------------------------------------------------------- */
+
 static void cpu_slot_reset(void *vctx, int32_t slot)
 {
     struct cpu_ctx *c = vctx;
     memset(c->state + (int64_t)slot * c->state_elems, 0, (size_t)c->state_elems * sizeof(float));
+    memset(slot_counts(c, slot), 0, (size_t)c->cfg.vocab_size * sizeof(uint32_t));
+}
+
+static void cpu_slot_copy(void *vctx, int32_t src, int32_t dst)
+{
+    struct cpu_ctx *c = vctx;
+    if (src == dst)
+        return;
+    memcpy(c->state + (int64_t)dst * c->state_elems, c->state + (int64_t)src * c->state_elems,
+           (size_t)c->state_elems * sizeof(float));
+    memcpy(slot_counts(c, dst), slot_counts(c, src), (size_t)c->cfg.vocab_size * sizeof(uint32_t));
+}
+
+/* A saved slot: the fp32 state (state_elems floats), then the counts (vocab words). */
+static size_t cpu_slot_bytes(void *vctx)
+{
+    const struct cpu_ctx *c = vctx;
+    return (size_t)c->state_elems * sizeof(float) + (size_t)c->cfg.vocab_size * sizeof(uint32_t);
+}
+
+static void cpu_slot_save(void *vctx, int32_t slot, void *host)
+{
+    struct cpu_ctx *c = vctx;
+    const size_t sb = (size_t)c->state_elems * sizeof(float);
+    memcpy(host, c->state + (int64_t)slot * c->state_elems, sb);
+    memcpy((char *)host + sb, slot_counts(c, slot), (size_t)c->cfg.vocab_size * sizeof(uint32_t));
+}
+
+static void cpu_slot_restore(void *vctx, int32_t slot, const void *host)
+{
+    struct cpu_ctx *c = vctx;
+    const size_t sb = (size_t)c->state_elems * sizeof(float);
+    memcpy(c->state + (int64_t)slot * c->state_elems, host, sb);
+    memcpy(slot_counts(c, slot), (const char *)host + sb,
+           (size_t)c->cfg.vocab_size * sizeof(uint32_t));
+}
+
+static void cpu_kv_copy(void *vctx, enum mm_stack stack, const int32_t *src, const int32_t *dst,
+                        int64_t n)
+{
+    struct cpu_ctx *c = vctx;
+    const int64_t be = c->block_elems[stack];
+    for (int64_t i = 0; i < n; i++)
+        if (src[i] != dst[i])
+            memcpy(c->kv[stack] + (int64_t)dst[i] * be, c->kv[stack] + (int64_t)src[i] * be,
+                   (size_t)be * sizeof(float));
+}
+
+/* Plain C ops cannot fail after load: nothing to report. */
+static enum mm_status cpu_status(void *vctx, struct mm_err *err)
+{
+    (void)vctx;
+    (void)err;
+    return MM_OK;
 }
 
 static void cpu_slot_read(void *vctx, int32_t slot, float *out)
@@ -567,7 +677,15 @@ static const struct mm_backend_ops cpu_ops = {
     .attention = cpu_attention,
     .mlp = cpu_mlp,
     .logits = cpu_logits,
+    .sample = cpu_sample,
+    .slot_count = cpu_slot_count,
     .slot_reset = cpu_slot_reset,
+    .slot_copy = cpu_slot_copy,
+    .slot_bytes = cpu_slot_bytes,
+    .slot_save = cpu_slot_save,
+    .slot_restore = cpu_slot_restore,
+    .kv_copy = cpu_kv_copy,
+    .status = cpu_status,
     .slot_read = cpu_slot_read,
 };
 

@@ -2,9 +2,11 @@
  * The step itself is in forward.c. */
 #include "engine/engine.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/json.h"
 #include "base/log.h"
 #include "engine/cpu_backend.h"
 
@@ -19,12 +21,39 @@ void mm_engine_options_default(struct mm_engine_options *o)
     o->state_fp32 = true;
 }
 
-static bool stack_has_mha(const struct mm_stack_config *sc)
+static int64_t stack_mha_layers(const struct mm_stack_config *sc)
 {
+    int64_t n = 0;
     for (int64_t i = 0; i < sc->num_layers; i++)
-        if (sc->kinds[i] == MM_LAYER_MHA)
-            return true;
-    return false;
+        n += sc->kinds[i] == MM_LAYER_MHA;
+    return n;
+}
+
+/* EOS ids from generation_config.json ("eos_token_id": a number or a list);
+ * the file and the key are optional. */
+static enum mm_status load_eos(struct mm_engine *e, const char *dir, struct mm_err *err)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/generation_config.json", dir) >= (int)sizeof path)
+        return mm_err_set(err, MM_ERR_INVALID, "model path too long");
+    cJSON *root;
+    struct mm_err ignored;
+    if (mm_json_read_file(path, 1 << 20, &root, &ignored) != MM_OK)
+        return MM_OK; /* no generation config: no EOS beyond what the caller adds */
+    const cJSON *eos = cJSON_GetObjectItemCaseSensitive(root, "eos_token_id");
+    enum mm_status st = MM_OK;
+    const cJSON *item = cJSON_IsArray(eos) ? eos->child : eos;
+    for (; item && st == MM_OK; item = cJSON_IsArray(eos) ? item->next : NULL) {
+        const double v = cJSON_IsNumber(item) ? item->valuedouble : -1;
+        if (v < 0 || v >= (double)e->cfg.vocab_size || v != (double)(int32_t)v)
+            st = mm_err_set(err, MM_ERR_FORMAT,
+                            "generation_config.json: eos_token_id must be ids below %lld",
+                            (long long)e->cfg.vocab_size);
+        else if (e->n_eos < MM_ENGINE_MAX_EOS)
+            e->eos_ids[e->n_eos++] = (int32_t)v;
+    }
+    cJSON_Delete(root);
+    return st;
 }
 
 int64_t mm_engine_emb_rows(const struct mm_config *cfg, int64_t n, int64_t n_tiles)
@@ -79,19 +108,43 @@ enum mm_status mm_engine_open(const char *dir, const struct mm_engine_options *o
         .max_context = emb_context,
         .state_fp32 = opt->state_fp32,
     };
-    const bool has_mha = mm_config_count_layers(cfg, MM_LAYER_MHA) > 0;
-    if (has_mha) {
-        const int64_t per_seq = mm_kv_blocks_for(emb_context) + mm_kv_blocks_for(opt->max_context);
-        /* one pool hands out block ids for both stacks (each stack's backend
-         * storage has as many blocks; the scheduler issue splits the pools) */
-        const int64_t n_blocks = per_seq * opt->max_seqs;
-        for (int s = 0; s < 2; s++)
-            lim.n_kv_blocks[s] =
-                stack_has_mha(s == MM_STACK_EMB ? &cfg->emb : &cfg->llm) ? n_blocks : 0;
-        if ((st = mm_kv_pool_create(n_blocks, opt->max_seqs, 2,
-                                    mm_kv_blocks_for(emb_context), &e->kv, err)) != MM_OK)
+    e->emb_context = emb_context;
+    /* KV pools, one per stack with attention: a block holds MM_KV_BLOCK
+     * tokens of every attention layer of its stack (fp32 on the CPU, bf16
+     * on CUDA); kv_memory buys the same number of blocks for each stack */
+    const size_t elem = opt->backend == MM_BACKEND_CUDA ? 2 : 4;
+    size_t block_bytes[2], pair_bytes = 0;
+    const int64_t ctx_blocks[2] = {mm_kv_blocks_for(emb_context),
+                                   mm_kv_blocks_for(opt->max_context)};
+    for (int s = 0; s < 2; s++) {
+        const struct mm_stack_config *sc = s == MM_STACK_EMB ? &cfg->emb : &cfg->llm;
+        block_bytes[s] =
+            (size_t)(stack_mha_layers(sc) * 2 * MM_KV_BLOCK * sc->kv_heads * sc->head_dim) * elem;
+        pair_bytes += block_bytes[s];
+    }
+    for (int s = 0; s < 2 && pair_bytes > 0; s++) {
+        if (block_bytes[s] == 0)
+            continue;
+        const int64_t full = ctx_blocks[s] * opt->max_seqs;
+        int64_t n = full;
+        if (opt->kv_memory > 0) {
+            const size_t fit = opt->kv_memory / pair_bytes;
+            n = fit < (size_t)full ? (int64_t)fit : full;
+        }
+        if (n < 1 || n > INT32_MAX) {
+            st = mm_err_set(err, MM_ERR_INVALID,
+                            "engine: kv_memory of %zu bytes holds no KV block (one block of "
+                            "each stack takes %zu bytes)",
+                            opt->kv_memory, pair_bytes);
+            goto fail;
+        }
+        e->kv_blocks[s] = n;
+        lim.n_kv_blocks[s] = n;
+        if ((st = mm_kv_pool_create(n, opt->max_seqs, 1, ctx_blocks[s], &e->kv[s], err)) != MM_OK)
             goto fail;
     }
+    if ((st = load_eos(e, dir, err)) != MM_OK)
+        goto fail;
     if ((st = e->be.ops->load(e->be.ctx, cfg, &e->w, &lim, err)) != MM_OK)
         goto fail;
     const int64_t H = cfg->llm.hidden;
@@ -103,8 +156,10 @@ enum mm_status mm_engine_open(const char *dir, const struct mm_engine_options *o
     e->spans_emb = calloc((size_t)opt->max_seqs, sizeof *e->spans_emb);
     e->spans_llm = calloc((size_t)opt->max_seqs, sizeof *e->spans_llm);
     e->logit_rows = calloc((size_t)opt->max_seqs, sizeof *e->logit_rows);
+    e->last_rows = calloc((size_t)opt->max_seqs, sizeof *e->last_rows);
+    e->sample_reqs = calloc((size_t)opt->max_seqs, sizeof *e->sample_reqs);
     if (!e->x_emb || !e->x_llm || !e->patches || !e->img || !e->slots || !e->spans_emb ||
-        !e->spans_llm || !e->logit_rows) {
+        !e->spans_llm || !e->logit_rows || !e->last_rows || !e->sample_reqs) {
         st = mm_err_set(err, MM_ERR_NOMEM, "engine: out of memory for step buffers");
         goto fail;
     }
@@ -123,12 +178,15 @@ void mm_engine_close(struct mm_engine *e)
         return;
     if (e->be.ops)
         e->be.ops->destroy(e->be.ctx);
-    mm_kv_pool_free(e->kv);
+    mm_kv_pool_free(e->kv[0]);
+    mm_kv_pool_free(e->kv[1]);
     mm_safetensors_close(e->st);
     free(e->slots);
     free(e->spans_emb);
     free(e->spans_llm);
     free(e->logit_rows);
+    free(e->last_rows);
+    free(e->sample_reqs);
     free(e);
 }
 
@@ -149,6 +207,123 @@ void mm_engine_slot_release(struct mm_engine *e, int32_t slot)
     if (slot < 0 || slot >= e->opt.max_seqs)
         return;
     e->slots[slot].used = false;
-    if (e->kv)
-        mm_kv_pool_release(e->kv, slot);
+    for (int s = 0; s < 2; s++)
+        if (e->kv[s])
+            mm_kv_pool_release(e->kv[s], slot);
+}
+
+enum mm_status mm_engine_sample(struct mm_engine *e, const struct mm_engine_sample *reqs, int n,
+                                struct mm_sample_out *out, struct mm_err *err)
+{
+    if (n < 0 || n > e->opt.max_seqs)
+        return mm_err_set(err, MM_ERR_INVALID, "a step samples at most %d tokens", e->opt.max_seqs);
+    for (int i = 0; i < n; i++) {
+        const struct mm_engine_sample *r = &reqs[i];
+        if (r->step < 0 || r->step >= e->n_last || r->slot < 0 || r->slot >= e->opt.max_seqs ||
+            !e->slots[r->slot].used)
+            return mm_err_set(err, MM_ERR_INVALID, "sample %d: no step %d or slot %d", i, r->step,
+                              r->slot);
+        e->sample_reqs[i] =
+            (struct mm_sample_req){e->last_rows[r->step], r->slot, r->stream, r->counter, r->p};
+    }
+    if (n > 0)
+        e->be.ops->sample(e->be.ctx, e->x_out, e->sample_reqs, n, out);
+    return MM_OK;
+}
+
+enum mm_status mm_engine_check(struct mm_engine *e, struct mm_err *err)
+{
+    if (e->be.ops->status(e->be.ctx, err) == MM_OK)
+        return MM_OK;
+    if (err)
+        err->status = MM_ERR_BACKEND;
+    mm_err_prefix(err, "%s backend", e->be.ops->name);
+    return MM_ERR_BACKEND;
+}
+
+void mm_engine_slot_count(struct mm_engine *e, int32_t slot, const int32_t *ids, int64_t n,
+                          bool output)
+{
+    e->be.ops->slot_count(e->be.ctx, slot, ids, n, output);
+}
+
+/* Tokens a slot's table of one stack must cover after n more ids. */
+static int64_t kv_end(const struct mm_engine *e, int32_t slot, int s, int64_t n, int64_t n_tiles)
+{
+    const struct mm_engine_slot *sl = &e->slots[slot];
+    return s == MM_STACK_EMB ? sl->emb_pos + mm_engine_emb_rows(&e->cfg, n, n_tiles) : sl->pos + n;
+}
+
+void mm_engine_kv_need(const struct mm_engine *e, int32_t slot, int64_t n, int64_t n_tiles,
+                       int64_t need[2])
+{
+    for (int s = 0; s < 2; s++) {
+        need[s] = 0;
+        if (e->kv[s]) {
+            const int64_t want = mm_kv_blocks_for(kv_end(e, slot, s, n, n_tiles));
+            const int64_t have = mm_kv_pool_used(e->kv[s], slot, 0);
+            need[s] = want > have ? want - have : 0;
+        }
+    }
+}
+
+enum mm_status mm_engine_kv_reserve(struct mm_engine *e, int32_t slot, int64_t n, int64_t n_tiles,
+                                    struct mm_err *err)
+{
+    if (slot < 0 || slot >= e->opt.max_seqs || !e->slots[slot].used)
+        return mm_err_set(err, MM_ERR_INVALID, "slot %d is not acquired", slot);
+    const int64_t had = e->kv[MM_STACK_EMB] ? mm_kv_pool_used(e->kv[MM_STACK_EMB], slot, 0) : 0;
+    for (int s = 0; s < 2; s++) {
+        if (!e->kv[s])
+            continue;
+        enum mm_status st =
+            mm_kv_pool_reserve(e->kv[s], slot, 0, kv_end(e, slot, s, n, n_tiles), err);
+        if (st != MM_OK) {
+            if (s == MM_STACK_LLM && e->kv[MM_STACK_EMB]) /* give back what the first took */
+                mm_kv_pool_truncate(e->kv[MM_STACK_EMB], slot, 0, had * MM_KV_BLOCK);
+            return st;
+        }
+    }
+    return MM_OK;
+}
+
+void mm_engine_kv_usage(const struct mm_engine *e, int64_t used[2], int64_t total[2])
+{
+    for (int s = 0; s < 2; s++) {
+        total[s] = e->kv[s] ? e->kv_blocks[s] : 0;
+        used[s] = e->kv[s] ? e->kv_blocks[s] - mm_kv_pool_free_blocks(e->kv[s]) : 0;
+    }
+}
+
+enum mm_status mm_engine_slot_copy(struct mm_engine *e, int32_t src, int32_t dst,
+                                   struct mm_err *err)
+{
+    if (src < 0 || src >= e->opt.max_seqs || dst < 0 || dst >= e->opt.max_seqs ||
+        !e->slots[src].used || !e->slots[dst].used || src == dst)
+        return mm_err_set(err, MM_ERR_INVALID, "slot copy %d -> %d: slots not acquired", src, dst);
+    const struct mm_engine_slot *from = &e->slots[src];
+    int64_t had[2] = {0, 0};
+    for (int s = 0; s < 2; s++) {
+        if (!e->kv[s])
+            continue;
+        had[s] = mm_kv_pool_used(e->kv[s], dst, 0);
+        const int64_t n = s == MM_STACK_EMB ? from->emb_pos : from->pos;
+        enum mm_status st = mm_kv_pool_reserve(e->kv[s], dst, 0, n, err);
+        if (st != MM_OK) {
+            for (int r = 0; r < s; r++)
+                if (e->kv[r])
+                    mm_kv_pool_truncate(e->kv[r], dst, 0, had[r] * MM_KV_BLOCK);
+            return st;
+        }
+    }
+    for (int s = 0; s < 2; s++)
+        if (e->kv[s]) {
+            const int64_t n = s == MM_STACK_EMB ? from->emb_pos : from->pos;
+            e->be.ops->kv_copy(e->be.ctx, (enum mm_stack)s, mm_kv_pool_table(e->kv[s], src, 0),
+                               mm_kv_pool_table(e->kv[s], dst, 0), mm_kv_blocks_for(n));
+        }
+    e->be.ops->slot_copy(e->be.ctx, src, dst);
+    e->slots[dst].pos = from->pos;
+    e->slots[dst].emb_pos = from->emb_pos;
+    return MM_OK;
 }

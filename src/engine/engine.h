@@ -5,9 +5,12 @@
  * counters (one per stack: with "post" pixel shuffle the embedding stack sees
  * 1024 tokens per tile where the LLM sees 256) so callers only hand in new
  * token ids. A step may mix several sequences, each with any number of new
- * tokens (prefill chunks and single decode tokens alike). The engine, its
- * backend and all device state belong to one thread (the engine thread);
- * nothing here is thread-safe. */
+ * tokens (prefill chunks and single decode tokens alike). KV blocks
+ * (attention layers only) come from one pool per stack, sized at open from
+ * a memory budget; a slot's tables grow as it advances, or ahead of time
+ * (mm_engine_kv_reserve: the scheduler reserves a prompt at admission).
+ * The engine, its backend and all device state belong to one thread (the
+ * engine thread); nothing here is thread-safe. */
 #ifndef MM_ENGINE_ENGINE_H
 #define MM_ENGINE_ENGINE_H
 
@@ -34,6 +37,9 @@ struct mm_engine_options {
     int64_t max_tiles;   /* image tiles in one step */
     int64_t max_context; /* longest sequence (LLM positions) */
     bool state_fp32;     /* SSM state precision between steps */
+    size_t kv_memory;    /* bytes for KV blocks (attention layers), shared by the stacks so
+                            that each gets the same number of blocks; 0: enough for every
+                            slot to reach max_context */
 };
 
 /* Defaults: CPU, 4 slots, 4096 tokens, 13 tiles, 32768 context, fp32 state. */
@@ -42,6 +48,7 @@ struct mm_engine_options {
 #define MM_ENGINE_MAX_TOKENS (1 << 20)
 #define MM_ENGINE_MAX_TILES 4096
 #define MM_ENGINE_MAX_CONTEXT (1 << 24)
+#define MM_ENGINE_MAX_EOS 8
 void mm_engine_options_default(struct mm_engine_options *o);
 
 /* New tokens of one sequence for one step. */
@@ -68,13 +75,21 @@ struct mm_engine {
     struct mm_weights w;       /* borrows from st */
     struct mm_backend be;
     struct mm_engine_options opt;
-    struct mm_kv_pool *kv;        /* NULL when the model has no attention layer */
+    struct mm_kv_pool *kv[2];     /* per stack (enum mm_stack); NULL without attention layers */
+    int64_t kv_blocks[2];         /* blocks in each pool */
     struct mm_engine_slot *slots; /* [opt.max_seqs] */
     int64_t max_emb_tokens;       /* embedding-stack rows in one step */
+    int64_t emb_context;          /* embedding-stack positions of a max_context sequence */
+    int32_t eos_ids[MM_ENGINE_MAX_EOS]; /* generation_config.json eos_token_id (may be none) */
+    int n_eos;
     /* step buffers, sized once */
     struct mm_act *x_emb, *x_llm, *patches, *img;
+    struct mm_act *x_out;                  /* final activations of the last step */
     struct mm_span *spans_emb, *spans_llm; /* [max_seqs] */
     int64_t *logit_rows;                   /* [max_seqs] */
+    int64_t *last_rows;                    /* [max_seqs] x_out row of each step's last token */
+    int n_last;                            /* steps in the last forward */
+    struct mm_sample_req *sample_reqs;     /* [max_seqs] */
 };
 
 /* Loads DIR (config, weights, backend). *out is owned by the caller
@@ -89,7 +104,8 @@ enum mm_status mm_engine_slot_acquire(struct mm_engine *e, int32_t *slot, struct
 void mm_engine_slot_release(struct mm_engine *e, int32_t slot);
 
 /* Runs one step. logits receives vocab_size floats per step with
- * want_logits, in order. Input is validated (ids in range, image runs
+ * want_logits, in order (logits may be NULL: nothing goes to the host; the
+ * final activations stay for mm_engine_sample). Input is validated (ids in range, image runs
  * matching n_tiles, limits) before anything runs; on error no state changes
  * (KV blocks reserved for the step are given back too). Two steps may not
  * name the same slot. Each step's tiles must hold n_tiles tiles: the caller
@@ -99,5 +115,46 @@ enum mm_status mm_engine_forward(struct mm_engine *e, const struct mm_seq_step *
 
 /* Embedding-stack rows a step of n ids with n_tiles tiles occupies. */
 int64_t mm_engine_emb_rows(const struct mm_config *cfg, int64_t n, int64_t n_tiles);
+
+/* One token to draw from the last mm_engine_forward: the logits of the last
+ * token of steps[step] (any slot may sample them: n > 1 forks sample the
+ * prompt's last row once per choice, each into its own slot's counts). */
+struct mm_engine_sample {
+    int step;
+    int32_t slot;
+    uint32_t stream, counter; /* Philox stream (choice) and counter (output index) */
+    struct mm_sample_params p;
+};
+
+/* Samples on the backend (backend.h `sample`): only ids and logprobs come
+ * back. At most max_seqs requests; steps and slots must be valid. */
+enum mm_status mm_engine_sample(struct mm_engine *e, const struct mm_engine_sample *reqs, int n,
+                                struct mm_sample_out *out, struct mm_err *err);
+
+/* The backend's sticky status since the last check: MM_ERR_BACKEND with the
+ * backend's message when any op failed. Call it once per step. */
+enum mm_status mm_engine_check(struct mm_engine *e, struct mm_err *err);
+
+/* Adds ids to a slot's token counts (penalties): prompt (output false) or
+ * output (a resumed sequence re-counts what it generated). */
+void mm_engine_slot_count(struct mm_engine *e, int32_t slot, const int32_t *ids, int64_t n,
+                          bool output);
+
+/* Copies slot src (state, token counts, positions, KV blocks) into the
+ * acquired slot dst, whose own KV blocks are reused or grown; MM_ERR_LIMIT
+ * (nothing changed) when blocks run out. */
+enum mm_status mm_engine_slot_copy(struct mm_engine *e, int32_t src, int32_t dst,
+                                   struct mm_err *err);
+
+/* KV blocks per stack that n more ids (n_tiles of them in tiles) would need
+ * in slot beyond the blocks it holds. */
+void mm_engine_kv_need(const struct mm_engine *e, int32_t slot, int64_t n, int64_t n_tiles,
+                       int64_t need[2]);
+/* Grows slot's tables to cover n more ids (n_tiles tiles) past its
+ * position; MM_ERR_LIMIT (nothing changed) when blocks run out. */
+enum mm_status mm_engine_kv_reserve(struct mm_engine *e, int32_t slot, int64_t n, int64_t n_tiles,
+                                    struct mm_err *err);
+/* Blocks in use and in total per stack (0 for a stack without attention). */
+void mm_engine_kv_usage(const struct mm_engine *e, int64_t used[2], int64_t total[2]);
 
 #endif

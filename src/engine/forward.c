@@ -87,28 +87,36 @@ static enum mm_status validate(const struct mm_engine *e, const struct mm_seq_st
     return MM_OK;
 }
 
-/* Reserves KV blocks for every attention-bearing stack. On failure the
- * blocks this step added are given back, so nothing changes. */
+/* Grows the KV tables of every step's slot (stacks with attention) to
+ * cover the step. On failure every table is put back as it was (blocks
+ * reserved ahead of time, e.g. at admission, stay), so nothing changes. */
 static enum mm_status reserve_kv(struct mm_engine *e, const struct mm_seq_step *steps, int n_steps,
                                  struct mm_err *err)
 {
-    if (!e->kv)
-        return MM_OK;
-    for (int s = 0; s < n_steps; s++) {
-        const struct mm_engine_slot *sl = &e->slots[steps[s].slot];
-        const int64_t emb_end =
-            sl->emb_pos + mm_engine_emb_rows(&e->cfg, steps[s].n, steps[s].n_tiles);
-        enum mm_status st = mm_kv_pool_reserve(e->kv, steps[s].slot, MM_STACK_EMB, emb_end, err);
-        if (st == MM_OK)
-            st = mm_kv_pool_reserve(e->kv, steps[s].slot, MM_STACK_LLM, sl->pos + steps[s].n, err);
-        if (st != MM_OK) {
-            for (int r = 0; r <= s; r++) {
-                const struct mm_engine_slot *rs = &e->slots[steps[r].slot];
-                mm_kv_pool_truncate(e->kv, steps[r].slot, MM_STACK_EMB, rs->emb_pos);
-                mm_kv_pool_truncate(e->kv, steps[r].slot, MM_STACK_LLM, rs->pos);
+    for (int k = 0; k < 2; k++) {
+        if (!e->kv[k])
+            continue;
+        for (int s = 0; s < n_steps; s++) {
+            const struct mm_engine_slot *sl = &e->slots[steps[s].slot];
+            e->logit_rows[s] = mm_kv_pool_used(e->kv[k], steps[s].slot, 0); /* as scratch */
+            const int64_t end =
+                k == MM_STACK_EMB
+                    ? sl->emb_pos + mm_engine_emb_rows(&e->cfg, steps[s].n, steps[s].n_tiles)
+                    : sl->pos + steps[s].n;
+            enum mm_status st = mm_kv_pool_reserve(e->kv[k], steps[s].slot, 0, end, err);
+            if (st != MM_OK) {
+                for (int r = 0; r <= s; r++)
+                    mm_kv_pool_truncate(e->kv[k], steps[r].slot, 0, e->logit_rows[r] * MM_KV_BLOCK);
+                if (k == MM_STACK_LLM && e->kv[MM_STACK_EMB]) /* the stack done before */
+                    for (int r = 0; r < n_steps; r++)
+                        mm_kv_pool_truncate(e->kv[MM_STACK_EMB], steps[r].slot, 0,
+                                            e->last_rows[r] * MM_KV_BLOCK);
+                return st;
             }
-            return st;
         }
+        if (k == MM_STACK_EMB) /* remember the embedding stack's counts for a rollback */
+            for (int s = 0; s < n_steps; s++)
+                e->last_rows[s] = e->logit_rows[s];
     }
     return MM_OK;
 }
@@ -199,6 +207,7 @@ enum mm_status mm_engine_forward(struct mm_engine *e, const struct mm_seq_step *
                                  float *logits, struct mm_err *err)
 {
     enum mm_status st;
+    e->n_last = 0; /* a failed step leaves nothing to sample */
     if ((st = validate(e, steps, n_steps, err)) != MM_OK ||
         (st = reserve_kv(e, steps, n_steps, err)) != MM_OK)
         return st;
@@ -210,12 +219,12 @@ enum mm_status mm_engine_forward(struct mm_engine *e, const struct mm_seq_step *
     for (int s = 0; s < n_steps; s++) {
         const struct mm_engine_slot *sl = &e->slots[steps[s].slot];
         const int64_t n = embed_sequence(e, &steps[s], emb_rows);
-        e->spans_emb[s] =
-            (struct mm_span){steps[s].slot, emb_rows, n, sl->emb_pos,
-                             e->kv ? mm_kv_pool_table(e->kv, steps[s].slot, MM_STACK_EMB) : NULL};
-        e->spans_llm[s] =
-            (struct mm_span){steps[s].slot, llm_rows, steps[s].n, sl->pos,
-                             e->kv ? mm_kv_pool_table(e->kv, steps[s].slot, MM_STACK_LLM) : NULL};
+        e->spans_emb[s] = (struct mm_span){
+            steps[s].slot, emb_rows, n, sl->emb_pos,
+            e->kv[MM_STACK_EMB] ? mm_kv_pool_table(e->kv[MM_STACK_EMB], steps[s].slot, 0) : NULL};
+        e->spans_llm[s] = (struct mm_span){
+            steps[s].slot, llm_rows, steps[s].n, sl->pos,
+            e->kv[MM_STACK_LLM] ? mm_kv_pool_table(e->kv[MM_STACK_LLM], steps[s].slot, 0) : NULL};
         emb_rows += n;
         llm_rows += steps[s].n;
     }
@@ -235,11 +244,15 @@ enum mm_status mm_engine_forward(struct mm_engine *e, const struct mm_seq_step *
     /* 3. the LLM stack, final norm and LM head */
     run_stack(e, MM_STACK_LLM, x, e->spans_llm, n_steps, llm_rows);
     int n_logits = 0;
-    for (int s = 0; s < n_steps; s++)
+    for (int s = 0; s < n_steps; s++) {
+        e->last_rows[s] = e->spans_llm[s].row + steps[s].n - 1;
         if (steps[s].want_logits)
-            e->logit_rows[n_logits++] = e->spans_llm[s].row + steps[s].n - 1;
-    if (n_logits > 0)
+            e->logit_rows[n_logits++] = e->last_rows[s];
+    }
+    if (n_logits > 0 && logits)
         ops->logits(e->be.ctx, x, e->logit_rows, n_logits, logits);
+    e->x_out = x; /* for mm_engine_sample */
+    e->n_last = n_steps;
 
     for (int s = 0; s < n_steps; s++) {
         e->slots[steps[s].slot].pos += steps[s].n;

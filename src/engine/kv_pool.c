@@ -102,3 +102,8 @@ const int32_t *mm_kv_pool_table(const struct mm_kv_pool *p, int32_t slot, int st
 }
 
 int64_t mm_kv_pool_free_blocks(const struct mm_kv_pool *p) { return p->n_free; }
+
+int64_t mm_kv_pool_used(const struct mm_kv_pool *p, int32_t slot, int stack)
+{
+    return p->used[(int64_t)slot * p->n_stacks + stack];
+}

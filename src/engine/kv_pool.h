@@ -32,6 +32,8 @@ void mm_kv_pool_release(struct mm_kv_pool *p, int32_t slot);
 /* The table (borrowed; valid until the next reserve/release of that slot). */
 const int32_t *mm_kv_pool_table(const struct mm_kv_pool *p, int32_t slot, int stack);
 int64_t mm_kv_pool_free_blocks(const struct mm_kv_pool *p);
+/* Blocks in the table of (slot, stack). */
+int64_t mm_kv_pool_used(const struct mm_kv_pool *p, int32_t slot, int stack);
 /* Blocks needed for n tokens. */
 int64_t mm_kv_blocks_for(int64_t n_tokens);
 

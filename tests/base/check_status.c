@@ -31,7 +31,7 @@ END_TEST
 
 START_TEST(test_names)
 {
-    for (int s = MM_OK; s <= MM_ERR_BACKEND; s++)
+    for (int s = MM_OK; s <= MM_ERR_UNAVAILABLE; s++)
         ck_assert_ptr_nonnull(mm_status_str((enum mm_status)s));
     ck_assert_str_eq(mm_status_str(MM_ERR_NOMEM), "out of memory");
     ck_assert_str_eq(mm_status_str(MM_OK), "ok");

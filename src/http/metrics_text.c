@@ -1,0 +1,160 @@
+/* metrics_text.c: GET /metrics, the Prometheus text format (0.0.4).
+ *
+ * Design: vLLM's metric names with the `vllm:` prefix and a `model_name`
+ * label, so existing dashboards and `vllm bench serve` read this server as
+ * they read vLLM; what vLLM has no name for (state slots, KV blocks per
+ * stack, engine steps) is under `mmmamba:`. One snapshot of the serve
+ * metrics is taken per scrape. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http/exchange.h"
+#include "serve/metrics.h"
+#include "serve/scheduler.h"
+
+struct buf {
+    char *s;
+    size_t len, cap;
+    bool failed;
+};
+
+static void out(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void out(struct buf *b, const char *fmt, ...)
+{
+    if (b->failed)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        const int n = vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->failed = true;
+            return;
+        }
+        if ((size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        const size_t cap = b->cap * 2 + (size_t)n + 1;
+        char *p = realloc(b->s, cap);
+        if (!p) {
+            b->failed = true;
+            return;
+        }
+        b->s = p;
+        b->cap = cap;
+    }
+}
+
+static void metric(struct buf *b, const char *name, const char *type, const char *help,
+                   const char *label, double value)
+{
+    out(b, "# HELP %s %s\n# TYPE %s %s\n%s{%s} %.17g\n", name, help, name, type, name, label,
+        value);
+}
+
+static void histogram(struct buf *b, const char *name, const char *help, const char *label,
+                      const struct mm_histogram *h)
+{
+    out(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    for (int i = 0; i < h->n_bounds; i++)
+        out(b, "%s_bucket{%s,le=\"%.17g\"} %llu\n", name, label, h->bounds[i],
+            (unsigned long long)h->buckets[i]);
+    out(b, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, label,
+        (unsigned long long)h->buckets[h->n_bounds]);
+    out(b, "%s_sum{%s} %.17g\n%s_count{%s} %llu\n", name, label, h->sum, name, label,
+        (unsigned long long)h->count);
+}
+
+void mm_http_handle_metrics(struct mm_http_exchange *ex)
+{
+    const struct mm_http_app *app = mm_http_app(ex);
+    struct mm_metrics_snapshot m;
+    memset(&m, 0, sizeof m);
+    if (app->sched)
+        mm_metrics_snapshot(mm_scheduler_metrics(app->sched), &m);
+    struct buf b = {.s = malloc(16384), .cap = 16384};
+    if (!b.s) {
+        mm_http_reply_error(ex, 503, NULL, "out_of_memory", "out of memory");
+        return;
+    }
+    b.s[0] = '\0';
+    char label[300];
+    /* the name is operator-chosen: escape what the text format needs escaped */
+    size_t k = (size_t)snprintf(label, sizeof label, "model_name=\"");
+    for (const char *p = app->model_name; *p && k + 4 < sizeof label; p++) {
+        if (*p == '"' || *p == '\\')
+            label[k++] = '\\';
+        label[k++] = *p == '\n' ? ' ' : *p;
+    }
+    snprintf(label + k, sizeof label - k, "\"");
+
+    metric(&b, "vllm:num_requests_running", "gauge", "Requests holding a state slot.", label,
+           (double)m.running);
+    metric(&b, "vllm:num_requests_waiting", "gauge", "Requests waiting for a slot.", label,
+           (double)m.waiting);
+    const double kv_used = (double)(m.kv_blocks_used[0] + m.kv_blocks_used[1]);
+    const double kv_total = (double)(m.kv_blocks_total[0] + m.kv_blocks_total[1]);
+    metric(&b, "vllm:gpu_cache_usage_perc", "gauge",
+           "Fraction of KV blocks in use (0 for a model without attention layers).", label,
+           kv_total > 0 ? kv_used / kv_total : 0.0);
+    metric(&b, "vllm:prompt_tokens_total", "counter", "Prompt tokens prefilled.", label,
+           (double)m.prompt_tokens);
+    metric(&b, "vllm:generation_tokens_total", "counter", "Tokens generated.", label,
+           (double)m.generation_tokens);
+    metric(&b, "vllm:num_preemptions_total", "counter", "Sequences preempted (KV pool dry).",
+           label, (double)m.preemptions);
+    out(&b, "# HELP vllm:request_success_total Finished choices by finish reason.\n"
+            "# TYPE vllm:request_success_total counter\n");
+    static const struct {
+        enum mm_finish_reason f;
+        const char *name;
+    } reasons[] = {{MM_FINISH_STOP, "stop"},
+                   {MM_FINISH_LENGTH, "length"},
+                   {MM_FINISH_CANCELLED, "abort"},
+                   {MM_FINISH_ERROR, "error"}};
+    for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
+        out(&b, "vllm:request_success_total{%s,finished_reason=\"%s\"} %llu\n", label,
+            reasons[i].name, (unsigned long long)m.requests_finished[reasons[i].f]);
+    histogram(&b, "vllm:time_to_first_token_seconds", "Time to first token.", label,
+              &m.hist[MM_HIST_TTFT]);
+    histogram(&b, "vllm:time_per_output_token_seconds", "Time between output tokens.", label,
+              &m.hist[MM_HIST_ITL]);
+    histogram(&b, "vllm:e2e_request_latency_seconds", "Submission to finish.", label,
+              &m.hist[MM_HIST_E2E]);
+    histogram(&b, "vllm:request_queue_time_seconds", "Submission to admission.", label,
+              &m.hist[MM_HIST_QUEUE_TIME]);
+    histogram(&b, "vllm:request_prompt_tokens", "Prompt tokens per request.", label,
+              &m.hist[MM_HIST_PROMPT_TOKENS]);
+    histogram(&b, "vllm:request_generation_tokens", "Generated tokens per request.", label,
+              &m.hist[MM_HIST_GEN_TOKENS]);
+    metric(&b, "mmmamba:state_slots_used", "gauge", "Recurrent-state slots in use.", label,
+           (double)m.slots_used);
+    metric(&b, "mmmamba:state_slots_total", "gauge", "Recurrent-state slots.", label,
+           (double)m.slots_total);
+    static const char *const stacks[2] = {"embedding", "llm"};
+    out(&b, "# HELP mmmamba:kv_blocks_used KV blocks in use, per stack.\n"
+            "# TYPE mmmamba:kv_blocks_used gauge\n");
+    for (int s = 0; s < 2; s++)
+        out(&b, "mmmamba:kv_blocks_used{%s,stack=\"%s\"} %lld\n", label, stacks[s],
+            (long long)m.kv_blocks_used[s]);
+    out(&b, "# HELP mmmamba:kv_blocks_total KV blocks, per stack.\n"
+            "# TYPE mmmamba:kv_blocks_total gauge\n");
+    for (int s = 0; s < 2; s++)
+        out(&b, "mmmamba:kv_blocks_total{%s,stack=\"%s\"} %lld\n", label, stacks[s],
+            (long long)m.kv_blocks_total[s]);
+    metric(&b, "mmmamba:engine_steps_total", "counter", "Engine steps run.", label,
+           (double)m.steps);
+    metric(&b, "mmmamba:engine_step_errors_total", "counter", "Engine steps that failed.", label,
+           (double)m.step_errors);
+    if (b.failed) {
+        free(b.s);
+        mm_http_reply_error(ex, 503, NULL, "out_of_memory", "out of memory");
+        return;
+    }
+    mm_http_reply_text(ex, 200, "text/plain; version=0.0.4; charset=utf-8", b.s, b.len);
+}

@@ -1,0 +1,383 @@
+/* mmmambad.c: the daemon's main. Reads the options, loads and checks the
+ * whole checkpoint (config, weights, tokenizer, chat template), starts the
+ * engine thread (the scheduler) and the HTTP server, tells systemd it is
+ * ready, then sleeps until SIGTERM/SIGINT; then drains: stops accepting,
+ * lets running requests finish until the drain deadline, cancels the rest,
+ * frees everything and exits 0.
+ *
+ * Design: the signal handlers only set a flag. SIGTERM and SIGINT are
+ * blocked in every thread but this one, which waits for them in ppoll()
+ * with the signals unblocked only there, so a signal wakes it at once and
+ * no thread polls. The $NOTIFY_SOCKET protocol (READY=1, STATUS=,
+ * STOPPING=1, WATCHDOG=1) is a datagram written here directly: no
+ * libsystemd. */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "base/status.h"
+#include "config.h"
+#include "engine/engine.h"
+#include "http/app.h"
+#include "http/server.h"
+#include "model/chat_template.h"
+#include "model/config.h"
+#include "model/image_preprocess.h"
+#include "model/tokenizer.h"
+#include "serve/scheduler.h"
+
+static volatile sig_atomic_t stop_signals;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    stop_signals++;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- systemd notification ---------------------------------------------------------- */
+
+/* Sends one state line to $NOTIFY_SOCKET (a unix datagram socket; a leading
+ * '@' names an abstract one). Silently nothing when unset. */
+static void sd_notify_line(const char *line)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    if (!path || !path[0])
+        return;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    const size_t n = strlen(path);
+    if (n >= sizeof sa.sun_path || (path[0] != '/' && path[0] != '@'))
+        return;
+    memcpy(sa.sun_path, path, n);
+    if (path[0] == '@')
+        sa.sun_path[0] = '\0';
+    const int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    const socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+    if (sendto(fd, line, strlen(line), MSG_NOSIGNAL, (const struct sockaddr *)&sa, len) < 0)
+        MM_WARN("NOTIFY_SOCKET %s: %s", path, strerror(errno));
+    close(fd);
+}
+
+/* Half of $WATCHDOG_USEC (for this process) in seconds, or 0. */
+static double watchdog_interval(void)
+{
+    const char *usec = getenv("WATCHDOG_USEC");
+    const char *pid = getenv("WATCHDOG_PID");
+    if (!usec || (pid && strtol(pid, NULL, 10) != (long)getpid()))
+        return 0;
+    const double v = strtod(usec, NULL);
+    return v > 0 ? v * 0.5e-6 : 0;
+}
+
+/* ---- loading --------------------------------------------------------------------- */
+
+struct daemon {
+    struct mm_daemon_config opt;
+    struct mm_config cfg;
+    struct mm_tokenizer *tok;
+    struct mm_chat_template *tpl;
+    struct mm_engine *engine;
+    struct mm_scheduler *sched;
+    struct mm_http_app app;
+    bool sem_ready;
+    char *model_name;
+    struct mm_http_server *http;
+};
+
+static enum mm_status load_model(struct daemon *d, struct mm_err *err)
+{
+    const struct mm_daemon_config *o = &d->opt;
+    enum mm_status st = mm_config_load(o->model, &d->cfg, err);
+    if (st != MM_OK)
+        return st;
+    st = mm_tokenizer_load_dir(o->model, &d->tok, err);
+    if (st != MM_OK)
+        return mm_err_prefix(err, "%s/tokenizer.model", o->model);
+    const int32_t tv = mm_tokenizer_vocab_size(d->tok);
+    if (tv > d->cfg.vocab_size)
+        return mm_err_set(err, MM_ERR_FORMAT,
+                          "%s/tokenizer.model: the tokenizer has %d ids but the model's vocab_size "
+                          "is %lld (config.json)",
+                          o->model, tv, (long long)d->cfg.vocab_size);
+    if (mm_tokenizer_find(d->tok, "<|im_end|>") < 0)
+        return mm_err_set(err, MM_ERR_FORMAT,
+                          "%s: the tokenizer has no <|im_end|> token (the chat template's end)",
+                          o->model);
+    st = mm_chat_template_create(d->tok, d->cfg.template_name, d->cfg.tokens_per_tile, &d->tpl,
+                                 err);
+    if (st != MM_OK)
+        return mm_err_prefix(err, "%s: chat template", o->model);
+    if (o->max_batch_tokens < d->cfg.tokens_per_tile)
+        return mm_err_set(err, MM_ERR_INVALID,
+                          "max_batch_tokens (%lld) must hold one image tile (%lld tokens)",
+                          (long long)o->max_batch_tokens, (long long)d->cfg.tokens_per_tile);
+
+    struct mm_engine_options eo;
+    mm_engine_options_default(&eo);
+    const bool want_cuda = strcmp(o->backend, "cuda") == 0;
+#ifdef MM_HAVE_CUDA
+    const bool auto_cuda = strcmp(o->backend, "auto") == 0;
+#else
+    const bool auto_cuda = false;
+#endif
+    eo.backend = want_cuda || auto_cuda ? MM_BACKEND_CUDA : MM_BACKEND_CPU;
+    eo.n_threads = (int)o->threads;
+    eo.max_seqs = (int32_t)o->max_seqs;
+    eo.max_tokens = o->max_batch_tokens;
+    eo.max_tiles = d->cfg.max_dynamic_patch + 1;
+    eo.max_context = o->max_model_len;
+    eo.state_fp32 = strcmp(o->state_dtype, "fp32") == 0;
+    st = mm_engine_open(o->model, &eo, &d->engine, err);
+    if (st != MM_OK && auto_cuda) {
+        MM_WARN("CUDA backend unavailable (%s); using the CPU backend", err->msg);
+        eo.backend = MM_BACKEND_CPU;
+        st = mm_engine_open(o->model, &eo, &d->engine, err);
+    }
+    if (st != MM_OK)
+        return st;
+    struct mm_scheduler_options so;
+    mm_scheduler_options_default(&so);
+    so.max_queue = o->max_queue;
+    so.max_batch_tokens = o->max_batch_tokens;
+    so.max_model_len = o->max_model_len;
+    st = mm_scheduler_create(d->engine, d->tok, &so, &d->sched, err);
+    if (st != MM_OK)
+        return st;
+    MM_INFO("model %s: %lld layers, hidden %lld, vocab %lld; %s backend, %lld slots, context %lld",
+            o->model, (long long)d->cfg.llm.num_layers, (long long)d->cfg.llm.hidden,
+            (long long)d->cfg.vocab_size, eo.backend == MM_BACKEND_CUDA ? "cuda" : "cpu",
+            (long long)o->max_seqs, (long long)mm_scheduler_max_model_len(d->sched));
+    return MM_OK;
+}
+
+/* The model's served name: the option, else the directory's last component. */
+static char *served_name(const struct mm_daemon_config *o)
+{
+    if (o->served_model_name[0])
+        return strdup(o->served_model_name);
+    size_t n = strlen(o->model);
+    while (n > 1 && o->model[n - 1] == '/')
+        n--;
+    size_t b = n;
+    while (b > 0 && o->model[b - 1] != '/')
+        b--;
+    return strndup(o->model + b, n - b);
+}
+
+/* What the HTTP layer needs before the model is there: the name, the keys,
+ * the limits that come from the options alone. */
+static enum mm_status app_from_options(struct daemon *d, struct mm_err *err)
+{
+    const struct mm_daemon_config *o = &d->opt;
+    struct mm_http_app *a = &d->app;
+    atomic_init(&a->loading, 1);
+    if (!(d->model_name = served_name(o)))
+        return mm_err_set(err, MM_ERR_NOMEM, "out of memory");
+    a->model_name = d->model_name;
+    a->max_prompt_bytes = o->max_prompt_bytes;
+    a->max_images = o->max_images;
+    a->image_limits = (struct mm_image_limits){
+        .decode = {.max_bytes = o->max_image_bytes,
+                   .max_pixels = o->max_image_pixels,
+                   .max_side = MM_IMAGE_DEFAULT_MAX_SIDE},
+        .max_tiles_per_request = o->max_tiles_per_request};
+    a->image_source = (struct mm_image_source_policy){
+        .file_root = o->file_root[0] ? o->file_root : NULL, .max_bytes = o->max_image_bytes};
+    if (sem_init(&a->image_slots, 0, (unsigned)o->image_decoders) != 0)
+        return mm_err_set(err, MM_ERR_INVALID, "image_decoders: %s", strerror(errno));
+    d->sem_ready = true;
+    const enum mm_status st = mm_http_keys_load(o->api_keys, o->api_key_file, &a->api_keys, err);
+    if (st != MM_OK)
+        return st;
+    const bool open_host = strcmp(o->host, "127.0.0.1") != 0 && strcmp(o->host, "::1") != 0;
+    if (open_host && !a->api_keys)
+        MM_WARN("listening on %s without API keys: anyone who can reach it may use it", o->host);
+    return MM_OK;
+}
+
+/* The rest, once the model is loaded; then the routes open. */
+static enum mm_status app_from_model(struct daemon *d, struct mm_err *err)
+{
+    struct mm_http_app *a = &d->app;
+    a->created = (int64_t)time(NULL);
+    a->cfg = &d->cfg;
+    a->tok = d->tok;
+    a->tpl = d->tpl;
+    a->sched = d->sched;
+    a->max_model_len = mm_scheduler_max_model_len(d->sched);
+    a->max_n = d->opt.max_n < d->opt.max_seqs ? d->opt.max_n : d->opt.max_seqs;
+    const enum mm_status st =
+        mm_image_params_from_config(&d->cfg, &a->image_limits, &a->image_params, err);
+    if (st != MM_OK)
+        return st;
+    atomic_store_explicit(&a->loading, 0, memory_order_release);
+    return MM_OK;
+}
+
+static void free_daemon(struct daemon *d)
+{
+    mm_http_server_free(d->http);
+    mm_scheduler_free(d->sched, 0);
+    mm_engine_close(d->engine);
+    mm_chat_template_free(d->tpl);
+    mm_tokenizer_free(d->tok);
+    mm_http_keys_free(d->app.api_keys);
+    if (d->sem_ready)
+        sem_destroy(&d->app.image_slots);
+    free(d->model_name);
+    mm_daemon_config_free(&d->opt);
+}
+
+/* ---- running ----------------------------------------------------------------------- */
+
+/* Sleeps until a stop signal (or the timeout, for the watchdog), with the
+ * stop signals unblocked only while waiting. */
+static void wait_for_signal(const sigset_t *unblocked, double timeout_s)
+{
+    struct timespec ts = {.tv_sec = (time_t)timeout_s,
+                          .tv_nsec = (long)((timeout_s - (double)(time_t)timeout_s) * 1e9)};
+    ppoll(NULL, 0, &ts, unblocked);
+}
+
+/* Drain: stop intake, wait for running requests up to the deadline (or a
+ * second signal), cancel the rest, wait for their streams to end. */
+static void drain(struct daemon *d, const sigset_t *unblocked)
+{
+    const int64_t deadline_s = d->opt.drain_timeout;
+    sd_notify_line("STOPPING=1\nSTATUS=draining");
+    MM_INFO("stopping: no new connections; %lld requests in flight get up to %lld s",
+            (long long)mm_http_server_active(d->http), (long long)deadline_s);
+    mm_http_server_quiesce(d->http);
+    mm_scheduler_drain(d->sched);
+    const int signals_at_start = stop_signals;
+    const double t_end = now_s() + (double)deadline_s;
+    while (mm_http_server_active(d->http) > 0 && now_s() < t_end && stop_signals == signals_at_start)
+        wait_for_signal(unblocked, 0.05);
+    const int64_t left = mm_http_server_active(d->http);
+    if (left > 0) {
+        MM_WARN("drain: cancelling %lld requests still running", (long long)left);
+        mm_http_server_cancel_all(d->http);
+        mm_scheduler_cancel_all(d->sched);
+        const double t_cut = now_s() + 5.0; /* each gets its final event within a step */
+        while (mm_http_server_active(d->http) > 0 && now_s() < t_cut)
+            wait_for_signal(unblocked, 0.02);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    struct daemon d;
+    memset(&d, 0, sizeof d);
+    struct mm_err err;
+    if (mm_daemon_config_init(&d.opt, &err) != MM_OK) {
+        fprintf(stderr, "mmmambad: %s\n", err.msg);
+        return 1;
+    }
+    enum mm_config_action action;
+    if (mm_daemon_config_parse_args(&d.opt, argc, argv, &action, &err) != MM_OK) {
+        fprintf(stderr, "mmmambad: %s\n", err.msg);
+        mm_daemon_config_free(&d.opt);
+        return 2;
+    }
+    if (action != MM_CONFIG_RUN) {
+        if (action == MM_CONFIG_HELP)
+            mm_daemon_config_print_help(stdout, "mmmambad");
+        else if (action == MM_CONFIG_VERSION)
+            printf("mmmambad %s\n", PACKAGE_VERSION);
+        else
+            mm_daemon_config_print_file(stdout);
+        mm_daemon_config_free(&d.opt);
+        return 0;
+    }
+    if (mm_daemon_config_check(&d.opt, &err) != MM_OK) {
+        fprintf(stderr, "mmmambad: %s\n", err.msg);
+        mm_daemon_config_free(&d.opt);
+        return 2;
+    }
+    mm_log_set_level((enum mm_log_level)mm_log_parse_level(d.opt.log_level));
+
+    /* stop signals: handled by this thread only (threads inherit the mask) */
+    struct sigaction sa = {.sa_handler = on_stop_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t stop_set, unblocked;
+    sigemptyset(&stop_set);
+    sigaddset(&stop_set, SIGTERM);
+    sigaddset(&stop_set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_set, &unblocked);
+    sigdelset(&unblocked, SIGTERM);
+    sigdelset(&unblocked, SIGINT);
+
+    int rc = 1;
+    if (app_from_options(&d, &err) != MM_OK) {
+        MM_ERROR("cannot serve: %s", err.msg);
+        goto done;
+    }
+    /* the port opens first: /health answers 503 while the model loads */
+    const struct mm_http_options ho = {
+        .host = d.opt.host,
+        .port = (uint16_t)d.opt.port,
+        .threads = (int)d.opt.http_threads,
+        .max_connections = (unsigned)d.opt.max_connections,
+        .connection_timeout_s = (unsigned)d.opt.connection_timeout,
+        .max_header_bytes = d.opt.max_header_bytes,
+        .max_body_bytes = d.opt.max_body_bytes,
+        .access_log = d.opt.access_log,
+        .ping_interval_ms = d.opt.ping_interval,
+    };
+    if (mm_http_server_start(&ho, &d.app, &d.http, &err) != MM_OK) {
+        MM_ERROR("cannot serve: %s", err.msg);
+        goto done;
+    }
+    sd_notify_line("STATUS=loading the model");
+    MM_INFO("mmmambad %s: loading %s (port %u answers 503 until it is loaded)", PACKAGE_VERSION,
+            d.opt.model, mm_http_server_port(d.http));
+    const double t0 = now_s();
+    if (load_model(&d, &err) != MM_OK || app_from_model(&d, &err) != MM_OK) {
+        MM_ERROR("cannot serve: %s", err.msg);
+        goto done;
+    }
+    char status[256];
+    snprintf(status, sizeof status, "READY=1\nSTATUS=serving %s on %s port %u", d.model_name,
+             d.opt.host, mm_http_server_port(d.http));
+    MM_INFO("serving %s on http://%s%s%s:%u/ (loaded in %.2f s)", d.model_name,
+            strchr(d.opt.host, ':') ? "[" : "", d.opt.host, strchr(d.opt.host, ':') ? "]" : "",
+            mm_http_server_port(d.http), now_s() - t0);
+    sd_notify_line(status);
+
+    const double wd = watchdog_interval();
+    double next_wd = now_s();
+    while (!stop_signals) {
+        if (wd > 0 && now_s() >= next_wd) {
+            sd_notify_line("WATCHDOG=1");
+            next_wd = now_s() + wd;
+        }
+        wait_for_signal(&unblocked, wd > 0 ? wd : 3600.0);
+    }
+    drain(&d, &unblocked);
+    rc = 0;
+done:
+    free_daemon(&d);
+    MM_INFO("mmmambad: exit %d", rc);
+    return rc;
+}

@@ -1,0 +1,40 @@
+/* request_engine.h: the engine side of a request (request.h), for the
+ * scheduler only: reading what was asked, and queuing events.
+ *
+ * Design: the producer functions run on the engine thread. Room for every
+ * choice's FINISH event is kept in reserve from creation on, so finishing
+ * a request never fails for want of memory (only a token event can). */
+#ifndef MM_SERVE_REQUEST_ENGINE_H
+#define MM_SERVE_REQUEST_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "serve/request.h"
+
+/* Marks the request submitted; false if it already was (a second submit). */
+bool mm_request_claim(struct mm_request *r);
+/* Whether it was claimed (any thread). */
+bool mm_request_submitted(const struct mm_request *r);
+
+/* What was asked (borrowed from the request, immutable after creation; the
+ * stop strings and ids point into the request's own copies). */
+const struct mm_request_params *mm_request_params_of(const struct mm_request *r);
+const int32_t *mm_request_prompt(const struct mm_request *r, int64_t *n);
+const float *mm_request_tiles(const struct mm_request *r, int64_t *n_tiles);
+/* The seed the engine draws with (params' when has_seed, else set at submission). */
+void mm_request_set_seed(struct mm_request *r, uint64_t seed);
+
+/* Queues a token event (its text and top list are copied). MM_ERR_NOMEM
+ * when the channel cannot grow (then nothing was queued). */
+enum mm_status mm_request_push_token(struct mm_request *r, const struct mm_event *ev,
+                                     struct mm_err *err);
+/* Queues a FINISH event (text copied when memory allows; message copied
+ * into the request when it carries the first error). Never fails. */
+void mm_request_push_finish(struct mm_request *r, const struct mm_event *ev);
+/* Wakes mm_request_wait and calls the notify callback if events were
+ * queued since the last call (events become visible to waiters then, so
+ * the engine publishes its step first). */
+void mm_request_flush(struct mm_request *r);
+
+#endif

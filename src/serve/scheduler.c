@@ -1,0 +1,1089 @@
+/* scheduler.c: continuous batching over the engine's slots (see
+ * scheduler.h).
+ *
+ * The engine thread keeps three lists: `waiting` (prefills not admitted:
+ * new requests in submission order, preempted sequences put back at the
+ * front), `pre` (admitted prefills, in admission order, advancing one chunk
+ * per step) and `run` (choices decoding one token per step). A new request
+ * is one prefill for all its choices; when it completes, the prompt's slot
+ * is copied into the other choices' slots and each samples on its own
+ * Philox stream. A preempted choice comes back as a prefill of prompt +
+ * generated ids and samples its next token where it left off. Only the
+ * engine thread touches the lists, the engine and the choices; `mu` guards
+ * the submission queue and the counters other threads read. */
+#include "serve/scheduler.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/log.h"
+#include "serve/detokenizer.h"
+#include "serve/request_engine.h"
+#include "serve/stops.h"
+
+struct job;
+
+/* One choice of a request. */
+struct choice {
+    int32_t slot; /* -1 while it holds none */
+    bool done;
+    int32_t *gen; /* generated ids; the last one is fed by the next decode */
+    int64_t n_gen, cap_gen;
+    struct mm_detok *detok; /* NULL without a tokenizer */
+    struct mm_stops stops;
+    double t_first, t_last;
+};
+
+/* A prefill, waiting or admitted. */
+struct pf {
+    struct job *job;
+    int32_t choice; /* -1: the prompt, for every choice; else one resumed choice */
+    int32_t *own;   /* resumed: prompt + generated ids (owned) */
+    const int32_t *ids;
+    int64_t n_ids, n_prompt; /* ids past n_prompt are generated text */
+    int64_t done, tiles_done;
+    int64_t chunk, chunk_tiles; /* this step's */
+    int32_t slot;               /* where it prefills */
+    uint64_t admitted;          /* admission order (preemption picks the latest) */
+};
+
+struct job {
+    struct mm_request *r;
+    const struct mm_request_params *p;
+    const int32_t *prompt;
+    int64_t n_prompt;
+    const float *tiles;
+    int64_t n_tiles;
+    int64_t max_gen; /* per choice: max_tokens and the context */
+    struct choice *ch;
+    int32_t n_done;
+    struct pf first;
+    double t_submit, t_admit;
+    bool admitted_once, touched;
+    uint64_t mark;
+    struct job *next; /* submission queue */
+};
+
+/* A decoding choice. */
+struct run {
+    struct job *job;
+    int32_t choice;
+    uint64_t admitted;
+};
+
+/* What a step row belongs to. */
+struct owner {
+    struct pf *pf; /* NULL: run[idx] */
+    int idx;
+};
+
+struct mm_scheduler {
+    struct mm_engine *e;
+    const struct mm_tokenizer *tok;
+    struct mm_scheduler_options o;
+    int64_t budget, hard, max_model_len, id_limit;
+    int32_t eos[MM_ENGINE_MAX_EOS + 1];
+    int n_eos;
+    struct mm_metrics *m;
+    pthread_t thread;
+    bool started;
+    /* shared, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t wake;     /* the engine thread's */
+    pthread_cond_t finished; /* in_flight went down */
+    struct job *in_head, *in_tail;
+    int64_t n_incoming, queued, in_flight;
+    bool draining, stopping;
+    uint64_t cancel_gen, seed_ctr;
+    /* engine thread only */
+    uint64_t seen_cancel_gen, admit_ctr, mark_ctr;
+    struct pf **waiting;
+    int64_t n_waiting, cap_waiting;
+    struct pf **pre;
+    int n_pre;
+    struct run *run;
+    int n_run;
+    int32_t free_slots;
+    struct job **touched;
+    int64_t n_touched, cap_touched;
+    struct mm_seq_step *steps;                       /* [max_seqs] */
+    struct owner *owners;                            /* [max_seqs] */
+    struct mm_engine_sample *samples;                /* [max_seqs] */
+    struct run *sowners;                             /* [max_seqs]: job and choice of each sample */
+    struct mm_sample_out *outs;                      /* [max_seqs] */
+    struct job **fail_jobs;                          /* [max_seqs] */
+    uint64_t gen_tokens, prompt_tokens, preemptions; /* since the last publish */
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void mm_scheduler_options_default(struct mm_scheduler_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->max_queue = 256;
+}
+
+/* ---- bookkeeping ------------------------------------------------------------------ */
+
+static void touch(struct mm_scheduler *s, struct job *j)
+{
+    if (j->touched)
+        return;
+    if (s->n_touched == s->cap_touched) {
+        const int64_t cap = s->cap_touched ? 2 * s->cap_touched : 64;
+        struct job **nt = realloc(s->touched, (size_t)cap * sizeof *nt);
+        if (!nt) { /* tell its consumer now rather than never */
+            mm_request_flush(j->r);
+            return;
+        }
+        s->touched = nt;
+        s->cap_touched = cap;
+    }
+    j->touched = true;
+    s->touched[s->n_touched++] = j;
+}
+
+static bool is_eos(const struct mm_scheduler *s, int32_t id)
+{
+    for (int i = 0; i < s->n_eos; i++)
+        if (s->eos[i] == id)
+            return true;
+    return false;
+}
+
+static bool is_stop_id(const struct job *j, int32_t id)
+{
+    for (int i = 0; i < j->p->n_stop_ids; i++)
+        if (j->p->stop_ids[i] == id)
+            return true;
+    return false;
+}
+
+static void remove_run(struct mm_scheduler *s, int idx)
+{
+    memmove(&s->run[idx], &s->run[idx + 1], (size_t)(s->n_run - idx - 1) * sizeof *s->run);
+    s->n_run--;
+}
+
+static void remove_pre(struct mm_scheduler *s, int idx)
+{
+    memmove(&s->pre[idx], &s->pre[idx + 1], (size_t)(s->n_pre - idx - 1) * sizeof *s->pre);
+    s->n_pre--;
+}
+
+static void remove_waiting(struct mm_scheduler *s, int64_t idx)
+{
+    memmove(&s->waiting[idx], &s->waiting[idx + 1],
+            (size_t)(s->n_waiting - idx - 1) * sizeof *s->waiting);
+    s->n_waiting--;
+}
+
+static enum mm_status push_waiting(struct mm_scheduler *s, struct pf *pf, bool front)
+{
+    if (s->n_waiting == s->cap_waiting) {
+        const int64_t cap = s->cap_waiting ? 2 * s->cap_waiting : 64;
+        struct pf **nw = realloc(s->waiting, (size_t)cap * sizeof *nw);
+        if (!nw)
+            return MM_ERR_NOMEM;
+        s->waiting = nw;
+        s->cap_waiting = cap;
+    }
+    if (front) {
+        memmove(&s->waiting[1], &s->waiting[0], (size_t)s->n_waiting * sizeof *s->waiting);
+        s->waiting[0] = pf;
+    } else {
+        s->waiting[s->n_waiting] = pf;
+    }
+    s->n_waiting++;
+    return MM_OK;
+}
+
+static void release_slot(struct mm_scheduler *s, struct choice *c)
+{
+    if (c->slot < 0)
+        return;
+    mm_engine_slot_release(s->e, c->slot);
+    c->slot = -1;
+    s->free_slots++;
+}
+
+static void free_pf(struct pf *pf)
+{
+    if (pf->choice >= 0) { /* resumed ones are allocated; the first is in the job */
+        free(pf->own);
+        free(pf);
+    }
+}
+
+/* Removes every waiting or admitted prefill of j (giving back its slots). */
+static void drop_prefills(struct mm_scheduler *s, struct job *j)
+{
+    for (int64_t i = s->n_waiting - 1; i >= 0; i--)
+        if (s->waiting[i]->job == j) {
+            struct pf *pf = s->waiting[i];
+            remove_waiting(s, i);
+            if (pf->choice < 0 && !j->admitted_once) {
+                pthread_mutex_lock(&s->mu);
+                s->queued--;
+                pthread_mutex_unlock(&s->mu);
+            }
+            free_pf(pf);
+        }
+    for (int i = s->n_pre - 1; i >= 0; i--)
+        if (s->pre[i]->job == j) {
+            struct pf *pf = s->pre[i];
+            remove_pre(s, i);
+            free_pf(pf);
+        }
+}
+
+/* Ends one choice: its FINISH event, its slot and blocks freed at once. */
+static void finish_choice(struct mm_scheduler *s, struct job *j, int32_t c,
+                          enum mm_finish_reason why, bool flush, enum mm_status status,
+                          const char *message)
+{
+    struct choice *ch = &j->ch[c];
+    if (ch->done)
+        return;
+    const char *text = "";
+    size_t len = 0;
+    if (flush && ch->detok) {
+        /* the detokenizer's incomplete bytes, then whatever was held back */
+        size_t dl;
+        const char *rest = mm_detok_finish(ch->detok, &dl);
+        bool matched;
+        struct mm_err err;
+        if (mm_stops_finish(&ch->stops, rest, dl, &text, &len, &matched, &err) != MM_OK)
+            len = 0;
+    }
+    const double t = now_s();
+    const struct mm_event ev = {
+        .kind = MM_EVENT_FINISH,
+        .choice = c,
+        .text = text,
+        .len = len,
+        .finish = why,
+        .prompt_tokens = j->n_prompt,
+        .completion_tokens = ch->n_gen,
+        .status = status,
+        .message = message ? message : "",
+        .times = {j->admitted_once ? j->t_admit - j->t_submit : t - j->t_submit,
+                  ch->n_gen > 0 ? ch->t_first - j->t_submit : 0, t - j->t_submit},
+    };
+    mm_request_push_finish(j->r, &ev);
+    mm_metrics_finished(s->m, why);
+    for (int i = 0; i < s->n_run; i++)
+        if (s->run[i].job == j && s->run[i].choice == c) {
+            remove_run(s, i);
+            break;
+        }
+    release_slot(s, ch);
+    ch->done = true;
+    j->n_done++;
+    touch(s, j);
+}
+
+/* Ends every unfinished choice of j (cancellation, failures). */
+static void finish_job(struct mm_scheduler *s, struct job *j, enum mm_finish_reason why,
+                       enum mm_status status, const char *message)
+{
+    drop_prefills(s, j);
+    for (int32_t c = 0; c < j->p->n; c++)
+        finish_choice(s, j, c, why, false, status, message);
+}
+
+static void free_job(struct job *j)
+{
+    for (int32_t c = 0; j->ch && c < j->p->n; c++) {
+        free(j->ch[c].gen);
+        mm_detok_free(j->ch[c].detok);
+        mm_stops_free(&j->ch[c].stops);
+    }
+    free(j->ch);
+    free(j);
+}
+
+/* After all its FINISH events: metrics, the engine's reference dropped. */
+static void retire_job(struct mm_scheduler *s, struct job *j)
+{
+    int64_t gen = 0;
+    for (int32_t c = 0; c < j->p->n; c++)
+        gen += j->ch[c].n_gen;
+    mm_metrics_observe(s->m, MM_HIST_E2E, now_s() - j->t_submit);
+    mm_metrics_observe(s->m, MM_HIST_PROMPT_TOKENS, (double)j->n_prompt);
+    mm_metrics_observe(s->m, MM_HIST_GEN_TOKENS, (double)gen);
+    mm_request_release(j->r);
+    free_job(j);
+    pthread_mutex_lock(&s->mu);
+    s->in_flight--;
+    pthread_cond_broadcast(&s->finished);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- admission and preemption ----------------------------------------------------- */
+
+static int64_t kv_free(const struct mm_scheduler *s, int st)
+{
+    int64_t used[2], total[2];
+    mm_engine_kv_usage(s->e, used, total);
+    return total[st] - used[st];
+}
+
+/* KV blocks a prefill of n ids with n_tiles tiles takes in a stack. */
+static int64_t blocks_for_prefill(const struct mm_scheduler *s, int st, int64_t n, int64_t n_tiles)
+{
+    if (!s->e->kv[st])
+        return 0;
+    return mm_kv_blocks_for(st == MM_STACK_EMB ? mm_engine_emb_rows(&s->e->cfg, n, n_tiles) : n);
+}
+
+static void admit(struct mm_scheduler *s)
+{
+    while (s->n_waiting > 0) {
+        struct pf *pf = s->waiting[0];
+        struct job *j = pf->job;
+        const int32_t n_slots = pf->choice < 0 ? j->p->n : 1;
+        bool fits = s->free_slots >= n_slots;
+        for (int st = 0; st < 2 && fits; st++)
+            fits = n_slots * blocks_for_prefill(s, st, pf->n_ids, j->n_tiles) <= kv_free(s, st);
+        if (!fits) {
+            MM_DEBUG("admit: head %s needs %d slots (free %d), kv free %lld/%lld, pre %d run %d",
+                     mm_request_id(j->r), n_slots, s->free_slots, (long long)kv_free(s, 0),
+                     (long long)kv_free(s, 1), s->n_pre, s->n_run);
+            if (s->n_pre > 0 || s->n_run > 0)
+                return; /* FCFS: it waits for what the running ones free */
+            /* alone and still too big: only a resumed sequence grown past the
+             * pool can get here (submit refuses prompts that cannot fit) */
+            remove_waiting(s, 0);
+            if (pf->choice >= 0) {
+                const int32_t c = pf->choice;
+                free_pf(pf);
+                finish_choice(s, j, c, MM_FINISH_LENGTH, true, MM_OK, NULL);
+            } else {
+                finish_job(s, j, MM_FINISH_ERROR, MM_ERR_LIMIT, "the KV cache cannot hold it");
+            }
+            continue;
+        }
+        remove_waiting(s, 0);
+        for (int32_t i = 0; i < n_slots; i++) {
+            struct choice *ch = &j->ch[pf->choice < 0 ? i : pf->choice];
+            struct mm_err err;
+            /* both succeed: a free slot and blocks were counted above */
+            if (mm_engine_slot_acquire(s->e, &ch->slot, &err) != MM_OK ||
+                mm_engine_kv_reserve(s->e, ch->slot, pf->n_ids, j->n_tiles, &err) != MM_OK)
+                MM_ERROR("scheduler: admission failed after the check: %s", err.msg);
+            s->free_slots--;
+        }
+        pf->slot = j->ch[pf->choice < 0 ? 0 : pf->choice].slot;
+        pf->done = pf->tiles_done = 0;
+        pf->admitted = ++s->admit_ctr;
+        mm_engine_slot_count(s->e, pf->slot, j->prompt, j->n_prompt, false);
+        if (pf->choice >= 0) /* a resumed choice re-counts its output */
+            mm_engine_slot_count(s->e, pf->slot, pf->ids + j->n_prompt, pf->n_ids - j->n_prompt,
+                                 true);
+        s->pre[s->n_pre++] = pf;
+        if (!j->admitted_once) {
+            j->admitted_once = true;
+            j->t_admit = now_s();
+            mm_metrics_observe(s->m, MM_HIST_QUEUE_TIME, j->t_admit - j->t_submit);
+            pthread_mutex_lock(&s->mu);
+            s->queued--;
+            pthread_mutex_unlock(&s->mu);
+        }
+    }
+}
+
+/* Puts a decoding choice back in the queue (front) as a prefill of its
+ * prompt and generated ids. */
+static void preempt_run(struct mm_scheduler *s, int idx)
+{
+    struct job *j = s->run[idx].job;
+    const int32_t c = s->run[idx].choice;
+    struct choice *ch = &j->ch[c];
+    struct pf *pf = calloc(1, sizeof *pf);
+    int32_t *own = malloc((size_t)(j->n_prompt + ch->n_gen) * sizeof *own);
+    if (!pf || !own || push_waiting(s, pf, true) != MM_OK) {
+        free(pf);
+        free(own);
+        finish_choice(s, j, c, MM_FINISH_ERROR, false, MM_ERR_NOMEM,
+                      "out of memory preempting the sequence");
+        return;
+    }
+    memcpy(own, j->prompt, (size_t)j->n_prompt * sizeof *own);
+    memcpy(own + j->n_prompt, ch->gen, (size_t)ch->n_gen * sizeof *own);
+    *pf = (struct pf){.job = j,
+                      .choice = c,
+                      .own = own,
+                      .ids = own,
+                      .n_ids = j->n_prompt + ch->n_gen,
+                      .n_prompt = j->n_prompt,
+                      .slot = -1};
+    remove_run(s, idx);
+    release_slot(s, ch);
+    s->preemptions++;
+    MM_DEBUG("scheduler: preempted request %s choice %d after %lld tokens", mm_request_id(j->r), c,
+             (long long)ch->n_gen);
+}
+
+/* Puts an admitted prefill back in the queue (front), from its start. */
+static void preempt_pre(struct mm_scheduler *s, int idx)
+{
+    struct pf *pf = s->pre[idx];
+    struct job *j = pf->job;
+    remove_pre(s, idx);
+    if (push_waiting(s, pf, true) != MM_OK) {
+        free_pf(pf);
+        finish_job(s, j, MM_FINISH_ERROR, MM_ERR_NOMEM, "out of memory preempting the sequence");
+        return;
+    }
+    if (pf->choice < 0)
+        for (int32_t c = 0; c < j->p->n; c++)
+            release_slot(s, &j->ch[c]);
+    else
+        release_slot(s, &j->ch[pf->choice]);
+    pf->done = pf->tiles_done = 0;
+    pf->slot = -1;
+    s->preemptions++;
+}
+
+/* Every decoding choice gets the block its next token needs; when the pool
+ * runs dry the most recently admitted sequence gives its blocks back. */
+static void grow_decodes(struct mm_scheduler *s)
+{
+    for (int i = 0; i < s->n_run; i++) {
+        for (;;) {
+            struct mm_err err;
+            const int32_t slot = s->run[i].job->ch[s->run[i].choice].slot;
+            if (mm_engine_kv_reserve(s->e, slot, 1, 0, &err) == MM_OK)
+                break;
+            int vr = -1, vp = -1;
+            uint64_t latest = 0;
+            for (int k = 0; k < s->n_run; k++)
+                if (s->run[k].admitted >= latest)
+                    latest = s->run[k].admitted, vr = k, vp = -1;
+            for (int k = 0; k < s->n_pre; k++)
+                if (s->pre[k]->admitted >= latest)
+                    latest = s->pre[k]->admitted, vp = k, vr = -1;
+            if (vp >= 0) {
+                preempt_pre(s, vp);
+                continue;
+            }
+            if (vr == i) {
+                if (s->n_run == 1 && s->n_pre == 0) /* alone: the pool is its limit */
+                    finish_choice(s, s->run[i].job, s->run[i].choice, MM_FINISH_LENGTH, true, MM_OK,
+                                  NULL);
+                else
+                    preempt_run(s, i);
+                i--; /* run[i] went away: the next one moved here */
+                break;
+            }
+            preempt_run(s, vr);
+            if (vr < i)
+                i--; /* run[i] moved down one; retry it */
+        }
+    }
+}
+
+/* ---- one step ------------------------------------------------------------------------ */
+
+/* The next prefill chunk of pf: at most max_ids ids (a first chunk of the
+ * step may take one whole tile beyond that, up to hard_left, so images
+ * always progress), whole tiles only, at most tiles_left of them, never
+ * crossing from prompt to generated ids (those are text_only). */
+static int64_t plan_chunk(const struct mm_scheduler *s, const struct pf *pf, int64_t max_ids,
+                          int64_t hard_left, int64_t tiles_left, bool first, int64_t *n_tiles)
+{
+    const int32_t img = (int32_t)s->e->cfg.img_context_token_id;
+    const int64_t tpt = s->e->cfg.tokens_per_tile;
+    *n_tiles = 0;
+    if (max_ids > hard_left)
+        max_ids = hard_left;
+    if (pf->done >= pf->n_prompt) {
+        const int64_t n = pf->n_ids - pf->done;
+        return n < max_ids ? n : (max_ids > 0 ? max_ids : 0);
+    }
+    int64_t i = pf->done, t = 0;
+    while (i < pf->n_prompt) {
+        if (pf->ids[i] == img) { /* a tile starts here (chunks end on tile boundaries) */
+            const bool room =
+                i + tpt - pf->done <= max_ids || (first && i == pf->done && tpt <= hard_left);
+            if (t + 1 > tiles_left || !room)
+                break;
+            i += tpt;
+            t++;
+        } else {
+            if (i + 1 - pf->done > max_ids)
+                break;
+            i++;
+        }
+    }
+    *n_tiles = t;
+    return i - pf->done;
+}
+
+/* Fails every request with a row in the step (the backend failed). */
+static void fail_step(struct mm_scheduler *s, int n_steps, const struct mm_err *err)
+{
+    MM_ERROR("scheduler: step failed: %s", err->msg);
+    /* collect the distinct jobs first: finishing them frees their prefills */
+    const uint64_t mark = ++s->mark_ctr;
+    int nj = 0;
+    for (int k = 0; k < n_steps; k++) {
+        struct job *j = s->owners[k].pf ? s->owners[k].pf->job : s->run[s->owners[k].idx].job;
+        if (j->mark != mark) {
+            j->mark = mark;
+            s->fail_jobs[nj++] = j;
+        }
+    }
+    for (int k = 0; k < nj; k++)
+        finish_job(s, s->fail_jobs[k], MM_FINISH_ERROR, err->status, err->msg);
+}
+
+/* A sampled token: event, stops, limits. */
+static void handle_token(struct mm_scheduler *s, struct job *j, int32_t c,
+                         const struct mm_sample_out *out)
+{
+    struct choice *ch = &j->ch[c];
+    if (ch->n_gen == ch->cap_gen) {
+        const int64_t cap = ch->cap_gen ? 2 * ch->cap_gen : 64;
+        int32_t *ng = realloc(ch->gen, (size_t)cap * sizeof *ng);
+        if (!ng) {
+            finish_choice(s, j, c, MM_FINISH_ERROR, false, MM_ERR_NOMEM, "out of memory");
+            return;
+        }
+        ch->gen = ng;
+        ch->cap_gen = cap;
+    }
+    const int32_t id = out->id;
+    ch->gen[ch->n_gen++] = id;
+    s->gen_tokens++;
+    const double t = now_s();
+    if (ch->n_gen == 1) {
+        ch->t_first = t;
+        mm_metrics_observe(s->m, MM_HIST_TTFT, t - j->t_submit);
+    } else {
+        mm_metrics_observe(s->m, MM_HIST_ITL, t - ch->t_last);
+    }
+    ch->t_last = t;
+    if ((!j->p->ignore_eos && is_eos(s, id)) || is_stop_id(j, id)) {
+        finish_choice(s, j, c, MM_FINISH_STOP, true, MM_OK, NULL);
+        return;
+    }
+    struct mm_event ev = {.kind = MM_EVENT_TOKEN,
+                          .choice = c,
+                          .token = id,
+                          .index = (int32_t)(ch->n_gen - 1),
+                          .text = "",
+                          .len = 0};
+    bool matched = false;
+    struct mm_err err;
+    if (ch->detok) {
+        const char *piece;
+        size_t plen;
+        if (mm_detok_feed(ch->detok, id, &piece, &plen, &err) != MM_OK)
+            plen = 0; /* an id without text (validated by the engine already) */
+        if (mm_stops_feed(&ch->stops, plen ? piece : "", plen, &ev.text, &ev.len, &matched, &err) !=
+            MM_OK) {
+            finish_choice(s, j, c, MM_FINISH_ERROR, false, err.status, err.msg);
+            return;
+        }
+    }
+    if (j->p->logprobs) {
+        ev.logprob = out->logprob;
+        ev.n_top = out->n_top;
+        for (int k = 0; k < out->n_top; k++)
+            ev.top[k] = (struct mm_token_logprob){out->top_ids[k], out->top_logprobs[k]};
+    }
+    if (mm_request_push_token(j->r, &ev, &err) != MM_OK) {
+        finish_choice(s, j, c, MM_FINISH_ERROR, false, err.status, err.msg);
+        return;
+    }
+    touch(s, j);
+    if (matched)
+        finish_choice(s, j, c, MM_FINISH_STOP, false, MM_OK, NULL);
+    else if (ch->n_gen >= j->max_gen)
+        finish_choice(s, j, c, MM_FINISH_LENGTH, true, MM_OK, NULL);
+}
+
+static void step(struct mm_scheduler *s)
+{
+    struct mm_engine *e = s->e;
+    grow_decodes(s);
+    /* decodes first, then prefill chunks in admission order within the budget */
+    int n = 0;
+    int64_t tokens = 0, tiles = 0;
+    for (int i = 0; i < s->n_run; i++) {
+        struct choice *ch = &s->run[i].job->ch[s->run[i].choice];
+        s->steps[n] = (struct mm_seq_step){
+            .slot = ch->slot, .ids = &ch->gen[ch->n_gen - 1], .n = 1, .text_only = true};
+        s->owners[n++] = (struct owner){NULL, i};
+        tokens++;
+    }
+    const size_t tile_floats =
+        3 * (size_t)e->cfg.force_image_size * (size_t)e->cfg.force_image_size;
+    bool first = true;
+    for (int i = 0; i < s->n_pre; i++) {
+        struct pf *pf = s->pre[i];
+        pf->chunk = plan_chunk(s, pf, s->budget - tokens, s->hard - tokens,
+                               e->opt.max_tiles - tiles, first, &pf->chunk_tiles);
+        if (pf->chunk == 0)
+            break; /* FCFS: later prefills wait for this one's room */
+        s->steps[n] = (struct mm_seq_step){
+            .slot = pf->slot,
+            .ids = pf->ids + pf->done,
+            .n = pf->chunk,
+            .tiles = pf->chunk_tiles ? pf->job->tiles + (size_t)pf->tiles_done * tile_floats : NULL,
+            .n_tiles = pf->chunk_tiles,
+            .text_only = pf->done >= pf->n_prompt,
+        };
+        s->owners[n++] = (struct owner){pf, i};
+        tokens += pf->chunk;
+        tiles += pf->chunk_tiles;
+        first = false;
+    }
+    if (n == 0)
+        return;
+    struct mm_err err;
+    if (mm_engine_forward(e, s->steps, n, NULL, &err) != MM_OK) {
+        fail_step(s, n, &err);
+        return;
+    }
+    /* samples: decodes; completed prefills (forking n > 1 first) */
+    int ns = 0;
+    for (int k = 0; k < n; k++) {
+        struct pf *pf = s->owners[k].pf;
+        if (!pf) {
+            const struct run *r = &s->run[s->owners[k].idx];
+            const struct job *j = r->job;
+            s->samples[ns] =
+                (struct mm_engine_sample){k, j->ch[r->choice].slot, (uint32_t)r->choice,
+                                          (uint32_t)j->ch[r->choice].n_gen, j->p->sample};
+            s->sowners[ns++] = *r;
+            continue;
+        }
+        pf->done += pf->chunk;
+        pf->tiles_done += pf->chunk_tiles;
+        if (pf->done < pf->n_ids)
+            continue;
+        struct job *j = pf->job;
+        if (pf->choice < 0) {
+            s->prompt_tokens += (uint64_t)j->n_prompt;
+            for (int32_t c = 0; c < j->p->n; c++) {
+                if (c > 0 && mm_engine_slot_copy(e, pf->slot, j->ch[c].slot, &err) != MM_OK) {
+                    fail_step(s, n, &err);
+                    return;
+                }
+                s->samples[ns] =
+                    (struct mm_engine_sample){k, j->ch[c].slot, (uint32_t)c, 0, j->p->sample};
+                s->sowners[ns++] = (struct run){j, c, pf->admitted};
+            }
+        } else {
+            const struct choice *ch = &j->ch[pf->choice];
+            s->samples[ns] = (struct mm_engine_sample){k, ch->slot, (uint32_t)pf->choice,
+                                                       (uint32_t)ch->n_gen, j->p->sample};
+            s->sowners[ns++] = (struct run){j, pf->choice, pf->admitted};
+        }
+    }
+    if (mm_engine_sample(e, s->samples, ns, s->outs, &err) != MM_OK ||
+        mm_engine_check(e, &err) != MM_OK) {
+        mm_metrics_count(s->m, 0, 0, 0, 0, 1);
+        fail_step(s, n, &err);
+        return;
+    }
+    /* completed prefills become decodes */
+    for (int i = s->n_pre - 1; i >= 0; i--) {
+        struct pf *pf = s->pre[i];
+        if (pf->done < pf->n_ids)
+            continue;
+        remove_pre(s, i);
+        for (int32_t c = 0; c < pf->job->p->n; c++)
+            if (pf->choice < 0 || pf->choice == c)
+                s->run[s->n_run++] = (struct run){pf->job, c, pf->admitted};
+        free_pf(pf);
+    }
+    for (int i = 0; i < ns; i++)
+        if (!s->sowners[i].job->ch[s->sowners[i].choice].done)
+            handle_token(s, s->sowners[i].job, s->sowners[i].choice, &s->outs[i]);
+    mm_metrics_count(s->m, 0, 0, 0, 1, 0);
+}
+
+/* ---- the engine thread --------------------------------------------------------------- */
+
+static bool has_work(const struct mm_scheduler *s)
+{
+    return s->n_waiting > 0 || s->n_pre > 0 || s->n_run > 0;
+}
+
+/* The first job of any list whose request was cancelled, or NULL. */
+static struct job *find_cancelled(const struct mm_scheduler *s)
+{
+    for (int64_t i = 0; i < s->n_waiting; i++)
+        if (mm_request_cancelled(s->waiting[i]->job->r))
+            return s->waiting[i]->job;
+    for (int i = 0; i < s->n_pre; i++)
+        if (mm_request_cancelled(s->pre[i]->job->r))
+            return s->pre[i]->job;
+    for (int i = 0; i < s->n_run; i++)
+        if (mm_request_cancelled(s->run[i].job->r))
+            return s->run[i].job;
+    return NULL;
+}
+
+/* Metrics first (so a consumer woken by an event sees this step's gauges),
+ * then the notifications, then the finished requests let go. */
+static void publish(struct mm_scheduler *s)
+{
+    mm_metrics_count(s->m, s->prompt_tokens, s->gen_tokens, s->preemptions, 0, 0);
+    s->prompt_tokens = s->gen_tokens = s->preemptions = 0;
+    /* running: requests holding a slot */
+    const uint64_t mark = ++s->mark_ctr;
+    int64_t running = 0;
+    for (int i = 0; i < s->n_pre; i++)
+        if (s->pre[i]->job->mark != mark)
+            s->pre[i]->job->mark = mark, running++;
+    for (int i = 0; i < s->n_run; i++)
+        if (s->run[i].job->mark != mark)
+            s->run[i].job->mark = mark, running++;
+    int64_t used[2], total[2];
+    mm_engine_kv_usage(s->e, used, total);
+    pthread_mutex_lock(&s->mu);
+    const int64_t waiting = s->n_waiting + s->n_incoming;
+    pthread_mutex_unlock(&s->mu);
+    mm_metrics_gauges(s->m, running, waiting, s->e->opt.max_seqs - s->free_slots,
+                      s->e->opt.max_seqs, used, total);
+    for (int64_t i = 0; i < s->n_touched; i++) {
+        struct job *j = s->touched[i];
+        j->touched = false;
+        mm_request_flush(j->r);
+        if (j->n_done == j->p->n)
+            retire_job(s, j);
+    }
+    s->n_touched = 0;
+}
+
+static void *engine_main(void *arg)
+{
+    struct mm_scheduler *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        for (;;) {
+            while (s->in_head) { /* new requests join the queue's tail */
+                struct job *j = s->in_head;
+                if (push_waiting(s, &j->first, false) != MM_OK)
+                    break; /* retried next round */
+                s->in_head = j->next;
+                s->n_incoming--;
+            }
+            if (!s->in_head)
+                s->in_tail = NULL;
+            if (s->cancel_gen != s->seen_cancel_gen) {
+                s->seen_cancel_gen = s->cancel_gen;
+                for (int64_t i = 0; i < s->n_waiting; i++)
+                    mm_request_cancel(s->waiting[i]->job->r);
+                for (int i = 0; i < s->n_pre; i++)
+                    mm_request_cancel(s->pre[i]->job->r);
+                for (int i = 0; i < s->n_run; i++)
+                    mm_request_cancel(s->run[i].job->r);
+            }
+            if (has_work(s) || s->in_head)
+                break;
+            if (s->stopping) {
+                pthread_mutex_unlock(&s->mu);
+                return NULL;
+            }
+            pthread_cond_wait(&s->wake, &s->mu);
+        }
+        pthread_mutex_unlock(&s->mu);
+        for (struct job *j; (j = find_cancelled(s));)
+            finish_job(s, j, MM_FINISH_CANCELLED, MM_OK, NULL);
+        admit(s);
+        step(s);
+        publish(s);
+    }
+}
+
+/* ---- the public side ------------------------------------------------------------------ */
+
+enum mm_status mm_scheduler_create(struct mm_engine *e, const struct mm_tokenizer *tok,
+                                   const struct mm_scheduler_options *o, struct mm_scheduler **out,
+                                   struct mm_err *err)
+{
+    if (o->max_queue < 1)
+        return mm_err_set(err, MM_ERR_INVALID, "scheduler: max_queue must be >= 1");
+    if (e->opt.max_tokens < e->opt.max_seqs)
+        return mm_err_set(err, MM_ERR_INVALID,
+                          "scheduler: the engine's step (%lld tokens) must hold a decode token "
+                          "of every slot (%d)",
+                          (long long)e->opt.max_tokens, e->opt.max_seqs);
+    struct mm_scheduler *s = calloc(1, sizeof *s);
+    if (!s)
+        return mm_err_set(err, MM_ERR_NOMEM, "out of memory");
+    s->e = e;
+    s->tok = tok;
+    s->o = *o;
+    s->hard = e->opt.max_tokens;
+    s->budget =
+        o->max_batch_tokens > 0 && o->max_batch_tokens < s->hard ? o->max_batch_tokens : s->hard;
+    s->max_model_len = o->max_model_len > 0 && o->max_model_len < e->opt.max_context
+                           ? o->max_model_len
+                           : e->opt.max_context;
+    s->id_limit = e->cfg.llm_vocab_size + (e->w.special_emb ? e->w.special_emb->shape[0] : 0);
+    for (int i = 0; i < e->n_eos; i++)
+        s->eos[s->n_eos++] = e->eos_ids[i];
+    const int32_t im_end = tok ? mm_tokenizer_find(tok, "<|im_end|>") : -1;
+    if (im_end >= 0 && !is_eos(s, im_end))
+        s->eos[s->n_eos++] = im_end;
+    s->free_slots = e->opt.max_seqs;
+    s->seed_ctr = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull;
+    const size_t ms = (size_t)e->opt.max_seqs;
+    s->pre = calloc(ms, sizeof *s->pre);
+    s->run = calloc(ms, sizeof *s->run);
+    s->steps = calloc(ms, sizeof *s->steps);
+    s->owners = calloc(ms, sizeof *s->owners);
+    s->samples = calloc(ms, sizeof *s->samples);
+    s->sowners = calloc(ms, sizeof *s->sowners);
+    s->outs = calloc(ms, sizeof *s->outs);
+    s->fail_jobs = calloc(ms, sizeof *s->fail_jobs);
+    enum mm_status st = MM_OK;
+    if (!s->pre || !s->run || !s->steps || !s->owners || !s->samples || !s->sowners || !s->outs ||
+        !s->fail_jobs)
+        st = mm_err_set(err, MM_ERR_NOMEM, "out of memory");
+    if (st == MM_OK)
+        st = mm_metrics_create(s->max_model_len, &s->m, err);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->wake, NULL);
+    pthread_cond_init(&s->finished, &ca);
+    pthread_condattr_destroy(&ca);
+    if (st == MM_OK && pthread_create(&s->thread, NULL, engine_main, s) != 0)
+        st = mm_err_set(err, MM_ERR_NOMEM, "scheduler: cannot start the engine thread");
+    if (st != MM_OK) {
+        mm_scheduler_free(s, 0);
+        return st;
+    }
+    s->started = true;
+    /* the gauges' totals before the first step */
+    const int64_t zero[2] = {0, 0};
+    int64_t used[2], total[2];
+    mm_engine_kv_usage(e, used, total);
+    mm_metrics_gauges(s->m, 0, 0, 0, e->opt.max_seqs, zero, total);
+    *out = s;
+    return MM_OK;
+}
+
+/* What only the model can tell: ids, image runs, lengths, KV capacity. */
+static enum mm_status check_request(const struct mm_scheduler *s, const struct mm_request *r,
+                                    struct mm_err *err)
+{
+    const struct mm_config *cfg = &s->e->cfg;
+    const struct mm_request_params *p = mm_request_params_of(r);
+    int64_t n, n_tiles;
+    const int32_t *ids = mm_request_prompt(r, &n);
+    mm_request_tiles(r, &n_tiles);
+    const int64_t tpt = cfg->tokens_per_tile;
+    int64_t run = 0, img = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= s->id_limit)
+            return mm_err_set(err, MM_ERR_INVALID, "token id %d outside the vocabulary (0..%lld)",
+                              ids[i], (long long)s->id_limit - 1);
+        const bool is_img = ids[i] == cfg->img_context_token_id;
+        img += is_img;
+        run = is_img ? run + 1 : 0;
+        if (run > 0 && (i + 1 == n || ids[i + 1] != cfg->img_context_token_id) && run % tpt)
+            return mm_err_set(err, MM_ERR_INVALID,
+                              "an image run of %lld tokens is not a whole number of %lld-token "
+                              "tiles",
+                              (long long)run, (long long)tpt);
+    }
+    if (img != n_tiles * tpt)
+        return mm_err_set(err, MM_ERR_INVALID,
+                          "%lld image-context tokens but %lld tiles (%lld tokens per tile)",
+                          (long long)img, (long long)n_tiles, (long long)tpt);
+    if (n_tiles > 0 && (s->e->opt.max_tiles < 1 || s->hard < tpt))
+        return mm_err_set(err, MM_ERR_INVALID, "this engine was started without image support");
+    if (p->n > s->e->opt.max_seqs)
+        return mm_err_set(err, MM_ERR_INVALID, "n = %d exceeds the %d sequence slots", p->n,
+                          s->e->opt.max_seqs);
+    if (n >= s->max_model_len || (p->max_tokens > 0 && n + p->max_tokens > s->max_model_len))
+        return mm_err_set(err, MM_ERR_INVALID,
+                          "this model's maximum context length is %lld tokens; the request has "
+                          "%lld prompt tokens and asks for %lld more",
+                          (long long)s->max_model_len, (long long)n,
+                          (long long)(p->max_tokens > 0 ? p->max_tokens : 1));
+    int64_t used[2], total[2];
+    mm_engine_kv_usage(s->e, used, total);
+    for (int st = 0; st < 2; st++) {
+        const int64_t need = p->n * blocks_for_prefill(s, st, n, n_tiles);
+        if (need > total[st])
+            return mm_err_set(err, MM_ERR_INVALID,
+                              "the prompt needs %lld KV blocks, more than the cache holds (%lld)",
+                              (long long)need, (long long)total[st]);
+    }
+    if (p->n_stop > 0 && !s->tok)
+        return mm_err_set(err, MM_ERR_INVALID, "stop strings need the model's tokenizer");
+    return MM_OK;
+}
+
+static uint64_t splitmix64(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+enum mm_status mm_scheduler_submit(struct mm_scheduler *s, struct mm_request *r, struct mm_err *err)
+{
+    enum mm_status st = check_request(s, r, err);
+    if (st != MM_OK)
+        return st;
+    pthread_mutex_lock(&s->mu); /* refuse early what the checks below would refuse */
+    const bool closed = s->draining || s->stopping, full = s->queued >= s->o.max_queue;
+    pthread_mutex_unlock(&s->mu);
+    if (closed)
+        return mm_err_set(err, MM_ERR_UNAVAILABLE, "the server is shutting down");
+    if (full && !mm_request_submitted(r))
+        return mm_err_set(err, MM_ERR_LIMIT, "the queue is full (%lld requests waiting)",
+                          (long long)s->o.max_queue);
+    const struct mm_request_params *p = mm_request_params_of(r);
+    struct job *j = calloc(1, sizeof *j);
+    if (!j || !(j->ch = calloc((size_t)p->n, sizeof *j->ch))) {
+        free(j);
+        return mm_err_set(err, MM_ERR_NOMEM, "out of memory");
+    }
+    j->r = r;
+    j->p = p;
+    j->prompt = mm_request_prompt(r, &j->n_prompt);
+    j->tiles = mm_request_tiles(r, &j->n_tiles);
+    j->max_gen = s->max_model_len - j->n_prompt;
+    if (p->max_tokens > 0 && p->max_tokens < j->max_gen)
+        j->max_gen = p->max_tokens;
+    j->first = (struct pf){.job = j,
+                           .choice = -1,
+                           .ids = j->prompt,
+                           .n_ids = j->n_prompt,
+                           .n_prompt = j->n_prompt,
+                           .slot = -1};
+    for (int32_t c = 0; c < p->n && st == MM_OK; c++) {
+        j->ch[c].slot = -1;
+        if (s->tok && (st = mm_detok_create(s->tok, &j->ch[c].detok, err)) == MM_OK)
+            st = mm_stops_init(&j->ch[c].stops, p->stop, p->n_stop, err);
+    }
+    if (st != MM_OK) {
+        free_job(j);
+        return st;
+    }
+    pthread_mutex_lock(&s->mu);
+    if (mm_request_submitted(r))
+        st = mm_err_set(err, MM_ERR_INVALID, "request %s was submitted already", mm_request_id(r));
+    else if (s->draining || s->stopping)
+        st = mm_err_set(err, MM_ERR_UNAVAILABLE, "the server is shutting down");
+    else if (s->queued >= s->o.max_queue)
+        st = mm_err_set(err, MM_ERR_LIMIT, "the queue is full (%lld requests waiting)",
+                        (long long)s->queued);
+    else if (!mm_request_claim(r))
+        st = mm_err_set(err, MM_ERR_INVALID, "request %s was submitted already", mm_request_id(r));
+    if (st != MM_OK) {
+        pthread_mutex_unlock(&s->mu);
+        free_job(j);
+        return st;
+    }
+    if (!p->has_seed)
+        mm_request_set_seed(r, splitmix64(s->seed_ctr++));
+    mm_request_ref(r);
+    j->t_submit = now_s();
+    if (s->in_tail)
+        s->in_tail->next = j;
+    else
+        s->in_head = j;
+    s->in_tail = j;
+    s->n_incoming++;
+    s->queued++;
+    s->in_flight++;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->mu);
+    return MM_OK;
+}
+
+void mm_scheduler_drain(struct mm_scheduler *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->draining = true;
+    pthread_mutex_unlock(&s->mu);
+}
+
+int64_t mm_scheduler_in_flight(const struct mm_scheduler *s)
+{
+    struct mm_scheduler *w = (struct mm_scheduler *)s;
+    pthread_mutex_lock(&w->mu);
+    const int64_t n = s->in_flight;
+    pthread_mutex_unlock(&w->mu);
+    return n;
+}
+
+void mm_scheduler_cancel_all(struct mm_scheduler *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->cancel_gen++;
+    for (struct job *j = s->in_head; j; j = j->next)
+        mm_request_cancel(j->r);
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void mm_scheduler_free(struct mm_scheduler *s, int64_t timeout_ms)
+{
+    if (!s)
+        return;
+    if (s->started) {
+        mm_scheduler_drain(s);
+        struct timespec dl;
+        clock_gettime(CLOCK_MONOTONIC, &dl);
+        if (timeout_ms > 0) {
+            dl.tv_sec += timeout_ms / 1000;
+            dl.tv_nsec += (timeout_ms % 1000) * 1000000;
+            if (dl.tv_nsec >= 1000000000)
+                dl.tv_sec++, dl.tv_nsec -= 1000000000;
+        }
+        pthread_mutex_lock(&s->mu);
+        int rc = 0;
+        while (s->in_flight > 0 && timeout_ms != 0 && rc == 0)
+            rc = timeout_ms < 0 ? pthread_cond_wait(&s->finished, &s->mu)
+                                : pthread_cond_timedwait(&s->finished, &s->mu, &dl);
+        pthread_mutex_unlock(&s->mu);
+        mm_scheduler_cancel_all(s);
+        pthread_mutex_lock(&s->mu);
+        s->stopping = true;
+        pthread_cond_signal(&s->wake);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->thread, NULL);
+    }
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->wake);
+    pthread_cond_destroy(&s->finished);
+    mm_metrics_free(s->m);
+    free(s->waiting);
+    free(s->pre);
+    free(s->run);
+    free(s->touched);
+    free(s->steps);
+    free(s->owners);
+    free(s->samples);
+    free(s->sowners);
+    free(s->outs);
+    free(s->fail_jobs);
+    free(s);
+}
+
+const struct mm_metrics *mm_scheduler_metrics(const struct mm_scheduler *s) { return s->m; }
+
+int64_t mm_scheduler_max_model_len(const struct mm_scheduler *s) { return s->max_model_len; }

@@ -1,0 +1,208 @@
+#!/bin/sh
+# check_daemon.sh: the real mmmambad on a free loopback port (CPU backend, a
+# tiny synthetic model), driven by curl and by the official `openai` npm
+# package (sdk.mjs: every response and chunk validated against OpenAI's
+# published schemas; abuse.mjs: every bad input and hostile connection).
+# Then shutdown: SIGTERM during streams exits 0 within the drain deadline,
+# and $NOTIFY_SOCKET receives READY=1 and STOPPING=1. A broken checkpoint is
+# refused with a message naming the file.
+#
+# Node and npm are needed for the SDK parts; the npm packages (pinned in
+# tests/http/package.json) are installed once into the build tree. Without
+# node the suite skips (77) unless CI=true, where that is a failure.
+set -eu
+top_builddir=${top_builddir:-.}
+top_srcdir=${top_srcdir:-.}
+bin="$top_builddir/mmmambad"
+tool="$top_builddir/mmmamba"
+here="$top_srcdir/tests/http"
+tmp=$(mktemp -d)
+pids=""
+cleanup() {
+  for p in $pids; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+fails=0
+pass=0
+ok() { pass=$((pass + 1)); }
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+KEY=test-key-$$
+
+# ---- node and the npm packages -----------------------------------------------
+deps="$(cd "$top_builddir" && pwd)/node_deps"
+have_node=yes
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  have_node=no
+elif [ ! -f "$deps/node_modules/openai/package.json" ] ||
+     ! cmp -s "$here/package.json" "$deps/package.json"; then
+  mkdir -p "$deps"
+  cp "$here/package.json" "$deps/package.json"
+  (cd "$deps" && npm install --no-audit --no-fund --loglevel=error >npm.log 2>&1) ||
+    { cat "$deps/npm.log"; have_node=no; }
+fi
+if [ "$have_node" = no ]; then
+  if [ "${CI:-}" = true ]; then echo "FAIL: node/npm or the npm packages are missing in CI"; exit 1; fi
+  echo "SKIP: node, npm or the npm registry unavailable"
+  exit 77
+fi
+
+# ---- models -----------------------------------------------------------------
+"$tool" mkmodel --preset tiny-linear --seed 3 --out "$tmp/tiny" >/dev/null
+
+# start NAME FLAGS...: runs the daemon, sets $pid and $port
+start() {
+  name=$1
+  shift
+  : >"$tmp/$name.log"
+  "$bin" --model "$tmp/tiny" --served-model-name tiny --host 127.0.0.1 --port 0 --backend cpu \
+    --threads 1 --http-threads 2 --api-keys "$KEY" "$@" >"$tmp/$name.log" 2>&1 &
+  pid=$!
+  pids="$pids $pid"
+  port=""
+  i=0
+  while [ $i -lt 600 ]; do
+    port=$(sed -n 's|.*serving tiny on http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$tmp/$name.log")
+    [ -n "$port" ] && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+    i=$((i + 1))
+  done
+  echo "FAIL: daemon $name did not start"
+  cat "$tmp/$name.log"
+  exit 1
+}
+# stop: SIGTERM, expect exit 0
+stop() {
+  kill -TERM "$pid"
+  if wait "$pid"; then ok; else fail "daemon exited $? after SIGTERM"; tail -20 "$tmp/$name.log"; fi
+}
+
+# ---- a broken checkpoint is refused, naming the file -------------------------------
+cp -r "$tmp/tiny" "$tmp/broken"
+head -c 100 "$tmp/tiny/tokenizer.model" > "$tmp/broken/tokenizer.model"
+if "$bin" --model "$tmp/broken" --port 0 --backend cpu >"$tmp/broken.log" 2>&1; then
+  fail "a truncated tokenizer.model was served"
+elif grep -q "tokenizer.model" "$tmp/broken.log"; then ok; else fail "message does not name tokenizer.model"; cat "$tmp/broken.log"; fi
+if "$bin" --model "$tmp/nothere" --port 0 >"$tmp/missing.log" 2>&1; then
+  fail "a missing model was served"
+elif grep -q "$tmp/nothere" "$tmp/missing.log"; then ok; else fail "message does not name the directory"; cat "$tmp/missing.log"; fi
+
+# ---- curl ---------------------------------------------------------------------------
+start main
+url="http://127.0.0.1:$port"
+H="Authorization: Bearer $KEY"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "$url/health")" = 200 ] && ok || fail "/health"
+curl -s -H "$H" "$url/v1/chat/completions" -H 'Content-Type: application/json' \
+  -d '{"model":"tiny","messages":[{"role":"user","content":"Hello"}],"max_tokens":8}' > "$tmp/c1"
+grep -q '"object":"chat.completion"' "$tmp/c1" && grep -q '"finish_reason":"' "$tmp/c1" && ok ||
+  { fail "curl chat"; cat "$tmp/c1"; }
+curl -sN -H "$H" "$url/v1/chat/completions" \
+  -d '{"model":"tiny","messages":[{"role":"user","content":"Hello"}],"max_tokens":8,"stream":true}' > "$tmp/s1"
+[ "$(tail -n 2 "$tmp/s1" | head -n 1)" = "data: [DONE]" ] && grep -q '"delta":{"role":"assistant"' "$tmp/s1" && ok ||
+  { fail "curl stream"; cat "$tmp/s1"; }
+img=$(base64 -w0 "$top_srcdir/tests/data/red-square.png")
+printf '{"model":"tiny","max_tokens":4,"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,%s"}},{"type":"text","text":"What is this?"}]}]}' "$img" > "$tmp/img.json"
+curl -s -H "$H" "$url/v1/chat/completions" -d @"$tmp/img.json" > "$tmp/c2"
+grep -q '"prompt_tokens":[3-9][0-9][0-9]' "$tmp/c2" && ok || { fail "curl image"; cat "$tmp/c2"; }
+curl -s -H "$H" "$url/v1/completions" -d '{"model":"tiny","prompt":[1,1029,17,40],"max_tokens":4}' > "$tmp/c3"
+grep -q '"object":"text_completion"' "$tmp/c3" && ok || { fail "curl completions"; cat "$tmp/c3"; }
+[ "$(curl -s -o /dev/null -w '%{http_code}' "$url/v1/models")" = 401 ] && ok || fail "no key must be 401"
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "$H" -X DELETE "$url/v1/models")" = 405 ] && ok || fail "DELETE must be 405"
+grep -q 'access id=.* POST /v1/chat/completions status=200 prompt_tokens=[0-9]* completion_tokens=[1-9][0-9]* ttft_ms=[0-9.]* duration_ms=' "$tmp/main.log" && ok ||
+  fail "access log line"
+
+# ---- the README's curl examples, as written (its daemon has no keys) --------------------
+main_pid=$pid
+main_port=$port
+: >"$tmp/readme.log"
+"$bin" --model "$tmp/tiny" --served-model-name tiny-linear --port 0 --backend cpu --threads 1 \
+  >"$tmp/readme.log" 2>&1 &
+pid=$!
+pids="$pids $pid"
+name=readme
+i=0
+while [ $i -lt 600 ] && ! grep -q "serving tiny-linear" "$tmp/readme.log"; do sleep 0.1; i=$((i + 1)); done
+rport=$(sed -n 's|.*serving tiny-linear on http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$tmp/readme.log")
+sed -n '/^<!-- curl examples/,/^<!-- end of curl examples/p' "$top_srcdir/README.md" | grep '^    ' |
+  sed "s/^    //; s/127.0.0.1:8000/127.0.0.1:$rport/g" > "$tmp/readme.sh"
+[ "$(grep -c curl "$tmp/readme.sh")" -ge 4 ] && ok || fail "README curl examples not found"
+k=0
+while IFS= read -r line; do
+  k=$((k + 1))
+  (cd "$top_srcdir" && sh -c "$line") > "$tmp/readme.$k" 2>"$tmp/readme.$k.err" || fail "README example $k failed: $line"
+  case "$line" in
+  *metrics*) grep -q '^vllm:generation_tokens_total{model_name="tiny-linear"} [1-9]' "$tmp/readme.$k" && ok ||
+    fail "README metrics example" ;;
+  *'"stream": true'*) [ "$(tail -n 2 "$tmp/readme.$k" | head -n 1)" = "data: [DONE]" ] && ok ||
+    { fail "README streaming example"; cat "$tmp/readme.$k"; } ;;
+  *) grep -q '"choices":\[{' "$tmp/readme.$k" && ok || { fail "README example $k: $line"; cat "$tmp/readme.$k"; } ;;
+  esac
+done < "$tmp/readme.sh"
+stop
+pid=$main_pid
+port=$main_port
+name=main
+
+# ---- the SDK and the schemas --------------------------------------------------------------
+export NODE_DEPS_DIR="$deps" MMD_URL="$url" MMD_KEY="$KEY" MMD_MODEL=tiny
+node "$here/sdk.mjs" || fail "sdk.mjs"
+stop
+
+# ---- bad input and hostile clients, against small limits -------------------------------------
+start abuse --max-queue 8 --max-seqs 2 --max-body-bytes 1m --max-prompt-bytes 64k \
+  --max-model-len 4096 --max-images 3 --connection-timeout 2 --ping-interval 100 --max-connections 1000 --max-header-bytes 16k
+MMD_URL="http://127.0.0.1:$port" node "$here/abuse.mjs" || fail "abuse.mjs"
+stop
+
+# ---- SIGTERM during streams, and the notify socket ----------------------------------------------
+command -v python3 >/dev/null 2>&1 || { echo "FAIL: python3 (for the notify socket) missing"; exit 1; }
+python3 - "$tmp/notify.sock" > "$tmp/notify.txt" <<'EOF' &
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+s.settimeout(120)
+while True:
+    try:
+        d = s.recv(4096).decode()
+    except socket.timeout:
+        break
+    print(d.replace("\n", " | "), flush=True)
+    if "STOPPING=1" in d:
+        break
+EOF
+listener=$!
+pids="$pids $listener"
+i=0
+while [ ! -S "$tmp/notify.sock" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+NOTIFY_SOCKET="$tmp/notify.sock" start drain --drain-timeout 3 --max-seqs 4 --ping-interval 100
+i=0
+while [ $i -lt 100 ] && ! grep -q "READY=1" "$tmp/notify.txt"; do sleep 0.05; i=$((i + 1)); done
+grep -q "READY=1" "$tmp/notify.txt" && ok || { fail "no READY=1 on the notify socket"; cat "$tmp/notify.txt"; }
+url="http://127.0.0.1:$port"
+long='{"model":"tiny","messages":[{"role":"user","content":"Go"}],"max_tokens":30000,"ignore_eos":true,"stream":true}'
+short='{"model":"tiny","messages":[{"role":"user","content":"Go"}],"max_tokens":300,"ignore_eos":true,"stream":true}'
+# three long streams and a short one: the short one finishes within the
+# deadline, the long ones are cut at it
+for k in 1 2 3; do curl -sN -H "$H" "$url/v1/chat/completions" -d "$long" > "$tmp/long$k" & done
+i=0
+while [ $i -lt 400 ] && ! grep -q content "$tmp/long3" 2>/dev/null; do sleep 0.05; i=$((i + 1)); done
+curl -sN -H "$H" "$url/v1/chat/completions" -d "$short" > "$tmp/short" &
+i=0
+while [ $i -lt 400 ] && ! grep -q content "$tmp/short" 2>/dev/null; do sleep 0.02; i=$((i + 1)); done
+t0=$(date +%s)
+kill -TERM "$pid"
+if wait "$pid"; then ok; else fail "exit status $? after SIGTERM during streams"; tail -20 "$tmp/drain.log"; fi
+t1=$(date +%s)
+[ $((t1 - t0)) -le 10 ] && ok || fail "drain took $((t1 - t0)) s (deadline 3 s)"
+wait
+for f in long1 long2 long3; do
+  [ "$(tail -n 2 "$tmp/$f" | head -n 1)" = "data: [DONE]" ] && grep -q '"code":"cancelled"' "$tmp/$f" && ok ||
+    { fail "stream $f not cut cleanly at the deadline"; tail -c 400 "$tmp/$f"; }
+done
+grep -q '"finish_reason":"length"' "$tmp/short" && [ "$(tail -n 2 "$tmp/short" | head -n 1)" = "data: [DONE]" ] && ok ||
+  { fail "a running stream did not finish during the drain"; tail -c 400 "$tmp/short"; }
+grep -q "STOPPING=1" "$tmp/notify.txt" && grep -q "STATUS=serving tiny" "$tmp/notify.txt" && ok || { fail "no STOPPING=1 on the notify socket"; cat "$tmp/notify.txt"; }
+
+echo "check_daemon: $pass shell checks passed, $fails failed"
+[ "$fails" -eq 0 ]
