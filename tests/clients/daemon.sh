@@ -8,14 +8,16 @@ start_daemon() {
   if [ ! -f "$daemon_model/config.json" ]; then
     "$build/mmmamba" mkmodel --preset tiny-linear --seed 3 --out "$daemon_model" >/dev/null
   fi
+  log="$tmp/daemon-$name.log"
+  : >"$log" # exists before the background start opens it (the loop reads it at once)
   "$build/mmmambad" --model "$daemon_model" --served-model-name tiny --host 127.0.0.1 --port 0 \
-    --backend cpu --threads 1 --http-threads 2 "$@" >"$tmp/daemon-$name.log" 2>&1 &
+    --backend cpu --threads 1 --http-threads 2 "$@" >>"$log" 2>&1 &
   daemon_pid=$!
   pids="$pids $daemon_pid"
   port=""
   i=0
   while [ $i -lt 600 ]; do
-    port=$(sed -n 's|.*serving tiny on http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$tmp/daemon-$name.log")
+    port=$(sed -n 's|.*serving tiny on http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$log")
     if [ -n "$port" ] && curl -fs -o /dev/null "http://127.0.0.1:$port/health"; then
       return 0
     fi
@@ -24,6 +26,6 @@ start_daemon() {
     i=$((i + 1))
   done
   echo "FAIL: mmmambad ($name) did not come up serving"
-  cat "$tmp/daemon-$name.log"
+  cat "$log"
   exit 1
 }
