@@ -77,6 +77,10 @@ static const struct option_row options[] = {
      "state (and, for hybrid models, grows KV blocks)."},
     {"state_dtype", OPT_ENUM, OFF(state_dtype), "fp32", 0, 0, "fp32|bf16", NULL, NULL,
      "Precision of the recurrent state between steps (bf16 halves its memory)."},
+    {"kv_memory", OPT_SIZE, OFF(kv_memory), "0", 0, (int64_t)1 << 40, NULL, "bytes", NULL,
+     "Memory for the KV blocks of attention layers (hybrid and teacher\n"
+     "checkpoints; a linear model has none). 0: enough for every slot to reach\n"
+     "max_model_len. Less makes the scheduler wait or preempt when it runs dry."},
     {"max_batch_tokens", OPT_INT, OFF(max_batch_tokens), "2048", 16, 1 << 20, NULL, "tokens", NULL,
      "Tokens in one engine step: decodes plus prefill chunks. Long prompts are\n"
      "prefilled in chunks of this size so running streams keep flowing."},

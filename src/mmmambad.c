@@ -108,15 +108,11 @@ static enum mm_status load_model(struct daemon *d, struct mm_err *err)
     enum mm_status st = mm_config_load(o->model, &d->cfg, err);
     if (st != MM_OK)
         return st;
-    st = mm_tokenizer_load_dir(o->model, &d->tok, err);
+    /* the tokenizer is checked against the model (ids bounded by its vocabulary,
+     * <IMG_CONTEXT> where the config says); errors name the file */
+    st = mm_tokenizer_load_checkpoint(o->model, &d->cfg, &d->tok, err);
     if (st != MM_OK)
-        return mm_err_prefix(err, "%s/tokenizer.model", o->model);
-    const int32_t tv = mm_tokenizer_vocab_size(d->tok);
-    if (tv > d->cfg.vocab_size)
-        return mm_err_set(err, MM_ERR_FORMAT,
-                          "%s/tokenizer.model: the tokenizer has %d ids but the model's vocab_size "
-                          "is %lld (config.json)",
-                          o->model, tv, (long long)d->cfg.vocab_size);
+        return st;
     if (mm_tokenizer_find(d->tok, "<|im_end|>") < 0)
         return mm_err_set(err, MM_ERR_FORMAT,
                           "%s: the tokenizer has no <|im_end|> token (the chat template's end)",
@@ -145,6 +141,7 @@ static enum mm_status load_model(struct daemon *d, struct mm_err *err)
     eo.max_tiles = d->cfg.max_dynamic_patch + 1;
     eo.max_context = o->max_model_len;
     eo.state_fp32 = strcmp(o->state_dtype, "fp32") == 0;
+    eo.kv_memory = o->kv_memory;
     st = mm_engine_open(o->model, &eo, &d->engine, err);
     if (st != MM_OK && auto_cuda) {
         MM_WARN("CUDA backend unavailable (%s); using the CPU backend", err->msg);

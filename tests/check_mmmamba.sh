@@ -1,7 +1,9 @@
 #!/bin/sh
-# check_mmmamba.sh: drives the built `mmmamba` tool end to end: mkmodel for
-# every tiny preset (single file and sharded), inspect on each, and the
-# error paths (bad preset, missing model) exit non-zero with a message.
+# check_mmmamba.sh: drives the built `mmmamba` tool end to end: mkmodel and
+# inspect for every tiny preset (single file and sharded), generate and
+# tokenize, the CLI's manners (help, options, numbers, messages), and every
+# error path. Each case checks the exit code and what was printed (expect),
+# not the exit code alone.
 set -eu
 bin="${top_builddir:-.}/mmmamba"
 tmp=$(mktemp -d)
@@ -23,12 +25,27 @@ expect() {
   else pass=$((pass + 1)); fi
 }
 for p in tiny-linear tiny-hybrid tiny-teacher; do
-  check "mkmodel $p" "$bin" mkmodel --preset $p --seed 5 --out "$tmp/$p"
-  check "inspect $p" "$bin" inspect "$tmp/$p"
-  check "mkmodel $p sharded" "$bin" mkmodel --preset $p --seed 5 --shards 2 --out "$tmp/$p-sh"
-  check "inspect $p sharded" "$bin" inspect "$tmp/$p-sh"
+  expect "mkmodel $p" 0 "^wrote $tmp/$p \(preset $p, seed 5, 1 shard\)$" "$bin" mkmodel --preset $p --seed 5 --out "$tmp/$p"
+  expect "inspect $p" 0 "^model: $tmp/$p$" "$bin" inspect "$tmp/$p"
+  expect "mkmodel $p sharded" 0 "^wrote $tmp/$p-sh \(preset $p, seed 5, 2 shards\)$" "$bin" mkmodel --preset $p --seed 5 --shards 2 --out "$tmp/$p-sh"
+  expect "inspect $p sharded" 0 "^tensors: [0-9]+ stored" "$bin" inspect "$tmp/$p-sh"
   check "index present" test -f "$tmp/$p-sh/model.safetensors.index.json"
 done
+# a checkpoint never lands on an old one (a stale index would win over the new weights)
+"$bin" generate --model "$tmp/tiny-linear-sh" --prompt-ids "1 5 6" --print-ids > "$tmp/ids-before" 2>/dev/null
+expect "mkmodel refuses a non-empty directory" 1 "tiny-linear-sh is not empty \(it holds .*\): a checkpoint is written into a new or empty directory" \
+  "$bin" mkmodel --preset tiny-linear --seed 2 --out "$tmp/tiny-linear-sh"
+"$bin" generate --model "$tmp/tiny-linear-sh" --prompt-ids "1 5 6" --print-ids > "$tmp/ids-after" 2>/dev/null
+check "the refused write left the model alone" cmp "$tmp/ids-before" "$tmp/ids-after"
+cp "$tmp/tiny-linear/model.safetensors" "$tmp/tiny-hybrid-sh/"
+expect "both a single file and an index: warned" 0 "holds both model.safetensors and model.safetensors.index.json" \
+  "$bin" inspect "$tmp/tiny-hybrid-sh"
+rm "$tmp/tiny-hybrid-sh/model.safetensors"
+expect "shards beyond the tensor count refused" 1 "999 shards for [0-9]+ tensors" \
+  "$bin" mkmodel --preset tiny-linear --shards 999 --out "$tmp/many"
+"$bin" mkmodel --preset tiny-linear --shards 80 --out "$tmp/s80" > /dev/null
+check "80 shards, each named by the index" test "$(ls "$tmp/s80" | grep -c '^model-')" -eq \
+  "$(grep -o 'model-[0-9]*-of-00080' "$tmp/s80/model.safetensors.index.json" | sort -u | wc -l)"
 "$bin" inspect "$tmp/tiny-hybrid" > "$tmp/insp"
 check "inspect says hybrid" grep -q "layout: hybrid (3 mamba2, 3 mha layers)" "$tmp/insp"
 check "inspect says post" grep -q "pixel shuffle post" "$tmp/insp"
@@ -38,43 +55,73 @@ check "mkmodel overrides" "$bin" mkmodel --preset tiny-linear --pixel-shuffle-lo
 "$bin" inspect "$tmp/ov" > "$tmp/insp"
 check "override applied" grep -q "position grid 8x8, pixel shuffle post.*normalize_encoder_output true" "$tmp/insp"
 # generate: chat prompt through the template, ids, stop token, chunked == whole
-check "generate --prompt" "$bin" generate --model "$tmp/tiny-linear" --prompt "Hello there" --max-tokens 8
+expect "generate --prompt" 0 "^prefill: [0-9]+ tokens in .*generated [1-8] tokens" "$bin" generate --model "$tmp/tiny-linear" --prompt "Hello there" --max-tokens 8
+expect "--max-tokens 010 is ten" 0 "generated 10 tokens" "$bin" generate --model "$tmp/tiny-linear" --prompt "Hello there" --max-tokens 010 --ignore-eos
 "$bin" generate --model "$tmp/tiny-linear" --prompt "Hello there" --max-tokens 8 --print-ids > "$tmp/a" 2>/dev/null
 "$bin" generate --model "$tmp/tiny-linear" --prompt "Hello there" --max-tokens 8 --print-ids --prefill-chunk 5 > "$tmp/b" 2>/dev/null
 check "chunked prefill gives the same ids" cmp "$tmp/a" "$tmp/b"
 check "ids line" grep -Eq '^[0-9]+( [0-9]+)*$' "$tmp/a"
 "$bin" tokenize --model "$tmp/tiny-linear" "Hi" > "$tmp/tok"
-check "generate on ids from tokenize" sh -c "\"$bin\" generate --model \"$tmp/tiny-linear\" --prompt-ids \"\$(head -1 $tmp/tok)\" --max-tokens 2 --print-ids"
-if "$bin" generate --model "$tmp/tiny-linear" --prompt-ids "1 99999" 2>"$tmp/err"; then echo "FAIL: out-of-vocabulary id accepted"; fails=$((fails + 1)); fi
-check "bad id message" grep -q "outside the vocabulary" "$tmp/err"
-if "$bin" generate --model "$tmp/tiny-linear" --prompt-ids "1 1032 1032" 2>"$tmp/err"; then echo "FAIL: stray image tokens accepted"; fails=$((fails + 1)); fi
-check "stray image tokens message" grep -q "tile" "$tmp/err"
+check "tokenize: ids then pieces" test "$(sed -n 2p "$tmp/tok")" = "<s> ▁H i"
+expect "generate on ids from tokenize" 0 "^[0-9]+ [0-9]+$" "$bin" generate --model "$tmp/tiny-linear" --prompt-ids "$(head -1 "$tmp/tok")" --max-tokens 2 --print-ids
+expect "out-of-vocabulary id" 1 "^mmmamba: token id 99999 outside the vocabulary \(0..1038\)$" "$bin" generate --model "$tmp/tiny-linear" --prompt-ids "1 99999"
+expect "stray image tokens" 1 "image-context run at position 1 has 2 tokens, not a whole number of tiles" "$bin" generate --model "$tmp/tiny-linear" --prompt-ids "1 1032 1032"
 # the tiles given must match the prompt's image runs (the engine trusts the buffer)
 img512=$(awk 'BEGIN { for (i = 0; i < 512; i++) printf " 1032" }')
 head -c 2408448 /dev/zero > "$tmp/one.tile"
-if "$bin" generate --model "$tmp/tiny-linear" --prompt-ids "1$img512 5" --tiles "$tmp/one.tile" --num-tiles 1 2>"$tmp/err"; then
-  echo "FAIL: 2 tiles of image tokens with 1 tile accepted"; fails=$((fails + 1)); fi
-check "tile count mismatch message" grep -q "512 image-context tokens but 1 tiles" "$tmp/err"
-if "$bin" generate --model "$tmp/tiny-linear" --prompt-ids "1 2" --prefill-chunk 4611686018427387904 2>/dev/null; then
-  echo "FAIL: absurd --prefill-chunk accepted"; fails=$((fails + 1)); fi
-if "$bin" generate --model "$tmp/tiny-linear" --prompt-ids "1 2" --tiles "$tmp/one.tile" 2>/dev/null; then
-  echo "FAIL: --tiles without --num-tiles accepted"; fails=$((fails + 1)); fi
+expect "tile count mismatch" 1 "512 image-context tokens but 1 tiles were given \(256 tokens per tile\)" \
+  "$bin" generate --model "$tmp/tiny-linear" --prompt-ids "1$img512 5" --tiles "$tmp/one.tile" --num-tiles 1
+expect "absurd --prefill-chunk" 2 "--prefill-chunk: '4611686018427387904' is not a decimal number from 0 to 524288" \
+  "$bin" generate --model "$tmp/tiny-linear" --prompt-ids "1 2" --prefill-chunk 4611686018427387904
+expect "--tiles without --num-tiles" 2 "--tiles and --num-tiles go together" \
+  "$bin" generate --model "$tmp/tiny-linear" --prompt-ids "1 2" --tiles "$tmp/one.tile"
+expect "--tiles with --prompt" 2 "--tiles goes with --prompt-ids" \
+  "$bin" generate --model "$tmp/tiny-linear" --prompt hi --tiles "$tmp/one.tile" --num-tiles 1
+cat "$tmp/one.tile" "$tmp/one.tile" > "$tmp/two.tile"
+"$bin" generate --model "$tmp/tiny-linear" --prompt-ids "1 5$img512 7 8" --tiles "$tmp/two.tile" --num-tiles 2 --max-tokens 4 --print-ids > "$tmp/w" 2>/dev/null
+"$bin" generate --model "$tmp/tiny-linear" --prompt-ids "1 5$img512 7 8" --tiles "$tmp/two.tile" --num-tiles 2 --max-tokens 4 --print-ids --prefill-chunk 100 > "$tmp/c" 2>/dev/null
+check "image prompt: chunks at tile boundaries give the same ids" cmp "$tmp/w" "$tmp/c"
+check "image prompt ids" grep -Eq '^[0-9]+ [0-9]+ [0-9]+ [0-9]+$' "$tmp/w"
+m="$tmp/tiny-linear"
+"$bin" inspect "$m" > "$tmp/insp"
+# the tokenizer is part of the checkpoint: loaded, checked against the model, reported
+check "inspect reports the tokenizer" grep -q "^tokenizer: 1039 ids (bos 1, eos 2, <|im_end|> 1028), template internlm2-chat" "$tmp/insp"
+cp -r "$m" "$tmp/notok"; rm "$tmp/notok/tokenizer.model"
+expect "generate without tokenizer.model" 1 "notok/tokenizer.model: No such file" "$bin" generate --model "$tmp/notok" --prompt-ids "1 5 6"
+expect "inspect without tokenizer.model" 1 "notok/tokenizer.model: No such file" "$bin" inspect "$tmp/notok"
+cp -r "$m" "$tmp/garbtok"; echo "not a model" > "$tmp/garbtok/tokenizer.model"
+expect "inspect with a garbage tokenizer.model" 1 "garbtok/tokenizer.model" "$bin" inspect "$tmp/garbtok"
+cp -r "$m" "$tmp/noadded"; rm "$tmp/noadded/added_tokens.json" "$tmp/noadded/tokenizer_config.json" "$tmp/noadded/special_tokens_map.json"
+set +e; "$bin" generate --model "$tmp/noadded" --prompt-ids "1 5 6" --max-tokens 300 --ignore-eos > "$tmp/o" 2> "$tmp/err"; rc=$?; set -e
+check "no template tokens: refused at load" test "$rc" -eq 1
+check "... naming the missing token" grep -q "the tokenizer has no <|im" "$tmp/err"
+check "... before any text" test ! -s "$tmp/o"
+cp -r "$m" "$tmp/bigid"; echo '{"<x>": 16777215}' > "$tmp/bigid/added_tokens.json"
+expect "added id past the model's vocabulary" 1 "added_tokens.json: added token \"<x>\" has id 16777215, outside the model's vocabulary \(0..1038\)" \
+  "$bin" tokenize --model "$tmp/bigid" hi
+# a model whose vocabulary is padded past the tokenizer: the extra ids decode to nothing
+cp -r "$tmp/noadded" "$tmp/padded"
+echo '{"<|im_end|>": 1028, "<|im_start|>": 1029, "<img>": 1030, "</img>": 1031, "<IMG_CONTEXT>": 1032}' > "$tmp/padded/added_tokens.json"
+echo "107 1035 1038 108" > "$tmp/pad.ids"
+expect "padded ids decode to nothing" 0 "^hi$" "$bin" tokenize --model "$tmp/padded" --decode --file "$tmp/pad.ids"
+expect "generate on a padded vocabulary" 0 "generated 300 tokens" "$bin" generate --model "$tmp/padded" --prompt-ids "1 5 6" --max-tokens 300 --ignore-eos
+# raw tiles: the file's size is checked before anything is allocated
+expect "--num-tiles past the file" 1 "--tiles: .*one.tile: holds 2408448 bytes, expected 9865003008" \
+  "$bin" generate --model "$m" --prompt-ids "1 2" --tiles "$tmp/one.tile" --num-tiles 4096
+# logits: vocab_size little-endian fp32 values
+"$bin" generate --model "$m" --prompt-ids "1 5 6" --max-tokens 1 --dump-logits "$tmp/logits.f32" > /dev/null 2>&1
+check "logits file size" test "$(wc -c < "$tmp/logits.f32")" -eq $((1039 * 4))
 # hostile tokenizer files and image paths fail cleanly
 cp -r "$tmp/tiny-linear" "$tmp/badtok"
 echo '{"<x>": 1e300}' > "$tmp/badtok/added_tokens.json"
-if "$bin" tokenize --model "$tmp/badtok" hi 2>"$tmp/err"; then echo "FAIL: 1e300 token id accepted"; fails=$((fails + 1)); fi
-check "bad added-token id message" grep -q "not an integer id" "$tmp/err"
+expect "1e300 token id" 1 'added_tokens.json: "<x>" is not an integer id' "$bin" tokenize --model "$tmp/badtok" hi
 mkfifo "$tmp/fifo"
-if timeout 10 "$bin" preprocess "$tmp/fifo" --out "$tmp/o" 2>"$tmp/err"; then echo "FAIL: FIFO accepted"; fails=$((fails + 1)); fi
-check "FIFO refused, not waited on" grep -q "not a regular file" "$tmp/err"
+expect "FIFO refused, not waited on" 1 "fifo.*not a regular file" timeout 10 "$bin" preprocess "$tmp/fifo" --out "$tmp/o"
 # error paths: non-zero exit and a message naming the problem
-if "$bin" mkmodel --preset nope --out "$tmp/x" 2>"$tmp/err"; then echo "FAIL: bad preset accepted"; fails=$((fails + 1)); fi
-check "bad preset message" grep -q 'unknown preset "nope"' "$tmp/err"
-if "$bin" inspect "$tmp/none" 2>"$tmp/err"; then echo "FAIL: missing model accepted"; fails=$((fails + 1)); fi
-check "missing model message" grep -q "config.json" "$tmp/err"
+expect "bad preset" 1 'unknown preset "nope"' "$bin" mkmodel --preset nope --out "$tmp/x"
+expect "missing model" 1 "^mmmamba: $tmp/none/config.json: No such file or directory$" "$bin" inspect "$tmp/none"
 rm "$tmp/tiny-linear-sh/model-00002-of-00002.safetensors"
-if "$bin" inspect "$tmp/tiny-linear-sh" 2>"$tmp/err"; then echo "FAIL: missing shard accepted"; fails=$((fails + 1)); fi
-check "missing shard message" grep -q "model-00002-of-00002.safetensors" "$tmp/err"
+expect "missing shard" 1 "tiny-linear-sh/model-00002-of-00002.safetensors" "$bin" inspect "$tmp/tiny-linear-sh"
 expect "unknown command" 2 "unknown command 'frobnicate'" "$bin" frobnicate
 # CLI manners: help, version, per-command option lists with defaults, messages that say what is wrong
 expect "no command: usage" 2 "^usage: mmmamba COMMAND" "$bin"

@@ -1,5 +1,5 @@
 /* checked.h: overflow-checked size arithmetic for sizes that come from files
- * or requests (STYLE.md rule 3). Each returns false on overflow and leaves
+ * or requests (docs/style.md rule 3). Each returns false on overflow and leaves
  * *out untouched. Pure functions; callable from any thread. */
 #ifndef MM_BASE_CHECKED_H
 #define MM_BASE_CHECKED_H

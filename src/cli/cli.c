@@ -124,8 +124,8 @@ int mm_cli_parse(const struct mm_cli_cmd *cmd, const struct mm_cli_opt *opts, in
                  char **argv, const char **pos, int min_pos, int max_pos, int *n_pos)
 {
     struct option lo[MAX_OPTS + 2];
-    if (n > MAX_OPTS)
-        n = MAX_OPTS;
+    if (n > MAX_OPTS) /* a table in the code, not input: say so plainly */
+        return mm_cli_usage_error(cmd, "internal error: more than %d options", MAX_OPTS);
     for (int i = 0; i < n; i++)
         lo[i] = (struct option){opts[i].name,
                                 opts[i].kind == MM_CLI_FLAG ? no_argument : required_argument, NULL,

@@ -190,7 +190,7 @@ static int32_t argmax(const float *v, int64_t n)
     return (int32_t)best;
 }
 
-/* Flag combinations parse_args cannot see one at a time; 2 after a message. */
+/* Flag combinations the option table cannot check one at a time; 2 after a message. */
 static int check_args(const struct mm_cli_cmd *cmd, const struct gen_args *g)
 {
     if (!g->model)
@@ -221,12 +221,13 @@ static int run(const struct gen_args *g)
     int rc = 1;
     if (mm_config_load(g->model, &cfg, &err) != MM_OK)
         goto done;
-    /* a checkpoint that cannot be tokenized is broken even for --prompt-ids:
-     * its output could not be read */
-    if (mm_tokenizer_load_dir(g->model, &tok, &err) != MM_OK) {
-        tok = NULL;
+    /* a checkpoint that cannot be tokenized, or lacks the template's tokens,
+     * is broken even for --prompt-ids: its output could not be read */
+    struct mm_chat_template *tpl = NULL;
+    if (mm_tokenizer_load_checkpoint(g->model, &cfg, &tok, &err) != MM_OK ||
+        mm_chat_template_create(tok, cfg.template_name, cfg.tokens_per_tile, &tpl, &err) != MM_OK)
         goto done;
-    }
+    mm_chat_template_free(tpl);
     int64_t n_tiles;
     if (build_prompt(g, &cfg, tok, &prompt, &tiles, &n_tiles, &err) != MM_OK)
         goto done;

@@ -4,7 +4,9 @@
 
 #include "cli/cli.h"
 #include "model/config.h"
+#include "model/chat_template.h"
 #include "model/safetensors.h"
+#include "model/tokenizer.h"
 #include "model/weights.h"
 
 static void print_stack(const char *name, const struct mm_stack_config *s)
@@ -74,7 +76,23 @@ int mm_cli_inspect(const struct mm_cli_cmd *cmd, int argc, char **argv)
         mm_safetensors_close(st);
         return mm_cli_fail(&err);
     }
+    /* the tokenizer as generate and the server load it: checked before
+     * anything is reported */
+    struct mm_tokenizer *tok = NULL;
+    struct mm_chat_template *tpl = NULL;
+    if (mm_tokenizer_load_checkpoint(dir, &cfg, &tok, &err) != MM_OK ||
+        mm_chat_template_create(tok, cfg.template_name, cfg.tokens_per_tile, &tpl, &err) != MM_OK) {
+        mm_tokenizer_free(tok);
+        mm_safetensors_close(st);
+        return mm_cli_fail(&err);
+    }
     report(dir, &cfg, st, &w);
+    printf("tokenizer: %d ids (bos %d, eos %d, <|im_end|> %d), template %s\n",
+           (int)mm_tokenizer_vocab_size(tok), (int)mm_tokenizer_bos_id(tok),
+           (int)mm_tokenizer_eos_id(tok), (int)mm_tokenizer_find(tok, "<|im_end|>"),
+           cfg.template_name);
+    mm_chat_template_free(tpl);
+    mm_tokenizer_free(tok);
     mm_safetensors_close(st);
     return 0;
 }

@@ -7,6 +7,7 @@
 
 #include "base/json.h"
 #include "cli/cli.h"
+#include "model/config.h"
 #include "model/tokenizer.h"
 
 /* Prints ids (and pieces unless only_ids) of one encoded text. */
@@ -86,7 +87,10 @@ int mm_cli_tokenize(const struct mm_cli_cmd *cmd, int argc, char **argv)
     const char *text = n_pos ? pos[0] : NULL;
     struct mm_err err;
     struct mm_tokenizer *tok;
-    if ((model ? mm_tokenizer_load_dir(model, &tok, &err)
+    struct mm_config cfg;
+    if (model && mm_config_load(model, &cfg, &err) != MM_OK)
+        return mm_cli_fail(&err);
+    if ((model ? mm_tokenizer_load_checkpoint(model, &cfg, &tok, &err)
                : mm_tokenizer_load_model(file, &tok, &err)) != MM_OK)
         return mm_cli_fail(&err);
     char *buf = NULL;

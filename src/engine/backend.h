@@ -42,7 +42,7 @@ struct mm_act; /* backend-owned activation buffer [rows, cols], backend dtype */
 /* Most top logprobs a request may ask for (OpenAI's bound). */
 #define MM_MAX_LOGPROBS 20
 
-/* How to choose the next token of one sequence (DESIGN.md "Sampler").
+/* How to choose the next token of one sequence (docs/architecture.md, "Engine").
  * Defaults that switch a feature off: temperature 0 (greedy), top_k 0,
  * top_p 1, min_p 0, repetition_penalty 1, presence/frequency 0. */
 struct mm_sample_params {
@@ -78,7 +78,7 @@ struct mm_sample_out {
     float top_logprobs[MM_MAX_LOGPROBS]; /* descending; ties: lower id first */
 };
 
-/* Sizes fixed at start-up (STYLE rule 4: no allocation in the step loop). */
+/* Sizes fixed at start-up (docs/style.md rule 4: no allocation in the step loop). */
 struct mm_backend_limits {
     int32_t n_slots;        /* recurrent-state slots */
     int64_t n_kv_blocks[2]; /* KV blocks per stack (enum mm_stack); 0 for a stack without

@@ -1,5 +1,5 @@
 /* cpu_backend.c: the fp32 reference backend (see cpu_backend.h). Each op is
- * the residual block of MODEL.md §3 written out over the varlen batch; the
+ * the residual block of docs/model.md §3 written out over the varlen batch; the
  * math lives in cpu_kernels.c.
  *
  * Memory: weights as fp32 copies; per slot one contiguous block of recurrent
@@ -126,7 +126,7 @@ static int load_layer(struct cpu_ctx *c, const struct mm_layer_weights *lw, stru
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 /* rows x cols floats (zeroed if asked); NULL when the size overflows or
- * memory runs out (STYLE rule 3: sizes come from files and options). */
+ * memory runs out (docs/style.md rule 3: sizes come from files and options). */
 static float *alloc_floats(int64_t rows, int64_t cols, bool zero)
 {
     size_t n, bytes;

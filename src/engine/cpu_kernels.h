@@ -1,6 +1,6 @@
 /* cpu_kernels.h: the plain-C fp32 math of the CPU reference backend. Each
  * function is the twin of a CUDA kernel and the spelled-out form of an
- * equation in MODEL.md; tests compare the CUDA kernels against these.
+ * equation in docs/model.md; tests compare the CUDA kernels against these.
  *
  * Conventions: row-major; y = x·Wᵀ with W stored [out, in] as in the
  * checkpoint; no allocation; `tp` may be NULL (single-threaded). */
@@ -32,7 +32,7 @@ float mm_cpu_softplus(float x);
 void mm_cpu_conv2_silu(const float *x, int64_t ld_x, int64_t T, int64_t C, const float *w,
                        const float *b, float *state, float *out, int64_t ld_out);
 
-/* Mamba-2 recurrence for one head over T tokens (MODEL.md §3.3):
+/* Mamba-2 recurrence for one head over T tokens (docs/model.md §3.3):
  *   S[t] = exp(Δ[t]·A)·S[t−1] + Δ[t]·x[t]⊗B[t];  y[t][p] = Σ_n C[t][n]·S[t][p,n]
  * with Δ[t] = softplus(dt_raw[t] + dt_bias). S is d×d (p rows, n columns),
  * updated in place. x, B, C, dt_raw, y are strided rows (ld_* elements). */

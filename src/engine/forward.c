@@ -1,4 +1,4 @@
-/* forward.c: the forward pass of MODEL.md §3, written once against the
+/* forward.c: the forward pass of docs/model.md §3, written once against the
  * backend interface, for a step of several sequences (varlen batch).
  *
  *   ids → text/special embeddings, image tiles → patch embeddings

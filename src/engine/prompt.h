@@ -4,7 +4,7 @@
  * prompt split into prefill chunks is split only at tile boundaries.
  *
  * Design: an image is a run of img_context_token_id positions, tokens_per_tile
- * per tile (MODEL.md §3.1; docs/model.md); the engine embeds whole tiles, so
+ * per tile (docs/model.md §3.1); the engine embeds whole tiles, so
  * a chunk that would end inside a tile grows to the end of that tile. These
  * are pure functions of the ids and the config. */
 #ifndef MM_ENGINE_PROMPT_H

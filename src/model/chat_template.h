@@ -1,5 +1,5 @@
 /* chat_template.h: OpenAI-style messages -> prompt token ids for the
- * "internlm2-chat" template (MODEL.md §5):
+ * "internlm2-chat" template (docs/model.md §5):
  *
  *   <s><|im_start|>system\n{SYSTEM}<|im_end|><|im_start|>user\n{USER}<|im_end|>
  *   <|im_start|>assistant\n{ASSISTANT}<|im_end|> ... <|im_start|>assistant\n

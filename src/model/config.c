@@ -1,5 +1,5 @@
 /* config.c: config.json -> struct mm_config, with validation (see config.h).
- * Defaults are the reference's where it has one (MODEL.md §1); everything
+ * Defaults are the reference's where it has one (docs/model.md §1); everything
  * that sizes a tensor is required. */
 #include "model/config.h"
 
@@ -98,7 +98,9 @@ static enum mm_status parse_special(const cJSON *emb, struct mm_config *cfg, str
     const cJSON *it;
     cJSON_ArrayForEach(it, maps)
     {
-        if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) || it->valuedouble < 0)
+        /* range first: converting an out-of-range double is undefined */
+        if (!cJSON_IsNumber(it) || !(it->valuedouble >= 0 && it->valuedouble < 2147483648.0) ||
+            it->valuedouble != floor(it->valuedouble))
             return mm_err_set(err, MM_ERR_FORMAT,
                               "config.json: special_token_maps[\"%s\"] must be a token id",
                               it->string);

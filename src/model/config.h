@@ -1,4 +1,4 @@
-/* config.h: the typed form of a checkpoint's config.json (MODEL.md §1).
+/* config.h: the typed form of a checkpoint's config.json (docs/model.md §1).
  *
  * Design: every hyper-parameter the forward pass uses is read here and
  * validated once (divisibility, list lengths, supported values), so later

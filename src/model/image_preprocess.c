@@ -1,5 +1,5 @@
 /* image_preprocess.c: dynamic tiling and normalisation (see
- * image_preprocess.h; MODEL.md §4); the resizes are image_resize.c's.
+ * image_preprocess.h; docs/model.md §4); the resizes are image_resize.c's.
  *
  * Design: the grid choice replays the reference's Python literally, down to
  * the iteration order of the set its candidate grids come from (CPython's

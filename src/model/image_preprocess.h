@@ -1,5 +1,5 @@
 /* image_preprocess.h: decoded RGB image -> normalised fp32 tiles, the
- * reference's dynamic tiling (MODEL.md §4).
+ * reference's dynamic tiling (docs/model.md §4).
  *
  * Design: the 8-bit pixels of every tile equal the reference's (Pillow 9.4):
  * grid choice as its Python does it, every resize Pillow's bicubic
@@ -72,7 +72,7 @@ enum mm_status mm_image_params_from_config(const struct mm_config *cfg,
 int64_t mm_image_grid_candidates(int64_t min_tiles, int64_t max_tiles, struct mm_tile_grid *out,
                                  int64_t cap);
 
-/* MODEL.md §4 grid choice for a width x height image. */
+/* docs/model.md §4 grid choice for a width x height image. */
 enum mm_status mm_image_choose_grid(int64_t width, int64_t height, const struct mm_image_params *p,
                                     struct mm_tile_grid *grid, struct mm_err *err);
 

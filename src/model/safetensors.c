@@ -17,6 +17,7 @@
 
 #include "base/checked.h"
 #include "base/json.h"
+#include "base/log.h"
 
 /* A header larger than this is refused before parsing (real ones are ~100 KB). */
 #define MM_ST_MAX_HEADER (64u << 20)
@@ -365,10 +366,13 @@ enum mm_status mm_safetensors_open_dir(const char *dir, struct mm_safetensors **
     char path[4096];
     if (snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir) >= (int)sizeof path)
         return mm_err_set(err, MM_ERR_INVALID, "model path too long");
-    if (access(path, F_OK) != 0) {
-        snprintf(path, sizeof path, "%s/model.safetensors", dir);
-        return mm_safetensors_open_file(path, out, err);
-    }
+    char single[4096];
+    snprintf(single, sizeof single, "%s/model.safetensors", dir);
+    if (access(path, F_OK) != 0)
+        return mm_safetensors_open_file(single, out, err);
+    if (access(single, F_OK) == 0)
+        MM_LOG(MM_LOG_WARN, "%s holds both model.safetensors and model.safetensors.index.json: "
+                            "loading the shards the index names, not model.safetensors", dir);
     struct mm_safetensors *st = st_new();
     if (!st)
         return mm_err_set(err, MM_ERR_NOMEM, "out of memory");

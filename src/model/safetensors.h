@@ -40,7 +40,8 @@ enum mm_status mm_safetensors_open_file(const char *path, struct mm_safetensors 
 
 /* Opens a checkpoint directory: DIR/model.safetensors.index.json when it
  * exists (every shard its weight_map names, and each name must be in the
- * shard the map says), else DIR/model.safetensors. */
+ * shard the map says), else DIR/model.safetensors. When both exist the
+ * index wins and a warning is logged. */
 enum mm_status mm_safetensors_open_dir(const char *dir, struct mm_safetensors **out,
                                        struct mm_err *err);
 

@@ -1,6 +1,6 @@
 /* synthetic.c: presets and the random-weight checkpoint writer (see synthetic.h).
  *
- * Weight scales keep activations O(1) through every layer (MODEL.md §6):
+ * Weight scales keep activations O(1) through every layer (docs/model.md §6):
  * projections ~ U with std 1/sqrt(fan_in), norms ~ 1 +- 0.1, embeddings std 1,
  * small dt (dt_bias around -3), A_log_bias around 0. Values are uniform
  * (cheap, bounded) rather than Gaussian; only their scale matters here. */
@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 
 #include "base/dtype.h"
@@ -457,13 +458,36 @@ static enum mm_status make_dirs(const char *dir, struct mm_err *err)
     }
 }
 
+/* A checkpoint is written whole into a new or empty directory: files left
+ * from an earlier one (an index naming old shards, say) would be loaded in
+ * place of the new weights. */
+static enum mm_status check_empty(const char *dir, struct mm_err *err)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return mm_err_set(err, MM_ERR_IO, "%s: %s", dir, strerror(errno));
+    const struct dirent *e;
+    const char *found = NULL;
+    while (!found && (e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+            found = e->d_name;
+    enum mm_status st = MM_OK;
+    if (found)
+        st = mm_err_set(err, MM_ERR_INVALID,
+                        "%s is not empty (it holds %s): a checkpoint is written into a new or "
+                        "empty directory",
+                        dir, found);
+    closedir(d);
+    return st;
+}
+
 enum mm_status mm_synthetic_write(const char *dir, const struct mm_config *cfg,
                                   const struct mm_synthetic_options *opt, struct mm_err *err)
 {
     if (opt->shards < 1 || opt->shards > 999)
         return mm_err_set(err, MM_ERR_INVALID, "shards must be 1..999");
     enum mm_status st = make_dirs(dir, err);
-    if (st != MM_OK)
+    if (st != MM_OK || (st = check_empty(dir, err)) != MM_OK)
         return st;
     struct spec_list l = {0};
     const size_t buf_elems = 1u << 20;
@@ -499,7 +523,9 @@ enum mm_status mm_synthetic_write(const char *dir, const struct mm_config *cfg,
     for (int k = 0; k < opt->shards; k++) {
         int64_t last = first;
         const int64_t target = total * (k + 1) / opt->shards;
-        while (last < l.n && (k == opt->shards - 1 || acc < target || last == first)) {
+        /* at least one tensor per shard: leave one for each shard after this */
+        const int64_t stop = l.n - (opt->shards - 1 - k);
+        while (last < stop && (k == opt->shards - 1 || acc < target || last == first)) {
             acc += spec_numel(&l.v[last]) * 2;
             last++;
         }

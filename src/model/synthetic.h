@@ -1,4 +1,4 @@
-/* synthetic.h: project-made checkpoints with random weights (MODEL.md §6):
+/* synthetic.h: project-made checkpoints with random weights (docs/model.md §6):
  * the presets, and a writer that produces a complete Hugging Face style
  * directory (config.json, bf16 safetensors, optional shards + index,
  * tokenizer.model and the added-token files).
@@ -27,8 +27,10 @@ struct mm_synthetic_options {
     int shards; /* 1: model.safetensors; >1: model-0000K-of-0000N + index */
 };
 
-/* Writes the checkpoint into dir (created if missing; existing files of the
- * same names are overwritten). */
+/* Writes the checkpoint into dir, which must be new or empty (created if
+ * missing; MM_ERR_INVALID naming a file when it is not empty, so no stale
+ * index or shard of an earlier checkpoint survives). Every shard holds at
+ * least one tensor; more shards than tensors is MM_ERR_INVALID. */
 enum mm_status mm_synthetic_write(const char *dir, const struct mm_config *cfg,
                                   const struct mm_synthetic_options *opt, struct mm_err *err);
 

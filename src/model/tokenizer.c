@@ -11,6 +11,8 @@
  * bounds. All per-call state lives in a struct scratch freed before return. */
 #include "model/tokenizer.h"
 
+#include "model/config.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +26,7 @@
 
 #define MAX_MODEL_BYTES ((size_t)256 << 20)
 #define MAX_JSON_BYTES ((size_t)64 << 20)
-#define MAX_ADDED_ID (1 << 24)
+#define MAX_ADDED_ID (1 << 20) /* without a model to bound them (16 MiB of id table) */
 
 static const char SPACE_SYMBOL[] = "\xe2\x96\x81"; /* U+2581, 3 bytes */
 static const char REPLACEMENT[] = "\xef\xbf\xbd";  /* U+FFFD, 3 bytes */
@@ -69,6 +71,8 @@ struct mm_tokenizer {
     bool first_byte[256];
     struct id_entry *ids;
     int32_t vocab_size;
+    int32_t model_vocab;  /* ids below it decode (to nothing without a piece); 0: no model */
+    int64_t max_added_id; /* added-token ids must be below it */
     int32_t bos_id, eos_id;
     size_t max_piece_len;
 };
@@ -756,9 +760,17 @@ const char *mm_tokenizer_piece(const struct mm_tokenizer *tok, int32_t id)
 enum mm_status mm_tokenizer_id_info(const struct mm_tokenizer *tok, int32_t id,
                                     struct mm_token_info *info, struct mm_err *err)
 {
-    if (id < 0 || id >= tok->vocab_size || tok->ids[id].kind < 0)
+    if (id < 0 || id >= tok->vocab_size || tok->ids[id].kind < 0) {
+        /* a checkpoint pads its vocabulary past the tokenizer's: those ids
+         * are the model's to emit and decode to nothing */
+        if (id >= 0 && id < tok->model_vocab) {
+            *info = (struct mm_token_info){MM_TOKEN_CONTROL, "", 0, -1};
+            return MM_OK;
+        }
         return mm_err_set(err, MM_ERR_INVALID, "token id %d is not in the vocabulary (0..%d)",
-                          (int)id, (int)tok->vocab_size - 1);
+                          (int)id,
+                          (int)(tok->model_vocab ? tok->model_vocab : tok->vocab_size) - 1);
+    }
     const struct id_entry *e = &tok->ids[id];
     *info = (struct mm_token_info){(enum mm_token_kind)e->kind, e->text, e->len, e->byte};
     return MM_OK;
@@ -950,9 +962,11 @@ static enum mm_status add_token(struct mm_tokenizer *t, const char *content, int
     const size_t n = strlen(content);
     if (n == 0)
         return mm_err_set(err, MM_ERR_FORMAT, "%s: empty added token", file);
-    if (id < 0 || id >= MAX_ADDED_ID)
-        return mm_err_set(err, MM_ERR_FORMAT, "%s: added token \"%s\" has bad id %lld", file,
-                          content, (long long)id);
+    if (id < 0 || id >= t->max_added_id)
+        return mm_err_set(
+            err, MM_ERR_FORMAT, "%s: added token \"%s\" has id %lld, outside the %s (0..%lld)",
+            file, content, (long long)id, t->model_vocab ? "model's vocabulary" : "id range",
+            (long long)t->max_added_id - 1);
     for (int k = 0; k < t->n_added; k++) {
         struct added_token *a = &t->added[k];
         const bool same_text = a->len == n && memcmp(a->text, content, n) == 0;
@@ -1083,7 +1097,10 @@ done:
     return st;
 }
 
-enum mm_status mm_tokenizer_load_dir(const char *dir, struct mm_tokenizer **out, struct mm_err *err)
+/* tokenizer.model plus the added tokens of dir; model_vocab > 0 bounds the
+ * ids by the model's vocabulary. */
+static enum mm_status load_dir(const char *dir, int32_t model_vocab, struct mm_tokenizer **out,
+                               struct mm_err *err)
 {
     char path[4096];
     char *data;
@@ -1099,10 +1116,18 @@ enum mm_status mm_tokenizer_load_dir(const char *dir, struct mm_tokenizer **out,
         free(data);
         return mm_err_set(err, MM_ERR_NOMEM, "out of memory");
     }
+    t->model_vocab = model_vocab;
+    t->max_added_id = model_vocab > 0 ? model_vocab : MAX_ADDED_ID;
     st = mm_sp_model_parse(data, len, &t->sp, err);
     free(data);
     if (st != MM_OK) {
         mm_err_prefix(err, "%s", path);
+        goto fail;
+    }
+    if (model_vocab > 0 && t->sp.n_pieces > model_vocab) {
+        st = mm_err_set(err, MM_ERR_FORMAT,
+                        "%s has %d pieces, more than the model's vocabulary of %d", path,
+                        (int)t->sp.n_pieces, (int)model_vocab);
         goto fail;
     }
     if ((st = build(t, err)) != MM_OK || (st = load_added_tokens(t, dir, err)) != MM_OK ||
@@ -1113,4 +1138,31 @@ enum mm_status mm_tokenizer_load_dir(const char *dir, struct mm_tokenizer **out,
 fail:
     mm_tokenizer_free(t);
     return st;
+}
+
+enum mm_status mm_tokenizer_load_dir(const char *dir, struct mm_tokenizer **out, struct mm_err *err)
+{
+    return load_dir(dir, 0, out, err);
+}
+
+enum mm_status mm_tokenizer_load_checkpoint(const char *dir, const struct mm_config *cfg,
+                                            struct mm_tokenizer **out, struct mm_err *err)
+{
+    if (cfg->vocab_size < 1 || cfg->vocab_size > INT32_MAX)
+        return mm_err_set(err, MM_ERR_INVALID, "vocab_size %lld out of range",
+                          (long long)cfg->vocab_size);
+    enum mm_status st = load_dir(dir, (int32_t)cfg->vocab_size, out, err);
+    if (st != MM_OK)
+        return st;
+    /* the template writes the tokenizer's image-context id; the engine
+     * embeds images at the config's */
+    const int32_t img = mm_tokenizer_find(*out, "<IMG_CONTEXT>");
+    if (img >= 0 && img != cfg->img_context_token_id) {
+        mm_tokenizer_free(*out);
+        *out = NULL;
+        return mm_err_set(err, MM_ERR_FORMAT,
+                          "%s: the tokenizer's <IMG_CONTEXT> is id %d but config.json says %lld",
+                          dir, (int)img, (long long)cfg->img_context_token_id);
+    }
+    return MM_OK;
 }

@@ -1,4 +1,4 @@
-/* tokenizer.h: text <-> token ids for mmMamba (MODEL.md §5): SentencePiece
+/* tokenizer.h: text <-> token ids for mmMamba (docs/model.md §5): SentencePiece
  * BPE with byte fallback, plus the checkpoint's added/special tokens.
  *
  * Design: encoding reproduces SentencePiece 0.1.97 (normalizer.cc,
@@ -67,6 +67,16 @@ struct mm_token_info {
  * (the JSON files are optional). *out is owned by the caller. */
 enum mm_status mm_tokenizer_load_dir(const char *dir, struct mm_tokenizer **out,
                                      struct mm_err *err);
+struct mm_config;
+/* The tokenizer of a checkpoint for its model (what generate and the server
+ * load): as mm_tokenizer_load_dir, but every id is bounded by the model's
+ * vocab_size (a tokenizer file naming an id the model does not have is
+ * MM_ERR_FORMAT naming the file; a huge id cannot cost memory), the
+ * tokenizer's <IMG_CONTEXT> must be the config's img_context_token_id, and
+ * ids the model can emit that have no piece (real checkpoints pad
+ * vocab_size) decode to nothing instead of failing. */
+enum mm_status mm_tokenizer_load_checkpoint(const char *dir, const struct mm_config *cfg,
+                                            struct mm_tokenizer **out, struct mm_err *err);
 /* Loads a bare SentencePiece .model file (no added tokens). */
 enum mm_status mm_tokenizer_load_model(const char *path, struct mm_tokenizer **out,
                                        struct mm_err *err);
@@ -98,7 +108,9 @@ int32_t mm_tokenizer_eos_id(const struct mm_tokenizer *tok);
 int32_t mm_tokenizer_find(const struct mm_tokenizer *tok, const char *text);
 /* The piece (or added token content) for an id, borrowed; NULL if out of range. */
 const char *mm_tokenizer_piece(const struct mm_tokenizer *tok, int32_t id);
-/* Fills *info for an id; MM_ERR_INVALID if out of range or unassigned. */
+/* Fills *info for an id; MM_ERR_INVALID if out of range or unassigned
+ * (for a checkpoint's tokenizer, ids below the model's vocab_size without a
+ * piece are MM_TOKEN_CONTROL with empty text). */
 enum mm_status mm_tokenizer_id_info(const struct mm_tokenizer *tok, int32_t id,
                                     struct mm_token_info *info, struct mm_err *err);
 /* Whether decoding strips one leading U+2581 at the start of the text (the

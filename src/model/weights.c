@@ -1,4 +1,4 @@
-/* weights.c: binds and shape-checks the tensors of MODEL.md §2 (see weights.h). */
+/* weights.c: binds and shape-checks the tensors of docs/model.md §2 (see weights.h). */
 #include "model/weights.h"
 
 #include <stdarg.h>

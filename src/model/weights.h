@@ -1,4 +1,4 @@
-/* weights.h: the model's tensors bound by name (MODEL.md §2) and checked
+/* weights.h: the model's tensors bound by name (docs/model.md §2) and checked
  * against the config.
  *
  * Design: binding is pure bookkeeping: each field borrows a struct mm_tensor

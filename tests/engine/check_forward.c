@@ -265,7 +265,7 @@ START_TEST(test_bad_input_rejected)
 }
 END_TEST
 
-/* A generated <IMG_CONTEXT> id is text (MODEL.md §3.6): a text_only step
+/* A generated <IMG_CONTEXT> id is text (docs/model.md §3.6): a text_only step
  * embeds it through the special table, in both pixel-shuffle modes. */
 START_TEST(test_generated_image_id_is_text)
 {

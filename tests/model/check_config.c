@@ -93,6 +93,12 @@ START_TEST(test_errors_name_the_key)
     ck_assert_int_eq(
         parse_edited("\"pixel_shuffle_loc\": \"post\"", "\"pixel_shuffle_loc\": \"mid\"", &err),
         MM_ERR_FORMAT);
+    /* ids past int32 are refused before any conversion (1e300 to int64 is undefined) */
+    ck_assert_int_eq(parse_edited("{\"<img>\": 100}", "{\"<img>\": 1e300}", &err), MM_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(err.msg, "special_token_maps[\"<img>\"] must be a token id"));
+    ck_assert_int_eq(parse_edited("{\"<img>\": 100}", "{\"<img>\": 2147483648}", &err),
+                     MM_ERR_FORMAT);
+    ck_assert_int_eq(parse_edited("{\"<img>\": 100}", "{\"<img>\": 2147483647}", &err), MM_OK);
     ck_assert_int_eq(parse_edited("[\"mha\", \"mamba2\"]", "[\"mha\"]", &err), MM_ERR_FORMAT);
     ck_assert_ptr_nonnull(strstr(err.msg, "layers_block_type"));
     ck_assert_int_eq(parse_edited("[\"mha\", \"mamba2\"]", "[\"mha\", \"rwkv\"]", &err),

@@ -64,6 +64,43 @@ START_TEST(test_deterministic_and_sharding)
 }
 END_TEST
 
+/* A second checkpoint never lands on top of a first (a stale index would
+ * win over the new weights), and every shard written holds tensors. */
+START_TEST(test_fresh_directory_and_no_empty_shards)
+{
+    char d[256], d2[256], p[512];
+    mm_test_tmpdir(d, sizeof d);
+    mm_test_tmpdir(d2, sizeof d2);
+    make(d, "tiny-linear", 1, 2);
+    struct mm_config cfg;
+    struct mm_err err;
+    ck_assert_int_eq(mm_synthetic_preset("tiny-linear", &cfg, &err), MM_OK);
+    const struct mm_synthetic_options one = {.seed = 2, .shards = 1};
+    ck_assert_int_eq(mm_synthetic_write(d, &cfg, &one, &err), MM_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(err.msg, "is not empty"));
+    snprintf(p, sizeof p, "%s/model.safetensors", d);
+    FILE *f = fopen(p, "rb");
+    ck_assert_ptr_null(f); /* nothing was written */
+
+    /* as many shards as tensors: each holds exactly one */
+    struct mm_safetensors *st;
+    ck_assert_int_eq(mm_safetensors_open_dir(d, &st, &err), MM_OK);
+    const int64_t n = mm_safetensors_count(st);
+    mm_safetensors_close(st);
+    ck_assert_int_le(n, 999);
+    make(d2, "tiny-linear", 1, (int)n);
+    for (int64_t k = 1; k <= n; k++) {
+        snprintf(p, sizeof p, "%s/model-%05lld-of-%05lld.safetensors", d2, (long long)k,
+                 (long long)n);
+        ck_assert_msg(mm_safetensors_open_file(p, &st, &err) == MM_OK, "%s", err.msg);
+        ck_assert_int_eq(mm_safetensors_count(st), 1);
+        mm_safetensors_close(st);
+    }
+    mm_test_rmdir(d);
+    mm_test_rmdir(d2);
+}
+END_TEST
+
 START_TEST(test_values_finite_and_scaled)
 {
     char dir[256];
@@ -144,7 +181,7 @@ START_TEST(test_presets_shapes)
     ck_assert_int_eq(cfg.emb.num_layers, 8);
     ck_assert_int_eq(cfg.vocab_size, 92553);
     ck_assert_int_eq(cfg.img_context_token_id, 92546);
-    /* MODEL.md: embedding layers 0 and 4, LLM layers 0,4,...,20 keep attention */
+    /* docs/model.md: embedding layers 0 and 4, LLM layers 0,4,...,20 keep attention */
     for (int i = 0; i < 8; i++)
         ck_assert_int_eq(cfg.emb.kinds[i], i % 4 == 0 ? MM_LAYER_MHA : MM_LAYER_MAMBA2);
     for (int i = 0; i < 24; i++)
@@ -167,6 +204,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_deterministic_and_sharding);
     tcase_add_test(tc, test_values_finite_and_scaled);
+    tcase_add_test(tc, test_fresh_directory_and_no_empty_shards);
     tcase_add_test(tc, test_tokenizer_files);
     tcase_add_test(tc, test_presets_shapes);
     suite_add_tcase(s, tc);

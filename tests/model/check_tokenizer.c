@@ -247,6 +247,73 @@ START_TEST(test_added_tokens)
 }
 END_TEST
 
+/* A checkpoint's tokenizer is loaded against its model: ids bounded by the
+ * model's vocabulary (a huge id costs no memory), padded ids decode to
+ * nothing, the image-context id agrees with the config. */
+START_TEST(test_load_checkpoint)
+{
+    char dir[256], path[300];
+    mm_test_tmpdir(dir, sizeof dir);
+    struct mm_config cfg;
+    struct mm_err err;
+    const struct mm_synthetic_options opt = {.seed = 1, .shards = 1};
+    ck_assert_int_eq(mm_synthetic_preset("tiny-linear", &cfg, &err), MM_OK);
+    ck_assert_int_eq(mm_synthetic_write(dir, &cfg, &opt, &err), MM_OK);
+    struct mm_tokenizer *tok;
+    ck_assert_int_eq(mm_tokenizer_load_checkpoint(dir, &cfg, &tok, &err), MM_OK);
+    const int32_t vocab = mm_tokenizer_vocab_size(tok);
+    ck_assert_int_eq(vocab, cfg.vocab_size);
+    mm_tokenizer_free(tok);
+
+    /* the model pads its vocabulary past the tokenizer's last id */
+    struct mm_config padded = cfg;
+    padded.vocab_size = cfg.vocab_size + 20;
+    ck_assert_int_eq(mm_tokenizer_load_checkpoint(dir, &padded, &tok, &err), MM_OK);
+    const int32_t ids[] = {BYTE_ID('h'), (int32_t)cfg.vocab_size + 5, BYTE_ID('i')};
+    char *s = decode(tok, ids, 3);
+    ck_assert_str_eq(s, "hi");
+    free(s);
+    struct mm_token_info info;
+    ck_assert_int_eq(mm_tokenizer_id_info(tok, (int32_t)padded.vocab_size, &info, &err),
+                     MM_ERR_INVALID);
+    mm_tokenizer_free(tok);
+    /* without the model the same id is not in the vocabulary */
+    ck_assert_int_eq(mm_tokenizer_load_dir(dir, &tok, &err), MM_OK);
+    char *text;
+    size_t len;
+    ck_assert_int_eq(mm_tokenizer_decode(tok, ids, 3, &text, &len, &err), MM_ERR_INVALID);
+    mm_tokenizer_free(tok);
+
+    /* the config's image-context id must be the tokenizer's */
+    struct mm_config other = cfg;
+    other.img_context_token_id = cfg.img_context_token_id - 1;
+    ck_assert_int_eq(mm_tokenizer_load_checkpoint(dir, &other, &tok, &err), MM_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(err.msg, "<IMG_CONTEXT>"));
+    /* a model smaller than the SentencePiece model */
+    other = cfg;
+    other.vocab_size = 500;
+    ck_assert_int_eq(mm_tokenizer_load_checkpoint(dir, &other, &tok, &err), MM_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(err.msg, "more than the model's vocabulary of 500"));
+
+    /* an added id past the model's vocabulary names the file; a huge one is
+     * refused before any table is sized by it, also without a model */
+    snprintf(path, sizeof path, "%s/added_tokens.json", dir);
+    const char *json = "{\"<x>\": 16777215}";
+    mm_test_write_file(path, json, strlen(json));
+    ck_assert_int_eq(mm_tokenizer_load_checkpoint(dir, &cfg, &tok, &err), MM_ERR_FORMAT);
+    ck_assert_ptr_nonnull(
+        strstr(err.msg, "added_tokens.json: added token \"<x>\" has id 16777215, outside the "
+                        "model's vocabulary"));
+    ck_assert_int_eq(mm_tokenizer_load_dir(dir, &tok, &err), MM_ERR_FORMAT);
+    json = "{\"<x>\": 1039}"; /* one past the tiny model */
+    mm_test_write_file(path, json, strlen(json));
+    ck_assert_int_eq(mm_tokenizer_load_checkpoint(dir, &cfg, &tok, &err), MM_ERR_FORMAT);
+    ck_assert_int_eq(mm_tokenizer_load_dir(dir, &tok, &err), MM_OK);
+    mm_tokenizer_free(tok);
+    mm_test_rmdir(dir);
+}
+END_TEST
+
 /* ---- a hand-made model with a one-rule charsmap ("A" -> "b") ---- */
 static void le32(uint8_t *p, uint32_t v)
 {
@@ -467,6 +534,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_encode_golden);
     tcase_add_test(tc, test_decode);
     tcase_add_test(tc, test_added_tokens);
+    tcase_add_test(tc, test_load_checkpoint);
     tcase_add_test(tc, test_charsmap);
     tcase_add_test(tc, test_user_defined_special);
     tcase_add_test(tc, test_threads);

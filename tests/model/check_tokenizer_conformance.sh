@@ -9,16 +9,17 @@
 #   mmmamba tokenize --tokenizer M --decode          ==  spm_decode --input_format=id
 # with zero mismatches; also for the shipped synthetic tokenizer. Finally it
 # times encoding of the whole test file (~100K+ tokens) as one text.
-# Exit 77 (skip) only when SentencePiece's command-line tools are missing.
+# Skips (exit 77; a failure in CI, tests/skip.sh) only when SentencePiece's
+# command-line tools are missing.
 set -u
 srcdir=${top_srcdir:-.}
 builddir=${top_builddir:-.}
 mm="$builddir/mmmamba"
+. "$srcdir/tests/skip.sh"
 train="$srcdir/tests/data/tokenizer_train.txt"
 for tool in spm_train spm_encode spm_decode; do
   if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "SKIP: $tool not found (Debian package sentencepiece)"
-    exit 77
+    mm_skip "$tool not found (Debian package sentencepiece)"
   fi
 done
 tmp=$(mktemp -d)

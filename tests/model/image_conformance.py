@@ -4,7 +4,7 @@
 Generates a varied image set in a temporary directory (odd sizes, extreme aspect ratios, a large
 photo-like JPEG, every PNG colour type and bit depth written by a small PNG encoder below so that
 interlacing, 16-bit samples and tRNS are all covered, JPEG baseline / progressive / grayscale /
-CMYK), runs the reference pipeline (Image.open(f).convert("RGB"), MODEL.md §4 tiling,
+CMYK), runs the reference pipeline (Image.open(f).convert("RGB"), docs/model.md §4 tiling,
 Image.resize, crops, thumbnail, numpy normalisation) and compares tile by tile. Also feeds
 corrupt and hostile files and checks for a clear error and a non-zero exit without a crash.
 
@@ -34,7 +34,7 @@ MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
-# ---- reference pipeline (MODEL.md §4, as the reference's Python does it) -----------------
+# ---- reference pipeline (docs/model.md §4, as the reference's Python does it) -----------------
 
 def find_closest_aspect_ratio(aspect_ratio, target_ratios, width, height, image_size):
     best_ratio_diff = float("inf")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """mmmamba_ref.py: an independent float32 PyTorch reference of the mmMamba forward pass.
 
-Written from shared/MODEL.md alone (section numbers below refer to it). It is the oracle the C
+Written from docs/model.md alone (section numbers below refer to it). It is the oracle the C
 server is tested against, so it favours the obvious over the fast: every weight is converted to
 float32, every step recomputes the whole sequence, and greedy generation re-runs the full forward
 pass over prompt + generated tokens. Only torch, numpy and the standard library are used; the
@@ -457,7 +457,7 @@ class MMMambaRef:
         if self.loc not in ("pre", "post"):
             raise ValueError("unknown pixel_shuffle_loc %r" % self.loc)
         if not ec.get("use_pixel_shuffle_proj", True):
-            raise NotImplementedError("use_pixel_shuffle_proj = false is not described by MODEL.md")
+            raise NotImplementedError("use_pixel_shuffle_proj = false is not described by docs/model.md")
         self.vocab = int(lc["vocab_size"])
 
         # image geometry: config values, checked against the tensor shapes
@@ -837,7 +837,7 @@ def write_checkpoint(dirname, config, tensors, shards=1):
 
 
 def bicubic_manual(img, out_size, A=-0.75):
-    """MODEL.md's resize written out: separable cubic convolution (A = −0.75), align_corners =
+    """docs/model.md's resize written out: separable cubic convolution (A = −0.75), align_corners =
     False (src = (dst + 0.5)·in/out − 0.5, not clamped), border indices clamped. float64."""
     def weights(t):
         def w(x):
@@ -1084,7 +1084,7 @@ def self_test(args):
             pass
         check("(d) <IMG_CONTEXT> count mismatch is an error", raised, "ValueError raised")
 
-        # (e) pixel shuffle layout and bicubic resize vs MODEL.md written out
+        # (e) pixel shuffle layout and bicubic resize vs docs/model.md written out
         G, f = model.G, model.f
         P = torch.randn(2, G * G, 5, generator=gen)
         out = pixel_shuffle(P, G, f)

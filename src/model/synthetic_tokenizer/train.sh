@@ -1,6 +1,6 @@
 #!/bin/sh
 # Regenerates tokenizer.model, the SentencePiece BPE model that `mmmamba mkmodel`
-# ships with synthetic checkpoints (MODEL.md §6), from corpus.txt in this folder.
+# ships with synthetic checkpoints (docs/model.md §6), from corpus.txt in this folder.
 # Needs Debian's `sentencepiece` package (spm_train). Settings follow InternLM2's
 # tokenizer: BPE, byte fallback, identity normalisation, dummy prefix, digits split,
 # whitespace kept as is; <unk>=0, <s>=1, </s>=2.
