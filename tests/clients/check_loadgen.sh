@@ -7,8 +7,8 @@
 set -eu
 . "${top_srcdir:-.}/tests/clients/lib.sh"
 lg="$build/mmmamba-loadgen"
-command -v "$py" >/dev/null || { echo "no $py: skipping"; exit 77; }
-[ -x "$build/mmmamba-loadgen" ] || { echo "mmmamba-loadgen not built (no libcurl): skipping"; exit 77; }
+command -v "$py" >/dev/null || mm_skip "no $py"
+[ -x "$build/mmmamba-loadgen" ] || mm_skip "mmmamba-loadgen not built (no libcurl)"
 
 # 1. Timing: TTFT 200 ms, then one token every 25 ms.
 start_fake timing --ttft-ms 200 --itl-ms 25
@@ -117,22 +117,20 @@ check "many streams run" "$lg" --base-url "http://127.0.0.1:$port" --num-prompts
 check "many streams: all concurrent" json_ok "$tmp/m.json" \
   'r["completed"] == 300 and r["max_concurrent_requests"] >= 250'
 
-# 7. Small scale against the real daemon (CPU backend, tiny model), when built.
-if [ -x "$build/mmmambad" ] && [ -x "$build/mmmamba" ]; then
-  . "$src/tests/clients/daemon.sh"
-  start_daemon lg
-  check "daemon: completions run" "$lg" --base-url "http://127.0.0.1:$port" --num-prompts 12 \
-    --max-concurrency 4 --random-input-len 48 --random-output-len 6 --ignore-eos \
-    --save-detailed --result-filename "$tmp/dd.json" --disable-tqdm
-  check "daemon: completions served" json_ok "$tmp/dd.json" \
-    'r["completed"] == 12 and r["failed"] == 0 and r["total_output_tokens"] == 72 and 12 * 48 <= r["total_input_tokens"] <= 12 * 49'
-  check "daemon: timings" json_ok "$tmp/dd.json" \
-    'r["mean_ttft_ms"] > 0 and r["mean_itl_ms"] > 0 and r["mean_ttft_ms"] < r["mean_e2el_ms"] and all(len(x) >= 1 for x in r["itls"])'
-  check "daemon: chat+image run" "$lg" --base-url "http://127.0.0.1:$port" \
-    --endpoint /v1/chat/completions --num-prompts 4 --max-concurrency 2 --random-input-len 16 \
-    --random-output-len 4 --ignore-eos --image "$tmp/px.png" --request-rate 8 \
-    --result-filename "$tmp/dc.json" --disable-tqdm
-  check "daemon: chat+image served" json_ok "$tmp/dc.json" \
-    'r["completed"] == 4 and r["total_output_tokens"] == 16 and r["total_input_tokens"] > 4 * 16'
-fi
+# 7. Small scale against the real daemon (CPU backend, tiny model).
+. "$src/tests/clients/daemon.sh"
+start_daemon lg
+check "daemon: completions run" "$lg" --base-url "http://127.0.0.1:$port" --num-prompts 12 \
+  --max-concurrency 4 --random-input-len 48 --random-output-len 6 --ignore-eos \
+  --save-detailed --result-filename "$tmp/dd.json" --disable-tqdm
+check "daemon: completions served" json_ok "$tmp/dd.json" \
+  'r["completed"] == 12 and r["failed"] == 0 and r["total_output_tokens"] == 72 and 12 * 48 <= r["total_input_tokens"] <= 12 * 49'
+check "daemon: timings" json_ok "$tmp/dd.json" \
+  'r["mean_ttft_ms"] > 0 and r["mean_itl_ms"] > 0 and r["mean_ttft_ms"] < r["mean_e2el_ms"] and all(len(x) >= 1 for x in r["itls"])'
+check "daemon: chat+image run" "$lg" --base-url "http://127.0.0.1:$port" \
+  --endpoint /v1/chat/completions --num-prompts 4 --max-concurrency 2 --random-input-len 16 \
+  --random-output-len 4 --ignore-eos --image "$tmp/px.png" --request-rate 8 \
+  --result-filename "$tmp/dc.json" --disable-tqdm
+check "daemon: chat+image served" json_ok "$tmp/dc.json" \
+  'r["completed"] == 4 and r["total_output_tokens"] == 16 and r["total_input_tokens"] > 4 * 16'
 finish

@@ -1,7 +1,9 @@
 # lib.sh: shell helpers shared by the client tests (sourced, not run):
 # a temp dir cleaned on exit, background servers stopped on exit, waiting for
 # a port file, JSON assertions through Python's standard library, and
-# pass/fail counting that ends with the "N passed, N failed" line.
+# pass/fail counting that ends with the "N passed, N failed" line. A missing
+# tool skips through tests/skip.sh (a failure in CI, where all are installed).
+. "${top_srcdir:-.}/tests/skip.sh"
 py=${PYTHON:-python3}
 src=${top_srcdir:-.}
 build=${top_builddir:-.}
