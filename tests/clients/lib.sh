@@ -69,6 +69,13 @@ PY
 
 # finish: prints the summary and exits non-zero on a failure.
 finish() {
+  if [ "$fails" -gt 0 ]; then # what the daemons said, for the failures above
+    for f in "$tmp"/daemon-*.log; do
+      [ -f "$f" ] || continue
+      echo "--- the end of $(basename "$f")"
+      tail -n 40 "$f"
+    done
+  fi
   echo "$pass passed, $fails failed"
   [ "$fails" -eq 0 ]
 }
