@@ -154,7 +154,7 @@ for i in $(seq 17); do images="$images --image x.png"; done
 # shellcheck disable=SC2086
 expect "at most 16 images" 2 "at most 16 images" "$bin" generate --model "$m" --prompt hi $images
 expect "--system with --prompt-ids refused" 2 "--system applies to --prompt" "$bin" generate --model "$m" --prompt-ids "1 5" --system hi
-expect "one prompt source" 2 "one of --prompt, --prompt-file or --prompt-ids" "$bin" generate --model "$m" --prompt hi --prompt-ids "1 5"
+expect "one prompt source" 2 "one of --prompt, --prompt-file, --prompt-ids or --prompt-ids-file" "$bin" generate --model "$m" --prompt hi --prompt-ids "1 5"
 expect "inspect needs DIR" 2 "missing an argument \(usage: mmmamba inspect DIR\)" "$bin" inspect
 expect "inspect takes one DIR" 2 "unexpected argument 'b'" "$bin" inspect a b
 expect "bad log level" 2 "MMMAMBA_LOG=loud is not one of" env MMMAMBA_LOG=loud "$bin" inspect "$m"
@@ -180,5 +180,34 @@ png1='iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWj
 expect "DATA: scheme" 0 "^1 1 1$" "$bin" preprocess "DATA:image/png;base64,$png1" --out "$tmp/d.f32"
 expect "Data: scheme in generate" 0 "^[0-9]+( [0-9]+)*$" "$bin" generate --model "$m" --prompt hi --image "Data:image/png;base64,$png1" --max-tokens 2 --print-ids
 check "tiles written as 3x448x448 fp32" test "$(wc -c < "$tmp/d.f32")" -eq 2408448
+# generate through the scheduler: a file of id prompts, concurrently == one at a time
+for p in tiny-linear tiny-hybrid; do
+  : > "$tmp/ids.txt"
+  for i in $(seq 9); do
+    line="1"; for j in $(seq $((3 * i))); do line="$line $(( (i * 31 + j * 17) % 1000 + 3 ))"; done
+    echo "$line" >> "$tmp/ids.txt"
+  done
+  "$bin" generate --model "$tmp/$p" --prompt-ids-file "$tmp/ids.txt" --max-tokens 12 --ignore-eos --print-ids > "$tmp/seq" 2>/dev/null
+  "$bin" generate --model "$tmp/$p" --prompt-ids-file "$tmp/ids.txt" --max-tokens 12 --ignore-eos --print-ids --concurrency 4 --prefill-chunk 8 > "$tmp/conc" 2>"$tmp/stats"
+  check "$p: 9 prompts, concurrency 4 == one at a time" cmp "$tmp/seq" "$tmp/conc"
+  check "$p: 9 lines of 12 ids" test "$(grep -Ec '^[0-9]+( [0-9]+){11}$' "$tmp/conc")" -eq 9
+  check "$p: throughput printed" grep -Eq "^throughput: [0-9.]+ requests/s" "$tmp/stats"
+  check "$p: TTFT percentiles printed" grep -Eq "^TTFT +mean .* p50 .* p90 .* p99 " "$tmp/stats"
+done
+expect "--requests cycles the prompts" 0 "^20 requests \(concurrency 3, n 1\)" "$bin" generate --model "$m" --prompt-ids-file "$tmp/ids.txt" --requests 20 --concurrency 3 --max-tokens 2
+expect "--concurrency needs a file" 2 "go with --prompt-ids-file" "$bin" generate --model "$m" --prompt hi --concurrency 2
+# sampling flags: seeded runs repeat, n choices, stop strings are not printed
+"$bin" generate --model "$m" --prompt-ids "1 40 91" --max-tokens 10 --ignore-eos --print-ids --temperature 0.9 --top-p 0.9 --seed 7 > "$tmp/s1" 2>/dev/null
+"$bin" generate --model "$m" --prompt-ids "1 40 91" --max-tokens 10 --ignore-eos --print-ids --temperature 0.9 --top-p 0.9 --seed 7 > "$tmp/s2" 2>/dev/null
+check "seeded sampling repeats" cmp "$tmp/s1" "$tmp/s2"
+expect "n = 3 prints 3 lines of ids" 0 "^[0-9]+( [0-9]+){9}$" "$bin" generate --model "$m" --prompt-ids "1 40 91" --max-tokens 10 --ignore-eos --print-ids --n 3 --temperature 1 --seed 3
+check "3 choices" test "$(grep -Ec '^[0-9]+( [0-9]+){9}$' "$tmp/out")" -eq 3
+expect "bad float" 2 "--temperature: 'hot' is not a number" "$bin" generate --model "$m" --prompt hi --temperature hot
+"$bin" generate --model "$m" --prompt "Hello there" --max-tokens 40 --ignore-eos > "$tmp/free" 2>/dev/null
+stop=$(head -c 12 "$tmp/free" | tail -c 2)
+if [ "$(printf '%s' "$stop" | wc -c)" -eq 2 ]; then
+  "$bin" generate --model "$m" --prompt "Hello there" --max-tokens 40 --ignore-eos --stop "$stop" > "$tmp/stopped" 2>/dev/null
+  check "stop string not printed" sh -c "! grep -qF -- \"$stop\" \"$tmp/stopped\""
+fi
 echo "$pass passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -1,10 +1,14 @@
-/* generate.c: `mmmamba generate`, one prompt through the engine with greedy
- * decoding: a chat prompt (text plus images through the template) or ids as
- * given, text streamed as it completes, timings on stderr.
+/* generate.c: `mmmamba generate`, a thin client of the scheduler (the
+ * daemon's sampler, stops and chunking): one prompt (a chat prompt with
+ * images through the template, or ids as given) streamed as it completes,
+ * or a file of token-id prompts run --concurrency at a time with throughput
+ * and latency percentiles on stderr.
  *
- * Design: everything the daemon also needs (prompt checks, prefill chunking
- * at tile boundaries, image loading, the fp32 file format) lives in the
- * library; this file only wires flags to it. */
+ * Design: everything the daemon also needs (prompt checks, scheduling,
+ * sampling, image loading, the fp32 file format) lives in the library; this
+ * file only wires flags to it. */
+#include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,18 +22,23 @@
 #include "model/config.h"
 #include "model/image_preprocess.h"
 #include "model/tokenizer.h"
-#include "serve/detokenizer.h"
+#include "serve/scheduler.h"
 
 #define MAX_IMAGES 16
 #define MAX_PROMPT_BYTES ((size_t)64 << 20)
 
 /* What `generate` was asked to do. */
 struct gen_args {
-    const char *model, *ids_arg, *prompt, *prompt_file, *system, *tiles_path, *dump, *dump_prompt;
+    const char *model, *ids_arg, *ids_file, *prompt, *prompt_file, *system, *tiles_path, *dump,
+        *dump_prompt;
     const char *backend, *state;
     const char *images[MAX_IMAGES];
     int n_images;
-    long long max_new, n_tiles, threads, chunk;
+    const char *stops[MM_REQUEST_MAX_STOPS];
+    int n_stops;
+    const char *temperature, *top_p, *min_p, *rep_pen, *pres_pen, *freq_pen; /* floats */
+    long long max_new, n_tiles, threads, chunk, top_k, seed, logprobs, n, concurrency, requests,
+        kv_memory;
     bool print_ids, ignore_eos;
 };
 
@@ -142,32 +151,6 @@ static enum mm_status build_prompt(const struct gen_args *g, const struct mm_con
     return st;
 }
 
-/* Prefill in chunks that keep image tiles whole; logits of the last token. */
-static enum mm_status prefill(struct mm_engine *e, int32_t slot, const struct mm_tokens *p,
-                              const float *tiles, int64_t chunk, float *logits, struct mm_err *err)
-{
-    const size_t tile_floats =
-        3 * (size_t)e->cfg.force_image_size * (size_t)e->cfg.force_image_size;
-    int64_t tiles_used = 0;
-    for (int64_t i = 0; i < p->n;) {
-        const struct mm_prompt_chunk c = mm_prompt_next_chunk(&e->cfg, p->ids, p->n, i, chunk);
-        const struct mm_seq_step st = {
-            .slot = slot,
-            .ids = p->ids + c.begin,
-            .n = c.end - c.begin,
-            .tiles = tiles ? tiles + (size_t)tiles_used * tile_floats : NULL,
-            .n_tiles = c.n_tiles,
-            .want_logits = c.end == p->n,
-        };
-        enum mm_status s = mm_engine_forward(e, &st, 1, logits, err);
-        if (s != MM_OK)
-            return s;
-        tiles_used += c.n_tiles;
-        i = c.end;
-    }
-    return MM_OK;
-}
-
 static enum mm_status write_ids(const char *path, const struct mm_tokens *t, struct mm_err *err)
 {
     FILE *f = fopen(path, "w");
@@ -180,24 +163,17 @@ static enum mm_status write_ids(const char *path, const struct mm_tokens *t, str
     return MM_OK;
 }
 
-/* Greedy choice: the highest logit, lowest id among equal maxima (docs/model.md §3.7). */
-static int32_t argmax(const float *v, int64_t n)
-{
-    int64_t best = 0;
-    for (int64_t i = 1; i < n; i++)
-        if (v[i] > v[best])
-            best = i;
-    return (int32_t)best;
-}
-
 /* Flag combinations the option table cannot check one at a time; 2 after a message. */
 static int check_args(const struct mm_cli_cmd *cmd, const struct gen_args *g)
 {
     if (!g->model)
         return mm_cli_usage_error(cmd, "--model is required");
-    if ((g->prompt != NULL) + (g->prompt_file != NULL) + (g->ids_arg != NULL) != 1)
-        return mm_cli_usage_error(cmd, "give one of --prompt, --prompt-file or --prompt-ids");
-    if (g->system && g->ids_arg)
+    if ((g->prompt != NULL) + (g->prompt_file != NULL) + (g->ids_arg != NULL) +
+            (g->ids_file != NULL) !=
+        1)
+        return mm_cli_usage_error(
+            cmd, "give one of --prompt, --prompt-file, --prompt-ids or --prompt-ids-file");
+    if (g->system && (g->ids_arg || g->ids_file))
         return mm_cli_usage_error(cmd, "--system applies to --prompt/--prompt-file, not "
                                        "--prompt-ids (put the system turn in the ids)");
     if (!g->n_tiles != !g->tiles_path)
@@ -205,19 +181,427 @@ static int check_args(const struct mm_cli_cmd *cmd, const struct gen_args *g)
     if (g->n_tiles && (!g->ids_arg || g->n_images))
         return mm_cli_usage_error(cmd, "--tiles goes with --prompt-ids (use --image with "
                                        "--prompt)");
+    if (g->ids_file && (g->n_images || g->dump || g->dump_prompt))
+        return mm_cli_usage_error(cmd, "--prompt-ids-file takes text-only prompts (no --image, "
+                                       "--dump-logits, --dump-prompt-ids)");
+    if ((g->concurrency > 1 || g->requests) && !g->ids_file)
+        return mm_cli_usage_error(cmd, "--concurrency and --requests go with --prompt-ids-file");
+    const char *const *floats[] = {&g->temperature, &g->top_p,    &g->min_p,
+                                   &g->rep_pen,     &g->pres_pen, &g->freq_pen};
+    const char *names[] = {
+        "temperature",      "top-p", "min-p", "repetition-penalty", "presence-penalty",
+        "frequency-penalty"};
+    for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++) {
+        char *end;
+        if (*floats[i] && (strtof(*floats[i], &end), end == *floats[i] || *end))
+            return mm_cli_usage_error(cmd, "--%s: '%s' is not a number", names[i], *floats[i]);
+    }
     return -1;
 }
+
+/* ---- prompts ---------------------------------------------------------------------- */
+
+/* --prompt-ids-file: one prompt per non-empty line. */
+static enum mm_status read_ids_file(const char *path, struct mm_tokens **out, int64_t *n,
+                                    struct mm_err *err)
+{
+    char *text;
+    size_t len;
+    enum mm_status st = mm_file_read_all(strcmp(path, "-") == 0 ? "/dev/stdin" : path,
+                                         MAX_PROMPT_BYTES, &text, &len, err);
+    if (st != MM_OK)
+        return st;
+    *out = NULL;
+    *n = 0;
+    int64_t cap = 0;
+    for (char *line = text, *next; st == MM_OK && line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        if (strspn(line, " \t\r,") == strlen(line))
+            continue;
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 16;
+            struct mm_tokens *g = realloc(*out, (size_t)cap * sizeof *g);
+            if (!g) {
+                st = mm_err_set(err, MM_ERR_NOMEM, "out of memory");
+                break;
+            }
+            *out = g;
+        }
+        (*out)[*n] = (struct mm_tokens){0};
+        st = parse_ids(line, &(*out)[*n], err);
+        (*n)++;
+        if (st != MM_OK)
+            mm_err_prefix(err, "%s line %lld", path, (long long)*n);
+    }
+    free(text);
+    if (st == MM_OK && *n == 0)
+        st = mm_err_set(err, MM_ERR_INVALID, "%s: no prompts", path);
+    return st;
+}
+
+/* ---- sampling and stops from the flags ---------------------------------------------- */
+
+static void request_params(const struct gen_args *g, struct mm_request_params *p)
+{
+    mm_request_params_default(p);
+    struct mm_sample_params *s = &p->sample;
+    if (g->temperature)
+        s->temperature = strtof(g->temperature, NULL);
+    if (g->top_p)
+        s->top_p = strtof(g->top_p, NULL);
+    if (g->min_p)
+        s->min_p = strtof(g->min_p, NULL);
+    if (g->rep_pen)
+        s->repetition_penalty = strtof(g->rep_pen, NULL);
+    if (g->pres_pen)
+        s->presence_penalty = strtof(g->pres_pen, NULL);
+    if (g->freq_pen)
+        s->frequency_penalty = strtof(g->freq_pen, NULL);
+    s->top_k = (int32_t)g->top_k;
+    s->seed = (uint64_t)g->seed;
+    p->has_seed = g->seed >= 0;
+    s->n_logprobs = (int32_t)g->logprobs;
+    p->logprobs = g->logprobs > 0;
+    p->n = (int32_t)g->n;
+    p->max_tokens = g->max_new;
+    p->ignore_eos = g->ignore_eos;
+    p->stop = g->stops;
+    p->n_stop = g->n_stops;
+}
+
+/* ---- one prompt, streamed ---------------------------------------------------------------- */
+
+/* Last prompt position's logits, straight from the engine (--dump-logits). */
+static enum mm_status dump_logits(struct mm_engine *e, const struct gen_args *g,
+                                  const struct mm_tokens *p, const float *tiles, struct mm_err *err)
+{
+    const int64_t V = e->cfg.vocab_size;
+    float *logits = malloc((size_t)V * sizeof *logits);
+    int32_t slot = -1;
+    enum mm_status st = logits ? mm_engine_slot_acquire(e, &slot, err)
+                               : mm_err_set(err, MM_ERR_NOMEM, "out of memory");
+    const size_t tile_floats =
+        3 * (size_t)e->cfg.force_image_size * (size_t)e->cfg.force_image_size;
+    int64_t tiles_used = 0;
+    for (int64_t i = 0; st == MM_OK && i < p->n;) {
+        const struct mm_prompt_chunk c = mm_prompt_next_chunk(&e->cfg, p->ids, p->n, i, g->chunk);
+        const struct mm_seq_step step = {
+            .slot = slot,
+            .ids = p->ids + c.begin,
+            .n = c.end - c.begin,
+            .tiles = tiles ? tiles + (size_t)tiles_used * tile_floats : NULL,
+            .n_tiles = c.n_tiles,
+            .want_logits = c.end == p->n,
+        };
+        st = mm_engine_forward(e, &step, 1, logits, err);
+        tiles_used += c.n_tiles;
+        i = c.end;
+    }
+    if (st == MM_OK)
+        st = mm_f32_write_file(g->dump, logits, (size_t)V, err);
+    if (slot >= 0)
+        mm_engine_slot_release(e, slot);
+    free(logits);
+    return st;
+}
+
+/* Streams the choices of one request to stdout (text of choice 0 as it
+ * comes when n = 1; otherwise each choice on its own line at the end). */
+static enum mm_status stream_one(struct mm_scheduler *s, const struct gen_args *g,
+                                 struct mm_tokens *prompt, float *tiles, int64_t n_tiles,
+                                 struct mm_err *err)
+{
+    struct mm_request_params p;
+    request_params(g, &p);
+    struct mm_request *r;
+    const int64_t n_prompt = prompt->n;
+    enum mm_status st = mm_request_create(&p, prompt->ids, prompt->n, tiles, n_tiles, &r, err);
+    *prompt = (struct mm_tokens){0}; /* the request owns the ids (and tiles) now */
+    if (st != MM_OK)
+        return st;
+    if ((st = mm_scheduler_submit(s, r, err)) != MM_OK) {
+        mm_request_release(r);
+        return st;
+    }
+    const int32_t n = p.n;
+    struct mm_tokens *ids = calloc((size_t)n, sizeof *ids);
+    char **text = calloc((size_t)n, sizeof *text);
+    size_t *len = calloc((size_t)n, sizeof *len);
+    struct mm_event ev;
+    struct mm_request_times times = {0};
+    int64_t generated = 0;
+    while (st == MM_OK && ids && text && len && mm_request_wait(r, &ev, -1)) {
+        if (ev.kind == MM_EVENT_TOKEN)
+            st = mm_tokens_push(&ids[ev.choice], ev.token, err);
+        if (n == 1 && !g->print_ids) {
+            fwrite(ev.text, 1, ev.len, stdout);
+            fflush(stdout);
+        } else if (ev.len) {
+            char *t = realloc(text[ev.choice], len[ev.choice] + ev.len);
+            if (!t) {
+                st = mm_err_set(err, MM_ERR_NOMEM, "out of memory");
+                break;
+            }
+            memcpy(t + len[ev.choice], ev.text, ev.len);
+            text[ev.choice] = t;
+            len[ev.choice] += ev.len;
+        }
+        if (ev.kind == MM_EVENT_FINISH) {
+            if (ev.finish == MM_FINISH_ERROR)
+                st = mm_err_set(err, ev.status, "%s", ev.message);
+            generated += ev.completion_tokens;
+            times = ev.times;
+            /* a final stop id / EOS has no token event: print it as --print-ids did */
+            if (ev.finish == MM_FINISH_STOP && ev.completion_tokens > ids[ev.choice].n &&
+                st == MM_OK)
+                st = mm_tokens_push(&ids[ev.choice], -1, err);
+        }
+    }
+    if (st == MM_OK && !ids)
+        st = mm_err_set(err, MM_ERR_NOMEM, "out of memory");
+    for (int32_t c = 0; st == MM_OK && c < n; c++) {
+        if (g->print_ids) {
+            for (int64_t i = 0; i < ids[c].n; i++)
+                if (ids[c].ids[i] >= 0)
+                    printf("%s%d", i ? " " : "", ids[c].ids[i]);
+            printf("\n");
+        } else if (n > 1) {
+            printf("[%d] %.*s\n", c, (int)len[c], text[c] ? text[c] : "");
+        } else {
+            printf("\n");
+        }
+    }
+    fflush(stdout); /* the text ends its line before the stats start theirs */
+    if (st == MM_OK) {
+        const double prefill = times.ttft_s, decode = times.total_s - times.ttft_s;
+        const int64_t steps = generated / n > 0 ? generated / n - 1 : 0;
+        fprintf(stderr,
+                "prefill: %lld tokens in %.3f s (%.1f tok/s); generated %lld tokens "
+                "(the first from the prefill); decode: %lld steps in %.3f s (%.1f tok/s)\n",
+                (long long)n_prompt, prefill, prefill > 0 ? (double)n_prompt / prefill : 0.0,
+                (long long)generated, (long long)steps, decode,
+                steps && decode > 0 ? (double)steps / decode : 0.0);
+    }
+    for (int32_t c = 0; ids && c < n; c++)
+        mm_tokens_free(&ids[c]);
+    for (int32_t c = 0; text && c < n; c++)
+        free(text[c]);
+    free(ids);
+    free(text);
+    free(len);
+    mm_request_release(r);
+    return st;
+}
+
+/* ---- many prompts, concurrently ------------------------------------------------------ */
+
+struct waker {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool ready;
+};
+
+static void wake(void *user)
+{
+    struct waker *w = user;
+    pthread_mutex_lock(&w->mu);
+    w->ready = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+struct live {
+    struct mm_request *r;
+    int64_t prompt; /* index into the prompts */
+    int finishes;
+    double t_last;
+};
+
+static int cmp_double(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile of sorted v[0..n). */
+static double pct(const double *v, int64_t n, double q)
+{
+    if (n == 0)
+        return 0;
+    int64_t k = (int64_t)ceil(q / 100.0 * (double)n) - 1;
+    return v[k < 0 ? 0 : k >= n ? n - 1 : k];
+}
+
+static void print_dist(const char *name, double *v, int64_t n, double scale, const char *unit)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    double sum = 0;
+    for (int64_t i = 0; i < n; i++)
+        sum += v[i];
+    fprintf(stderr, "%-14s mean %8.2f  p50 %8.2f  p90 %8.2f  p99 %8.2f  max %8.2f %s\n", name,
+            n ? sum / (double)n * scale : 0.0, pct(v, n, 50) * scale, pct(v, n, 90) * scale,
+            pct(v, n, 99) * scale, n ? v[n - 1] * scale : 0.0, unit);
+}
+
+/* --requests R prompts from the file (cycled), --concurrency C at a time;
+ * ids per request in input order with --print-ids; throughput and latency
+ * percentiles on stderr. */
+static enum mm_status run_many(struct mm_scheduler *s, const struct gen_args *g,
+                               const struct mm_tokens *prompts, int64_t n_prompts,
+                               struct mm_err *err)
+{
+    const int64_t total = g->requests ? g->requests : n_prompts;
+    const int64_t C = g->concurrency;
+    struct waker w = {.ready = false};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    struct live *live = calloc((size_t)C, sizeof *live);
+    double *ttft = calloc((size_t)total * (size_t)g->n, sizeof *ttft);
+    double *e2e = calloc((size_t)total, sizeof *e2e);
+    double *queue = calloc((size_t)total, sizeof *queue);
+    double *itl = NULL;
+    int64_t n_itl = 0, cap_itl = 0, n_ttft = 0, n_done = 0, next = 0, prompt_tokens = 0,
+            gen_tokens = 0;
+    struct mm_tokens *out = g->print_ids ? calloc((size_t)total, sizeof *out) : NULL;
+    enum mm_status st = live && ttft && e2e && queue && (out || !g->print_ids)
+                            ? MM_OK
+                            : mm_err_set(err, MM_ERR_NOMEM, "out of memory");
+    struct mm_request_params p;
+    request_params(g, &p);
+    struct mm_event evs[64];
+    const double t0 = mm_cli_now();
+    while (st == MM_OK && n_done < total) {
+        for (int64_t i = 0; st == MM_OK && i < C; i++) {
+            struct live *l = &live[i];
+            if (!l->r && next < total) { /* start the next request */
+                const struct mm_tokens *pr = &prompts[next % n_prompts];
+                int32_t *ids = malloc((size_t)pr->n * sizeof *ids);
+                if (!ids) {
+                    st = mm_err_set(err, MM_ERR_NOMEM, "out of memory");
+                    break;
+                }
+                memcpy(ids, pr->ids, (size_t)pr->n * sizeof *ids);
+                if ((st = mm_request_create(&p, ids, pr->n, NULL, 0, &l->r, err)) != MM_OK)
+                    break;
+                mm_request_set_notify(l->r, wake, &w);
+                if ((st = mm_scheduler_submit(s, l->r, err)) != MM_OK) {
+                    mm_err_prefix(err, "request %lld", (long long)next);
+                    mm_request_release(l->r);
+                    l->r = NULL;
+                    break;
+                }
+                l->prompt = next++;
+                l->finishes = 0;
+                l->t_last = mm_cli_now();
+                prompt_tokens += pr->n;
+            }
+            if (!l->r)
+                continue;
+            const int k = mm_request_take(l->r, evs, 64);
+            const double now = mm_cli_now();
+            for (int j = 0; j < k && st == MM_OK; j++) {
+                const struct mm_event *ev = &evs[j];
+                if (ev->kind == MM_EVENT_TOKEN) {
+                    if (ev->index > 0) { /* inter-token gaps as the client sees them */
+                        if (n_itl == cap_itl) {
+                            cap_itl = cap_itl ? 2 * cap_itl : 4096;
+                            double *ni = realloc(itl, (size_t)cap_itl * sizeof *ni);
+                            if (!ni) {
+                                st = mm_err_set(err, MM_ERR_NOMEM, "out of memory");
+                                break;
+                            }
+                            itl = ni;
+                        }
+                        itl[n_itl++] = now - l->t_last;
+                    }
+                    l->t_last = now;
+                    if (out && ev->choice == 0)
+                        st = mm_tokens_push(&out[l->prompt], ev->token, err);
+                    continue;
+                }
+                if (ev->finish == MM_FINISH_ERROR)
+                    st = mm_err_set(err, ev->status, "request %lld: %s", (long long)l->prompt,
+                                    ev->message);
+                gen_tokens += ev->completion_tokens;
+                if (ev->completion_tokens > 0)
+                    ttft[n_ttft++] = ev->times.ttft_s;
+                if (++l->finishes == p.n) {
+                    e2e[n_done] = ev->times.total_s;
+                    queue[n_done] = ev->times.queue_s;
+                    n_done++;
+                }
+            }
+            if (l->r && l->finishes == p.n) {
+                mm_request_set_notify(l->r, NULL, NULL);
+                mm_request_release(l->r);
+                l->r = NULL;
+            }
+        }
+        /* sleep until the engine has news for someone (unless a request can start) */
+        bool can_start = false;
+        for (int64_t i = 0; i < C; i++)
+            can_start = can_start || (!live[i].r && next < total);
+        pthread_mutex_lock(&w.mu);
+        if (!w.ready && !can_start && st == MM_OK && n_done < total)
+            pthread_cond_wait(&w.cv, &w.mu);
+        w.ready = false;
+        pthread_mutex_unlock(&w.mu);
+    }
+    const double wall = mm_cli_now() - t0;
+    for (int64_t i = 0; i < C; i++)
+        if (live[i].r) {
+            mm_request_set_notify(live[i].r, NULL, NULL);
+            mm_request_cancel(live[i].r);
+            mm_request_release(live[i].r);
+        }
+    if (st == MM_OK) {
+        for (int64_t i = 0; out && i < total; i++) {
+            for (int64_t k = 0; k < out[i].n; k++)
+                printf("%s%d", k ? " " : "", out[i].ids[k]);
+            printf("\n");
+        }
+        fflush(stdout);
+        fprintf(stderr,
+                "%lld requests (concurrency %lld, n %lld): %lld prompt + %lld generated tokens "
+                "in %.3f s\n",
+                (long long)total, (long long)C, (long long)g->n, (long long)prompt_tokens,
+                (long long)gen_tokens, wall);
+        fprintf(stderr, "throughput: %.2f requests/s, %.1f generated tok/s, %.1f total tok/s\n",
+                (double)total / wall, (double)gen_tokens / wall,
+                (double)(prompt_tokens + gen_tokens) / wall);
+        print_dist("TTFT", ttft, n_ttft, 1e3, "ms");
+        print_dist("inter-token", itl, n_itl, 1e3, "ms");
+        print_dist("end-to-end", e2e, n_done, 1e3, "ms");
+        print_dist("queue", queue, n_done, 1e3, "ms");
+    }
+    for (int64_t i = 0; out && i < total; i++)
+        mm_tokens_free(&out[i]);
+    free(out);
+    free(live);
+    free(ttft);
+    free(e2e);
+    free(queue);
+    free(itl);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    return st;
+}
+
+/* ---- the command ------------------------------------------------------------------------ */
 
 static int run(const struct gen_args *g)
 {
     struct mm_err err;
     struct mm_config cfg;
     struct mm_tokenizer *tok = NULL;
-    struct mm_detok *detok = NULL;
     struct mm_engine *e = NULL;
-    struct mm_tokens prompt = {0};
-    float *tiles = NULL, *logits = NULL;
-    int32_t *out_ids = NULL;
+    struct mm_scheduler *s = NULL;
+    struct mm_tokens prompt = {0}, *prompts = NULL;
+    int64_t n_prompts = 0;
+    float *tiles = NULL;
+    int64_t n_tiles = 0;
     int rc = 1;
     if (mm_config_load(g->model, &cfg, &err) != MM_OK)
         goto done;
@@ -228,104 +612,83 @@ static int run(const struct gen_args *g)
         mm_chat_template_create(tok, cfg.template_name, cfg.tokens_per_tile, &tpl, &err) != MM_OK)
         goto done;
     mm_chat_template_free(tpl);
-    int64_t n_tiles;
-    if (build_prompt(g, &cfg, tok, &prompt, &tiles, &n_tiles, &err) != MM_OK)
-        goto done;
-    if (g->dump_prompt && write_ids(g->dump_prompt, &prompt, &err) != MM_OK)
-        goto done;
-    if (mm_prompt_check_tiles(&cfg, prompt.ids, prompt.n, n_tiles, &err) != MM_OK)
-        goto done;
+    if (g->ids_file) {
+        if (read_ids_file(g->ids_file, &prompts, &n_prompts, &err) != MM_OK)
+            goto done;
+    } else {
+        if (build_prompt(g, &cfg, tok, &prompt, &tiles, &n_tiles, &err) != MM_OK)
+            goto done;
+        if (g->dump_prompt && write_ids(g->dump_prompt, &prompt, &err) != MM_OK)
+            goto done;
+        if (mm_prompt_check_tiles(&cfg, prompt.ids, prompt.n, n_tiles, &err) != MM_OK)
+            goto done;
+        prompts = &prompt;
+        n_prompts = 1;
+    }
+    int64_t longest = 0;
+    for (int64_t i = 0; i < n_prompts; i++)
+        longest = prompts[i].n > longest ? prompts[i].n : longest;
 
+    /* the engine: a slot per concurrent choice; positions for the longest
+     * prompt plus the output; KV blocks from --kv-memory (0: every slot can
+     * reach that length); steps of --prefill-chunk tokens (+ one tile, so an
+     * image always fits, + a decode token per slot) */
     struct mm_engine_options opt;
     mm_engine_options_default(&opt);
     opt.backend = strcmp(g->backend, "cuda") == 0 ? MM_BACKEND_CUDA : MM_BACKEND_CPU;
     opt.n_threads = (int)g->threads;
-    opt.max_seqs = 1;
+    opt.max_seqs = (int32_t)(g->concurrency * g->n);
     opt.state_fp32 = strcmp(g->state, "fp32") == 0;
     opt.max_tiles = n_tiles > 0 ? n_tiles : 1;
-    opt.max_context = prompt.n + g->max_new + 1;
-    /* the prompt goes in one step unless chunked; a chunk that would end
-     * inside an image grows to the end of that tile */
-    opt.max_tokens = g->chunk ? g->chunk + (n_tiles ? cfg.tokens_per_tile : 0) : prompt.n;
+    opt.max_context = longest + g->max_new + 1;
+    opt.kv_memory = (size_t)g->kv_memory;
+    /* a step: every running decode plus up to --prefill-chunk prompt tokens */
+    const int64_t budget = (g->chunk ? g->chunk : longest) + opt.max_seqs;
+    opt.max_tokens = budget + (n_tiles ? cfg.tokens_per_tile : 0);
+    if (opt.max_seqs > MM_ENGINE_MAX_SEQS) {
+        mm_err_set(&err, MM_ERR_INVALID, "--concurrency x --n must be at most %d",
+                   MM_ENGINE_MAX_SEQS);
+        goto done;
+    }
     if (mm_engine_open(g->model, &opt, &e, &err) != MM_OK)
         goto done;
-    const int64_t V = e->cfg.vocab_size;
-    logits = malloc((size_t)V * sizeof *logits);
-    out_ids = malloc((size_t)(g->max_new ? g->max_new : 1) * sizeof *out_ids);
-    int32_t slot;
-    if (!logits || !out_ids) {
-        mm_err_set(&err, MM_ERR_NOMEM, "out of memory");
+    if (g->dump && dump_logits(e, g, &prompt, tiles, &err) != MM_OK)
         goto done;
-    }
-    if (mm_engine_slot_acquire(e, &slot, &err) != MM_OK)
+    struct mm_scheduler_options so;
+    mm_scheduler_options_default(&so);
+    so.max_queue = g->concurrency;
+    so.max_batch_tokens = budget;
+    if (mm_scheduler_create(e, tok, &so, &s, &err) != MM_OK)
         goto done;
-    const double t0 = mm_cli_now();
-    if (prefill(e, slot, &prompt, tiles, g->chunk, logits, &err) != MM_OK)
-        goto done;
-    const double t1 = mm_cli_now();
-    if (g->dump && mm_f32_write_file(g->dump, logits, (size_t)V, &err) != MM_OK)
-        goto done;
-    /* greedy decode; text streams out as it completes unless ids were asked for */
-    const int32_t stop = !g->ignore_eos ? mm_tokenizer_find(tok, "<|im_end|>") : -1;
-    if (!g->print_ids && mm_detok_create(tok, &detok, &err) != MM_OK)
-        goto done;
-    int64_t produced = 0, steps = 0;
-    while (produced < g->max_new) {
-        const int32_t next = argmax(logits, V);
-        out_ids[produced++] = next;
-        if (next == stop)
-            break;
-        if (detok) {
-            const char *text;
-            size_t len;
-            if (mm_detok_feed(detok, next, &text, &len, &err) != MM_OK)
-                goto done;
-            fwrite(text, 1, len, stdout);
-            fflush(stdout);
-        }
-        if (produced == g->max_new)
-            break;
-        const struct mm_seq_step st = {
-            .slot = slot, .ids = &next, .n = 1, .want_logits = true, .text_only = true};
-        if (mm_engine_forward(e, &st, 1, logits, &err) != MM_OK)
+    if (g->ids_file) {
+        if (run_many(s, g, prompts, n_prompts, &err) != MM_OK)
             goto done;
-        steps++;
+    } else {
+        float *t = tiles;
+        tiles = NULL; /* the request takes the ids and tiles, even when it fails */
+        if (stream_one(s, g, &prompt, t, n_tiles, &err) != MM_OK)
+            goto done;
     }
-    const double t2 = mm_cli_now();
-    if (detok) {
-        size_t len;
-        const char *rest = mm_detok_finish(detok, &len);
-        fwrite(rest, 1, len, stdout);
-        printf("\n");
-    }
-    if (g->print_ids) {
-        for (int64_t i = 0; i < produced; i++)
-            printf("%s%d", i ? " " : "", out_ids[i]);
-        printf("\n");
-    }
-    fflush(stdout); /* the text ends its line before the stats start theirs */
-    fprintf(stderr,
-            "prefill: %lld tokens in %.3f s (%.1f tok/s); generated %lld tokens "
-            "(the first from the prefill); decode: %lld steps in %.3f s (%.1f tok/s)\n",
-            (long long)prompt.n, t1 - t0, (double)prompt.n / (t1 - t0), (long long)produced,
-            (long long)steps, t2 - t1, steps ? (double)steps / (t2 - t1) : 0.0);
     rc = 0;
 done:
     if (rc)
         mm_cli_fail(&err);
-    mm_detok_free(detok);
+    mm_scheduler_free(s, 0);
     mm_engine_close(e);
     mm_tokenizer_free(tok);
     mm_tokens_free(&prompt);
+    for (int64_t i = 0; g->ids_file && i < n_prompts; i++)
+        mm_tokens_free(&prompts[i]);
+    if (g->ids_file)
+        free(prompts);
     free(tiles);
-    free(logits);
-    free(out_ids);
     return rc;
 }
 
 int mm_cli_generate(const struct mm_cli_cmd *cmd, int argc, char **argv)
 {
-    struct gen_args g = {.backend = "cpu", .state = "fp32", .max_new = 16};
+    struct gen_args g = {
+        .backend = "cpu", .state = "fp32", .max_new = 16, .seed = -1, .n = 1, .concurrency = 1};
     const struct mm_cli_opt opts[] = {
         MM_CLI_OPT_STRING("model", "DIR", "checkpoint directory (required)", &g.model),
         MM_CLI_OPT_STRING("prompt", "TEXT", "user message, through the chat template", &g.prompt),
@@ -347,9 +710,38 @@ int mm_cli_generate(const struct mm_cli_cmd *cmd, int argc, char **argv)
         MM_CLI_OPT_STRING("dump-prompt-ids", "FILE", "write the prompt ids", &g.dump_prompt),
         MM_CLI_OPT_CHOICE("backend", "cpu|cuda", "compute backend", &g.backend),
         MM_CLI_OPT_INT("threads", "N", "CPU threads (0: all CPUs)", &g.threads, 0, 256),
-        MM_CLI_OPT_INT("prefill-chunk", "N", "prefill in steps of N tokens (0: one step)", &g.chunk,
-                       0, MM_ENGINE_MAX_TOKENS / 2),
+        MM_CLI_OPT_INT("prefill-chunk", "N",
+                       "prefill N prompt tokens a step besides the decodes (0: a whole prompt)",
+                       &g.chunk, 0, MM_ENGINE_MAX_TOKENS / 2),
         MM_CLI_OPT_CHOICE("state", "fp32|bf16", "recurrent-state precision", &g.state),
+        MM_CLI_OPT_STRING("temperature", "T", "sampling temperature (default 0: greedy)",
+                          &g.temperature),
+        MM_CLI_OPT_INT("top-k", "K", "keep the K likeliest tokens (0: off)", &g.top_k, 0,
+                       INT32_MAX),
+        MM_CLI_OPT_STRING("top-p", "P", "nucleus: keep the likeliest tokens up to mass P",
+                          &g.top_p),
+        MM_CLI_OPT_STRING("min-p", "P", "keep tokens with p >= P x the likeliest's", &g.min_p),
+        MM_CLI_OPT_STRING("repetition-penalty", "R", "divide seen tokens' logits by R", &g.rep_pen),
+        MM_CLI_OPT_STRING("presence-penalty", "X", "subtract X from generated tokens' logits",
+                          &g.pres_pen),
+        MM_CLI_OPT_STRING("frequency-penalty", "X", "subtract X per use of a generated token",
+                          &g.freq_pen),
+        MM_CLI_OPT_INT("seed", "N", "sampling seed (-1: random)", &g.seed, -1, INT64_MAX),
+        MM_CLI_OPT_INT("n", "N", "choices per prompt (prefilled once)", &g.n, 1,
+                       MM_REQUEST_MAX_CHOICES),
+        MM_CLI_OPT_LIST("stop", "TEXT", "stop string (not printed)", g.stops, MM_REQUEST_MAX_STOPS,
+                        &g.n_stops),
+        MM_CLI_OPT_INT("logprobs", "N", "compute the top N logprobs too (0..20)", &g.logprobs, 0,
+                       MM_MAX_LOGPROBS),
+        MM_CLI_OPT_STRING("prompt-ids-file", "FILE", "token-id prompts, one per line ('-': stdin)",
+                          &g.ids_file),
+        MM_CLI_OPT_INT("concurrency", "N", "requests in flight at once (--prompt-ids-file)",
+                       &g.concurrency, 1, MM_ENGINE_MAX_SEQS),
+        MM_CLI_OPT_INT("requests", "N", "requests to run (default: one per line, cycled)",
+                       &g.requests, 0, 100000000),
+        MM_CLI_OPT_INT("kv-memory", "BYTES",
+                       "KV cache bytes (attention layers; 0: room for every sequence)",
+                       &g.kv_memory, 0, INT64_MAX),
     };
     const char *pos[1];
     int n_pos;

@@ -74,6 +74,7 @@ struct mm_http_exchange {
     char method[16];
     char path[128];
     char id[40];
+    const char *allow; /* methods for a 405's Allow header */
     double t_start, t_first;
     int status;
     int64_t prompt_tokens, completion_tokens;
@@ -112,6 +113,8 @@ static void queue(struct mm_http_exchange *ex, int status, struct MHD_Response *
         return;
     }
     MHD_add_response_header(r, "X-Request-Id", ex->id);
+    if (ex->allow)
+        MHD_add_response_header(r, "Allow", ex->allow);
     if (MHD_queue_response(ex->conn, (unsigned)status, r) != MHD_YES)
         MM_DEBUG("%s: response not queued (connection closing)", ex->id);
     MHD_destroy_response(r);
@@ -235,8 +238,13 @@ void mm_http_wake(void *token)
 
 bool mm_http_stream_write(struct mm_http_exchange *ex, const char *data, size_t len)
 {
-    if (ex->out_off == ex->out_len)
+    if (ex->out_off == ex->out_len) {
         ex->out_off = ex->out_len = 0;
+    } else if (ex->out_off > ex->out_cap / 2) { /* a slow reader: keep the buffer compact */
+        memmove(ex->out, ex->out + ex->out_off, ex->out_len - ex->out_off);
+        ex->out_len -= ex->out_off;
+        ex->out_off = 0;
+    }
     if (ex->out_len + len > ex->out_cap) {
         size_t cap = ex->out_cap ? ex->out_cap : 4096;
         while (cap < ex->out_len + len)
@@ -279,7 +287,6 @@ static void jobs_remove(struct mm_http_exchange *ex)
         ex->next->prev = ex->prev;
     ex->prev = ex->next = NULL;
     s->n_jobs--;
-    pthread_cond_broadcast(&s->ticker_cond);
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -404,6 +411,7 @@ static bool check_headers(struct mm_http_exchange *ex)
         return true;
     }
     if (!method_allowed(ex->route, ex->method)) {
+        ex->allow = ex->route->methods;
         mm_http_reply_error(ex, 405, NULL, "method_not_allowed", "%s does not accept %s; use %s",
                             ex->path, ex->method, ex->route->methods);
         return true;
@@ -622,11 +630,12 @@ enum mm_status mm_http_server_start(const struct mm_http_options *opt, struct mm
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     s->mhd = MHD_start_daemon(
-        flags, opt->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        flags, opt->port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_log, s,
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)opt->threads, MHD_OPTION_CONNECTION_LIMIT,
         opt->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, opt->connection_timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, opt->max_header_bytes, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, s, MHD_OPTION_EXTERNAL_LOGGER, on_log, s, MHD_OPTION_LISTEN_BACKLOG_SIZE,
+        on_completed, s, MHD_OPTION_LISTEN_BACKLOG_SIZE,
         (unsigned)1024, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->mhd) {

@@ -132,7 +132,8 @@ void mm_request_release(struct mm_request *r);
  * layer calls MHD_resume_connection from it). Set it before submission or
  * at any time after; after mm_request_set_notify returns, the previous
  * callback is not running and will not run again (unless set_notify is
- * called from inside that callback, which is allowed). fn NULL: none. */
+ * called from inside that callback, which is allowed). fn NULL: none.
+ * Events queued before a callback is set do not call it: poll after setting. */
 void mm_request_set_notify(struct mm_request *r, void (*fn)(void *user), void *user);
 
 /* Asks the engine to stop this request: any thread, any number of times.

@@ -319,8 +319,9 @@ static void retire_job(struct mm_scheduler *s, struct job *j)
     mm_metrics_observe(s->m, MM_HIST_E2E, now_s() - j->t_submit);
     mm_metrics_observe(s->m, MM_HIST_PROMPT_TOKENS, (double)j->n_prompt);
     mm_metrics_observe(s->m, MM_HIST_GEN_TOKENS, (double)gen);
-    mm_request_release(j->r);
-    free_job(j);
+    struct mm_request *r = j->r;
+    free_job(j); /* first: j->p lives in the request */
+    mm_request_release(r);
     pthread_mutex_lock(&s->mu);
     s->in_flight--;
     pthread_cond_broadcast(&s->finished);
@@ -366,7 +367,12 @@ static void admit(struct mm_scheduler *s)
                 const int32_t c = pf->choice;
                 free_pf(pf);
                 finish_choice(s, j, c, MM_FINISH_LENGTH, true, MM_OK, NULL);
-            } else {
+            } else { /* (submit refuses these; kept for safety) */
+                if (!j->admitted_once) {
+                    pthread_mutex_lock(&s->mu);
+                    s->queued--;
+                    pthread_mutex_unlock(&s->mu);
+                }
                 finish_job(s, j, MM_FINISH_ERROR, MM_ERR_LIMIT, "the KV cache cannot hold it");
             }
             continue;
@@ -919,14 +925,13 @@ static enum mm_status check_request(const struct mm_scheduler *s, const struct m
                           "%lld prompt tokens and asks for %lld more",
                           (long long)s->max_model_len, (long long)n,
                           (long long)(p->max_tokens > 0 ? p->max_tokens : 1));
-    int64_t used[2], total[2];
-    mm_engine_kv_usage(s->e, used, total);
-    for (int st = 0; st < 2; st++) {
+    for (int st = 0; st < 2; st++) { /* (pool sizes are fixed at open: no race) */
         const int64_t need = p->n * blocks_for_prefill(s, st, n, n_tiles);
-        if (need > total[st])
+        const int64_t total = s->e->kv[st] ? s->e->kv_blocks[st] : 0;
+        if (need > total)
             return mm_err_set(err, MM_ERR_INVALID,
                               "the prompt needs %lld KV blocks, more than the cache holds (%lld)",
-                              (long long)need, (long long)total[st]);
+                              (long long)need, (long long)total);
     }
     if (p->n_stop > 0 && !s->tok)
         return mm_err_set(err, MM_ERR_INVALID, "stop strings need the model's tokenizer");

@@ -88,7 +88,8 @@ if "$bin" --model "$tmp/nothere" --port 0 >"$tmp/missing.log" 2>&1; then
 elif grep -q "$tmp/nothere" "$tmp/missing.log"; then ok; else fail "message does not name the directory"; cat "$tmp/missing.log"; fi
 
 # ---- curl ---------------------------------------------------------------------------
-start main
+datadir=$(cd "$top_srcdir/tests/data" && pwd)
+start main --file-root "$datadir"
 url="http://127.0.0.1:$port"
 H="Authorization: Bearer $KEY"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/health")" = 200 ] && ok || fail "/health"
@@ -104,6 +105,12 @@ img=$(base64 -w0 "$top_srcdir/tests/data/red-square.png")
 printf '{"model":"tiny","max_tokens":4,"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,%s"}},{"type":"text","text":"What is this?"}]}]}' "$img" > "$tmp/img.json"
 curl -s -H "$H" "$url/v1/chat/completions" -d @"$tmp/img.json" > "$tmp/c2"
 grep -q '"prompt_tokens":[3-9][0-9][0-9]' "$tmp/c2" && ok || { fail "curl image"; cat "$tmp/c2"; }
+printf '{"model":"tiny","max_tokens":2,"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"file://%s/red-square.png"}}]}]}' "$datadir" > "$tmp/file.json"
+curl -s -H "$H" "$url/v1/chat/completions" -d @"$tmp/file.json" > "$tmp/c4"
+grep -q '"prompt_tokens":[3-9][0-9][0-9]' "$tmp/c4" && ok || { fail "file:// image under file_root"; cat "$tmp/c4"; }
+printf '{"model":"tiny","max_tokens":2,"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"file://%s/../../README.md"}}]}]}' "$datadir" > "$tmp/file2.json"
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "$H" "$url/v1/chat/completions" -d @"$tmp/file2.json")" = 400 ] && ok ||
+  fail "file:// outside file_root must be 400"
 curl -s -H "$H" "$url/v1/completions" -d '{"model":"tiny","prompt":[1,1029,17,40],"max_tokens":4}' > "$tmp/c3"
 grep -q '"object":"text_completion"' "$tmp/c3" && ok || { fail "curl completions"; cat "$tmp/c3"; }
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/v1/models")" = 401 ] && ok || fail "no key must be 401"
@@ -197,7 +204,7 @@ listener=$!
 pids="$pids $listener"
 i=0
 while [ ! -S "$tmp/notify.sock" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
-NOTIFY_SOCKET="$tmp/notify.sock" start drain --drain-timeout 3 --max-seqs 4 --ping-interval 100
+NOTIFY_SOCKET="$tmp/notify.sock" WATCHDOG_USEC=400000 start drain --drain-timeout 3 --max-seqs 4 --ping-interval 100
 i=0
 while [ $i -lt 100 ] && ! grep -q "READY=1" "$tmp/notify.txt"; do sleep 0.05; i=$((i + 1)); done
 grep -q "READY=1" "$tmp/notify.txt" && ok || { fail "no READY=1 on the notify socket"; cat "$tmp/notify.txt"; }
@@ -229,6 +236,7 @@ for f in long1 long2 long3; do
 done
 grep -q '"finish_reason":"length"' "$tmp/short" && [ "$(tail -n 2 "$tmp/short" | head -n 1)" = "data: [DONE]" ] && ok ||
   { fail "a running stream did not finish during the drain"; tail -c 400 "$tmp/short"; }
+grep -q "WATCHDOG=1" "$tmp/notify.txt" && ok || { fail "no WATCHDOG=1 with WATCHDOG_USEC set"; cat "$tmp/notify.txt"; }
 grep -q "STOPPING=1" "$tmp/notify.txt" && grep -q "STATUS=serving tiny" "$tmp/notify.txt" && ok || { fail "no STOPPING=1 on the notify socket"; cat "$tmp/notify.txt"; }
 
 echo "check_daemon: $pass shell checks passed, $fails failed"
