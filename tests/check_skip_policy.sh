@@ -17,6 +17,10 @@ for t in tests/engine/check_reference.sh tests/model/check_image_conformance.sh;
   expect_rc "$t without Python, outside CI" 77 env -u CI PYTHON=/nonexistent sh "$src/$t"
   expect_rc "$t without Python, in CI" 1 env CI=true PYTHON=/nonexistent sh "$src/$t"
 done
+for t in tests/clients/check_python_sdk.sh tests/clients/check_loadgen.sh; do
+  expect_rc "$t without Python, outside CI" 77 env -u CI PYTHON=/nonexistent sh "$src/$t"
+  expect_rc "$t without Python, in CI" 1 env CI=true PYTHON=/nonexistent sh "$src/$t"
+done
 t=tests/model/check_tokenizer_conformance.sh
 expect_rc "$t without spm_*, outside CI" 77 env -u CI PATH=/nonexistent /bin/sh "$src/$t"
 expect_rc "$t without spm_*, in CI" 1 env CI=true PATH=/nonexistent /bin/sh "$src/$t"
