@@ -105,7 +105,13 @@ static enum mm_status on_event(void *user, const char *data, size_t len)
     else if (c0)
         text = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c0, "delta"),
                                                 "content");
-    if (cJSON_IsString(text) && text->valuestring[0]) {
+    /* a token chunk: non-empty text, or (completions) an empty text that is
+     * not the closing chunk: a token that released no text (a special token,
+     * part of a character) still marks the stream's cadence, as in vLLM's bench */
+    const cJSON *fin = c0 ? cJSON_GetObjectItemCaseSensitive(c0, "finish_reason") : NULL;
+    const bool empty_token =
+        l->api == MM_API_COMPLETIONS && !cJSON_IsString(fin) && cJSON_IsString(text);
+    if (cJSON_IsString(text) && (text->valuestring[0] || empty_token)) {
         if (l->chunks == 0)
             l->res->ttft = l->t_now - l->res->t_send;
         else

@@ -335,8 +335,10 @@ static void apply_event(struct mm_http_exchange *ex, struct gen_job *j, int64_t 
                 c->role_sent = true;
                 stream_chunk(ex, j, index, "assistant", "", 0, NULL, NULL);
             }
-            if (ev->len || lp)
-                stream_chunk(ex, j, index, NULL, ev->text, ev->len, lp, NULL);
+            /* one chunk per token, even when it releases no text (a special
+             * token, part of a UTF-8 character, text held back for a stop
+             * string): clients see the cadence, as vLLM's streams show it */
+            stream_chunk(ex, j, index, NULL, ev->text, ev->len, lp, NULL);
         } else {
             append(c, ev->text, ev->len);
         }
