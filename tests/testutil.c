@@ -1,6 +1,7 @@
 /* testutil.c: see testutil.h. */
 #include "testutil.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,14 +56,20 @@ const char *mm_test_srcdir(void)
     return s && *s ? s : ".";
 }
 
-int mm_test_run(Suite *s)
+static int run_suite(Suite *s, bool fork)
 {
     SRunner *sr = srunner_create(s);
+    if (!fork)
+        srunner_set_fork_status(sr, CK_NOFORK);
     srunner_run_all(sr, CK_NORMAL);
     const int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed == 0 ? 0 : 1;
 }
+
+int mm_test_run(Suite *s) { return run_suite(s, true); }
+
+int mm_test_run_nofork(Suite *s) { return run_suite(s, false); }
 
 struct mm_image mm_test_image(int64_t w, int64_t h, uint32_t seed)
 {

@@ -22,6 +22,9 @@ char *mm_test_read_file(const char *path, size_t *len);
 const char *mm_test_srcdir(void);
 /* Runs a suite with the normal runner; returns the process exit code. */
 int mm_test_run(Suite *s);
+/* The same without forking: a GPU suite initialises CUDA before its tests,
+ * and a forked child cannot use the parent's CUDA context. */
+int mm_test_run_nofork(Suite *s);
 
 /* A w x h RGB test image: a smooth ramp plus noise plus occasional hard
  * 0/255 edges (to reach the resize clamps), deterministic from seed. The

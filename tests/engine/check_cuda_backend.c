@@ -1,5 +1,5 @@
 /* check_cuda_backend.c: the CUDA backend against the CPU reference backend.
- * GPU suite: exits 77 when there is no CUDA device; run with CK_FORK=no.
+ * GPU suite: exits 77 when there is no CUDA device; never forks (mm_test_run_nofork).
  *
  * Per op (fp32 mode): every mixer and MLP op of every layer on a ragged
  * varlen batch (lengths 1, 2, 127, 128, 129, 1000 in one batch, then a second
@@ -715,5 +715,5 @@ int main(void)
     tcase_add_loop_test(tc, test_model_vs_cpu, 0, N_MODELS);
     tcase_add_loop_test(tc, test_batched_equals_alone, 0, N_MODELS);
     suite_add_tcase(s, tc);
-    return mm_test_run(s);
+    return mm_test_run_nofork(s);
 }
