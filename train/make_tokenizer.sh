@@ -8,6 +8,7 @@
 # Needs Debian's sentencepiece package (spm_train) and Pillow. The result is committed.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
+cd "$here/.."
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 /usr/bin/python3 - "$tmp/corpus.txt" <<'PY'
@@ -26,5 +27,19 @@ spm_train --input="$tmp/corpus.txt" --model_prefix="$tmp/tok" --model_type=bpe \
   --normalization_rule_name=identity --add_dummy_prefix=false --remove_extra_whitespaces=false \
   --split_digits=true --allow_whitespace_only_pieces=true --max_sentence_length=100000 \
   --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1 --num_threads=1 --minloglevel=2
+# train/tokenizer.py (what training encodes with) must agree with spm_encode on every line
+spm_encode --model="$tmp/tok.model" --output_format=id --input="$tmp/corpus.txt" > "$tmp/ids.txt"
+/usr/bin/python3 - "$tmp/tok.model" "$tmp/corpus.txt" "$tmp/ids.txt" <<'PY'
+import sys
+sys.path.insert(0, "train")
+import tokenizer
+tk = tokenizer.Tokenizer(sys.argv[1])
+lines = open(sys.argv[2], encoding="utf-8").read().split("\n")[:-1]
+ids = open(sys.argv[3]).read().split("\n")[:-1]
+bad = [l for l, i in zip(lines, ids) if tk.encode(l) != [int(x) for x in i.split()]]
+if bad or len(lines) != len(ids):
+    sys.exit("train/tokenizer.py disagrees with spm_encode on %d lines, e.g. %r" % (len(bad), bad[:1]))
+print("train/tokenizer.py == spm_encode on %d corpus lines" % len(lines))
+PY
 cp "$tmp/tok.model" "$here/tokenizer.model"
 echo "wrote $here/tokenizer.model ($(wc -c < "$here/tokenizer.model") bytes)"

@@ -5,7 +5,7 @@ shuffle, no encoder-output normalisation, position grid = patch grid so no resiz
 batch of right-padded sequences: padding sits after every real token, and every mixer is causal,
 so it never changes the real positions. Parameter names are the checkpoint's tensor names
 (dots replaced by "__" inside the module), so export is a rename.
-train/check_reference.sh checks a trained checkpoint against the reference and the C engine.
+train/check_engine.py checks a trained checkpoint against the reference and the C engine.
 """
 import math
 
@@ -137,7 +137,8 @@ class Stack(nn.Module):
         q = out[..., 2 * kv * d:].reshape(B, T, h, d)
         dt = F.softplus(dt_raw.float() + self.w(i, "attention.dt_bias").float())
         A = -torch.exp(self.w(i, "attention.A_log_bias").float())
-        y = ssd_chunked(v, dt, A, k, q, self.chunk)
+        with torch.autocast(u.device.type, enabled=False):  # the scan stays in fp32
+            y = ssd_chunked(v, dt, A, k, q, self.chunk)
         gf = gate.float().reshape(B, T, h, d)
         o = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + 1e-5) \
             * self.w(i, "attention.g_norm_swish_gate.weight").float() * (gf * torch.sigmoid(gf))

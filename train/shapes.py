@@ -74,9 +74,9 @@ class Obj:
         return " ".join(words)
 
 
-def random_scene(rng):
+def random_scene(rng, max_objects=3):
     """Objects with distinct cells and distinct (colour, shape) pairs, plus the drawing style."""
-    n = rng.choice([1, 1, 2, 2, 2, 3, 3, 3])
+    n = min(max_objects, rng.choice([1, 1, 2, 2, 2, 3, 3, 3]))
     cells = rng.sample(sorted(POSITIONS), n)
     objs, pairs = [], set()
     while len(objs) < n:
@@ -243,13 +243,13 @@ def question(task, objs, rng, variant=None):
     raise ValueError(task)
 
 
-def conversation(objs, rng, turns):
+def conversation(objs, rng, turns, tasks=None):
     """[(question, answer)] about one picture: a first question of a random task, then more."""
     out, seen = [], set()
     for _ in range(turns * 3):
         if len(out) == turns:
             break
-        task = rng.choice(TASKS + ["colour", "shape", "position"])
+        task = rng.choice(tasks or TASKS + ["colour", "shape", "position"])
         q, a, _ = question(task, objs, rng)
         if q in seen:
             continue
@@ -316,13 +316,13 @@ def task_of(key):
     return "caption"
 
 
-def eval_items(seed, n):
+def eval_items(seed, n, max_objects=3):
     """n fresh pictures from seed: [(file bytes, format, [(task, question, key)])], one question
     per task and picture (the task a question falls back to counts as itself)."""
     rng = random.Random(seed)
     out = []
     for _ in range(n):
-        objs, style = random_scene(rng)
+        objs, style = random_scene(rng, max_objects)
         data, fmt = encode(render(objs, style, rng), style)
         qs = []
         for task in TASKS:

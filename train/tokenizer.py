@@ -12,7 +12,8 @@ the nine multimodal specials from V_e on (<img>, </img>, <IMG_CONTEXT>, ...).
 The chat template (internlm2-chat) is rendered the way src/model/chat_template.c does: text
 between template tokens is one SentencePiece segment; an image in a user turn becomes
 <img> <IMG_CONTEXT>*(tokens_per_tile*tiles) </img> followed by "\n" and the text.
-train/check_tokenizer.sh checks the ids against `mmmamba generate --dump-prompt-ids`.
+train/check_engine.py checks the ids against `mmmamba generate --dump-prompt-ids`; the words
+against spm_encode were checked when the tokenizer was made (every corpus line).
 """
 import struct
 

@@ -66,6 +66,7 @@ class Batches(torch.utils.data.IterableDataset):
 
     def __init__(self, a, tk, tokens_per_tile):
         self.a, self.tk, self.tpt = a, tk, tokens_per_tile
+        self.tasks = a.tasks.split(",") if a.tasks else None
 
     def samples(self, rng):
         a = self.a
@@ -75,11 +76,11 @@ class Batches(torch.utils.data.IterableDataset):
                 ids, labels = self.tk.render(turns, 0, self.tpt)
                 yield ids, labels, None
                 continue
-            objs, style = shapes.random_scene(rng)
+            objs, style = shapes.random_scene(rng, a.max_objects)
             data, _ = shapes.encode(shapes.render(objs, style, rng), style)
             tiles = shapes.tiles_u8(shapes.decode(data), a.image_size, 1, a.max_tiles)
             for _ in range(a.reuse):
-                turns = shapes.conversation(objs, rng, rng.randint(1, a.max_turns))
+                turns = shapes.conversation(objs, rng, rng.randint(1, a.max_turns), self.tasks)
                 ids, labels = self.tk.render(turns, len(tiles), self.tpt)
                 yield ids, labels, tiles
 
@@ -198,11 +199,11 @@ def greedy_answers(model, tk, prompts, tiles_list, device, max_new=24, batch=32)
     return out
 
 
-def evaluate(model, tk, cfg, device, n, seed=EVAL_SEED):
+def evaluate(model, tk, cfg, device, n, max_objects=3, seed=EVAL_SEED):
     S = cfg["force_image_size"]
     tpt = (S // 14) ** 2 // 4
     prompts, tiles_list, keys = [], [], []
-    for data, fmt, qs in shapes.eval_items(seed, n):
+    for data, fmt, qs in shapes.eval_items(seed, n, max_objects):
         tiles = shapes.tiles_u8(shapes.decode(data), S, 1, cfg["max_dynamic_patch"])
         for task, q, key in qs:
             prompts.append(tk.prompt(q, len(tiles), tpt))
@@ -244,6 +245,8 @@ def main():
     ap.add_argument("--max-turns", type=int, default=5)
     ap.add_argument("--reuse", type=int, default=2, help="conversations per rendered picture")
     ap.add_argument("--text-only", type=float, default=0.03)
+    ap.add_argument("--tasks", default="", help="train only these tasks (comma list; quick CPU checks)")
+    ap.add_argument("--max-objects", type=int, default=3, help="at most this many shapes (quick CPU checks)")
     ap.add_argument("--tokenizer", default=os.path.join(HERE, "tokenizer.model"))
     ap.add_argument("--eval-n", type=int, default=100, help="fresh pictures for the final check")
     ap.add_argument("--log-every", type=int, default=25)
@@ -270,7 +273,8 @@ def main():
                             lr=a.lr, betas=(0.9, 0.95), eps=1e-8)
     loader = torch.utils.data.DataLoader(Batches(a, tk, tpt), batch_size=None, num_workers=a.workers,
                                          pin_memory=dev.type == "cuda", persistent_workers=a.workers > 0,
-                                         prefetch_factor=4 if a.workers > 0 else None)
+                                         prefetch_factor=4 if a.workers > 0 else None,
+                                         multiprocessing_context="fork" if a.workers > 0 else None)
     os.makedirs(a.out, exist_ok=True)
     log = open(os.path.join(a.out, "loss.tsv"), "w")
     log.write("step\tseconds\tloss\tlr\tsequences\ttokens\n")
@@ -325,11 +329,14 @@ def main():
         json.dump(cfg, f, indent=2)
         f.write("\n")
     write_tokenizer_files(a.out, tk, a.tokenizer)
+    if dev.type == "cuda":  # the check runs in true fp32, like the reference
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(p.to(torch.bfloat16).float())
     model.eval()
-    acc, examples = evaluate(model, tk, cfg, dev, a.eval_n)
+    acc, examples = evaluate(model, tk, cfg, dev, a.eval_n, a.max_objects)
     for task in shapes.TASKS:
         if task in acc:
             print("eval %-9s %3d/%3d = %.1f%%" % (task, acc[task][0], acc[task][1], 100.0 * acc[task][0] / acc[task][1]))
