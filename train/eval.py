@@ -68,6 +68,8 @@ def main():
     ap.add_argument("--concurrency", type=int, default=4, help="requests in flight")
     ap.add_argument("--timeout", type=float, default=120)
     ap.add_argument("--min-accuracy", type=float, default=0.0, help="fail below this fraction on any task")
+    ap.add_argument("--samples", metavar="DIR",
+                    help="ask the questions of DIR/answers.tsv (train/samples) instead; exact answers")
     ap.add_argument("--save", help="keep the pictures and a results.json in this folder")
     ap.add_argument("--verbose", action="store_true")
     a = ap.parse_args()
@@ -77,7 +79,15 @@ def main():
     folder = a.save or tempfile.mkdtemp(prefix="mmmamba_eval_")
     os.makedirs(folder, exist_ok=True)
     jobs = []
-    for k, (data, fmt, qs) in enumerate(shapes.eval_items(a.seed, a.n, a.max_objects)):
+    if a.samples:
+        with open(os.path.join(a.samples, "answers.tsv"), encoding="utf-8") as f:
+            for line in f.read().splitlines()[1:]:
+                fn, q, ans = line.split("\t")
+                path = os.path.join(a.samples, fn)
+                with open(path, "rb") as g:
+                    data = g.read()
+                jobs.append((0, path, data, "jpeg" if fn.endswith(".jpg") else "png", "exact", q, ans))
+    for k, (data, fmt, qs) in enumerate([] if a.samples else shapes.eval_items(a.seed, a.n, a.max_objects)):
         path = os.path.join(folder, "pic%03d.%s" % (k, "jpg" if fmt == "jpeg" else "png"))
         with open(path, "wb") as f:
             f.write(data)
@@ -102,7 +112,7 @@ def main():
 
     acc, errors, rows = {}, 0, []
     for (k, path, data, fmt, task, q, key), (ans, err) in zip(jobs, results):
-        ok = err is None and shapes.score(task, key, ans)
+        ok = err is None and (shapes.score(task, key, ans) if task != "exact" else ans.strip() == key)
         errors += err is not None
         c = acc.setdefault(task, [0, 0])
         c[0] += ok
@@ -112,11 +122,12 @@ def main():
         if a.verbose or not ok:
             print("%s %s %-8s %r -> %r (want %r)%s" % ("ok " if ok else "BAD", os.path.basename(path), task, q,
                                                       ans, key, " ERROR " + err if err else ""))
-    print("\n%d pictures (seed %d), %d questions in %.1f s via %s" %
-          (a.n, a.seed, len(jobs), elapsed, a.url or "mmmamba generate"))
+    print("\n%s, %d questions in %.1f s via %s" %
+          ("samples of " + a.samples if a.samples else "%d pictures (seed %d)" % (a.n, a.seed), len(jobs), elapsed,
+           a.url or "mmmamba generate"))
     print("| task | correct | accuracy |\n|---|---:|---:|")
     failed = errors > 0
-    for task in shapes.TASKS:
+    for task in shapes.TASKS + ["exact"]:
         if task in acc:
             frac = acc[task][0] / acc[task][1]
             failed |= frac < a.min_accuracy
