@@ -320,6 +320,11 @@ def main():
             print("step %5d  %6.1fs  loss %.4f  lr %.2e  seqs %d  tokens %d" % row, flush=True)
             acc_loss = acc_n = 0.0
     train_s = time.time() - t0
+    if acc_n:  # the steps since the last log row
+        row = (step, train_s, acc_loss / acc_n, lr, seqs, toks)
+        curve.append(row)
+        log.write("%d\t%.1f\t%.4f\t%.2e\t%d\t%d\n" % row)
+        print("step %5d  %6.1fs  loss %.4f  lr %.2e  seqs %d  tokens %d" % row, flush=True)
     print("training ended by the %s bound after %d steps, %.1f s" % (ended_by, step, train_s), flush=True)
     del it, loader
 
