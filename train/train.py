@@ -96,7 +96,9 @@ class Batches(torch.utils.data.IterableDataset):
             T = max(len(x[0]) for x in b)
             if T * (len(b) + 1) > self.a.batch_tokens:
                 buckets[n] = []
-                yield collate(b)
+                batch = collate(b)
+                # numpy arrays travel pickled through the worker's pipe, tensors through /dev/shm
+                yield tuple(t.numpy() for t in batch) if self.a.via_pipe else batch
 
 
 def collate(b):
@@ -109,6 +111,12 @@ def collate(b):
     t = [x[2] for x in b if x[2] is not None]
     tiles = torch.from_numpy(np.concatenate(t)) if t else torch.zeros(0, 1, 1, 3, dtype=torch.uint8)
     return ids, labels, tiles
+
+
+def keep_as_is(batch):
+    """collate_fn for the pipe mode: the default one would turn numpy arrays into tensors in
+    the worker, which then travel through shared memory again."""
+    return batch
 
 
 def normalise(tiles_u8, device):
@@ -251,6 +259,7 @@ def main():
     ap.add_argument("--eval-n", type=int, default=100, help="fresh pictures for the final check")
     ap.add_argument("--log-every", type=int, default=25)
     a = ap.parse_args()
+    a.via_pipe = False
 
     t_start = time.time()
     random.seed(a.seed)
@@ -271,9 +280,20 @@ def main():
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=a.lr, betas=(0.9, 0.95), eps=1e-8)
+    # Batches go through shared memory (/dev/shm) unless it is small (a container's default
+    # 64 MB would kill the workers): then through the workers' pipes, slower but safe.
+    try:
+        st = os.statvfs("/dev/shm")
+        shm = st.f_bavail * st.f_frsize
+    except OSError:
+        shm = 0
+    a.via_pipe = a.workers > 0 and shm < (8 << 30)
+    print("/dev/shm: %.1f GB free; batches via %s" % (shm / 2**30, "pipes" if a.via_pipe else "shared memory"),
+          flush=True)
     loader = torch.utils.data.DataLoader(Batches(a, tk, tpt), batch_size=None, num_workers=a.workers,
+                                         collate_fn=keep_as_is if a.via_pipe else None,
                                          pin_memory=dev.type == "cuda", persistent_workers=a.workers > 0,
-                                         prefetch_factor=4 if a.workers > 0 else None,
+                                         prefetch_factor=(2 if a.via_pipe else 4) if a.workers > 0 else None,
                                          multiprocessing_context="fork" if a.workers > 0 else None)
     os.makedirs(a.out, exist_ok=True)
     log = open(os.path.join(a.out, "loss.tsv"), "w")
@@ -296,7 +316,7 @@ def main():
         lr = a.lr * min(1.0, (step + 1) / a.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(prog, 1.0))))
         for g in opt.param_groups:
             g["lr"] = lr
-        ids, labels, tiles_u8 = next(it)
+        ids, labels, tiles_u8 = (torch.from_numpy(t) if isinstance(t, np.ndarray) else t for t in next(it))
         ids, labels = ids.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
         tiles = normalise(tiles_u8, dev) if tiles_u8.shape[0] else None
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
