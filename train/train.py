@@ -290,11 +290,13 @@ def main():
     a.via_pipe = a.workers > 0 and shm < (8 << 30)
     print("/dev/shm: %.1f GB free; batches via %s" % (shm / 2**30, "pipes" if a.via_pipe else "shared memory"),
           flush=True)
+    par = {}
+    if a.workers > 0:
+        par = {"persistent_workers": True, "prefetch_factor": 2 if a.via_pipe else 4,
+               "multiprocessing_context": "fork"}
     loader = torch.utils.data.DataLoader(Batches(a, tk, tpt), batch_size=None, num_workers=a.workers,
                                          collate_fn=keep_as_is if a.via_pipe else None,
-                                         pin_memory=dev.type == "cuda", persistent_workers=a.workers > 0,
-                                         prefetch_factor=(2 if a.via_pipe else 4) if a.workers > 0 else None,
-                                         multiprocessing_context="fork" if a.workers > 0 else None)
+                                         pin_memory=dev.type == "cuda", **par)
     os.makedirs(a.out, exist_ok=True)
     log = open(os.path.join(a.out, "loss.tsv"), "w")
     log.write("step\tseconds\tloss\tlr\tsequences\ttokens\n")
