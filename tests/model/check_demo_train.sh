@@ -10,9 +10,10 @@ set -eu
 src=${top_srcdir:-.}
 bin="${top_builddir:-.}/mmmamba"
 py=${PYTHON:-/usr/bin/python3}
+. "$src/tests/skip.sh"
 PYTHONDONTWRITEBYTECODE=1; export PYTHONDONTWRITEBYTECODE
 if ! "$py" -c 'import torch, numpy, PIL' 2>/dev/null; then
-  echo "SKIP: $py with torch, numpy and Pillow is needed"; exit 77
+  mm_skip "$py with torch, numpy and Pillow is needed"
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
