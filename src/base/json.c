@@ -151,3 +151,44 @@ enum mm_status mm_json_read_file(const char *path, size_t max_bytes, cJSON **out
     *out = root;
     return MM_OK;
 }
+
+cJSON *mm_json_string_n(const char *s, size_t n)
+{
+    if (n > (SIZE_MAX - 3) / 6)
+        return NULL;
+    char *buf = malloc(6 * n + 3); /* worst case: every byte as \u00XX */
+    if (!buf)
+        return NULL;
+    static const char hex[] = "0123456789abcdef";
+    size_t k = 0;
+    buf[k++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            buf[k++] = '\\';
+            buf[k++] = (char)c;
+        } else if (c < 0x20) {
+            buf[k++] = '\\';
+            switch (c) {
+            case '\n': buf[k++] = 'n'; break;
+            case '\r': buf[k++] = 'r'; break;
+            case '\t': buf[k++] = 't'; break;
+            case '\b': buf[k++] = 'b'; break;
+            case '\f': buf[k++] = 'f'; break;
+            default:
+                buf[k++] = 'u';
+                buf[k++] = '0';
+                buf[k++] = '0';
+                buf[k++] = hex[c >> 4];
+                buf[k++] = hex[c & 15];
+            }
+        } else {
+            buf[k++] = (char)c;
+        }
+    }
+    buf[k++] = '"';
+    buf[k] = '\0';
+    cJSON *item = cJSON_CreateRaw(buf);
+    free(buf);
+    return item;
+}

@@ -29,6 +29,12 @@ enum mm_status mm_json_get_str(const cJSON *obj, const char *key, bool required,
 enum mm_status mm_json_get_obj(const cJSON *obj, const char *key, bool required, const cJSON **out,
                                const char *ctx, struct mm_err *err);
 
+/* A JSON string item holding exactly the n bytes of s, NUL bytes included
+ * (written as \u0000): cJSON's own strings end at the first NUL, which would
+ * cut generated text short. The bytes should be UTF-8. Caller owns the item
+ * (or hands it to an object/array); NULL when out of memory. */
+cJSON *mm_json_string_n(const char *s, size_t n);
+
 /* Reads a whole file into a NUL-terminated heap buffer (caller frees).
  * Refuses files larger than max_bytes with MM_ERR_LIMIT. */
 enum mm_status mm_file_read_all(const char *path, size_t max_bytes, char **out, size_t *len,

@@ -17,6 +17,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "base/json.h"
 #include "http/exchange.h"
 #include "http/request_parse.h"
 #include "serve/request.h"
@@ -236,17 +237,15 @@ static void stream_chunk(struct mm_http_exchange *ex, struct gen_job *j, int64_t
     cJSON *choices = cJSON_AddArrayToObject(o, "choices");
     cJSON *c = cJSON_CreateObject();
     cJSON_AddNumberToObject(c, "index", (double)index);
-    char *t = strndup(text ? text : "", len);
     if (j->chat) {
         cJSON *d = cJSON_AddObjectToObject(c, "delta");
         if (role)
             cJSON_AddStringToObject(d, "role", role);
         if (text)
-            cJSON_AddStringToObject(d, "content", t ? t : "");
+            cJSON_AddItemToObject(d, "content", mm_json_string_n(text, len));
     } else {
-        cJSON_AddStringToObject(c, "text", t ? t : "");
+        cJSON_AddItemToObject(c, "text", mm_json_string_n(text ? text : "", text ? len : 0));
     }
-    free(t);
     if (logprobs)
         cJSON_AddItemToObject(c, "logprobs", logprobs);
     else
@@ -358,7 +357,8 @@ static void apply_event(struct mm_http_exchange *ex, struct gen_job *j, int64_t 
         snprintf(j->fail_msg, sizeof j->fail_msg, "%s",
                  ev->finish == MM_FINISH_ERROR
                      ? (ev->message ? ev->message : "engine error")
-                     : "the request was cancelled (server shutting down)");
+                     : "the request was cancelled (its client went away, or the server is "
+                       "shutting down)");
     }
     if (j->stream) {
         if (j->chat && !c->role_sent) {
@@ -400,10 +400,10 @@ static void reply_buffered(struct mm_http_exchange *ex, struct gen_job *j)
         if (j->chat) {
             cJSON *m = cJSON_AddObjectToObject(co, "message");
             cJSON_AddStringToObject(m, "role", "assistant");
-            cJSON_AddStringToObject(m, "content", c->text ? c->text : "");
+            cJSON_AddItemToObject(m, "content", mm_json_string_n(c->text ? c->text : "", c->len));
             cJSON_AddNullToObject(m, "refusal");
         } else {
-            cJSON_AddStringToObject(co, "text", c->text ? c->text : "");
+            cJSON_AddItemToObject(co, "text", mm_json_string_n(c->text ? c->text : "", c->len));
         }
         if (j->p.logprobs) {
             if (j->chat) {
@@ -794,7 +794,7 @@ void mm_http_handle_detokenize(struct mm_http_exchange *ex)
     }
     if (ok) {
         cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "prompt", text);
+        cJSON_AddItemToObject(o, "prompt", mm_json_string_n(text, tlen));
         mm_http_reply_json(ex, 200, o);
     } else if (!ids) {
         mm_http_reply_error(ex, 503, NULL, "out_of_memory", "out of memory");

@@ -262,6 +262,8 @@ static void finish_choice(struct mm_scheduler *s, struct job *j, int32_t c,
         struct mm_err err;
         if (mm_stops_finish(&ch->stops, rest, dl, &text, &len, &matched, &err) != MM_OK)
             len = 0;
+        else if (matched && why == MM_FINISH_LENGTH) /* the flushed bytes ended a stop string */
+            why = MM_FINISH_STOP;
     }
     const double t = now_s();
     const struct mm_event ev = {

@@ -73,12 +73,38 @@ START_TEST(test_read_file)
 }
 END_TEST
 
+/* Text with NUL bytes, quotes, backslashes, controls and UTF-8 survives a
+ * print and a parse whole (cJSON's own strings stop at the NUL). */
+START_TEST(test_string_n)
+{
+    const char text[] = "a\0b\"c\\d\n\x01\x1f\xc3\xa9\0";
+    const size_t n = sizeof text - 1; /* the trailing NUL is part of the text */
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "t", mm_json_string_n(text, n));
+    char *out = cJSON_PrintUnformatted(o);
+    ck_assert_str_eq(out, "{\"t\":\"a\\u0000b\\\"c\\\\d\\n\\u0001\\u001f\xc3\xa9\\u0000\"}");
+    /* parsed back: the value runs to the first NUL in cJSON, so compare raw bytes */
+    cJSON *back = cJSON_Parse(out);
+    ck_assert_ptr_nonnull(back);
+    ck_assert_str_eq(cJSON_GetObjectItem(back, "t")->valuestring, "a");
+    cJSON_Delete(back);
+    free(out);
+    cJSON_Delete(o);
+    cJSON *empty = mm_json_string_n("", 0);
+    out = cJSON_PrintUnformatted(empty);
+    ck_assert_str_eq(out, "\"\"");
+    free(out);
+    cJSON_Delete(empty);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("base/json");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_getters);
     tcase_add_test(tc, test_read_file);
+    tcase_add_test(tc, test_string_n);
     suite_add_tcase(s, tc);
     return mm_test_run(s);
 }

@@ -113,6 +113,9 @@ printf '{"model":"tiny","max_tokens":2,"messages":[{"role":"user","content":[{"t
   fail "file:// outside file_root must be 400"
 curl -s -H "$H" "$url/v1/completions" -d '{"model":"tiny","prompt":[1,1029,17,40],"max_tokens":4}' > "$tmp/c3"
 grep -q '"object":"text_completion"' "$tmp/c3" && ok || { fail "curl completions"; cat "$tmp/c3"; }
+# a NUL byte (the byte piece <0x00>, id 3) is text like any other: escaped, never a cut
+curl -s -H "$H" "$url/detokenize" -d '{"model":"tiny","tokens":[68,3,68]}' > "$tmp/nul"
+grep -q '"prompt":"A\\u0000A"' "$tmp/nul" && ok || { fail "a NUL byte cut /detokenize"; cat "$tmp/nul"; }
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/v1/models")" = 401 ] && ok || fail "no key must be 401"
 [ "$(curl -s -o /dev/null -w '%{http_code}' -H "$H" -X DELETE "$url/v1/models")" = 405 ] && ok || fail "DELETE must be 405"
 grep -q 'access id=.* POST /v1/chat/completions status=200 prompt_tokens=[0-9]* completion_tokens=[1-9][0-9]* ttft_ms=[0-9.]* duration_ms=' "$tmp/main.log" && ok ||
