@@ -17,6 +17,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "base/buffer.h"
 #include "base/json.h"
 #include "http/exchange.h"
 #include "http/request_parse.h"
@@ -176,16 +177,8 @@ static void job_release(void *job)
 
 static bool append(struct choice *c, const char *s, size_t n)
 {
-    if (c->len + n + 1 > c->cap) {
-        size_t cap = c->cap ? c->cap : 256;
-        while (cap < c->len + n + 1)
-            cap *= 2;
-        char *p = realloc(c->text, cap);
-        if (!p)
-            return false;
-        c->text = p;
-        c->cap = cap;
-    }
+    if (!mm_buffer_reserve(&c->text, &c->cap, c->len + n + 1, 256))
+        return false;
     memcpy(c->text + c->len, s, n);
     c->len += n;
     c->text[c->len] = '\0';

@@ -27,6 +27,7 @@
 
 #include <microhttpd.h>
 
+#include "base/buffer.h"
 #include "base/log.h"
 #include "http/exchange.h"
 
@@ -265,16 +266,8 @@ bool mm_http_stream_write(struct mm_http_exchange *ex, const char *data, size_t 
         ex->out_len -= ex->out_off;
         ex->out_off = 0;
     }
-    if (ex->out_len + len > ex->out_cap) {
-        size_t cap = ex->out_cap ? ex->out_cap : 4096;
-        while (cap < ex->out_len + len)
-            cap *= 2;
-        char *p = realloc(ex->out, cap);
-        if (!p)
-            return false;
-        ex->out = p;
-        ex->out_cap = cap;
-    }
+    if (!mm_buffer_reserve(&ex->out, &ex->out_cap, ex->out_len + len, 4096))
+        return false;
     memcpy(ex->out + ex->out_len, data, len);
     ex->out_len += len;
     pthread_mutex_lock(&ex->lock);
@@ -562,16 +555,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             ex->dropped += n;
             return ex->dropped > s->opt.max_body_bytes ? MHD_NO : MHD_YES;
         }
-        if (ex->len + n + 1 > ex->cap) {
-            size_t cap = ex->cap ? ex->cap : 4096;
-            while (cap < ex->len + n + 1)
-                cap *= 2;
-            char *p = realloc(ex->body, cap);
-            if (!p)
-                return MHD_NO;
-            ex->body = p;
-            ex->cap = cap;
-        }
+        if (!mm_buffer_reserve(&ex->body, &ex->cap, ex->len + n + 1, 4096))
+            return MHD_NO;
         memcpy(ex->body + ex->len, upload_data, n);
         ex->len += n;
         ex->body[ex->len] = '\0';

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/buffer.h"
+
 struct ev_buf {
     struct mm_event *ev; /* text holds an offset into `text` until handed out */
     int64_t n, cap;
@@ -365,16 +367,8 @@ void mm_request_set_seed(struct mm_request *r, uint64_t seed) { r->p.sample.seed
 /* Appends text to prod's buffer; false when it cannot grow. */
 static bool put_text(struct ev_buf *b, const char *text, size_t len, size_t *off)
 {
-    if (b->text_len + len > b->text_cap) {
-        size_t cap = b->text_cap ? b->text_cap : 256;
-        while (cap < b->text_len + len)
-            cap *= 2;
-        char *nt = realloc(b->text, cap);
-        if (!nt)
-            return false;
-        b->text = nt;
-        b->text_cap = cap;
-    }
+    if (!mm_buffer_reserve(&b->text, &b->text_cap, b->text_len + len, 256))
+        return false;
     if (len)
         memcpy(b->text + b->text_len, text, len);
     *off = b->text_len;
