@@ -181,6 +181,17 @@ struct mm_backend_ops {
     /* Copies n KV blocks of one stack, src[i] -> dst[i] (copy-on-write, n > 1). */
     void (*kv_copy)(void *ctx, enum mm_stack stack, const int32_t *src, const int32_t *dst,
                     int64_t n);
+    /* The state cache (docs/architecture.md "State cache"): zeroes a slot's
+     * token counts and keeps its state (a restored snapshot is re-counted
+     * as the new request's prompt); bytes of one KV block of a stack (0 for
+     * a stack without attention layers); and n blocks of a stack saved to /
+     * restored from host memory of n * kv_block_bytes bytes (the caller's),
+     * synchronous like slot_save. */
+    void (*slot_clear_counts)(void *ctx, int32_t slot);
+    size_t (*kv_block_bytes)(void *ctx, enum mm_stack stack);
+    void (*kv_save)(void *ctx, enum mm_stack stack, const int32_t *blocks, int64_t n, void *host);
+    void (*kv_restore)(void *ctx, enum mm_stack stack, const int32_t *blocks, int64_t n,
+                       const void *host);
 
     /* The first failure of any op since the last call (a failed launch, a
      * device fault, out of memory), naming the cause; MM_OK when all went

@@ -649,6 +649,38 @@ static void cpu_kv_copy(void *vctx, enum mm_stack stack, const int32_t *src, con
                    (size_t)be * sizeof(float));
 }
 
+static void cpu_slot_clear_counts(void *vctx, int32_t slot)
+{
+    struct cpu_ctx *c = vctx;
+    memset(slot_counts(c, slot), 0, (size_t)c->cfg.vocab_size * sizeof(uint32_t));
+}
+
+static size_t cpu_kv_block_bytes(void *vctx, enum mm_stack stack)
+{
+    const struct cpu_ctx *c = vctx;
+    return c->kv[stack] ? (size_t)c->block_elems[stack] * sizeof(float) : 0;
+}
+
+static void cpu_kv_save(void *vctx, enum mm_stack stack, const int32_t *blocks, int64_t n,
+                        void *host)
+{
+    struct cpu_ctx *c = vctx;
+    const int64_t be = c->block_elems[stack];
+    for (int64_t i = 0; c->kv[stack] && i < n; i++)
+        memcpy((float *)host + i * be, c->kv[stack] + (int64_t)blocks[i] * be,
+               (size_t)be * sizeof(float));
+}
+
+static void cpu_kv_restore(void *vctx, enum mm_stack stack, const int32_t *blocks, int64_t n,
+                           const void *host)
+{
+    struct cpu_ctx *c = vctx;
+    const int64_t be = c->block_elems[stack];
+    for (int64_t i = 0; c->kv[stack] && i < n; i++)
+        memcpy(c->kv[stack] + (int64_t)blocks[i] * be, (const float *)host + i * be,
+               (size_t)be * sizeof(float));
+}
+
 /* Plain C ops cannot fail after load: nothing to report. */
 static enum mm_status cpu_status(void *vctx, struct mm_err *err)
 {
@@ -685,6 +717,10 @@ static const struct mm_backend_ops cpu_ops = {
     .slot_save = cpu_slot_save,
     .slot_restore = cpu_slot_restore,
     .kv_copy = cpu_kv_copy,
+    .slot_clear_counts = cpu_slot_clear_counts,
+    .kv_block_bytes = cpu_kv_block_bytes,
+    .kv_save = cpu_kv_save,
+    .kv_restore = cpu_kv_restore,
     .status = cpu_status,
     .slot_read = cpu_slot_read,
 };

@@ -1504,6 +1504,50 @@ static void cu_kv_copy(void *vctx, enum mm_stack stack, const int32_t *src, cons
             return;
 }
 
+static void cu_slot_clear_counts(void *vctx, int32_t slot)
+{
+    struct cu_ctx *c = vctx;
+    cu_check(c, cudaMemsetAsync(slot_counts(c, slot), 0, counts_bytes(c), c->stream),
+             "slot clear counts");
+}
+
+static size_t cu_kv_block_bytes(void *vctx, enum mm_stack stack)
+{
+    const struct cu_ctx *c = vctx;
+    return c->kv[stack] ? (size_t)c->block_elems[stack] * c->esz : 0;
+}
+
+/* One copy per block (block ids are scattered); one sync at the end. */
+static void kv_host_copy(struct cu_ctx *c, enum mm_stack stack, const int32_t *blocks, int64_t n,
+                         char *host, bool save)
+{
+    if (!c->kv[stack] || n <= 0 || c->st != MM_OK)
+        return;
+    const size_t bytes = (size_t)c->block_elems[stack] * c->esz;
+    for (int64_t i = 0; i < n; i++) {
+        char *dev = (char *)c->kv[stack] + (size_t)blocks[i] * bytes;
+        char *h = host + (size_t)i * bytes;
+        if (cu_check(c,
+                     save ? cudaMemcpyAsync(h, dev, bytes, cudaMemcpyDeviceToHost, c->stream)
+                          : cudaMemcpyAsync(dev, h, bytes, cudaMemcpyHostToDevice, c->stream),
+                     save ? "kv save" : "kv restore"))
+            return;
+    }
+    sync_stream(c, save ? "kv save" : "kv restore");
+}
+
+static void cu_kv_save(void *vctx, enum mm_stack stack, const int32_t *blocks, int64_t n,
+                       void *host)
+{
+    kv_host_copy(vctx, stack, blocks, n, host, true);
+}
+
+static void cu_kv_restore(void *vctx, enum mm_stack stack, const int32_t *blocks, int64_t n,
+                          const void *host)
+{
+    kv_host_copy(vctx, stack, blocks, n, (char *)(uintptr_t)host, false);
+}
+
 static void cu_slot_read(void *vctx, int32_t slot, float *out)
 {
     struct cu_ctx *c = vctx;
@@ -1562,6 +1606,10 @@ static const struct mm_backend_ops cuda_ops = {
     .slot_save = cu_slot_save,
     .slot_restore = cu_slot_restore,
     .kv_copy = cu_kv_copy,
+    .slot_clear_counts = cu_slot_clear_counts,
+    .kv_block_bytes = cu_kv_block_bytes,
+    .kv_save = cu_kv_save,
+    .kv_restore = cu_kv_restore,
     .status = cu_status,
     .slot_read = cu_slot_read,
 };

@@ -159,6 +159,15 @@ enum mm_status mm_engine_open(const char *dir, const struct mm_engine_options *o
         if ((st = mm_kv_pool_create(n, opt->max_seqs, 1, ctx_blocks[s], &e->kv[s], err)) != MM_OK)
             goto fail;
     }
+    if (pair_bytes > 0) { /* copy-on-write pairs of one table (mm_kv_pool_unshare) */
+        const int64_t nb = ctx_blocks[0] > ctx_blocks[1] ? ctx_blocks[0] : ctx_blocks[1];
+        e->cow = malloc(2 * (size_t)nb * sizeof *e->cow);
+        if (!e->cow) {
+            st = mm_err_set(err, MM_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        e->cow_cap = nb;
+    }
     if ((st = load_eos(e, dir, err)) != MM_OK)
         goto fail;
     if ((st = e->be.ops->load(e->be.ctx, cfg, &e->w, &lim, err)) != MM_OK)
@@ -203,6 +212,7 @@ void mm_engine_close(struct mm_engine *e)
     free(e->logit_rows);
     free(e->last_rows);
     free(e->sample_reqs);
+    free(e->cow);
     free(e);
 }
 
@@ -263,6 +273,29 @@ void mm_engine_slot_count(struct mm_engine *e, int32_t slot, const int32_t *ids,
     e->be.ops->slot_count(e->be.ctx, slot, ids, n, output);
 }
 
+/* Copy-on-write: gives slot private copies of the shared KV blocks it
+ * would write from its position on (stack s). */
+static enum mm_status unshare(struct mm_engine *e, int32_t slot, int s, struct mm_err *err)
+{
+    const int64_t pos = s == MM_STACK_EMB ? e->slots[slot].emb_pos : e->slots[slot].pos;
+    int64_t n;
+    enum mm_status st =
+        mm_kv_pool_unshare(e->kv[s], slot, 0, pos, e->cow, e->cow + e->cow_cap, &n, err);
+    if (st == MM_OK && n > 0)
+        e->be.ops->kv_copy(e->be.ctx, (enum mm_stack)s, e->cow, e->cow + e->cow_cap, n);
+    return st;
+}
+
+enum mm_status mm_engine_kv_unshare(struct mm_engine *e, int32_t slot, struct mm_err *err)
+{
+    for (int s = 0; s < 2; s++) {
+        enum mm_status st = e->kv[s] ? unshare(e, slot, s, err) : MM_OK;
+        if (st != MM_OK)
+            return st;
+    }
+    return MM_OK;
+}
+
 /* Tokens a slot's table of one stack must cover after n more ids. */
 static int64_t kv_end(const struct mm_engine *e, int32_t slot, int s, int64_t n, int64_t n_tiles)
 {
@@ -278,7 +311,9 @@ void mm_engine_kv_need(const struct mm_engine *e, int32_t slot, int64_t n, int64
         if (e->kv[s]) {
             const int64_t want = mm_kv_blocks_for(kv_end(e, slot, s, n, n_tiles));
             const int64_t have = mm_kv_pool_used(e->kv[s], slot, 0);
-            need[s] = want > have ? want - have : 0;
+            const int64_t pos = s == MM_STACK_EMB ? e->slots[slot].emb_pos : e->slots[slot].pos;
+            need[s] = (want > have ? want - have : 0) +
+                      mm_kv_pool_shared_from(e->kv[s], slot, 0, pos);
         }
     }
 }
@@ -288,6 +323,15 @@ enum mm_status mm_engine_kv_reserve(struct mm_engine *e, int32_t slot, int64_t n
 {
     if (slot < 0 || slot >= e->opt.max_seqs || !e->slots[slot].used)
         return mm_err_set(err, MM_ERR_INVALID, "slot %d is not acquired", slot);
+    int64_t need[2];
+    mm_engine_kv_need(e, slot, n, n_tiles, need);
+    for (int s = 0; s < 2; s++)
+        if (e->kv[s] && need[s] > mm_kv_pool_free_blocks(e->kv[s]))
+            return mm_err_set(err, MM_ERR_LIMIT, "KV cache full: %lld blocks needed, %lld free",
+                              (long long)need[s], (long long)mm_kv_pool_free_blocks(e->kv[s]));
+    enum mm_status ust = mm_engine_kv_unshare(e, slot, err); /* fits: counted in need */
+    if (ust != MM_OK)
+        return ust;
     const int64_t had = e->kv[MM_STACK_EMB] ? mm_kv_pool_used(e->kv[MM_STACK_EMB], slot, 0) : 0;
     for (int s = 0; s < 2; s++) {
         if (!e->kv[s])
@@ -318,28 +362,84 @@ enum mm_status mm_engine_slot_copy(struct mm_engine *e, int32_t src, int32_t dst
         !e->slots[src].used || !e->slots[dst].used || src == dst)
         return mm_err_set(err, MM_ERR_INVALID, "slot copy %d -> %d: slots not acquired", src, dst);
     const struct mm_engine_slot *from = &e->slots[src];
-    int64_t had[2] = {0, 0};
-    for (int s = 0; s < 2; s++) {
-        if (!e->kv[s])
-            continue;
-        had[s] = mm_kv_pool_used(e->kv[s], dst, 0);
-        const int64_t n = s == MM_STACK_EMB ? from->emb_pos : from->pos;
-        enum mm_status st = mm_kv_pool_reserve(e->kv[s], dst, 0, n, err);
-        if (st != MM_OK) {
-            for (int r = 0; r < s; r++)
-                if (e->kv[r])
-                    mm_kv_pool_truncate(e->kv[r], dst, 0, had[r] * MM_KV_BLOCK);
-            return st;
-        }
-    }
-    for (int s = 0; s < 2; s++)
-        if (e->kv[s]) {
-            const int64_t n = s == MM_STACK_EMB ? from->emb_pos : from->pos;
-            e->be.ops->kv_copy(e->be.ctx, (enum mm_stack)s, mm_kv_pool_table(e->kv[s], src, 0),
-                               mm_kv_pool_table(e->kv[s], dst, 0), mm_kv_blocks_for(n));
-        }
+    for (int s = 0; s < 2; s++) /* by reference: a write copies first (unshare) */
+        if (e->kv[s])
+            mm_kv_pool_share(e->kv[s], src, dst, 0, s == MM_STACK_EMB ? from->emb_pos : from->pos);
     e->be.ops->slot_copy(e->be.ctx, src, dst);
     e->slots[dst].pos = from->pos;
     e->slots[dst].emb_pos = from->emb_pos;
     return MM_OK;
+}
+
+size_t mm_engine_snapshot_bytes(const struct mm_engine *e, int64_t pos, int64_t emb_pos)
+{
+    size_t n = e->be.ops->slot_bytes(e->be.ctx);
+    for (int s = 0; s < 2; s++)
+        if (e->kv[s])
+            n += (size_t)mm_kv_blocks_for(s == MM_STACK_EMB ? emb_pos : pos) *
+                 e->be.ops->kv_block_bytes(e->be.ctx, (enum mm_stack)s);
+    return n;
+}
+
+void mm_engine_slot_save(struct mm_engine *e, int32_t slot, void *host)
+{
+    const struct mm_engine_slot *sl = &e->slots[slot];
+    e->be.ops->slot_save(e->be.ctx, slot, host);
+    char *p = (char *)host + e->be.ops->slot_bytes(e->be.ctx);
+    for (int s = 0; s < 2; s++) {
+        if (!e->kv[s])
+            continue;
+        const int64_t nb = mm_kv_blocks_for(s == MM_STACK_EMB ? sl->emb_pos : sl->pos);
+        e->be.ops->kv_save(e->be.ctx, (enum mm_stack)s, mm_kv_pool_table(e->kv[s], slot, 0), nb,
+                           p);
+        p += (size_t)nb * e->be.ops->kv_block_bytes(e->be.ctx, (enum mm_stack)s);
+    }
+}
+
+enum mm_status mm_engine_slot_restore(struct mm_engine *e, int32_t slot, int64_t pos,
+                                      int64_t emb_pos, const void *host, struct mm_err *err)
+{
+    if (slot < 0 || slot >= e->opt.max_seqs || !e->slots[slot].used)
+        return mm_err_set(err, MM_ERR_INVALID, "slot %d is not acquired", slot);
+    if (pos < 0 || pos > e->opt.max_context || emb_pos < 0 || emb_pos > e->emb_context)
+        return mm_err_set(err, MM_ERR_INVALID, "restore: positions out of range");
+    for (int s = 0; s < 2; s++) {
+        if (!e->kv[s])
+            continue;
+        mm_kv_pool_truncate(e->kv[s], slot, 0, 0);
+        enum mm_status st =
+            mm_kv_pool_reserve(e->kv[s], slot, 0, s == MM_STACK_EMB ? emb_pos : pos, err);
+        if (st != MM_OK) {
+            mm_engine_slot_release(e, slot);
+            e->slots[slot].used = true; /* still the caller's, now empty */
+            e->be.ops->slot_reset(e->be.ctx, slot);
+            return st;
+        }
+    }
+    e->be.ops->slot_restore(e->be.ctx, slot, host);
+    const char *p = (const char *)host + e->be.ops->slot_bytes(e->be.ctx);
+    for (int s = 0; s < 2; s++) {
+        if (!e->kv[s])
+            continue;
+        const int64_t nb = mm_kv_blocks_for(s == MM_STACK_EMB ? emb_pos : pos);
+        e->be.ops->kv_restore(e->be.ctx, (enum mm_stack)s, mm_kv_pool_table(e->kv[s], slot, 0),
+                              nb, p);
+        p += (size_t)nb * e->be.ops->kv_block_bytes(e->be.ctx, (enum mm_stack)s);
+    }
+    e->slots[slot].pos = pos;
+    e->slots[slot].emb_pos = emb_pos;
+    return MM_OK;
+}
+
+void mm_engine_slot_clear_counts(struct mm_engine *e, int32_t slot)
+{
+    e->be.ops->slot_clear_counts(e->be.ctx, slot);
+}
+
+void mm_engine_kv_trim(struct mm_engine *e, int32_t slot)
+{
+    for (int s = 0; s < 2; s++)
+        if (e->kv[s])
+            mm_kv_pool_truncate(e->kv[s], slot, 0,
+                                s == MM_STACK_EMB ? e->slots[slot].emb_pos : e->slots[slot].pos);
 }

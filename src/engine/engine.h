@@ -91,6 +91,8 @@ struct mm_engine {
     int64_t *last_rows;                    /* [max_seqs] x_out row of each step's last token */
     int n_last;                            /* steps in the last forward */
     struct mm_sample_req *sample_reqs;     /* [max_seqs] */
+    int32_t *cow;                          /* [2][cow_cap] copy-on-write block pairs */
+    int64_t cow_cap;
 };
 
 /* Loads DIR (config, weights, backend). *out is owned by the caller
@@ -141,14 +143,38 @@ enum mm_status mm_engine_check(struct mm_engine *e, struct mm_err *err);
 void mm_engine_slot_count(struct mm_engine *e, int32_t slot, const int32_t *ids, int64_t n,
                           bool output);
 
-/* Copies slot src (state, token counts, positions, KV blocks) into the
- * acquired slot dst, whose own KV blocks are reused or grown; MM_ERR_LIMIT
- * (nothing changed) when blocks run out. */
+/* Copies slot src (state, token counts, positions) into the acquired slot
+ * dst; dst's own KV blocks are let go and src's are shared by reference
+ * (copied on write: the next reserve or step of either slot gives it
+ * private copies of the shared blocks it would write, which takes a free
+ * block per stack when the position is inside a block). Takes no block and
+ * does not fail for want of blocks. */
 enum mm_status mm_engine_slot_copy(struct mm_engine *e, int32_t src, int32_t dst,
                                    struct mm_err *err);
 
+/* The state cache's snapshots (serve/state_cache.h). A saved slot is the
+ * backend's slot_save bytes, then for each stack with attention layers its
+ * KV blocks covering the positions (mm_kv_blocks_for(pos) blocks), in
+ * table order: mm_engine_snapshot_bytes bytes for those positions. */
+size_t mm_engine_snapshot_bytes(const struct mm_engine *e, int64_t pos, int64_t emb_pos);
+/* Saves an acquired slot (state, counts, KV) into host (the caller's,
+ * mm_engine_snapshot_bytes(e, its pos, its emb_pos) bytes). */
+void mm_engine_slot_save(struct mm_engine *e, int32_t slot, void *host);
+/* Restores such a save into the acquired slot, with fresh KV blocks for
+ * the positions; MM_ERR_LIMIT when blocks run out (the slot is then empty,
+ * still acquired). */
+enum mm_status mm_engine_slot_restore(struct mm_engine *e, int32_t slot, int64_t pos,
+                                      int64_t emb_pos, const void *host, struct mm_err *err);
+/* Zeroes the slot's token counts (penalties), keeping its state. */
+void mm_engine_slot_clear_counts(struct mm_engine *e, int32_t slot);
+/* Gives back the slot's KV blocks beyond its position (reserved ahead). */
+void mm_engine_kv_trim(struct mm_engine *e, int32_t slot);
+/* Copy-on-write now (mm_engine_kv_reserve and steps do it too);
+ * MM_ERR_LIMIT when blocks run out. */
+enum mm_status mm_engine_kv_unshare(struct mm_engine *e, int32_t slot, struct mm_err *err);
+
 /* KV blocks per stack that n more ids (n_tiles of them in tiles) would need
- * in slot beyond the blocks it holds. */
+ * in slot beyond the blocks it holds (copy-on-write copies included). */
 void mm_engine_kv_need(const struct mm_engine *e, int32_t slot, int64_t n, int64_t n_tiles,
                        int64_t need[2]);
 /* Grows slot's tables to cover n more ids (n_tiles tiles) past its

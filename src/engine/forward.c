@@ -99,11 +99,15 @@ static enum mm_status reserve_kv(struct mm_engine *e, const struct mm_seq_step *
         for (int s = 0; s < n_steps; s++) {
             const struct mm_engine_slot *sl = &e->slots[steps[s].slot];
             e->logit_rows[s] = mm_kv_pool_used(e->kv[k], steps[s].slot, 0); /* as scratch */
+            /* copy-on-write first (a neutral change: nothing to roll back);
+             * the scheduler reserves ahead, so this rarely has work */
+            enum mm_status ust = mm_engine_kv_unshare(e, steps[s].slot, err);
             const int64_t end =
                 k == MM_STACK_EMB
                     ? sl->emb_pos + mm_engine_emb_rows(&e->cfg, steps[s].n, steps[s].n_tiles)
                     : sl->pos + steps[s].n;
-            enum mm_status st = mm_kv_pool_reserve(e->kv[k], steps[s].slot, 0, end, err);
+            enum mm_status st =
+                ust != MM_OK ? ust : mm_kv_pool_reserve(e->kv[k], steps[s].slot, 0, end, err);
             if (st != MM_OK) {
                 for (int r = 0; r <= s; r++)
                     mm_kv_pool_truncate(e->kv[k], steps[r].slot, 0, e->logit_rows[r] * MM_KV_BLOCK);

@@ -99,6 +99,14 @@ void mm_metrics_snapshot_add(struct mm_metrics_snapshot *dst, const struct mm_me
         dst->kv_blocks_used[s] += src->kv_blocks_used[s];
         dst->kv_blocks_total[s] += src->kv_blocks_total[s];
     }
+    dst->cache_queries += src->cache_queries;
+    dst->cache_hits += src->cache_hits;
+    dst->cache_query_tokens += src->cache_query_tokens;
+    dst->cache_hit_tokens += src->cache_hit_tokens;
+    dst->cache_snapshots += src->cache_snapshots;
+    dst->cache_gpu_evictions += src->cache_gpu_evictions;
+    dst->cache_gpu_entries += src->cache_gpu_entries;
+    dst->cache_gpu_bytes += src->cache_gpu_bytes;
     for (int h = 0; h < MM_HIST_COUNT; h++) {
         struct mm_histogram *d = &dst->hist[h];
         const struct mm_histogram *s = &src->hist[h];
@@ -154,5 +162,21 @@ void mm_metrics_gauges(struct mm_metrics *m, int64_t running, int64_t waiting, i
         m->s.kv_blocks_used[s] = kv_used[s];
         m->s.kv_blocks_total[s] = kv_total[s];
     }
+    pthread_mutex_unlock(&m->mu);
+}
+
+void mm_metrics_cache(struct mm_metrics *m, uint64_t queries, uint64_t hits, uint64_t query_tokens,
+                      uint64_t hit_tokens, uint64_t snapshots, uint64_t gpu_evictions,
+                      int64_t gpu_entries, int64_t gpu_bytes)
+{
+    pthread_mutex_lock(&m->mu);
+    m->s.cache_queries += queries;
+    m->s.cache_hits += hits;
+    m->s.cache_query_tokens += query_tokens;
+    m->s.cache_hit_tokens += hit_tokens;
+    m->s.cache_snapshots += snapshots;
+    m->s.cache_gpu_evictions += gpu_evictions;
+    m->s.cache_gpu_entries = gpu_entries;
+    m->s.cache_gpu_bytes = gpu_bytes;
     pthread_mutex_unlock(&m->mu);
 }

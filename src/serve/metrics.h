@@ -52,6 +52,17 @@ struct mm_metrics_snapshot {
     int64_t kv_blocks_used[2], kv_blocks_total[2]; /* per stack (enum mm_stack); vllm:
                                                       gpu_cache_usage_perc = used / total */
     struct mm_histogram hist[MM_HIST_COUNT];
+    /* the state cache (scheduler.h), this engine's side: counters */
+    uint64_t cache_queries;      /* requests looked up (vllm:prefix_cache_queries counts tokens:
+                                    cache_query_tokens) */
+    uint64_t cache_hits;         /* requests that started from a snapshot */
+    uint64_t cache_query_tokens; /* vllm:prefix_cache_queries_total: prompt tokens looked up */
+    uint64_t cache_hit_tokens;   /* vllm:prefix_cache_hits_total: prompt tokens not prefilled */
+    uint64_t cache_snapshots;    /* snapshots taken (into a free slot or straight to host) */
+    uint64_t cache_gpu_evictions; /* snapshots given up by their slot (saved to host or not) */
+    /* gauges: snapshots in this engine's free state slots, and their size
+     * (state + counts + the KV blocks they reference, shared ones included) */
+    int64_t cache_gpu_entries, cache_gpu_bytes;
 };
 
 struct mm_metrics;
@@ -74,6 +85,10 @@ void mm_metrics_finished(struct mm_metrics *m, enum mm_finish_reason f);
 /* Adds to the token, preemption, step and error counters. */
 void mm_metrics_count(struct mm_metrics *m, uint64_t prompt_tokens, uint64_t generation_tokens,
                       uint64_t preemptions, uint64_t steps, uint64_t step_errors);
+/* Adds to the state cache's counters and sets its gauges. */
+void mm_metrics_cache(struct mm_metrics *m, uint64_t queries, uint64_t hits, uint64_t query_tokens,
+                      uint64_t hit_tokens, uint64_t snapshots, uint64_t gpu_evictions,
+                      int64_t gpu_entries, int64_t gpu_bytes);
 /* Sets the gauges. */
 void mm_metrics_gauges(struct mm_metrics *m, int64_t running, int64_t waiting, int64_t slots_used,
                        int64_t slots_total, const int64_t kv_used[2], const int64_t kv_total[2]);

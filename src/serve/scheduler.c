@@ -10,7 +10,13 @@
  * Philox stream. A preempted choice comes back as a prefill of prompt +
  * generated ids and samples its next token where it left off. Only the
  * engine thread touches the lists, the engine and the choices; `mu` guards
- * the submission queue and the counters other threads read. */
+ * the submission queue and the counters other threads read.
+ *
+ * The state cache's GPU tier is `snaps`, indexed by slot: a slot that holds
+ * a snapshot is neither free nor running (free_slots + n_snaps + running
+ * slots = max_seqs). Its keys are read by mm_scheduler_cached_prefix from
+ * other threads, so the engine thread changes them under `cache_mu`. Pins
+ * keep the snapshot an admission is restoring from out of eviction. */
 #include "serve/scheduler.h"
 
 #include <pthread.h>
@@ -51,6 +57,8 @@ struct pf {
 
 struct job {
     struct mm_request *r;
+    uint64_t *keys, *ph; /* state cache: the prompt's keys and prefix hashes (NULL: off) */
+    int64_t cached;      /* prompt tokens the last admission restored from a snapshot */
     const struct mm_request_params *p;
     const int32_t *prompt;
     int64_t n_prompt;
@@ -71,6 +79,22 @@ struct run {
     struct job *job;
     int32_t choice;
     uint64_t admitted;
+};
+
+/* A snapshot in a state slot (GPU tier); keys NULL: the slot holds none. */
+struct snap {
+    uint64_t *keys;
+    int64_t n;
+    uint64_t hash, used; /* hash of the keys; recency (larger: more recent) */
+    int pins;
+};
+
+/* Where an admission starts from: len prompt tokens (tiles of them) from
+ * the snapshot in slot `slot`, or from host entry `en`, or from nothing. */
+struct hit {
+    int64_t len, tiles;
+    int32_t slot;
+    struct mm_state_entry *en;
 };
 
 /* What a step row belongs to. */
@@ -115,6 +139,15 @@ struct mm_scheduler {
     struct mm_sample_out *outs;                      /* [max_seqs] */
     struct job **fail_jobs;                          /* [max_seqs] */
     uint64_t gen_tokens, prompt_tokens, preemptions; /* since the last publish */
+    /* state cache */
+    struct mm_state_cache *host; /* NULL: no state cache */
+    bool gpu_tier;
+    uint64_t layout; /* this engine's snapshot format (state_cache.h) */
+    pthread_mutex_t cache_mu;
+    struct snap *snaps; /* [max_seqs] */
+    int32_t n_snaps;
+    uint64_t snap_clock;
+    uint64_t c_queries, c_hits, c_query_tokens, c_hit_tokens, c_snapshots, c_evictions;
 };
 
 static double now_s(void)
@@ -128,6 +161,7 @@ void mm_scheduler_options_default(struct mm_scheduler_options *o)
 {
     memset(o, 0, sizeof *o);
     o->max_queue = 256;
+    o->state_cache_gpu = true;
 }
 
 /* ---- bookkeeping ------------------------------------------------------------------ */
@@ -244,6 +278,206 @@ static void drop_prefills(struct mm_scheduler *s, struct job *j)
         }
 }
 
+/* ---- the state cache (engine thread) ------------------------------------------------ */
+
+static size_t slot_snapshot_bytes(const struct mm_scheduler *s, int32_t slot)
+{
+    const struct mm_engine_slot *sl = &s->e->slots[slot];
+    return mm_engine_snapshot_bytes(s->e, sl->pos, sl->emb_pos);
+}
+
+/* Saves a slot into the host tier under keys[0..n) unless it is kept
+ * there already or there is no room. */
+static void save_to_host(struct mm_scheduler *s, int32_t slot, const uint64_t *keys, int64_t n)
+{
+    const struct mm_engine_slot *sl = &s->e->slots[slot];
+    struct mm_state_entry *en = mm_state_cache_begin(s->host, s->layout, keys, n, sl->pos,
+                                                     sl->emb_pos, slot_snapshot_bytes(s, slot));
+    if (!en)
+        return;
+    mm_engine_slot_save(s->e, slot, mm_state_entry_buffer(en));
+    struct mm_err err;
+    if (mm_engine_check(s->e, &err) != MM_OK) {
+        MM_ERROR("state cache: saving a snapshot failed: %s", err.msg);
+        mm_state_cache_abort(s->host, en);
+        return;
+    }
+    mm_state_cache_commit(s->host, en);
+}
+
+/* Files the snapshot held by `slot` (keys owned from now on). */
+static void add_snap(struct mm_scheduler *s, int32_t slot, uint64_t *keys, int64_t n)
+{
+    pthread_mutex_lock(&s->cache_mu);
+    s->snaps[slot] = (struct snap){keys, n, mm_state_hash(keys, n), ++s->snap_clock, 0};
+    s->n_snaps++;
+    pthread_mutex_unlock(&s->cache_mu);
+    s->c_snapshots++;
+}
+
+/* Gives up the snapshot in `slot` (to the host tier first when save). */
+static void drop_snap(struct mm_scheduler *s, int32_t slot, bool save)
+{
+    struct snap *sn = &s->snaps[slot];
+    if (save && s->host)
+        save_to_host(s, slot, sn->keys, sn->n);
+    pthread_mutex_lock(&s->cache_mu);
+    uint64_t *keys = sn->keys;
+    *sn = (struct snap){0};
+    s->n_snaps--;
+    pthread_mutex_unlock(&s->cache_mu);
+    free(keys);
+    mm_engine_slot_release(s->e, slot);
+    s->free_slots++;
+    s->c_evictions++;
+}
+
+/* The least recently used snapshot nobody is restoring from, or -1. */
+static int32_t lru_snap(const struct mm_scheduler *s)
+{
+    int32_t v = -1;
+    for (int32_t i = 0; i < s->e->opt.max_seqs; i++)
+        if (s->snaps[i].keys && s->snaps[i].pins == 0 && (v < 0 || s->snaps[i].used < s->snaps[v].used))
+            v = i;
+    return v;
+}
+
+/* The slot whose snapshot has exactly keys[0..n), or -1. */
+static int32_t find_snap(const struct mm_scheduler *s, const uint64_t *keys, int64_t n,
+                         uint64_t hash)
+{
+    for (int32_t i = 0; i < s->e->opt.max_seqs; i++) {
+        const struct snap *sn = &s->snaps[i];
+        if (sn->keys && sn->n == n && sn->hash == hash &&
+            memcmp(sn->keys, keys, (size_t)n * sizeof *keys) == 0)
+            return i;
+    }
+    return -1;
+}
+
+/* Keeps the state of running `slot` (it consumed keys[0..n), borrowed):
+ * copied into a free slot (one is made by demoting the oldest snapshot),
+ * else saved to the host tier. */
+static void snapshot_running(struct mm_scheduler *s, int32_t slot, const uint64_t *keys, int64_t n)
+{
+    const uint64_t hash = mm_state_hash(keys, n);
+    const int32_t have = find_snap(s, keys, n, hash);
+    if (have >= 0) {
+        s->snaps[have].used = ++s->snap_clock;
+        return;
+    }
+    if (s->gpu_tier && s->free_slots == 0) {
+        const int32_t v = lru_snap(s);
+        if (v >= 0)
+            drop_snap(s, v, true);
+    }
+    struct mm_err err;
+    int32_t dst;
+    uint64_t *own = NULL;
+    if (s->gpu_tier && s->free_slots > 0 && (own = malloc((size_t)n * sizeof *own)) &&
+        mm_engine_slot_acquire(s->e, &dst, &err) == MM_OK) {
+        s->free_slots--;
+        if (mm_engine_slot_copy(s->e, slot, dst, &err) == MM_OK) {
+            memcpy(own, keys, (size_t)n * sizeof *own);
+            add_snap(s, dst, own, n);
+            return;
+        }
+        mm_engine_slot_release(s->e, dst);
+        s->free_slots++;
+    }
+    free(own);
+    save_to_host(s, slot, keys, n);
+    s->c_snapshots++;
+}
+
+/* A choice finished: keeps its slot as a snapshot of what it consumed
+ * (prompt and output but the last sampled token, never fed) instead of
+ * freeing it. False: the caller frees the slot. */
+static bool snapshot_finished(struct mm_scheduler *s, struct job *j, struct choice *ch)
+{
+    const int64_t n = j->n_prompt + ch->n_gen - 1;
+    if (!s->host || ch->n_gen < 1 || s->e->slots[ch->slot].pos != n)
+        return false;
+    uint64_t *keys = malloc((size_t)n * sizeof *keys);
+    if (!keys)
+        return false;
+    memcpy(keys, j->keys, (size_t)j->n_prompt * sizeof *keys);
+    for (int64_t i = 0; i < ch->n_gen - 1; i++)
+        keys[j->n_prompt + i] = mm_state_text_key(ch->gen[i]);
+    const int32_t have = find_snap(s, keys, n, mm_state_hash(keys, n));
+    if (have >= 0 || !s->gpu_tier) {
+        if (have >= 0)
+            s->snaps[have].used = ++s->snap_clock;
+        else
+            save_to_host(s, ch->slot, keys, n), s->c_snapshots++;
+        free(keys);
+        return false;
+    }
+    mm_engine_kv_trim(s->e, ch->slot); /* blocks reserved ahead go back */
+    add_snap(s, ch->slot, keys, n);
+    ch->slot = -1; /* the slot is the snapshot's now: neither free nor running */
+    return true;
+}
+
+/* The longest snapshot that begins j's prompt (pinned), leaving at least
+ * the last prompt token to run. */
+static void find_hit(struct mm_scheduler *s, const struct job *j, struct hit *h)
+{
+    *h = (struct hit){0, 0, -1, NULL};
+    const int64_t max = j->n_prompt - 1;
+    if (!s->host || max < 1)
+        return;
+    for (int32_t i = 0; i < s->e->opt.max_seqs; i++) {
+        const struct snap *sn = &s->snaps[i];
+        if (sn->keys && sn->n <= max && sn->n > h->len && sn->hash == j->ph[sn->n - 1] &&
+            memcmp(sn->keys, j->keys, (size_t)sn->n * sizeof *sn->keys) == 0)
+            h->len = sn->n, h->slot = i;
+    }
+    struct mm_state_entry *en;
+    const int64_t len = mm_state_cache_find(s->host, s->layout, j->keys, j->ph, max, &en);
+    if (len > h->len)
+        h->len = len, h->slot = -1, h->en = en;
+    else
+        mm_state_cache_unpin(s->host, en);
+    if (h->slot >= 0) {
+        s->snaps[h->slot].pins++;
+        s->snaps[h->slot].used = ++s->snap_clock;
+    }
+    int64_t img = 0;
+    for (int64_t i = 0; i < h->len; i++)
+        img += j->prompt[i] == s->e->cfg.img_context_token_id;
+    h->tiles = img / s->e->cfg.tokens_per_tile;
+}
+
+static void unpin_hit(struct mm_scheduler *s, const struct hit *h)
+{
+    if (h->slot >= 0)
+        s->snaps[h->slot].pins--;
+    if (h->en)
+        mm_state_cache_unpin(s->host, h->en);
+}
+
+/* Starts the acquired slot from the hit (state, positions, KV) with clean
+ * token counts; false (the slot still fresh) when that fails. */
+static bool restore_hit(struct mm_scheduler *s, const struct hit *h, int32_t slot)
+{
+    struct mm_err err;
+    enum mm_status st;
+    if (h->slot >= 0) {
+        st = mm_engine_slot_copy(s->e, h->slot, slot, &err);
+    } else {
+        int64_t pos, emb_pos;
+        const void *data = mm_state_entry_data(h->en, &pos, &emb_pos);
+        st = mm_engine_slot_restore(s->e, slot, pos, emb_pos, data, &err);
+    }
+    if (st != MM_OK) {
+        MM_ERROR("state cache: restoring a snapshot failed: %s", err.msg);
+        return false;
+    }
+    mm_engine_slot_clear_counts(s->e, slot); /* admission counts the whole prompt */
+    return true;
+}
+
 /* Ends one choice: its FINISH event, its slot and blocks freed at once. */
 static void finish_choice(struct mm_scheduler *s, struct job *j, int32_t c,
                           enum mm_finish_reason why, bool flush, enum mm_status status,
@@ -274,6 +508,7 @@ static void finish_choice(struct mm_scheduler *s, struct job *j, int32_t c,
         .finish = why,
         .prompt_tokens = j->n_prompt,
         .completion_tokens = ch->n_gen,
+        .cached_tokens = j->cached,
         .status = status,
         .message = message ? message : "",
         .times = {j->admitted_once ? j->t_admit - j->t_submit : t - j->t_submit,
@@ -286,7 +521,9 @@ static void finish_choice(struct mm_scheduler *s, struct job *j, int32_t c,
             remove_run(s, i);
             break;
         }
-    release_slot(s, ch);
+    const bool ok = status == MM_OK && (why == MM_FINISH_STOP || why == MM_FINISH_LENGTH);
+    if (!(ok && ch->slot >= 0 && snapshot_finished(s, j, ch)))
+        release_slot(s, ch);
     ch->done = true;
     j->n_done++;
     touch(s, j);
@@ -303,6 +540,8 @@ static void finish_job(struct mm_scheduler *s, struct job *j, enum mm_finish_rea
 
 static void free_job(struct job *j)
 {
+    free(j->keys);
+    free(j->ph);
     for (int32_t c = 0; j->ch && c < j->p->n; c++) {
         free(j->ch[c].gen);
         mm_detok_free(j->ch[c].detok);
@@ -347,16 +586,43 @@ static int64_t blocks_for_prefill(const struct mm_scheduler *s, int st, int64_t 
     return mm_kv_blocks_for(st == MM_STACK_EMB ? mm_engine_emb_rows(&s->e->cfg, n, n_tiles) : n);
 }
 
+/* Evicts snapshots (least recently used first, never a pinned one) until
+ * need_slots slots and need[] KV blocks are free; whether they are. */
+static bool make_room(struct mm_scheduler *s, int32_t need_slots, const int64_t need[2])
+{
+    for (;;) {
+        if (s->free_slots >= need_slots && kv_free(s, 0) >= need[0] && kv_free(s, 1) >= need[1])
+            return true;
+        if (s->free_slots + s->n_snaps < need_slots)
+            return false; /* running sequences hold the rest: evicting cannot help */
+        const int32_t v = lru_snap(s);
+        if (v < 0)
+            return false;
+        drop_snap(s, v, true);
+    }
+}
+
 static void admit(struct mm_scheduler *s)
 {
     while (s->n_waiting > 0) {
         struct pf *pf = s->waiting[0];
         struct job *j = pf->job;
         const int32_t n_slots = pf->choice < 0 ? j->p->n : 1;
-        bool fits = s->free_slots >= n_slots;
-        for (int st = 0; st < 2 && fits; st++)
-            fits = n_slots * blocks_for_prefill(s, st, pf->n_ids, j->n_tiles) <= kv_free(s, st);
+        struct hit h = {0, 0, -1, NULL};
+        if (pf->choice < 0)
+            find_hit(s, j, &h);
+        int64_t need[2];
+        for (int st = 0; st < 2; st++) {
+            need[st] = n_slots * blocks_for_prefill(s, st, pf->n_ids, j->n_tiles);
+            if (h.slot >= 0 && s->e->kv[st]) { /* choice 0 shares the snapshot's blocks */
+                const struct mm_engine_slot *sl = &s->e->slots[h.slot];
+                const int64_t at = st == MM_STACK_EMB ? sl->emb_pos : sl->pos;
+                need[st] -= mm_kv_blocks_for(at) - (at % MM_KV_BLOCK != 0); /* partial: COW */
+            }
+        }
+        const bool fits = make_room(s, n_slots, need);
         if (!fits) {
+            unpin_hit(s, &h);
             MM_DEBUG("admit: head %s needs %d slots (free %d), kv free %lld/%lld, pre %d run %d",
                      mm_request_id(j->r), n_slots, s->free_slots, (long long)kv_free(s, 0),
                      (long long)kv_free(s, 1), s->n_pre, s->n_run);
@@ -383,14 +649,30 @@ static void admit(struct mm_scheduler *s)
         for (int32_t i = 0; i < n_slots; i++) {
             struct choice *ch = &j->ch[pf->choice < 0 ? i : pf->choice];
             struct mm_err err;
-            /* both succeed: a free slot and blocks were counted above */
-            if (mm_engine_slot_acquire(s->e, &ch->slot, &err) != MM_OK ||
-                mm_engine_kv_reserve(s->e, ch->slot, pf->n_ids, j->n_tiles, &err) != MM_OK)
+            /* all succeed: a free slot and blocks were counted above */
+            if (mm_engine_slot_acquire(s->e, &ch->slot, &err) != MM_OK)
+                MM_ERROR("scheduler: admission failed after the check: %s", err.msg);
+            if (i == 0 && h.len > 0 && !restore_hit(s, &h, ch->slot))
+                h.len = h.tiles = 0;
+            const int64_t from = i == 0 ? h.len : 0, from_tiles = i == 0 ? h.tiles : 0;
+            if (mm_engine_kv_reserve(s->e, ch->slot, pf->n_ids - from, j->n_tiles - from_tiles,
+                                     &err) != MM_OK)
                 MM_ERROR("scheduler: admission failed after the check: %s", err.msg);
             s->free_slots--;
         }
+        unpin_hit(s, &h);
+        if (pf->choice < 0) {
+            if (!j->admitted_once) {
+                s->c_queries++;
+                s->c_query_tokens += (uint64_t)j->n_prompt;
+                s->c_hits += h.len > 0;
+                s->c_hit_tokens += (uint64_t)h.len;
+            }
+            j->cached = h.len;
+        }
         pf->slot = j->ch[pf->choice < 0 ? 0 : pf->choice].slot;
-        pf->done = pf->tiles_done = 0;
+        pf->done = h.len;
+        pf->tiles_done = h.tiles;
         pf->admitted = ++s->admit_ctr;
         mm_engine_slot_count(s->e, pf->slot, j->prompt, j->n_prompt, false);
         if (pf->choice >= 0) /* a resumed choice re-counts its output */
@@ -471,6 +753,11 @@ static void grow_decodes(struct mm_scheduler *s)
             const int32_t slot = s->run[i].job->ch[s->run[i].choice].slot;
             if (mm_engine_kv_reserve(s->e, slot, 1, 0, &err) == MM_OK)
                 break;
+            const int32_t snap = lru_snap(s); /* snapshots give way first */
+            if (snap >= 0) {
+                drop_snap(s, snap, true);
+                continue;
+            }
             int vr = -1, vp = -1;
             uint64_t latest = 0;
             for (int k = 0; k < s->n_run; k++)
@@ -712,6 +999,8 @@ static void step(struct mm_scheduler *s)
         if (pf->done < pf->n_ids)
             continue;
         remove_pre(s, i);
+        if (pf->choice < 0 && s->host)
+            snapshot_running(s, pf->slot, pf->job->keys, pf->job->n_prompt);
         for (int32_t c = 0; c < pf->job->p->n; c++)
             if (pf->choice < 0 || pf->choice == c)
                 s->run[s->n_run++] = (struct run){pf->job, c, pf->admitted};
@@ -765,8 +1054,16 @@ static void publish(struct mm_scheduler *s)
     pthread_mutex_lock(&s->mu);
     const int64_t waiting = s->n_waiting + s->n_incoming;
     pthread_mutex_unlock(&s->mu);
-    mm_metrics_gauges(s->m, running, waiting, s->e->opt.max_seqs - s->free_slots,
+    mm_metrics_gauges(s->m, running, waiting, s->e->opt.max_seqs - s->free_slots - s->n_snaps,
                       s->e->opt.max_seqs, used, total);
+    int64_t snap_bytes = 0;
+    for (int32_t i = 0; i < s->e->opt.max_seqs && s->n_snaps > 0; i++)
+        if (s->snaps[i].keys)
+            snap_bytes += (int64_t)slot_snapshot_bytes(s, i);
+    mm_metrics_cache(s->m, s->c_queries, s->c_hits, s->c_query_tokens, s->c_hit_tokens,
+                     s->c_snapshots, s->c_evictions, s->n_snaps, snap_bytes);
+    s->c_queries = s->c_hits = s->c_query_tokens = s->c_hit_tokens = 0;
+    s->c_snapshots = s->c_evictions = 0;
     for (int64_t i = 0; i < s->n_touched; i++) {
         struct job *j = s->touched[i];
         j->touched = false;
@@ -860,9 +1157,26 @@ enum mm_status mm_scheduler_create(struct mm_engine *e, const struct mm_tokenize
     s->sowners = calloc(ms, sizeof *s->sowners);
     s->outs = calloc(ms, sizeof *s->outs);
     s->fail_jobs = calloc(ms, sizeof *s->fail_jobs);
+    s->snaps = calloc(ms, sizeof *s->snaps);
+    s->host = o->state_cache;
+    s->gpu_tier = o->state_cache_gpu;
+    {   /* the snapshot format: two engines agreeing on these read each other's */
+        const struct mm_backend_ops *ops = e->be.ops;
+        uint64_t f[8] = {ops->slot_bytes(e->be.ctx),
+                         ops->kv_block_bytes(e->be.ctx, MM_STACK_EMB),
+                         ops->kv_block_bytes(e->be.ctx, MM_STACK_LLM),
+                         (uint64_t)e->cfg.vocab_size,
+                         (uint64_t)e->cfg.llm.num_layers,
+                         (uint64_t)e->cfg.emb.num_layers,
+                         (uint64_t)e->cfg.llm.hidden,
+                         0};
+        for (const char *c = ops->name; *c; c++)
+            f[7] = f[7] * 131 + (unsigned char)*c;
+        s->layout = mm_state_hash(f, 8);
+    }
     enum mm_status st = MM_OK;
     if (!s->pre || !s->run || !s->steps || !s->owners || !s->samples || !s->sowners || !s->outs ||
-        !s->fail_jobs)
+        !s->fail_jobs || !s->snaps)
         st = mm_err_set(err, MM_ERR_NOMEM, "out of memory");
     if (st == MM_OK)
         st = mm_metrics_create(s->max_model_len, &s->m, err);
@@ -870,6 +1184,7 @@ enum mm_status mm_scheduler_create(struct mm_engine *e, const struct mm_tokenize
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->cache_mu, NULL);
     pthread_cond_init(&s->wake, NULL);
     pthread_cond_init(&s->finished, &ca);
     pthread_condattr_destroy(&ca);
@@ -949,6 +1264,53 @@ static uint64_t splitmix64(uint64_t x)
     return x ^ (x >> 31);
 }
 
+/* The state-cache keys of r's prompt and their prefix hashes (malloc'ed). */
+static enum mm_status prompt_keys(const struct mm_scheduler *s, const struct mm_request *r,
+                                  uint64_t **keys, uint64_t **ph, struct mm_err *err)
+{
+    const struct mm_config *cfg = &s->e->cfg;
+    int64_t n, n_tiles;
+    const int32_t *ids = mm_request_prompt(r, &n);
+    const float *tiles = mm_request_tiles(r, &n_tiles);
+    const int64_t tile_floats = 3 * cfg->force_image_size * cfg->force_image_size;
+    enum mm_status st = mm_state_keys(ids, n, tiles, n_tiles, tile_floats,
+                                      (int32_t)cfg->img_context_token_id, cfg->tokens_per_tile,
+                                      keys, err);
+    if (st != MM_OK)
+        return st;
+    if (!(*ph = malloc((size_t)(n > 0 ? n : 1) * sizeof **ph))) {
+        free(*keys);
+        *keys = NULL;
+        return mm_err_set(err, MM_ERR_NOMEM, "out of memory");
+    }
+    mm_state_prefix_hashes(*keys, n, *ph);
+    return MM_OK;
+}
+
+int64_t mm_scheduler_cached_prefix(struct mm_scheduler *s, const struct mm_request *r)
+{
+    int64_t n;
+    mm_request_prompt(r, &n);
+    uint64_t *keys, *ph;
+    struct mm_err err;
+    if (!s->host || n < 2 || prompt_keys(s, r, &keys, &ph, &err) != MM_OK)
+        return 0;
+    const int64_t max = n - 1;
+    int64_t best = 0;
+    pthread_mutex_lock(&s->cache_mu);
+    for (int32_t i = 0; i < s->e->opt.max_seqs; i++) {
+        const struct snap *sn = &s->snaps[i];
+        if (sn->keys && sn->n <= max && sn->n > best && sn->hash == ph[sn->n - 1] &&
+            memcmp(sn->keys, keys, (size_t)sn->n * sizeof *keys) == 0)
+            best = sn->n;
+    }
+    pthread_mutex_unlock(&s->cache_mu);
+    const int64_t host = mm_state_cache_find(s->host, s->layout, keys, ph, max, NULL);
+    free(keys);
+    free(ph);
+    return host > best ? host : best;
+}
+
 enum mm_status mm_scheduler_submit(struct mm_scheduler *s, struct mm_request *r, struct mm_err *err)
 {
     enum mm_status st = check_request(s, r, err);
@@ -972,6 +1334,10 @@ enum mm_status mm_scheduler_submit(struct mm_scheduler *s, struct mm_request *r,
     j->p = p;
     j->prompt = mm_request_prompt(r, &j->n_prompt);
     j->tiles = mm_request_tiles(r, &j->n_tiles);
+    if (s->host && (st = prompt_keys(s, r, &j->keys, &j->ph, err)) != MM_OK) {
+        free_job(j);
+        return st;
+    }
     j->max_gen = s->max_model_len - j->n_prompt;
     if (p->max_tokens > 0 && p->max_tokens < j->max_gen)
         j->max_gen = p->max_tokens;
@@ -1075,6 +1441,13 @@ void mm_scheduler_free(struct mm_scheduler *s, int64_t timeout_ms)
         pthread_mutex_unlock(&s->mu);
         pthread_join(s->thread, NULL);
     }
+    for (int32_t i = 0; s->snaps && i < s->e->opt.max_seqs; i++)
+        if (s->snaps[i].keys) { /* the engine goes back to its owner with every slot free */
+            free(s->snaps[i].keys);
+            mm_engine_slot_release(s->e, i);
+        }
+    free(s->snaps);
+    pthread_mutex_destroy(&s->cache_mu);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->wake);
     pthread_cond_destroy(&s->finished);

@@ -15,12 +15,23 @@
  * continues seamlessly; greedy output is unchanged). With nothing to do it
  * sleeps on a condition variable. n > 1 prefills once and copies the state.
  *
+ * State cache (docs/architecture.md "State cache"): with a host tier in the
+ * options, every prompt's state is kept as a snapshot once prefilled, and
+ * every choice's when it finishes (under what it consumed: prompt + output
+ * but the last sampled token), in a free state slot (KV blocks shared by
+ * reference) or else in the host tier. An admitted prompt starts from the
+ * longest snapshot that begins it and prefills only the rest; running
+ * sequences always win a slot or KV blocks over snapshots (evicted least
+ * recently used first, to the host tier when it has room). A hit never
+ * changes the output.
+ *
  * Threads: create/free from one controlling thread (the daemon's main
  * thread); submit, drain, in_flight, cancel_all, metrics and the getters from
  * any thread. */
 #ifndef MM_SERVE_SCHEDULER_H
 #define MM_SERVE_SCHEDULER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "base/status.h"
@@ -28,15 +39,22 @@
 #include "model/tokenizer.h"
 #include "serve/metrics.h"
 #include "serve/request.h"
+#include "serve/state_cache.h"
 
 struct mm_scheduler_options {
     int64_t max_queue;        /* waiting requests; submit beyond it: MM_ERR_LIMIT (1..) */
     int64_t max_batch_tokens; /* LLM-stack tokens in one step, decodes plus prefill chunks;
                                  0: the engine's max_tokens (and never more) */
     int64_t max_model_len;    /* prompt + output of one choice; 0: the engine's max_context */
+    /* The state cache (state_cache.h): the host tier, borrowed (it must
+     * outlive the scheduler; several schedulers may share one); NULL: no
+     * state cache at all, in any tier. */
+    struct mm_state_cache *state_cache;
+    bool state_cache_gpu; /* with a state cache: also keep snapshots in free state slots */
 };
 
-/* max_queue 256, the engine's budget and context. */
+/* max_queue 256, the engine's budget and context, no state cache
+ * (state_cache_gpu true for when one is set). */
 void mm_scheduler_options_default(struct mm_scheduler_options *o);
 
 struct mm_scheduler;
@@ -84,6 +102,14 @@ void mm_scheduler_free(struct mm_scheduler *s, int64_t timeout_ms);
 /* Live metrics (borrowed; valid until mm_scheduler_free): read them with
  * mm_metrics_snapshot from any thread. */
 const struct mm_metrics *mm_scheduler_metrics(const struct mm_scheduler *s);
+
+/* How many leading prompt tokens of r a state-cache snapshot reachable by
+ * this scheduler (its free slots, the host tier) covers now: what r would
+ * not prefill if admitted at once (at most its prompt length - 1: the last
+ * prompt token is always run, for its logits). A hint: snapshots come and
+ * go. 0 without a state cache. r need not be submitted (it is only read).
+ * Any thread; hashes r's image tiles, so it costs about what submitting does. */
+int64_t mm_scheduler_cached_prefix(struct mm_scheduler *s, const struct mm_request *r);
 
 /* Longest prompt + output of one choice the scheduler accepts. Any thread. */
 int64_t mm_scheduler_max_model_len(const struct mm_scheduler *s);
