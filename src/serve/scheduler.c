@@ -621,6 +621,13 @@ static void admit(struct mm_scheduler *s)
             }
         }
         const bool fits = make_room(s, n_slots, need);
+        if (!fits && h.slot >= 0) {
+            /* the pinned snapshot itself is in the way (every other slot
+             * runs): it goes to the host tier (or away) and admission retries */
+            unpin_hit(s, &h);
+            drop_snap(s, h.slot, true);
+            continue;
+        }
         if (!fits) {
             unpin_hit(s, &h);
             MM_DEBUG("admit: head %s needs %d slots (free %d), kv free %lld/%lld, pre %d run %d",
