@@ -88,6 +88,17 @@ static const struct option_row options[] = {
      "Longest sequence, prompt plus completion. Longer prompts get 400."},
     {"max_queue", OPT_INT, OFF(max_queue), "256", 1, 1000000, NULL, "requests", NULL,
      "Requests waiting for a slot at most; more get 429 with Retry-After."},
+    {"state_cache_bytes", OPT_SIZE, OFF(state_cache_bytes), "4g", 0, (int64_t)1 << 50, NULL,
+     "bytes", NULL,
+     "Host RAM for the state cache: the saved state (plus, for hybrid and teacher\n"
+     "models, the KV blocks) of finished answers and prefilled prompts, so a\n"
+     "request that begins with one (a multi-turn chat re-sending its history)\n"
+     "prefills only the rest. Least recently used states go first. 0 keeps no\n"
+     "states at all, in any tier."},
+    {"state_cache_gpu", OPT_BOOL, OFF(state_cache_gpu), "yes", 0, 0, NULL, NULL, NULL,
+     "With a state cache, also keep states in state slots no request is using\n"
+     "(running requests always take them back first; an evicted state moves to\n"
+     "host RAM)."},
 
     {"max_prompt_bytes", OPT_SIZE, OFF(max_prompt_bytes), "1m", 1 * KIB, 1 * GIB, NULL, "bytes",
      "Request limits",

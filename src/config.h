@@ -44,6 +44,8 @@ struct mm_daemon_config {
     int64_t max_batch_tokens;
     int64_t max_model_len;
     int64_t max_queue;
+    size_t state_cache_bytes; /* host tier of the state cache; 0: no state cache */
+    bool state_cache_gpu;     /* snapshots in free state slots too */
     /* request limits */
     size_t max_prompt_bytes;
     int64_t max_tokens_limit;

@@ -96,6 +96,7 @@ struct daemon {
     struct mm_chat_template *tpl;
     struct mm_engine *engine;
     struct mm_scheduler *sched;
+    struct mm_state_cache *state_cache; /* the host tier, shared by the schedulers */
     struct mm_http_app app;
     bool sem_ready;
     char *model_name;
@@ -155,6 +156,11 @@ static enum mm_status load_model(struct daemon *d, struct mm_err *err)
     so.max_queue = o->max_queue;
     so.max_batch_tokens = o->max_batch_tokens;
     so.max_model_len = o->max_model_len;
+    if (o->state_cache_bytes > 0 &&
+        (st = mm_state_cache_create(o->state_cache_bytes, &d->state_cache, err)) != MM_OK)
+        return st;
+    so.state_cache = d->state_cache;
+    so.state_cache_gpu = o->state_cache_gpu;
     st = mm_scheduler_create(d->engine, d->tok, &so, &d->sched, err);
     if (st != MM_OK)
         return st;
@@ -218,6 +224,7 @@ static enum mm_status app_from_model(struct daemon *d, struct mm_err *err)
     a->tok = d->tok;
     a->tpl = d->tpl;
     a->sched = d->sched;
+    a->state_cache = d->state_cache;
     a->max_model_len = mm_scheduler_max_model_len(d->sched);
     a->max_n = d->opt.max_n < d->opt.max_seqs ? d->opt.max_n : d->opt.max_seqs;
     const enum mm_status st =
@@ -232,6 +239,7 @@ static void free_daemon(struct daemon *d)
 {
     mm_http_server_free(d->http);
     mm_scheduler_free(d->sched, 0);
+    mm_state_cache_free(d->state_cache); /* after every scheduler using it */
     mm_engine_close(d->engine);
     mm_chat_template_free(d->tpl);
     mm_tokenizer_free(d->tok);

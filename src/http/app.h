@@ -26,6 +26,7 @@
 #include "model/tokenizer.h"
 
 struct mm_scheduler;
+struct mm_state_cache;
 
 struct mm_http_app {
     const char *model_name; /* the id /v1/models lists and requests must name */
@@ -34,6 +35,7 @@ struct mm_http_app {
     const struct mm_tokenizer *tok;
     const struct mm_chat_template *tpl;
     struct mm_scheduler *sched;
+    struct mm_state_cache *state_cache; /* the state cache's host tier (for /metrics); NULL: none */
     /* request limits */
     int64_t max_model_len;
     size_t max_prompt_bytes;

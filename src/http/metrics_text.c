@@ -13,6 +13,7 @@
 #include "http/exchange.h"
 #include "serve/metrics.h"
 #include "serve/scheduler.h"
+#include "serve/state_cache.h"
 
 struct buf {
     char *s;
@@ -68,6 +69,52 @@ static void histogram(struct buf *b, const char *name, const char *help, const c
         (unsigned long long)h->buckets[h->n_bounds]);
     out(b, "%s_sum{%s} %.17g\n%s_count{%s} %llu\n", name, label, h->sum, name, label,
         (unsigned long long)h->count);
+}
+
+/* The state cache: vLLM's prefix-cache counters (in tokens, as vLLM
+ * counts them), then ours per tier. */
+static void state_cache_metrics(struct buf *b, const char *label,
+                                const struct mm_metrics_snapshot *m, struct mm_state_cache *host)
+{
+    struct mm_state_cache_stats hs;
+    memset(&hs, 0, sizeof hs);
+    if (host)
+        mm_state_cache_stats(host, &hs);
+    metric(b, "vllm:prefix_cache_queries_total", "counter",
+           "Prompt tokens looked up in the state cache.", label, (double)m->cache_query_tokens);
+    metric(b, "vllm:prefix_cache_hits_total", "counter",
+           "Prompt tokens served from the state cache instead of prefilled.", label,
+           (double)m->cache_hit_tokens);
+    out(b, "# HELP mmmamba:state_cache_requests_total Requests looked up in the state cache, "
+           "by result.\n# TYPE mmmamba:state_cache_requests_total counter\n");
+    out(b, "mmmamba:state_cache_requests_total{%s,result=\"hit\"} %llu\n", label,
+        (unsigned long long)m->cache_hits);
+    out(b, "mmmamba:state_cache_requests_total{%s,result=\"miss\"} %llu\n", label,
+        (unsigned long long)(m->cache_queries - m->cache_hits));
+    metric(b, "mmmamba:state_cache_snapshots_total", "counter",
+           "Sequence states kept (prompts prefilled, answers finished).", label,
+           (double)m->cache_snapshots);
+    out(b, "# HELP mmmamba:state_cache_evictions_total States given up by a tier (gpu: to "
+           "host RAM when it has room).\n# TYPE mmmamba:state_cache_evictions_total counter\n");
+    out(b, "mmmamba:state_cache_evictions_total{%s,tier=\"gpu\"} %llu\n", label,
+        (unsigned long long)m->cache_gpu_evictions);
+    out(b, "mmmamba:state_cache_evictions_total{%s,tier=\"host\"} %llu\n", label,
+        (unsigned long long)hs.evictions);
+    metric(b, "mmmamba:state_cache_rejects_total", "counter",
+           "States host RAM could not take (no room even after evicting).", label,
+           (double)hs.rejects);
+    out(b, "# HELP mmmamba:state_cache_entries States kept, per tier.\n"
+           "# TYPE mmmamba:state_cache_entries gauge\n");
+    out(b, "mmmamba:state_cache_entries{%s,tier=\"gpu\"} %lld\n", label,
+        (long long)m->cache_gpu_entries);
+    out(b, "mmmamba:state_cache_entries{%s,tier=\"host\"} %lld\n", label, (long long)hs.entries);
+    out(b, "# HELP mmmamba:state_cache_bytes Bytes of the states kept, per tier (gpu: state "
+           "slots and the KV blocks they reference).\n# TYPE mmmamba:state_cache_bytes gauge\n");
+    out(b, "mmmamba:state_cache_bytes{%s,tier=\"gpu\"} %lld\n", label,
+        (long long)m->cache_gpu_bytes);
+    out(b, "mmmamba:state_cache_bytes{%s,tier=\"host\"} %zu\n", label, hs.bytes);
+    metric(b, "mmmamba:state_cache_capacity_bytes", "gauge",
+           "Host RAM the state cache may use (state_cache_bytes).", label, (double)hs.max_bytes);
 }
 
 void mm_http_handle_metrics(struct mm_http_exchange *ex)
@@ -151,6 +198,7 @@ void mm_http_handle_metrics(struct mm_http_exchange *ex)
            (double)m.steps);
     metric(&b, "mmmamba:engine_step_errors_total", "counter", "Engine steps that failed.", label,
            (double)m.step_errors);
+    state_cache_metrics(&b, label, &m, app->state_cache);
     if (b.failed) {
         free(b.s);
         mm_http_reply_error(ex, 503, NULL, "out_of_memory", "out of memory");

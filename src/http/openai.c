@@ -124,6 +124,7 @@ struct gen_job {
     struct choice *choices; /* [n_reqs * p.n] */
     int64_t n_choices, n_finished;
     int64_t prompt_tokens, completion_tokens;
+    int64_t cached_tokens; /* prompt tokens served from the state cache */
     bool failed; /* an engine error or a shutdown ended a choice */
     enum mm_finish_reason fail_reason;
     char fail_msg[256];
@@ -206,6 +207,10 @@ static cJSON *usage_object(const struct gen_job *j)
     cJSON_AddNumberToObject(u, "prompt_tokens", (double)j->prompt_tokens);
     cJSON_AddNumberToObject(u, "completion_tokens", (double)j->completion_tokens);
     cJSON_AddNumberToObject(u, "total_tokens", (double)(j->prompt_tokens + j->completion_tokens));
+    /* OpenAI's field for prompt tokens a cache served (not prefilled again) */
+    cJSON *details = cJSON_AddObjectToObject(u, "prompt_tokens_details");
+    if (details)
+        cJSON_AddNumberToObject(details, "cached_tokens", (double)j->cached_tokens);
     return u;
 }
 
@@ -341,8 +346,10 @@ static void apply_event(struct mm_http_exchange *ex, struct gen_job *j, int64_t 
     c->finish = ev->finish;
     c->completion_tokens = ev->completion_tokens;
     j->completion_tokens += ev->completion_tokens;
-    if (ev->choice == 0)
+    if (ev->choice == 0) {
         j->prompt_tokens += ev->prompt_tokens;
+        j->cached_tokens += ev->cached_tokens;
+    }
     j->n_finished++;
     if (ev->finish == MM_FINISH_ERROR || ev->finish == MM_FINISH_CANCELLED) {
         j->failed = true;
