@@ -303,7 +303,8 @@ class DaemonTest(unittest.TestCase):
     def test_completions_token_ids(self):
         r = self.c.completions([1, 1029, 17, 40], max_tokens=3, ignore_eos=True)
         self.assertEqual(r["usage"], {"prompt_tokens": 4, "completion_tokens": 3,
-                                      "total_tokens": 7})
+                                      "total_tokens": 7,
+                                      "prompt_tokens_details": {"cached_tokens": 0}})
 
     def test_errors(self):
         with self.assertRaises(mc.BadRequestError) as cm:
