@@ -1170,3 +1170,11 @@ void mm_scheduler_load(const struct mm_scheduler *s, struct mm_scheduler_load *o
     for (int k = 0; k < 2; k++)
         out->kv_total[k] = s->e->kv[k] ? s->e->kv_blocks[k] : 0;
 }
+
+int64_t mm_scheduler_cached_prefix(struct mm_scheduler *s, const struct mm_request *r)
+{
+    /* placeholder until the state cache merges: no snapshots are kept yet */
+    (void)s;
+    (void)r;
+    return 0;
+}

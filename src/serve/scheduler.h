@@ -94,6 +94,11 @@ const struct mm_metrics *mm_scheduler_metrics(const struct mm_scheduler *s);
 /* Longest prompt + output of one choice the scheduler accepts. Any thread. */
 int64_t mm_scheduler_max_model_len(const struct mm_scheduler *s);
 
+/* Leading prompt tokens of r that a state snapshot kept by this scheduler
+ * covers (the state cache, issue 13): a hint for placing a continuation on
+ * the engine that holds its state. Any thread; r is borrowed. */
+int64_t mm_scheduler_cached_prefix(struct mm_scheduler *s, const struct mm_request *r);
+
 /* What a dispatcher (dispatch.h) weighs to place a request: a consistent
  * snapshot of live counters (submissions count at once; the rest as of the
  * last step). */
