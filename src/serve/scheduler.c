@@ -898,7 +898,8 @@ enum mm_status mm_scheduler_create(struct mm_engine *e, const struct mm_tokenize
     if (im_end >= 0 && !is_eos(s, im_end))
         s->eos[s->n_eos++] = im_end;
     s->free_slots = e->opt.max_seqs;
-    s->seed_ctr = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull;
+    /* the address too: engines started in the same second draw different seeds */
+    s->seed_ctr = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)s;
     const size_t ms = (size_t)e->opt.max_seqs;
     s->pre = calloc(ms, sizeof *s->pre);
     s->run = calloc(ms, sizeof *s->run);
