@@ -469,8 +469,8 @@ enum mm_status mm_parse_devices(const char *s, int ids[MM_MAX_DEVICES], int *n, 
             break;
         for (int i = 0; i < *n; i++)
             if (ids[i] == (int)v)
-                return mm_err_set(err, MM_ERR_INVALID, "devices: \"%s\" names device %d twice",
-                                  s, (int)v);
+                return mm_err_set(err, MM_ERR_INVALID, "devices: \"%s\" names device %d twice", s,
+                                  (int)v);
         ids[(*n)++] = (int)v;
         if (!p[len])
             return MM_OK;

@@ -424,8 +424,7 @@ int mm_cli_bench(const struct mm_cli_cmd *cmd, int argc, char **argv)
     {
         char buf[256];
         snprintf(buf, sizeof buf, "%s", devices);
-        for (char *save = NULL, *t = strtok_r(buf, ",", &save); t;
-             t = strtok_r(NULL, ",", &save)) {
+        for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
             long long v;
             if (n_dev == 16 || !mm_cli_parse_int(t, 0, 1023, &v))
                 return mm_cli_usage_error(cmd, "--devices is a comma-separated list of indices");

@@ -32,16 +32,16 @@ enum mm_backend_kind {
 
 struct mm_engine_options {
     enum mm_backend_kind backend;
-    int device;          /* CUDA backends: the device index (0-based) */
-    int n_threads;       /* CPU backend: 0 = all CPUs */
-    int32_t max_seqs;    /* state slots */
-    int64_t max_tokens;  /* LLM-stack tokens in one step (prefill chunk budget) */
-    int64_t max_tiles;   /* image tiles in one step */
-    int64_t max_context; /* longest sequence (LLM positions) */
-    bool state_fp32;     /* SSM state precision between steps */
-    size_t kv_memory;    /* bytes for KV blocks (attention layers), shared by the stacks so
-                            that each gets the same number of blocks; 0: enough for every
-                            slot to reach max_context */
+    int device;           /* CUDA backends: the device index (0-based) */
+    int n_threads;        /* CPU backend: 0 = all CPUs */
+    int32_t max_seqs;     /* state slots */
+    int64_t max_tokens;   /* LLM-stack tokens in one step (prefill chunk budget) */
+    int64_t max_tiles;    /* image tiles in one step */
+    int64_t max_context;  /* longest sequence (LLM positions) */
+    bool state_fp32;      /* SSM state precision between steps */
+    size_t kv_memory;     /* bytes for KV blocks (attention layers), shared by the stacks so
+                             that each gets the same number of blocks; 0: enough for every
+                             slot to reach max_context */
     int64_t fail_at_step; /* test hook, 0: off. From its Nth forward step on, every
                              mm_engine_check reports MM_ERR_BACKEND, as after a device
                              fault (the daemon sets it from $MMMAMBA_FAIL_ENGINE) */

@@ -83,8 +83,9 @@ static void per_engine(struct buf *b, const char *label, const struct mm_dispatc
     for (int i = 0; i < n; i++)
         snprintf(el[i], sizeof el[i], "%s,engine=\"%d\",device=\"%s\"", label, i,
                  mm_dispatch_name(d, i));
-    out(b, "# HELP mmmamba:engines Engines (one per device) behind this server.\n"
-           "# TYPE mmmamba:engines gauge\nmmmamba:engines{%s} %d\n",
+    out(b,
+        "# HELP mmmamba:engines Engines (one per device) behind this server.\n"
+        "# TYPE mmmamba:engines gauge\nmmmamba:engines{%s} %d\n",
         label, n);
     static const struct {
         const char *name, *type, *help;
@@ -104,8 +105,7 @@ static void per_engine(struct buf *b, const char *label, const struct mm_dispatc
         {"mmmamba:per_engine_step_errors_total", "counter", "Engine steps that failed."},
     };
     for (size_t f = 0; f < sizeof fam / sizeof fam[0]; f++) {
-        out(b, "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help, fam[f].name,
-            fam[f].type);
+        out(b, "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help, fam[f].name, fam[f].type);
         for (int i = 0; i < n; i++) {
             const struct mm_metrics_snapshot *m = &per[i];
             const double v[] = {

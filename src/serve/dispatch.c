@@ -159,7 +159,7 @@ enum mm_status mm_dispatch_submit(struct mm_dispatch *d, struct mm_request *r, i
             break;
         }
         if (st != MM_ERR_LIMIT && st != MM_ERR_UNAVAILABLE)
-            break; /* the request itself: every engine would say the same */
+            break;                 /* the request itself: every engine would say the same */
         c[i].load.serving = false; /* full or out of service: the next best */
     }
     pthread_mutex_unlock(&d->mu);

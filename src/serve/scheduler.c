@@ -100,7 +100,7 @@ struct mm_scheduler {
     int64_t pending_tokens;  /* ids left to prefill in waiting and pre, as of the last step */
     int64_t kv_used[2];      /* as of the last step */
     bool draining, stopping;
-    bool failed;       /* the backend failed: out of service (mm_scheduler_load) */
+    bool failed; /* the backend failed: out of service (mm_scheduler_load) */
     char fail_msg[MM_ERR_MSG_MAX];
     uint64_t cancel_gen, seed_ctr;
     /* engine thread only */

@@ -55,10 +55,8 @@ START_TEST(test_pick_least_loaded)
     c[1].load.kv_total[1] = 100;
     c[1].load.kv_used[1] = 90;
     ck_assert_int_eq(mm_dispatch_pick(c, 3, 1, 0), 2);
-    ck_assert(!mm_dispatch_has_room(&(struct mm_scheduler_load){.slots = 8,
-                                                                .kv_used = {0, 100},
-                                                                .kv_total = {0, 100}},
-                                    1));
+    ck_assert(!mm_dispatch_has_room(
+        &(struct mm_scheduler_load){.slots = 8, .kv_used = {0, 100}, .kv_total = {0, 100}}, 1));
 }
 END_TEST
 
@@ -144,8 +142,7 @@ static struct mm_engine *open_engine(int32_t seqs, int64_t fail_at_step)
 
 /* Two engines (the second failing from its step fail1 on when > 0) and a
  * dispatcher over their schedulers. */
-static struct mm_dispatch *start(struct mm_engine *e[2], int32_t seqs, int64_t fail0,
-                                 int64_t fail1)
+static struct mm_dispatch *start(struct mm_engine *e[2], int32_t seqs, int64_t fail0, int64_t fail1)
 {
     e[0] = open_engine(seqs, fail0);
     e[1] = open_engine(seqs, fail1);
