@@ -69,9 +69,15 @@ static const struct option_row options[] = {
      "Model id clients send and /v1/models lists (empty: the directory's name)."},
     {"backend", OPT_ENUM, OFF(backend), "auto", 0, 0, "auto|cpu|cuda", NULL, NULL,
      "Compute backend; auto is cuda when this build has it, else cpu."},
-    {"device", OPT_INT, OFF(device), "0", 0, 1023, NULL, NULL, NULL, "CUDA device index."},
+    {"devices", OPT_STRING, OFF(devices), "0", 0, 0, NULL, NULL, NULL,
+     "GPUs to serve on: CUDA device indices (\"0,1\") or all. Each gets its own\n"
+     "engine (a full copy of the weights, its own state slots, KV blocks and engine\n"
+     "thread) behind the one HTTP front; each request runs whole on the least\n"
+     "loaded one. max_seqs, kv_memory and max_queue are per engine. The CPU\n"
+     "backend runs one engine per listed entry, or N for a single number N (0 is\n"
+     "one), splitting `threads` between them."},
     {"threads", OPT_INT, OFF(threads), "0", 0, 4096, NULL, "threads", NULL,
-     "CPU backend worker threads (0: one per CPU)."},
+     "CPU backend worker threads, shared by its engines (0: one per CPU)."},
     {"max_seqs", OPT_INT, OFF(max_seqs), "8", 1, 4096, NULL, "sequences", NULL,
      "State slots: sequences decoded together. Each holds a fixed-size recurrent\n"
      "state (and, for hybrid models, grows KV blocks)."},
@@ -450,7 +456,41 @@ enum mm_status mm_daemon_config_check(const struct mm_daemon_config *c, struct m
                           "no model: set `model` in the configuration file or pass --model DIR");
     if (c->max_tiles_per_request < 1)
         return mm_err_set(err, MM_ERR_INVALID, "max_tiles_per_request must be at least 1");
-    return MM_OK;
+    int ids[MM_MAX_DEVICES], n;
+    bool all;
+    return mm_parse_devices(c->devices, ids, &n, &all, err);
+}
+
+enum mm_status mm_parse_devices(const char *s, int ids[MM_MAX_DEVICES], int *n, bool *all,
+                                struct mm_err *err)
+{
+    *n = 0;
+    *all = strcmp(s, "all") == 0;
+    if (*all)
+        return MM_OK;
+    for (const char *p = s;;) {
+        int64_t v;
+        char num[24];
+        const size_t len = strcspn(p, ",");
+        if (len == 0 || len >= sizeof num)
+            break;
+        memcpy(num, p, len);
+        num[len] = '\0';
+        if (!parse_int(num, &v) || v < 0 || v > 1023 || *n == MM_MAX_DEVICES)
+            break;
+        for (int i = 0; i < *n; i++)
+            if (ids[i] == (int)v)
+                return mm_err_set(err, MM_ERR_INVALID, "devices: \"%s\" names device %d twice", s,
+                                  (int)v);
+        ids[(*n)++] = (int)v;
+        if (!p[len])
+            return MM_OK;
+        p += len + 1;
+    }
+    return mm_err_set(err, MM_ERR_INVALID,
+                      "devices: \"%s\" is not `all` or a comma-separated list of at most %d "
+                      "device indices (0..1023)",
+                      s, MM_MAX_DEVICES);
 }
 
 static void flag_name(const char *name, char *out, size_t cap)

@@ -36,7 +36,7 @@ struct mm_daemon_config {
     char *model;
     char *served_model_name;
     char *backend; /* "cpu" | "cuda" */
-    int64_t device;
+    char *devices; /* "all" or indices "0,1" (mm_parse_devices) */
     int64_t threads;
     int64_t max_seqs;
     char *state_dtype; /* "fp32" | "bf16" */
@@ -101,6 +101,14 @@ enum mm_status mm_daemon_config_check(const struct mm_daemon_config *c, struct m
 void mm_daemon_config_print_help(FILE *f, const char *prog);
 /* The commented example configuration file (etc/mmmambad.conf). */
 void mm_daemon_config_print_file(FILE *f);
+
+/* Engines one daemon runs at most (the dispatcher's bound). */
+#define MM_MAX_DEVICES 64
+
+/* Parses the devices option: "all" (*all, *n = 0) or a comma-separated list
+ * of distinct indices 0..1023, at most MM_MAX_DEVICES (ids[0..*n)). */
+enum mm_status mm_parse_devices(const char *s, int ids[MM_MAX_DEVICES], int *n, bool *all,
+                                struct mm_err *err);
 
 /* Parses "123", "64k", "16m", "2g" (binary multiples) into bytes. */
 bool mm_parse_size(const char *s, size_t *out);

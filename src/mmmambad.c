@@ -27,6 +27,7 @@
 #include "base/log.h"
 #include "base/status.h"
 #include "config.h"
+#include "engine/cuda_backend.h"
 #include "engine/engine.h"
 #include "http/app.h"
 #include "http/server.h"
@@ -34,7 +35,10 @@
 #include "model/config.h"
 #include "model/image_preprocess.h"
 #include "model/tokenizer.h"
+#include "serve/dispatch.h"
 #include "serve/scheduler.h"
+
+_Static_assert(MM_MAX_DEVICES <= MM_DISPATCH_MAX_ENGINES, "config.h and dispatch.h disagree");
 
 static volatile sig_atomic_t stop_signals;
 
@@ -94,14 +98,123 @@ struct daemon {
     struct mm_config cfg;
     struct mm_tokenizer *tok;
     struct mm_chat_template *tpl;
-    struct mm_engine *engine;
-    struct mm_scheduler *sched;
-    struct mm_state_cache *state_cache; /* the host tier, shared by the schedulers */
+    int n_engines;
+    struct mm_engine *engines[MM_MAX_DEVICES];
+    struct mm_dispatch *dispatch; /* owns one scheduler per engine */
+    struct mm_state_cache *state_cache; /* the host tier, shared by every scheduler */
     struct mm_http_app app;
     bool sem_ready;
     char *model_name;
     struct mm_http_server *http;
 };
+
+/* The test hook $MMMAMBA_FAIL_ENGINE="E:N[,E:N...]": engine E reports a
+ * device fault from its Nth step on (engine.h fail_at_step). 0 when unset or
+ * not naming engine i. */
+static int64_t fail_hook(int i)
+{
+    const char *v = getenv("MMMAMBA_FAIL_ENGINE");
+    for (const char *p = v; p && *p;) {
+        char *end;
+        const long e = strtol(p, &end, 10);
+        if (end == p || *end != ':')
+            break;
+        p = end + 1;
+        const long long n = strtoll(p, &end, 10);
+        if (end == p)
+            break;
+        if (e == i && n > 0)
+            return n;
+        p = *end == ',' ? end + 1 : end;
+    }
+    return 0;
+}
+
+struct opener {
+    const char *dir;
+    struct mm_engine_options eo;
+    struct mm_engine *e;
+    enum mm_status st;
+    struct mm_err err;
+    pthread_t thread;
+};
+
+static void *open_one(void *arg)
+{
+    struct opener *op = arg;
+    op->st = mm_engine_open(op->dir, &op->eo, &op->e, &op->err);
+    return NULL;
+}
+
+/* One engine per device of the `devices` option (the CPU backend: per
+ * entry, or N for one number N), loaded in parallel; each a full copy of
+ * the weights sized by the same per-engine options on its own device. */
+static enum mm_status open_engines(struct daemon *d, const struct mm_engine_options *base,
+                                   struct mm_err *err)
+{
+    int ids[MM_MAX_DEVICES], n;
+    bool all;
+    enum mm_status st = mm_parse_devices(d->opt.devices, ids, &n, &all, err);
+    if (st != MM_OK)
+        return st;
+    const bool cpu = base->backend == MM_BACKEND_CPU;
+    if (cpu) {
+        const int count = all ? 1 : n == 1 ? (ids[0] > 1 ? ids[0] : 1) : n;
+        for (int i = 0; i < count; i++)
+            ids[i] = i;
+        n = count;
+    } else if (all) {
+        n = mm_cuda_device_count();
+        if (n < 1)
+            return mm_err_set(err, MM_ERR_UNSUPPORTED, "devices all: no CUDA device found");
+        n = n < MM_MAX_DEVICES ? n : MM_MAX_DEVICES;
+        for (int i = 0; i < n; i++)
+            ids[i] = i;
+    }
+    long threads = d->opt.threads;
+    if (cpu && threads == 0)
+        threads = sysconf(_SC_NPROCESSORS_ONLN);
+    struct opener *ops = calloc((size_t)n, sizeof *ops);
+    if (!ops)
+        return mm_err_set(err, MM_ERR_NOMEM, "out of memory");
+    int started = 0;
+    for (int i = 0; i < n; i++) {
+        ops[i].dir = d->opt.model;
+        ops[i].eo = *base;
+        ops[i].eo.device = ids[i];
+        ops[i].eo.n_threads = cpu ? (int)(threads / n > 0 ? threads / n : 1) : 0;
+        ops[i].eo.fail_at_step = fail_hook(i);
+        if (n == 1)
+            open_one(&ops[i]);
+        else if (pthread_create(&ops[i].thread, NULL, open_one, &ops[i]) == 0)
+            started = i + 1;
+        else {
+            ops[i].st = mm_err_set(&ops[i].err, MM_ERR_NOMEM, "cannot start a loader thread");
+            break;
+        }
+    }
+    for (int i = 0; i < started; i++)
+        pthread_join(ops[i].thread, NULL);
+    st = MM_OK;
+    for (int i = 0; i < n; i++)
+        if (ops[i].st != MM_OK && st == MM_OK) {
+            st = ops[i].st;
+            *err = ops[i].err;
+            if (n > 1)
+                mm_err_prefix(err, "device %d", ids[i]);
+            err->status = ops[i].err.status;
+        }
+    for (int i = 0; i < n; i++) {
+        if (st == MM_OK)
+            d->engines[i] = ops[i].e;
+        else
+            mm_engine_close(ops[i].e);
+    }
+    if (st == MM_OK)
+        d->n_engines = n;
+    free(ops);
+    return st;
+}
 
 static enum mm_status load_model(struct daemon *d, struct mm_err *err)
 {
@@ -136,21 +249,23 @@ static enum mm_status load_model(struct daemon *d, struct mm_err *err)
     const bool auto_cuda = false;
 #endif
     eo.backend = want_cuda || auto_cuda ? MM_BACKEND_CUDA : MM_BACKEND_CPU;
-    eo.n_threads = (int)o->threads;
     eo.max_seqs = (int32_t)o->max_seqs;
     eo.max_tokens = o->max_batch_tokens;
     eo.max_tiles = d->cfg.max_dynamic_patch + 1;
     eo.max_context = o->max_model_len;
     eo.state_fp32 = strcmp(o->state_dtype, "fp32") == 0;
     eo.kv_memory = o->kv_memory;
-    st = mm_engine_open(o->model, &eo, &d->engine, err);
+    st = open_engines(d, &eo, err);
     if (st != MM_OK && auto_cuda) {
         MM_WARN("CUDA backend unavailable (%s); using the CPU backend", err->msg);
         eo.backend = MM_BACKEND_CPU;
-        st = mm_engine_open(o->model, &eo, &d->engine, err);
+        st = open_engines(d, &eo, err);
     }
     if (st != MM_OK)
         return st;
+    /* one scheduler per engine, behind one dispatcher. (The state cache's
+     * host tier, issue 13, is one object shared by all of them: created
+     * here once and passed to each in `so`.) */
     struct mm_scheduler_options so;
     mm_scheduler_options_default(&so);
     so.max_queue = o->max_queue;
@@ -161,13 +276,36 @@ static enum mm_status load_model(struct daemon *d, struct mm_err *err)
         return st;
     so.state_cache = d->state_cache;
     so.state_cache_gpu = o->state_cache_gpu;
-    st = mm_scheduler_create(d->engine, d->tok, &so, &d->sched, err);
+    struct mm_scheduler *scheds[MM_MAX_DEVICES];
+    char names[MM_MAX_DEVICES][32];
+    const char *name_ptrs[MM_MAX_DEVICES];
+    for (int i = 0; i < d->n_engines; i++) {
+        st = mm_scheduler_create(d->engines[i], d->tok, &so, &scheds[i], err);
+        if (st != MM_OK) {
+            while (i-- > 0)
+                mm_scheduler_free(scheds[i], 0);
+            return st;
+        }
+        const struct mm_engine *e = d->engines[i];
+        if (e->opt.backend == MM_BACKEND_CPU)
+            snprintf(names[i], sizeof names[i], "cpu:%d", i);
+        else
+            snprintf(names[i], sizeof names[i], "cuda:%d", e->opt.device);
+        name_ptrs[i] = names[i];
+        MM_INFO("engine %d (%s): %d slots, KV blocks %lld+%lld, %lld tokens/step%s", i, names[i],
+                e->opt.max_seqs, (long long)(e->kv[0] ? e->kv_blocks[0] : 0),
+                (long long)(e->kv[1] ? e->kv_blocks[1] : 0), (long long)e->opt.max_tokens,
+                e->opt.fail_at_step > 0 ? " (MMMAMBA_FAIL_ENGINE: fails on purpose)" : "");
+    }
+    st = mm_dispatch_create(scheds, name_ptrs, d->n_engines, &d->dispatch, err);
     if (st != MM_OK)
         return st;
-    MM_INFO("model %s: %lld layers, hidden %lld, vocab %lld; %s backend, %lld slots, context %lld",
+    MM_INFO("model %s: %lld layers, hidden %lld, vocab %lld; %d %s engine%s, %lld slots each, "
+            "context %lld",
             o->model, (long long)d->cfg.llm.num_layers, (long long)d->cfg.llm.hidden,
-            (long long)d->cfg.vocab_size, eo.backend == MM_BACKEND_CUDA ? "cuda" : "cpu",
-            (long long)o->max_seqs, (long long)mm_scheduler_max_model_len(d->sched));
+            (long long)d->cfg.vocab_size, d->n_engines,
+            eo.backend == MM_BACKEND_CUDA ? "cuda" : "cpu", d->n_engines > 1 ? "s" : "",
+            (long long)o->max_seqs, (long long)mm_dispatch_max_model_len(d->dispatch));
     return MM_OK;
 }
 
@@ -223,9 +361,9 @@ static enum mm_status app_from_model(struct daemon *d, struct mm_err *err)
     a->cfg = &d->cfg;
     a->tok = d->tok;
     a->tpl = d->tpl;
-    a->sched = d->sched;
+    a->dispatch = d->dispatch;
     a->state_cache = d->state_cache;
-    a->max_model_len = mm_scheduler_max_model_len(d->sched);
+    a->max_model_len = mm_dispatch_max_model_len(d->dispatch);
     a->max_n = d->opt.max_n < d->opt.max_seqs ? d->opt.max_n : d->opt.max_seqs;
     const enum mm_status st =
         mm_image_params_from_config(&d->cfg, &a->image_limits, &a->image_params, err);
@@ -238,9 +376,10 @@ static enum mm_status app_from_model(struct daemon *d, struct mm_err *err)
 static void free_daemon(struct daemon *d)
 {
     mm_http_server_free(d->http);
-    mm_scheduler_free(d->sched, 0);
+    mm_dispatch_free(d->dispatch, 0);
     mm_state_cache_free(d->state_cache); /* after every scheduler using it */
-    mm_engine_close(d->engine);
+    for (int i = 0; i < d->n_engines; i++)
+        mm_engine_close(d->engines[i]);
     mm_chat_template_free(d->tpl);
     mm_tokenizer_free(d->tok);
     mm_http_keys_free(d->app.api_keys);
@@ -270,7 +409,7 @@ static void drain(struct daemon *d, const sigset_t *unblocked)
     MM_INFO("stopping: no new connections; %lld requests in flight get up to %lld s",
             (long long)mm_http_server_active(d->http), (long long)deadline_s);
     mm_http_server_quiesce(d->http);
-    mm_scheduler_drain(d->sched);
+    mm_dispatch_drain(d->dispatch);
     const int signals_at_start = stop_signals;
     const double t_end = now_s() + (double)deadline_s;
     while (mm_http_server_active(d->http) > 0 && now_s() < t_end &&
@@ -280,7 +419,7 @@ static void drain(struct daemon *d, const sigset_t *unblocked)
     if (left > 0) {
         MM_WARN("drain: cancelling %lld requests still running", (long long)left);
         mm_http_server_cancel_all(d->http);
-        mm_scheduler_cancel_all(d->sched);
+        mm_dispatch_cancel_all(d->dispatch);
         const double t_cut = now_s() + 5.0; /* each gets its final event within a step */
         while (mm_http_server_active(d->http) > 0 && now_s() < t_cut)
             wait_for_signal(unblocked, 0.02);

@@ -11,10 +11,12 @@
  * read and written + KV read) / read bandwidth; prefill = GEMM FLOPs / GEMM
  * rate. */
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "engine/cuda_backend.h"
@@ -23,6 +25,8 @@
 struct bench {
     const char *model;
     enum mm_backend_kind backend;
+    int device;    /* where single-engine figures run */
+    int n_threads; /* CPU backend, per engine (0: all CPUs) */
     bool state_fp32;
     int64_t max_tokens, steps, max_prefill;
     double read_tbs, gemm_tflops;
@@ -101,6 +105,8 @@ static struct mm_engine *open_engine(const struct bench *b, int32_t seqs, int64_
     struct mm_engine_options o;
     mm_engine_options_default(&o);
     o.backend = b->backend;
+    o.device = b->device;
+    o.n_threads = b->n_threads;
     o.max_seqs = seqs;
     o.max_tokens = b->max_tokens;
     o.max_tiles = 0;
@@ -157,9 +163,11 @@ static void json_row(struct bench *b, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Decode at batch B with every sequence at `ctx` tokens of context. */
+/* Decode at batch B with every sequence at `ctx` tokens of context; the
+ * median step time goes to *ms_out (may be NULL); printed and written to
+ * the JSON only when `report`. */
 static enum mm_status bench_decode(struct bench *b, struct mm_engine *e, int B, int64_t ctx,
-                                   struct mm_err *err)
+                                   double *ms_out, bool report, struct mm_err *err)
 {
     const int64_t V = e->cfg.llm_vocab_size;
     int32_t *slots = malloc((size_t)B * sizeof *slots);
@@ -209,6 +217,10 @@ static enum mm_status bench_decode(struct bench *b, struct mm_engine *e, int B, 
             next[s] = out[s].id < V ? out[s].id : 3; /* keep it text */
     }
     const double ms = median(t, (int)b->steps) * 1e3;
+    if (ms_out)
+        *ms_out = ms;
+    if (!report)
+        goto done;
     const double wb = weight_bytes(e);
     const double sb = 2.0 * (double)B * (double)e->be.ops->slot_bytes(e->be.ctx);
     const double kvb = (double)B * (double)ctx * (double)mm_config_kv_elems_per_token(&e->cfg) * 2;
@@ -283,10 +295,86 @@ done:
     return rc;
 }
 
+/* One engine of the scaling run: opens its engine on its device from its
+ * own thread (the thread that drives a GPU owns it), decodes, closes. */
+struct scale_job {
+    struct bench b; /* a copy with this device; no JSON */
+    int32_t batch;
+    int64_t ctx;
+    double ms;
+    enum mm_status st;
+    struct mm_err err;
+    pthread_t thread;
+};
+
+static void *scale_one(void *arg)
+{
+    struct scale_job *j = arg;
+    struct mm_engine *e = open_engine(&j->b, j->batch, j->ctx + j->b.steps + 8, &j->err);
+    j->st = e ? bench_decode(&j->b, e, j->batch, j->ctx, &j->ms, false, &j->err) : j->err.status;
+    mm_engine_close(e);
+    return NULL;
+}
+
+/* Data-parallel scaling: the same decode point on every device at once (one
+ * engine and thread each, as the daemon runs them), against one device. */
+static enum mm_status bench_scaling(struct bench *b, const int *devices, int n, int32_t batch,
+                                    int64_t ctx, struct mm_err *err)
+{
+    struct scale_job *jobs = calloc((size_t)n, sizeof *jobs);
+    if (!jobs)
+        return mm_err_set(err, MM_ERR_NOMEM, "out of memory");
+    enum mm_status st = MM_OK;
+    double one = 0, sum = 0, worst = 0;
+    for (int round = 0; round < 2 && st == MM_OK; round++) { /* 0: the first device alone */
+        const int k = round == 0 ? 1 : n;
+        int started = 0;
+        for (int i = 0; i < k; i++) {
+            jobs[i] = (struct scale_job){.b = *b, .batch = batch, .ctx = ctx};
+            jobs[i].b.json = NULL;
+            jobs[i].b.device = devices[i];
+            if (pthread_create(&jobs[i].thread, NULL, scale_one, &jobs[i]) != 0) {
+                st = mm_err_set(err, MM_ERR_NOMEM, "cannot start a thread");
+                break;
+            }
+            started++;
+        }
+        for (int i = 0; i < started; i++)
+            pthread_join(jobs[i].thread, NULL);
+        for (int i = 0; i < started && st == MM_OK; i++)
+            if (jobs[i].st != MM_OK) {
+                *err = jobs[i].err;
+                st = jobs[i].st;
+            }
+        if (st != MM_OK)
+            break;
+        if (round == 0) {
+            one = batch / jobs[0].ms * 1e3;
+            continue;
+        }
+        for (int i = 0; i < n; i++) {
+            sum += batch / jobs[i].ms * 1e3;
+            worst = jobs[i].ms > worst ? jobs[i].ms : worst;
+        }
+    }
+    if (st == MM_OK) {
+        printf("scaling B=%-5d ctx=%-7lld 1 device %10.0f tok/s; %d devices at once %10.0f tok/s "
+               "(slowest %.3f ms/step): %.2fx\n",
+               batch, (long long)ctx, one, n, sum, worst, sum / one);
+        json_row(b,
+                 "{\"kind\": \"scaling\", \"batch\": %d, \"context\": %lld, \"devices\": %d, "
+                 "\"tok_per_s_one\": %.1f, \"tok_per_s_all\": %.1f, \"speedup\": %.3f}",
+                 batch, (long long)ctx, n, one, sum, sum / one);
+    }
+    free(jobs);
+    return st;
+}
+
 int mm_cli_bench(const struct mm_cli_cmd *cmd, int argc, char **argv)
 {
     const char *model = NULL, *backend = "cuda", *state = "bf16", *batches = "1,8,64,256",
-               *contexts = "1024,100000", *prefills = "1024,8192,32768", *json = NULL;
+               *contexts = "1024,100000", *prefills = "1024,8192,32768", *json = NULL,
+               *devices = "0";
     long long steps = 20, max_tokens = 8192, max_prefill = 300000, capacity = 4096;
     const struct mm_cli_opt opts[] = {
         MM_CLI_OPT_STRING("model", "DIR", "checkpoint (required)", &model),
@@ -305,6 +393,11 @@ int mm_cli_bench(const struct mm_cli_cmd *cmd, int argc, char **argv)
                        "sequences to open at once for the capacity check (0: skip)", &capacity, 0,
                        MM_ENGINE_MAX_SEQS),
         MM_CLI_OPT_STRING("json", "FILE", "also write the results as JSON", &json),
+        MM_CLI_OPT_STRING("devices", "LIST",
+                          "CUDA devices (the first runs the single-device figures); with two or "
+                          "more, each decode point also runs on all at once (data-parallel "
+                          "scaling). cpu: N engines sharing the cores",
+                          &devices),
     };
     const char *pos[1];
     int n_pos;
@@ -327,6 +420,28 @@ int mm_cli_bench(const struct mm_cli_cmd *cmd, int argc, char **argv)
                       .max_tokens = max_tokens,
                       .steps = steps,
                       .max_prefill = max_prefill};
+    int dev[16], n_dev = 0;
+    {
+        char buf[256];
+        snprintf(buf, sizeof buf, "%s", devices);
+        for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+            long long v;
+            if (n_dev == 16 || !mm_cli_parse_int(t, 0, 1023, &v))
+                return mm_cli_usage_error(cmd, "--devices is a comma-separated list of indices");
+            dev[n_dev++] = (int)v;
+        }
+        if (n_dev == 0)
+            return mm_cli_usage_error(cmd, "--devices is a comma-separated list of indices");
+        if (b.backend == MM_BACKEND_CPU) { /* N engines sharing the cores */
+            const int k = n_dev == 1 ? (dev[0] > 1 ? dev[0] : 1) : n_dev;
+            for (int i = 0; i < k && i < 16; i++)
+                dev[i] = i;
+            n_dev = k < 16 ? k : 16;
+            const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+            b.n_threads = n_dev > 1 ? (int)(cpus / n_dev > 0 ? cpus / n_dev : 1) : 0;
+        }
+        b.device = dev[0];
+    }
     struct mm_err err;
     if (b.backend != MM_BACKEND_CPU && mm_cuda_measure(&b.read_tbs, &b.gemm_tflops, &err) != MM_OK)
         return mm_cli_fail(&err);
@@ -370,10 +485,16 @@ int mm_cli_bench(const struct mm_cli_cmd *cmd, int argc, char **argv)
         }
         for (int i = 0; i < nb && !status; i++)
             if (bl[i] * cl[c] <= b.max_prefill &&
-                bench_decode(&b, e, (int)bl[i], cl[c], &err) != MM_OK)
+                bench_decode(&b, e, (int)bl[i], cl[c], NULL, true, &err) != MM_OK)
                 status = mm_cli_fail(&err);
         mm_engine_close(e);
     }
+    /* data-parallel scaling: every decode point on all devices at once */
+    for (int c = 0; c < nc && !status && n_dev > 1; c++)
+        for (int i = 0; i < nb && !status; i++)
+            if (bl[i] * cl[c] <= b.max_prefill &&
+                bench_scaling(&b, dev, n_dev, (int32_t)bl[i], cl[c], &err) != MM_OK)
+                status = mm_cli_fail(&err);
     /* capacity: open `capacity` sequences at once and decode one step with all of them */
     if (capacity > 0 && !status) {
         e = open_engine(&b, (int32_t)capacity, 256, &err);
@@ -389,7 +510,7 @@ int mm_cli_bench(const struct mm_cli_cmd *cmd, int argc, char **argv)
                      "{\"kind\": \"capacity\", \"sequences\": %lld, \"bytes_per_sequence\": %.0f, "
                      "\"state_bytes_formula\": %.0f}",
                      capacity, per, formula);
-            if (bench_decode(&b, e, (int)capacity, 16, &err) != MM_OK)
+            if (bench_decode(&b, e, (int)capacity, 16, NULL, true, &err) != MM_OK)
                 status = mm_cli_fail(&err);
             mm_engine_close(e);
         }

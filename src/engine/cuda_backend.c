@@ -101,6 +101,7 @@ struct gemm_choice {
 #define GEMM_CHOICES 16
 
 struct cu_ctx {
+    int device; /* made current by create, load, destroy and mm_cuda_backend_use */
     struct mm_config cfg;
     bool f32;   /* element type: float, else bf16 */
     size_t esz; /* its size */
@@ -655,6 +656,7 @@ static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const str
                               const struct mm_backend_limits *lim, struct mm_err *err)
 {
     struct cu_ctx *c = vctx;
+    cudaSetDevice(c->device);
     c->cfg = *cfg;
     c->lim = *lim;
     c->stacks[MM_STACK_EMB].cfg = &c->cfg.emb;
@@ -796,6 +798,7 @@ static void cu_destroy(void *vctx)
     struct cu_ctx *c = vctx;
     if (!c)
         return;
+    cudaSetDevice(c->device);
     if (c->stream)
         cudaStreamSynchronize(c->stream);
     if (c->prof) {
@@ -1614,7 +1617,28 @@ static const struct mm_backend_ops cuda_ops = {
     .slot_read = cu_slot_read,
 };
 
+int mm_cuda_device_count(void)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+void mm_cuda_backend_use(const struct mm_backend *b)
+{
+    cudaSetDevice(((const struct cu_ctx *)b->ctx)->device);
+}
+
 enum mm_status mm_cuda_backend_create(bool fp32, struct mm_backend *b, struct mm_err *err)
+{
+    return mm_cuda_backend_create_on(0, fp32, b, err);
+}
+
+enum mm_status mm_cuda_backend_create_on(int device, bool fp32, struct mm_backend *b,
+                                         struct mm_err *err)
 {
     int n = 0;
     const cudaError_t e = cudaGetDeviceCount(&n);
@@ -1623,9 +1647,18 @@ enum mm_status mm_cuda_backend_create(bool fp32, struct mm_backend *b, struct mm
         return mm_err_set(err, MM_ERR_UNSUPPORTED, "no CUDA device (%s)",
                           e != cudaSuccess ? cudaGetErrorName(e) : "none found");
     }
+    if (device < 0 || device >= n)
+        return mm_err_set(err, MM_ERR_INVALID, "CUDA device %d does not exist (%d found: 0..%d)",
+                          device, n, n - 1);
+    if (cudaSetDevice(device) != cudaSuccess) {
+        const char *why = cudaGetErrorName(cudaGetLastError());
+        return mm_err_set(err, MM_ERR_BACKEND, "cuda backend: cannot use device %d (%s)", device,
+                          why);
+    }
     struct cu_ctx *c = calloc(1, sizeof *c);
     if (!c)
         return mm_err_set(err, MM_ERR_NOMEM, "out of memory");
+    c->device = device;
     c->f32 = fp32;
     c->esz = fp32 ? sizeof(float) : 2;
     c->lt_ws_bytes = (size_t)32 << 20;

@@ -20,12 +20,34 @@ enum mm_status mm_cuda_backend_create(bool fp32, struct mm_backend *b, struct mm
                       "this build has no CUDA backend (no nvcc at configure); use --backend cpu");
 }
 
+enum mm_status mm_cuda_backend_create_on(int device, bool fp32, struct mm_backend *b,
+                                         struct mm_err *err)
+{
+    (void)device;
+    return mm_cuda_backend_create(fp32, b, err);
+}
+
+void mm_cuda_backend_use(const struct mm_backend *b) { (void)b; }
+
+int mm_cuda_device_count(void) { return 0; }
+
 enum mm_status mm_cuda_measure(double *read_tbs, double *gemm_tflops, struct mm_err *err)
 {
     *read_tbs = *gemm_tflops = 0;
     return mm_err_set(err, MM_ERR_UNSUPPORTED, "this build has no CUDA backend");
 }
 #endif
+
+static bool is_cuda(enum mm_backend_kind k)
+{
+    return k == MM_BACKEND_CUDA || k == MM_BACKEND_CUDA_FP32;
+}
+
+void mm_engine_bind_thread(struct mm_engine *e)
+{
+    if (is_cuda(e->opt.backend))
+        mm_cuda_backend_use(&e->be);
+}
 
 void mm_engine_options_default(struct mm_engine_options *o)
 {
@@ -102,8 +124,9 @@ enum mm_status mm_engine_open(const char *dir, const struct mm_engine_options *o
         (st = mm_safetensors_open_dir(dir, &e->st, err)) != MM_OK ||
         (st = mm_weights_bind(&e->cfg, e->st, &e->w, err)) != MM_OK)
         goto fail;
-    if (opt->backend == MM_BACKEND_CUDA || opt->backend == MM_BACKEND_CUDA_FP32)
-        st = mm_cuda_backend_create(opt->backend == MM_BACKEND_CUDA_FP32, &e->be, err);
+    if (is_cuda(opt->backend))
+        st = mm_cuda_backend_create_on(opt->device, opt->backend == MM_BACKEND_CUDA_FP32, &e->be,
+                                       err);
     else
         st = mm_cpu_backend_create(opt->n_threads, &e->be, err);
     if (st != MM_OK)
@@ -188,8 +211,11 @@ enum mm_status mm_engine_open(const char *dir, const struct mm_engine_options *o
         st = mm_err_set(err, MM_ERR_NOMEM, "engine: out of memory for step buffers");
         goto fail;
     }
-    MM_INFO("engine: %s backend, %d slots, %lld tokens/step, %.3f B parameters", e->be.ops->name,
-            opt->max_seqs, (long long)opt->max_tokens, (double)e->w.n_params / 1e9);
+    char where[32] = "";
+    if (is_cuda(opt->backend))
+        snprintf(where, sizeof where, " on device %d", opt->device);
+    MM_INFO("engine: %s backend%s, %d slots, %lld tokens/step, %.3f B parameters", e->be.ops->name,
+            where, opt->max_seqs, (long long)opt->max_tokens, (double)e->w.n_params / 1e9);
     *out = e;
     return MM_OK;
 fail:
@@ -259,6 +285,10 @@ enum mm_status mm_engine_sample(struct mm_engine *e, const struct mm_engine_samp
 
 enum mm_status mm_engine_check(struct mm_engine *e, struct mm_err *err)
 {
+    if (e->opt.fail_at_step > 0 && e->n_forward >= e->opt.fail_at_step)
+        return mm_err_set(err, MM_ERR_BACKEND,
+                          "%s backend: injected fault at step %lld (test hook fail_at_step)",
+                          e->be.ops->name, (long long)e->opt.fail_at_step);
     if (e->be.ops->status(e->be.ctx, err) == MM_OK)
         return MM_OK;
     if (err)

@@ -32,15 +32,19 @@ enum mm_backend_kind {
 
 struct mm_engine_options {
     enum mm_backend_kind backend;
-    int n_threads;       /* CPU backend: 0 = all CPUs */
-    int32_t max_seqs;    /* state slots */
-    int64_t max_tokens;  /* LLM-stack tokens in one step (prefill chunk budget) */
-    int64_t max_tiles;   /* image tiles in one step */
-    int64_t max_context; /* longest sequence (LLM positions) */
-    bool state_fp32;     /* SSM state precision between steps */
-    size_t kv_memory;    /* bytes for KV blocks (attention layers), shared by the stacks so
-                            that each gets the same number of blocks; 0: enough for every
-                            slot to reach max_context */
+    int device;           /* CUDA backends: the device index (0-based) */
+    int n_threads;        /* CPU backend: 0 = all CPUs */
+    int32_t max_seqs;     /* state slots */
+    int64_t max_tokens;   /* LLM-stack tokens in one step (prefill chunk budget) */
+    int64_t max_tiles;    /* image tiles in one step */
+    int64_t max_context;  /* longest sequence (LLM positions) */
+    bool state_fp32;      /* SSM state precision between steps */
+    size_t kv_memory;     /* bytes for KV blocks (attention layers), shared by the stacks so
+                             that each gets the same number of blocks; 0: enough for every
+                             slot to reach max_context */
+    int64_t fail_at_step; /* test hook, 0: off. From its Nth forward step on, every
+                             mm_engine_check reports MM_ERR_BACKEND, as after a device
+                             fault (the daemon sets it from $MMMAMBA_FAIL_ENGINE) */
 };
 
 /* Defaults: CPU, 4 slots, 4096 tokens, 13 tiles, 32768 context, fp32 state. */
@@ -90,16 +94,24 @@ struct mm_engine {
     int64_t *logit_rows;                   /* [max_seqs] */
     int64_t *last_rows;                    /* [max_seqs] x_out row of each step's last token */
     int n_last;                            /* steps in the last forward */
+    int64_t n_forward;                     /* forward steps begun (the fail_at_step hook) */
     struct mm_sample_req *sample_reqs;     /* [max_seqs] */
     int32_t *cow;                          /* [2][cow_cap] copy-on-write block pairs */
     int64_t cow_cap;
 };
 
 /* Loads DIR (config, weights, backend). *out is owned by the caller
- * (mm_engine_close). */
+ * (mm_engine_close). Engines on different devices may be opened from
+ * different threads at once. */
 enum mm_status mm_engine_open(const char *dir, const struct mm_engine_options *opt,
                               struct mm_engine **out, struct mm_err *err);
+/* Any thread (the one that drives e now; see mm_engine_bind_thread). */
 void mm_engine_close(struct mm_engine *e);
+
+/* Prepares the calling thread to drive e (a CUDA backend's device becomes
+ * the thread's current one). A thread other than the one that opened e calls
+ * it before its first step. */
+void mm_engine_bind_thread(struct mm_engine *e);
 
 /* Takes a free slot with zeroed state; MM_ERR_LIMIT when none is free. */
 enum mm_status mm_engine_slot_acquire(struct mm_engine *e, int32_t *slot, struct mm_err *err);

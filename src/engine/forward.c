@@ -215,6 +215,7 @@ enum mm_status mm_engine_forward(struct mm_engine *e, const struct mm_seq_step *
     if ((st = validate(e, steps, n_steps, err)) != MM_OK ||
         (st = reserve_kv(e, steps, n_steps, err)) != MM_OK)
         return st;
+    e->n_forward++;
     const struct mm_backend_ops *ops = e->be.ops;
     const bool post = e->cfg.shuffle_loc == MM_SHUFFLE_POST;
 

@@ -1,5 +1,6 @@
 /* app.h: what the HTTP handlers serve: the model's tokenizer, template and
- * image settings, the request limits, the API keys and the scheduler.
+ * image settings, the request limits, the API keys and the dispatcher
+ * (the engines' schedulers).
  *
  * Design: the daemon's main fills one struct mm_http_app from its
  * configuration and the loaded checkpoint; the HTTP layer only borrows it,
@@ -9,7 +10,7 @@
  * set): then only /health is served, and the main thread fills the model
  * fields before clearing `loading` (release; HTTP threads read it with
  * acquire). Immutable after that, except the counting semaphore
- * (image_slots) and what the scheduler guards itself. */
+ * (image_slots) and what the dispatcher guards itself. */
 #ifndef MM_HTTP_APP_H
 #define MM_HTTP_APP_H
 
@@ -25,8 +26,9 @@
 #include "model/image_source.h"
 #include "model/tokenizer.h"
 
-struct mm_scheduler;
+
 struct mm_state_cache;
+struct mm_dispatch;
 
 struct mm_http_app {
     const char *model_name; /* the id /v1/models lists and requests must name */
@@ -34,8 +36,8 @@ struct mm_http_app {
     const struct mm_config *cfg;
     const struct mm_tokenizer *tok;
     const struct mm_chat_template *tpl;
-    struct mm_scheduler *sched;
     struct mm_state_cache *state_cache; /* the state cache's host tier (for /metrics); NULL: none */
+    struct mm_dispatch *dispatch; /* every submission goes through it (serve/dispatch.h) */
     /* request limits */
     int64_t max_model_len;
     size_t max_prompt_bytes;

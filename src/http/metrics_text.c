@@ -4,7 +4,10 @@
  * label, so existing dashboards and `vllm bench serve` read this server as
  * they read vLLM; what vLLM has no name for (state slots, KV blocks per
  * stack, engine steps) is under `mmmamba:`. One snapshot of the serve
- * metrics is taken per scrape. */
+ * metrics is taken per scrape. With several engines (dispatch.h) every
+ * series above is their sum, and the `mmmamba:per_engine_*` families give each
+ * engine's own under an `engine` label (its index; `device` names it), so
+ * that summing a family never counts anything twice. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +15,7 @@
 
 #include "http/exchange.h"
 #include "serve/metrics.h"
+#include "serve/dispatch.h"
 #include "serve/scheduler.h"
 #include "serve/state_cache.h"
 
@@ -117,15 +121,77 @@ static void state_cache_metrics(struct buf *b, const char *label,
            "Host RAM the state cache may use (state_cache_bytes).", label, (double)hs.max_bytes);
 }
 
+/* The per-engine families: counters and gauges of each engine, labelled. */
+static void per_engine(struct buf *b, const char *label, const struct mm_dispatch *d,
+                       const struct mm_metrics_snapshot *per)
+{
+    const int n = mm_dispatch_count(d);
+    char el[MM_DISPATCH_MAX_ENGINES][400];
+    for (int i = 0; i < n; i++)
+        snprintf(el[i], sizeof el[i], "%s,engine=\"%d\",device=\"%s\"", label, i,
+                 mm_dispatch_name(d, i));
+    out(b,
+        "# HELP mmmamba:engines Engines (one per device) behind this server.\n"
+        "# TYPE mmmamba:engines gauge\nmmmamba:engines{%s} %d\n",
+        label, n);
+    static const struct {
+        const char *name, *type, *help;
+    } fam[] = {
+        {"mmmamba:per_engine_up", "gauge", "1 while the engine serves, 0 once it failed."},
+        {"mmmamba:per_engine_requests_placed_total", "counter", "Requests placed on the engine."},
+        {"mmmamba:per_engine_requests_running", "gauge", "Requests holding a state slot."},
+        {"mmmamba:per_engine_requests_waiting", "gauge", "Requests waiting for a slot."},
+        {"mmmamba:per_engine_state_slots_used", "gauge", "Recurrent-state slots in use."},
+        {"mmmamba:per_engine_state_slots_total", "gauge", "Recurrent-state slots."},
+        {"mmmamba:per_engine_kv_blocks_used", "gauge", "KV blocks in use, both stacks."},
+        {"mmmamba:per_engine_kv_blocks_total", "gauge", "KV blocks, both stacks."},
+        {"mmmamba:per_engine_prompt_tokens_total", "counter", "Prompt tokens prefilled."},
+        {"mmmamba:per_engine_generation_tokens_total", "counter", "Tokens generated."},
+        {"mmmamba:per_engine_request_errors_total", "counter", "Choices that finished in error."},
+        {"mmmamba:per_engine_steps_total", "counter", "Engine steps run."},
+        {"mmmamba:per_engine_step_errors_total", "counter", "Engine steps that failed."},
+    };
+    for (size_t f = 0; f < sizeof fam / sizeof fam[0]; f++) {
+        out(b, "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help, fam[f].name, fam[f].type);
+        for (int i = 0; i < n; i++) {
+            const struct mm_metrics_snapshot *m = &per[i];
+            const double v[] = {
+                mm_dispatch_failed(d, i) ? 0 : 1,
+                (double)mm_dispatch_placed(d, i),
+                (double)m->running,
+                (double)m->waiting,
+                (double)m->slots_used,
+                (double)m->slots_total,
+                (double)(m->kv_blocks_used[0] + m->kv_blocks_used[1]),
+                (double)(m->kv_blocks_total[0] + m->kv_blocks_total[1]),
+                (double)m->prompt_tokens,
+                (double)m->generation_tokens,
+                (double)m->requests_finished[MM_FINISH_ERROR],
+                (double)m->steps,
+                (double)m->step_errors,
+            };
+            out(b, "%s{%s} %.17g\n", fam[f].name, el[i], v[f]);
+        }
+    }
+}
+
 void mm_http_handle_metrics(struct mm_http_exchange *ex)
 {
     const struct mm_http_app *app = mm_http_app(ex);
     struct mm_metrics_snapshot m;
     memset(&m, 0, sizeof m);
-    if (app->sched)
-        mm_metrics_snapshot(mm_scheduler_metrics(app->sched), &m);
+    struct mm_metrics_snapshot *per = NULL;
+    if (app->dispatch) {
+        per = malloc((size_t)mm_dispatch_count(app->dispatch) * sizeof *per);
+        if (!per) {
+            mm_http_reply_error(ex, 503, NULL, "out_of_memory", "out of memory");
+            return;
+        }
+        mm_dispatch_metrics(app->dispatch, &m, per);
+    }
     struct buf b = {.s = malloc(16384), .cap = 16384};
     if (!b.s) {
+        free(per);
         mm_http_reply_error(ex, 503, NULL, "out_of_memory", "out of memory");
         return;
     }
@@ -199,6 +265,9 @@ void mm_http_handle_metrics(struct mm_http_exchange *ex)
     metric(&b, "mmmamba:engine_step_errors_total", "counter", "Engine steps that failed.", label,
            (double)m.step_errors);
     state_cache_metrics(&b, label, &m, app->state_cache);
+    if (app->dispatch)
+        per_engine(&b, label, app->dispatch, per);
+    free(per);
     if (b.failed) {
         free(b.s);
         mm_http_reply_error(ex, 503, NULL, "out_of_memory", "out of memory");

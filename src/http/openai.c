@@ -22,7 +22,7 @@
 #include "http/exchange.h"
 #include "http/request_parse.h"
 #include "serve/request.h"
-#include "serve/scheduler.h"
+#include "serve/dispatch.h"
 
 static void reply_api_error(struct mm_http_exchange *ex, const struct mm_api_error *e)
 {
@@ -550,8 +550,8 @@ static void start_generation(struct mm_http_exchange *ex, bool chat, const struc
         prompts[i].n_tiles = 0;
         if (st == MM_OK) {
             mm_request_set_notify(r, job_notify, j);
-            st = app->sched ? mm_scheduler_submit(app->sched, r, &err)
-                            : mm_err_set(&err, MM_ERR_UNAVAILABLE, "no engine");
+            st = app->dispatch ? mm_dispatch_submit(app->dispatch, r, NULL, &err)
+                               : mm_err_set(&err, MM_ERR_UNAVAILABLE, "no engine");
             if (st != MM_OK) {
                 mm_request_set_notify(r, NULL, NULL);
                 mm_request_release(r);

@@ -30,6 +30,7 @@
 #include "base/buffer.h"
 #include "base/log.h"
 #include "http/exchange.h"
+#include "serve/dispatch.h"
 
 struct route {
     const char *path;
@@ -454,6 +455,8 @@ static void handle_health(struct mm_http_exchange *ex)
         mm_http_reply_error(ex, 503, NULL, "loading", "the model is loading");
     else if (atomic_load(&ex->srv->draining))
         mm_http_reply_error(ex, 503, NULL, "draining", "the server is shutting down");
+    else if (ex->srv->app->dispatch && mm_dispatch_serving(ex->srv->app->dispatch) == 0)
+        mm_http_reply_error(ex, 503, NULL, "engine_failed", "every engine has failed");
     else
         mm_http_reply_text(ex, 200, "application/json", strdup("{\"status\":\"ok\"}"), 15);
 }

@@ -119,7 +119,13 @@ struct mm_scheduler {
     pthread_cond_t finished; /* in_flight went down */
     struct job *in_head, *in_tail;
     int64_t n_incoming, queued, in_flight;
+    int64_t seqs;            /* choices of the requests in flight */
+    int64_t incoming_tokens; /* prompt tokens of the requests in in_head */
+    int64_t pending_tokens;  /* ids left to prefill in waiting and pre, as of the last step */
+    int64_t kv_used[2];      /* as of the last step */
     bool draining, stopping;
+    bool failed; /* the backend failed: out of service (mm_scheduler_load) */
+    char fail_msg[MM_ERR_MSG_MAX];
     uint64_t cancel_gen, seed_ctr;
     /* engine thread only */
     uint64_t seen_cancel_gen, admit_ctr, mark_ctr;
@@ -561,10 +567,12 @@ static void retire_job(struct mm_scheduler *s, struct job *j)
     mm_metrics_observe(s->m, MM_HIST_PROMPT_TOKENS, (double)j->n_prompt);
     mm_metrics_observe(s->m, MM_HIST_GEN_TOKENS, (double)gen);
     struct mm_request *r = j->r;
+    const int32_t n = j->p->n;
     free_job(j); /* first: j->p lives in the request */
     mm_request_release(r);
     pthread_mutex_lock(&s->mu);
     s->in_flight--;
+    s->seqs -= n;
     pthread_cond_broadcast(&s->finished);
     pthread_mutex_unlock(&s->mu);
 }
@@ -846,6 +854,28 @@ static void fail_step(struct mm_scheduler *s, int n_steps, const struct mm_err *
     }
     for (int k = 0; k < nj; k++)
         finish_job(s, s->fail_jobs[k], MM_FINISH_ERROR, err->status, err->msg);
+    struct mm_err again;
+    if (err->status == MM_ERR_BACKEND && mm_engine_check(s->e, &again) != MM_OK) {
+        /* the fault persists (a sticky CUDA error, a lost device): the
+         * backend is unusable and every slot's state in doubt, so this engine
+         * serves no more; a one-off failure failed only this step */
+        pthread_mutex_lock(&s->mu);
+        s->failed = true;
+        snprintf(s->fail_msg, sizeof s->fail_msg, "%s", err->msg);
+        pthread_mutex_unlock(&s->mu);
+        MM_ERROR("scheduler: the engine is out of service: %s", err->msg);
+    }
+}
+
+/* Fails every request the engine holds (it failed; see fail_step). */
+static void fail_all(struct mm_scheduler *s, const char *msg)
+{
+    struct job *j;
+    while ((j = s->n_waiting > 0 ? s->waiting[0]->job
+                : s->n_pre > 0   ? s->pre[0]->job
+                : s->n_run > 0   ? s->run[0].job
+                                 : NULL))
+        finish_job(s, j, MM_FINISH_ERROR, MM_ERR_BACKEND, msg);
 }
 
 /* A sampled token: event, stops, limits. */
@@ -1056,10 +1086,17 @@ static void publish(struct mm_scheduler *s)
     for (int i = 0; i < s->n_run; i++)
         if (s->run[i].job->mark != mark)
             s->run[i].job->mark = mark, running++;
-    int64_t used[2], total[2];
+    int64_t used[2], total[2], pending = 0;
     mm_engine_kv_usage(s->e, used, total);
+    for (int64_t i = 0; i < s->n_waiting; i++)
+        pending += s->waiting[i]->n_ids;
+    for (int i = 0; i < s->n_pre; i++)
+        pending += s->pre[i]->n_ids - s->pre[i]->done;
     pthread_mutex_lock(&s->mu);
     const int64_t waiting = s->n_waiting + s->n_incoming;
+    s->pending_tokens = pending;
+    s->kv_used[0] = used[0];
+    s->kv_used[1] = used[1];
     pthread_mutex_unlock(&s->mu);
     mm_metrics_gauges(s->m, running, waiting, s->e->opt.max_seqs - s->free_slots - s->n_snaps,
                       s->e->opt.max_seqs, used, total);
@@ -1084,6 +1121,8 @@ static void publish(struct mm_scheduler *s)
 static void *engine_main(void *arg)
 {
     struct mm_scheduler *s = arg;
+    mm_engine_bind_thread(s->e);
+    char fail_msg[sizeof s->fail_msg + 32];
     for (;;) {
         pthread_mutex_lock(&s->mu);
         for (;;) {
@@ -1093,6 +1132,8 @@ static void *engine_main(void *arg)
                     break; /* retried next round */
                 s->in_head = j->next;
                 s->n_incoming--;
+                s->incoming_tokens -= j->n_prompt;
+                s->pending_tokens += j->n_prompt;
             }
             if (!s->in_head)
                 s->in_tail = NULL;
@@ -1113,11 +1154,18 @@ static void *engine_main(void *arg)
             }
             pthread_cond_wait(&s->wake, &s->mu);
         }
+        const bool failed = s->failed;
+        if (failed)
+            snprintf(fail_msg, sizeof fail_msg, "the engine failed: %s", s->fail_msg);
         pthread_mutex_unlock(&s->mu);
         for (struct job *j; (j = find_cancelled(s));)
             finish_job(s, j, MM_FINISH_CANCELLED, MM_OK, NULL);
-        admit(s);
-        step(s);
+        if (failed) {
+            fail_all(s, fail_msg);
+        } else {
+            admit(s);
+            step(s);
+        }
         publish(s);
     }
 }
@@ -1154,7 +1202,8 @@ enum mm_status mm_scheduler_create(struct mm_engine *e, const struct mm_tokenize
     if (im_end >= 0 && !is_eos(s, im_end))
         s->eos[s->n_eos++] = im_end;
     s->free_slots = e->opt.max_seqs;
-    s->seed_ctr = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull;
+    /* the address too: engines started in the same second draw different seeds */
+    s->seed_ctr = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)s;
     const size_t ms = (size_t)e->opt.max_seqs;
     s->pre = calloc(ms, sizeof *s->pre);
     s->run = calloc(ms, sizeof *s->run);
@@ -1325,7 +1374,10 @@ enum mm_status mm_scheduler_submit(struct mm_scheduler *s, struct mm_request *r,
         return st;
     pthread_mutex_lock(&s->mu); /* refuse early what the checks below would refuse */
     const bool closed = s->draining || s->stopping, full = s->queued >= s->o.max_queue;
+    const bool failed = s->failed;
     pthread_mutex_unlock(&s->mu);
+    if (failed)
+        return mm_err_set(err, MM_ERR_UNAVAILABLE, "the engine is out of service after a failure");
     if (closed)
         return mm_err_set(err, MM_ERR_UNAVAILABLE, "the server is shutting down");
     if (full && !mm_request_submitted(r))
@@ -1366,6 +1418,8 @@ enum mm_status mm_scheduler_submit(struct mm_scheduler *s, struct mm_request *r,
     pthread_mutex_lock(&s->mu);
     if (mm_request_submitted(r))
         st = mm_err_set(err, MM_ERR_INVALID, "request %s was submitted already", mm_request_id(r));
+    else if (s->failed)
+        st = mm_err_set(err, MM_ERR_UNAVAILABLE, "the engine is out of service after a failure");
     else if (s->draining || s->stopping)
         st = mm_err_set(err, MM_ERR_UNAVAILABLE, "the server is shutting down");
     else if (s->queued >= s->o.max_queue)
@@ -1390,6 +1444,8 @@ enum mm_status mm_scheduler_submit(struct mm_scheduler *s, struct mm_request *r,
     s->n_incoming++;
     s->queued++;
     s->in_flight++;
+    s->seqs += p->n;
+    s->incoming_tokens += j->n_prompt;
     pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->mu);
     return MM_OK;
@@ -1475,3 +1531,24 @@ void mm_scheduler_free(struct mm_scheduler *s, int64_t timeout_ms)
 const struct mm_metrics *mm_scheduler_metrics(const struct mm_scheduler *s) { return s->m; }
 
 int64_t mm_scheduler_max_model_len(const struct mm_scheduler *s) { return s->max_model_len; }
+
+void mm_scheduler_load(const struct mm_scheduler *s, struct mm_scheduler_load *out)
+{
+    struct mm_scheduler *w = (struct mm_scheduler *)s; /* the lock is not part of the value */
+    pthread_mutex_lock(&w->mu);
+    out->serving = !s->failed && !s->draining && !s->stopping;
+    out->failed = s->failed;
+    out->requests = s->in_flight;
+    out->queued = s->queued;
+    out->seqs = s->seqs;
+    out->prefill_tokens = s->pending_tokens + s->incoming_tokens;
+    for (int k = 0; k < 2; k++)
+        out->kv_used[k] = s->kv_used[k];
+    pthread_mutex_unlock(&w->mu);
+    /* fixed at create */
+    out->slots = s->e->opt.max_seqs;
+    out->budget = s->budget;
+    for (int k = 0; k < 2; k++)
+        out->kv_total[k] = s->e->kv[k] ? s->e->kv_blocks[k] : 0;
+}
+

@@ -14,6 +14,11 @@
  * re-queued at the front with its prompt and generated tokens (its stream
  * continues seamlessly; greedy output is unchanged). With nothing to do it
  * sleeps on a condition variable. n > 1 prefills once and copies the state.
+ * A step the backend fails fails the requests in it; when the backend still
+ * reports the failure when asked again (a device fault: CUDA errors are
+ * sticky), the scheduler is out of service for good: every request it holds
+ * is failed (MM_ERR_BACKEND), submissions get MM_ERR_UNAVAILABLE, and
+ * mm_scheduler_load says `failed` so a dispatcher stops placing work here.
  *
  * State cache (docs/architecture.md "State cache"): with a host tier in the
  * options, every prompt's state is kept as a snapshot once prefilled, and
@@ -72,7 +77,7 @@ enum mm_status mm_scheduler_create(struct mm_engine *e, const struct mm_tokenize
  * keeps its own. Fails without queuing (the caller still owns its
  * reference, no event is ever sent) with:
  *   MM_ERR_LIMIT        the queue is full (HTTP 429 with Retry-After);
- *   MM_ERR_UNAVAILABLE  draining or stopped (HTTP 503);
+ *   MM_ERR_UNAVAILABLE  draining, stopped or failed (HTTP 503);
  *   MM_ERR_INVALID      the request does not fit the model: an id outside the
  *                       vocabulary, image runs not matching the tiles, n above
  *                       the slots, a prompt (+ max_tokens) beyond the context
@@ -113,5 +118,23 @@ int64_t mm_scheduler_cached_prefix(struct mm_scheduler *s, const struct mm_reque
 
 /* Longest prompt + output of one choice the scheduler accepts. Any thread. */
 int64_t mm_scheduler_max_model_len(const struct mm_scheduler *s);
+
+/* What a dispatcher (dispatch.h) weighs to place a request: a consistent
+ * snapshot of live counters (submissions count at once; the rest as of the
+ * last step). */
+struct mm_scheduler_load {
+    bool serving;           /* accepts submissions: not draining, stopped or failed */
+    bool failed;            /* the backend failed (a device fault): out of service for good;
+                               its requests were failed with MM_ERR_BACKEND */
+    int32_t slots;          /* state slots */
+    int64_t budget;         /* tokens in one step */
+    int64_t requests;       /* submitted and not finished (mm_scheduler_in_flight) */
+    int64_t queued;         /* submitted and not yet admitted */
+    int64_t seqs;           /* choices of those requests (each needs a slot) */
+    int64_t prefill_tokens; /* prompt tokens waiting to be prefilled */
+    int64_t kv_used[2], kv_total[2]; /* KV blocks per stack (0 total: no attention) */
+};
+/* Any thread. */
+void mm_scheduler_load(const struct mm_scheduler *s, struct mm_scheduler_load *out);
 
 #endif
