@@ -26,6 +26,7 @@
 #include "model/tokenizer.h"
 
 struct mm_scheduler;
+struct mm_response_store;
 
 struct mm_http_app {
     const char *model_name; /* the id /v1/models lists and requests must name */
@@ -34,6 +35,7 @@ struct mm_http_app {
     const struct mm_tokenizer *tok;
     const struct mm_chat_template *tpl;
     struct mm_scheduler *sched;
+    struct mm_response_store *responses; /* /v1/responses (thread-safe itself) */
     /* request limits */
     int64_t max_model_len;
     size_t max_prompt_bytes;
@@ -52,6 +54,11 @@ struct mm_http_app {
 /* Constant-time check of an Authorization header value against the keys.
  * True when no keys are configured. */
 bool mm_http_auth_ok(const struct mm_http_app *app, const char *authorization);
+
+/* The same check, answering with the key that matched (borrowed from
+ * app->api_keys), or NULL: no keys configured (*ok true) or no match (*ok
+ * false). */
+const char *mm_http_auth_key(const struct mm_http_app *app, const char *authorization, bool *ok);
 
 /* Reads api_keys (comma separated) plus the key file (one per line, #
  * comments); *out is a NULL-terminated heap array (mm_http_keys_free). */

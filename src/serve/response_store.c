@@ -289,6 +289,7 @@ static enum mm_status copy_out(const struct entry *e, int want, struct mm_respon
     memcpy(out->id, r->id, sizeof out->id);
     out->created_at = r->created_at;
     out->completed_at = r->completed_at;
+    out->n_state = r->n_state;
     if (r->owner && !(out->owner = strdup(r->owner)))
         goto nomem;
     if (want & MM_RESPONSE_VIEW) {

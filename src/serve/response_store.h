@@ -65,6 +65,9 @@ struct mm_response {
     int64_t completed_at;        /* unix seconds */
     int32_t *ids;                /* [n_ids] every token the conversation consumed */
     int64_t n_ids;
+    int64_t n_state; /* leading ids the model's state had taken in when it finished (the
+                        last sampled token and the closing <|im_end|> are never fed back):
+                        what a state snapshot taken then covers */
     struct mm_response_image **images; /* [n_images] the conversation's images, prompt order */
     int64_t n_images;
     char *view; /* [view_len] what the client reads back (GET) */
