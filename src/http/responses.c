@@ -64,7 +64,7 @@ struct prep {
     struct mm_api_error e;
     cJSON *root;
     struct mm_api_params p;
-    bool store;
+    bool store, return_ids;
     char prev_id[MM_RESPONSE_ID_LEN + 1]; /* "" without previous_response_id */
     int64_t prev_consumed;                /* ids of the previous response's state */
     struct mm_api_prompt prompt;          /* ids and every tile of the conversation */
@@ -489,7 +489,8 @@ static void prep_work(void *arg)
             mm_api_check_model(app, w->root, e) && check_unsupported(w->root, e) &&
             mm_api_parse_params(app, w->root, true, &w->p, e) &&
             mm_api_get_int(w->root, "max_output_tokens", 1, app->max_model_len, &max_output, e) &&
-            mm_api_get_bool(w->root, "store", &w->store, e) && parse_metadata(w, e);
+            mm_api_get_bool(w->root, "store", &w->store, e) &&
+            mm_api_get_bool(w->root, "return_token_ids", &w->return_ids, e) && parse_metadata(w, e);
     if (w->ok) {
         const cJSON *tc = field(w->root, "tool_choice");
         w->tool_choice = "auto";
@@ -517,6 +518,8 @@ struct resp_job {
     struct mm_http_app *app;
     struct mm_request *req;
     bool stream, store, started;
+    bool return_ids; /* vLLM's return_token_ids: the ids in the response object */
+    int64_t n_prompt;
     char id[MM_RESPONSE_ID_LEN + 1];
     char msg_id[MM_RESPONSE_ID_LEN + 1];
     char prev_id[MM_RESPONSE_ID_LEN + 1];
@@ -702,10 +705,16 @@ static cJSON *response_object(const struct resp_job *j)
                                 "reasoning_tokens", 0);
         cJSON_AddNumberToObject(u, "total_tokens",
                                 (double)(j->prompt_tokens + j->completion_tokens));
-    } else {
-        cJSON_AddNullToObject(o, "usage");
-    }
+    } /* else none: the schema's usage is an object when present */
     cJSON_AddItemToObject(o, "metadata", cJSON_Duplicate(j->metadata, true));
+    if (j->return_ids && done) {
+        cJSON *p = cJSON_AddArrayToObject(o, "prompt_token_ids");
+        for (int64_t i = 0; i < j->n_prompt; i++)
+            cJSON_AddItemToArray(p, cJSON_CreateNumber(j->ids[i]));
+        cJSON *g = cJSON_AddArrayToObject(o, "output_token_ids");
+        for (int64_t i = j->n_prompt; i < j->n_ids; i++)
+            cJSON_AddItemToArray(g, cJSON_CreateNumber(j->ids[i]));
+    }
     return o;
 }
 
@@ -947,6 +956,8 @@ static void start_response(struct mm_http_exchange *ex, struct prep *w)
     j->app = app;
     j->stream = w->p.stream;
     j->store = w->store;
+    j->return_ids = w->return_ids;
+    j->n_prompt = w->prompt.ids.n;
     j->created_at = (int64_t)time(NULL);
     j->temperature = w->p.temperature;
     j->top_p = w->p.top_p;
