@@ -12,6 +12,7 @@
 
 #include "http/exchange.h"
 #include "serve/metrics.h"
+#include "serve/response_store.h"
 #include "serve/scheduler.h"
 
 struct buf {
@@ -151,6 +152,16 @@ void mm_http_handle_metrics(struct mm_http_exchange *ex)
            (double)m.steps);
     metric(&b, "mmmamba:engine_step_errors_total", "counter", "Engine steps that failed.", label,
            (double)m.step_errors);
+    if (app->responses) {
+        struct mm_response_store_stats rs;
+        mm_response_store_stats(app->responses, &rs);
+        metric(&b, "mmmamba:responses_stored", "gauge", "Responses kept for previous_response_id.",
+               label, (double)rs.responses);
+        metric(&b, "mmmamba:responses_bytes", "gauge",
+               "Memory of the stored responses (ids, images, answers).", label, (double)rs.bytes);
+        metric(&b, "mmmamba:responses_evicted_total", "counter",
+               "Stored responses dropped for the store's bounds.", label, (double)rs.evictions);
+    }
     if (b.failed) {
         free(b.s);
         mm_http_reply_error(ex, 503, NULL, "out_of_memory", "out of memory");

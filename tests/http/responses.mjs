@@ -267,6 +267,10 @@ let first;
   for (const id of ids) kept.push((await get(`${R}/${id}`)).status === 200);
   check(!kept[0] && !kept[1] && kept.slice(2).every((k) => k), 'only the 12 most recent remain', kept);
   check((await get(`${R}/${first.id}`)).status === 404, 'older ones were evicted');
+  const m = (await get('/metrics')).text;
+  const gauge = (n) => Number(m.split('\n').find((l) => l.startsWith(n + '{'))?.split(' ').pop());
+  check(gauge('mmmamba:responses_stored') === 12 && gauge('mmmamba:responses_bytes') > 0 &&
+    gauge('mmmamba:responses_evicted_total') >= 2, 'store metrics', m.split('\n').filter((l) => l.startsWith('mmmamba:responses')));
   const gone = await post(R, { model, input: 'x', previous_response_id: ids[0] });
   check(gone.status === 404 && gone.json.error.message.includes(ids[0]), 'an evicted response: 404 naming it', gone.text);
 }
