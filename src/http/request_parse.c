@@ -578,7 +578,8 @@ bool mm_api_chat_prompt(struct mm_http_app *app, const cJSON *messages, bool add
         snprintf(param, sizeof param, "messages[%d].content[%lld].image_url", mi,
                  (long long)(k - views[mi].first_part));
         int64_t count = 0;
-        ok = mm_api_load_image(app, parts[k].text, param, &used, &out->tiles, &out->n_tiles, &count, e);
+        ok = mm_api_load_image(app, parts[k].text, param, &used, &out->tiles, &out->n_tiles, &count,
+                               e);
         parts[k].tiles = count;
         parts[k].text = NULL;
     }

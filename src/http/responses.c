@@ -127,7 +127,8 @@ static bool check_unsupported(const cJSON *root, struct mm_api_error *e)
     if ((v = field(root, "text"))) {
         const cJSON *f = cJSON_IsObject(v) ? field(v, "format") : NULL;
         const cJSON *t = f && cJSON_IsObject(f) ? field(f, "type") : NULL;
-        if (!cJSON_IsObject(v) || (f && !(cJSON_IsString(t) && strcmp(t->valuestring, "text") == 0)))
+        if (!cJSON_IsObject(v) ||
+            (f && !(cJSON_IsString(t) && strcmp(t->valuestring, "text") == 0)))
             return mm_api_fail(e, 400, "text.format", "unsupported_parameter",
                                "only text.format {\"type\": \"text\"} is supported");
     }
@@ -177,10 +178,11 @@ static bool parse_role(const char *s, enum mm_chat_role *role)
 /* The messages being rendered: parts borrow text from the JSON. */
 struct turns {
     struct mm_chat_message *msgs;
+    int64_t *first; /* [n_msgs] each message's first part (parts may still move) */
     int64_t n_msgs;
     struct mm_chat_part *parts;
     int64_t n_parts, cap_parts;
-    const char **urls; /* [n_parts] image URL of each image part, else NULL */
+    const char **urls;   /* [n_parts] image URL of each image part, else NULL */
     char (*params)[112]; /* [n_parts] the JSON path of each image part */
     size_t text_bytes;
     int64_t images;
@@ -189,6 +191,7 @@ struct turns {
 static void turns_free(struct turns *t)
 {
     free(t->msgs);
+    free(t->first);
     free(t->parts);
     free(t->urls);
     free(t->params);
@@ -270,9 +273,9 @@ static bool parse_content(struct mm_http_app *app, const cJSON *content, enum mm
                                    "image as a data: URL in image_url",
                                    param);
             if (!cJSON_IsString(url))
-                return mm_api_fail(e, 400, param, url ? "invalid_type" : "missing_required_parameter",
-                                   "%s.image_url must be a string (data:image/...;base64,...)",
-                                   param);
+                return mm_api_fail(
+                    e, 400, param, url ? "invalid_type" : "missing_required_parameter",
+                    "%s.image_url must be a string (data:image/...;base64,...)", param);
             if (role != MM_CHAT_USER)
                 return mm_api_fail(e, 400, param, "invalid_value",
                                    "images are only allowed in user messages");
@@ -281,8 +284,8 @@ static bool parse_content(struct mm_http_app *app, const cJSON *content, enum mm
                                    "at most %lld images per request", (long long)app->max_images);
             char iparam[112];
             snprintf(iparam, sizeof iparam, "%s.image_url", param);
-            if (!add_part(t, (struct mm_chat_part){.kind = MM_CHAT_IMAGE}, url->valuestring,
-                          iparam, e))
+            if (!add_part(t, (struct mm_chat_part){.kind = MM_CHAT_IMAGE}, url->valuestring, iparam,
+                          e))
                 return false;
         } else {
             return mm_api_fail(e, 400, param, "unsupported_content_type",
@@ -298,12 +301,14 @@ static bool add_message(struct turns *t, enum mm_chat_role role, int64_t first,
                         struct mm_api_error *e)
 {
     struct mm_chat_message *m = realloc(t->msgs, (size_t)(t->n_msgs + 1) * sizeof *m);
-    if (!m)
+    if (m)
+        t->msgs = m;
+    int64_t *f = m ? realloc(t->first, (size_t)(t->n_msgs + 1) * sizeof *f) : NULL;
+    if (!f)
         return mm_api_fail(e, 503, NULL, "out_of_memory", "out of memory");
-    t->msgs = m;
-    /* parts are pointed to once all are parsed (the array may still move) */
-    m[t->n_msgs++] = (struct mm_chat_message){
-        .role = role, .parts = (const void *)(intptr_t)first, .n_parts = t->n_parts - first};
+    t->first = f;
+    f[t->n_msgs] = first;
+    m[t->n_msgs++] = (struct mm_chat_message){.role = role, .n_parts = t->n_parts - first};
     return true;
 }
 
@@ -313,8 +318,7 @@ static bool parse_input(struct prep *w, struct turns *t, struct mm_api_error *e)
     struct mm_http_app *app = w->app;
     const cJSON *ins = field(w->root, "instructions");
     if (ins && !cJSON_IsString(ins))
-        return mm_api_fail(e, 400, "instructions", "invalid_type",
-                           "instructions must be a string");
+        return mm_api_fail(e, 400, "instructions", "invalid_type", "instructions must be a string");
     w->instructions = ins ? cJSON_CreateString(ins->valuestring) : cJSON_CreateNull();
     if (ins) {
         if (!add_text(t, ins->valuestring, e) || !add_message(t, MM_CHAT_SYSTEM, 0, e))
@@ -350,7 +354,8 @@ static bool parse_input(struct prep *w, struct turns *t, struct mm_api_error *e)
             enum mm_chat_role r;
             snprintf(param, sizeof param, "%s.role", where);
             if (!cJSON_IsString(role))
-                return mm_api_fail(e, 400, param, role ? "invalid_type" : "missing_required_parameter",
+                return mm_api_fail(e, 400, param,
+                                   role ? "invalid_type" : "missing_required_parameter",
                                    "%s must be a string", param);
             if (!parse_role(role->valuestring, &r))
                 return mm_api_fail(e, 400, param, "invalid_value",
@@ -371,7 +376,7 @@ static bool parse_input(struct prep *w, struct turns *t, struct mm_api_error *e)
         return mm_api_fail(e, 413, "input", "prompt_too_large",
                            "the input holds more than %zu bytes of text", app->max_prompt_bytes);
     for (int64_t k = 0; k < t->n_msgs; k++)
-        t->msgs[k].parts = t->parts + (intptr_t)t->msgs[k].parts;
+        t->msgs[k].parts = t->parts + t->first[k];
     return true;
 }
 
@@ -411,15 +416,16 @@ static bool load_previous(struct prep *w, int64_t *used, struct mm_api_error *e)
                          "may carry (max_tiles_per_request)",
                          (long long)tiles, (long long)cap);
     }
-    const size_t tile_floats = 3 * (size_t)w->app->image_params.tile_size *
-                               (size_t)w->app->image_params.tile_size;
+    const size_t tile_floats =
+        3 * (size_t)w->app->image_params.tile_size * (size_t)w->app->image_params.tile_size;
     if (ok && tiles > 0) {
         w->prompt.tiles = malloc((size_t)tiles * tile_floats * sizeof *w->prompt.tiles);
         if (!w->prompt.tiles)
             ok = mm_api_fail(e, 503, NULL, "out_of_memory", "no memory for the image tiles now");
     }
     for (int64_t i = 0; ok && i < r.n_images; i++) {
-        mm_response_image_unpack(r.images[i], w->prompt.tiles + (size_t)w->prompt.n_tiles * tile_floats);
+        mm_response_image_unpack(r.images[i],
+                                 w->prompt.tiles + (size_t)w->prompt.n_tiles * tile_floats);
         w->prompt.n_tiles += mm_response_image_tiles(r.images[i]);
     }
     if (ok) {
@@ -451,8 +457,9 @@ static bool build_prompt(struct prep *w, struct turns *t, int64_t used, struct m
                                &w->prompt.n_tiles, &count, e))
             return false;
         t->parts[k].tiles = count;
-        struct mm_response_image **g =
-            realloc(w->images, (size_t)(w->n_images + 1) * sizeof *g);
+        if (!w->store)
+            continue; /* kept only to be stored */
+        struct mm_response_image **g = realloc(w->images, (size_t)(w->n_images + 1) * sizeof *g);
         if (!g)
             return mm_api_fail(e, 503, NULL, "out_of_memory", "out of memory");
         w->images = g;
@@ -462,9 +469,8 @@ static bool build_prompt(struct prep *w, struct turns *t, int64_t used, struct m
             return mm_api_fail(e, 503, NULL, "out_of_memory", "%s", err.msg);
         w->n_images++;
     }
-    const struct mm_chat_options copt = {.add_generation_prompt = true,
-                                         .add_bos = true,
-                                         .continuation = w->prev_id[0] != '\0'};
+    const struct mm_chat_options copt = {
+        .add_generation_prompt = true, .add_bos = true, .continuation = w->prev_id[0] != '\0'};
     struct mm_err err;
     const enum mm_status st =
         mm_chat_render(app->tpl, t->msgs, t->n_msgs, &copt, &w->prompt.ids, NULL, NULL, &err);
@@ -494,8 +500,8 @@ static void prep_work(void *arg)
     if (w->ok) {
         const cJSON *tc = field(w->root, "tool_choice");
         w->tool_choice = "auto";
-        if (tc && !(cJSON_IsString(tc) && (strcmp(tc->valuestring, "auto") == 0 ||
-                                           strcmp(tc->valuestring, "none") == 0)))
+        if (tc && !(cJSON_IsString(tc) &&
+                    (strcmp(tc->valuestring, "auto") == 0 || strcmp(tc->valuestring, "none") == 0)))
             w->ok = mm_api_fail(e, 400, "tool_choice", "unsupported_parameter",
                                 "tool_choice: this server has no tools (\"auto\" or \"none\")");
         else if (tc)
@@ -621,8 +627,8 @@ static cJSON *text_part(const struct resp_job *j, bool with_text)
 {
     cJSON *p = cJSON_CreateObject();
     cJSON_AddStringToObject(p, "type", "output_text");
-    cJSON_AddItemToObject(p, "text", mm_json_string_n(with_text && j->text ? j->text : "",
-                                                      with_text ? j->len : 0));
+    cJSON_AddItemToObject(
+        p, "text", mm_json_string_n(with_text && j->text ? j->text : "", with_text ? j->len : 0));
     cJSON_AddArrayToObject(p, "annotations");
     cJSON_AddArrayToObject(p, "logprobs");
     return p;
@@ -635,9 +641,9 @@ static cJSON *message_item(const struct resp_job *j, bool done)
     cJSON_AddStringToObject(m, "id", j->msg_id);
     cJSON_AddStringToObject(m, "type", "message");
     cJSON_AddStringToObject(m, "status",
-                            !done                         ? "in_progress"
+                            !done                        ? "in_progress"
                             : j->status == RS_INCOMPLETE ? "incomplete"
-                                                          : "completed");
+                                                         : "completed");
     cJSON_AddStringToObject(m, "role", "assistant");
     cJSON *content = cJSON_AddArrayToObject(m, "content");
     if (done)
@@ -920,8 +926,7 @@ static enum mm_http_pump job_pump(struct mm_http_exchange *ex, void *job)
     send_event(ex, j, "response.output_item.done", item_event(j, true));
     cJSON *o = cJSON_CreateObject();
     cJSON_AddItemToObject(o, "response", resp);
-    send_event(ex, j,
-               j->status == RS_COMPLETED ? "response.completed" : "response.incomplete", o);
+    send_event(ex, j, j->status == RS_COMPLETED ? "response.completed" : "response.incomplete", o);
     return MM_HTTP_PUMP_DONE;
 }
 
@@ -997,8 +1002,8 @@ static void start_response(struct mm_http_exchange *ex, struct prep *w)
     rp.has_seed = w->p.has_seed;
     rp.ignore_eos = w->p.ignore_eos;
     rp.max_tokens = max_tokens;
-    enum mm_status st = mm_request_create(&rp, w->prompt.ids.ids, w->prompt.ids.n,
-                                          w->prompt.tiles, w->prompt.n_tiles, &j->req, &err);
+    enum mm_status st = mm_request_create(&rp, w->prompt.ids.ids, w->prompt.ids.n, w->prompt.tiles,
+                                          w->prompt.n_tiles, &j->req, &err);
     w->prompt.ids = (struct mm_tokens){0}; /* the request's now */
     w->prompt.tiles = NULL;
     w->prompt.n_tiles = 0;

@@ -84,7 +84,7 @@ struct mm_http_exchange {
     char method[16];
     char path[128];
     char id[40];
-    const char *allow; /* methods for a 405's Allow header */
+    const char *allow;   /* methods for a 405's Allow header */
     const char *api_key; /* the key the request authenticated with (app->api_keys); NULL */
     int n_headers;       /* extra response headers (mm_http_add_header) */
     char header[MM_HTTP_MAX_HEADERS][2][96];

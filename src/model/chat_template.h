@@ -69,9 +69,10 @@ struct mm_chat_options {
     const char *system; /* used when messages carry no leading system message; NULL = default */
     bool add_generation_prompt; /* end with "<|im_start|>assistant\n" */
     bool add_bos;               /* prepend <s> (the reference does) */
-    bool continuation; /* the messages continue an earlier prompt that ended after an
-                          <|im_end|> (a stored conversation): no BOS and no default system
-                          message, whatever add_bos and system say */
+    /* the messages continue an earlier prompt that ended after an <|im_end|> (a
+     * stored conversation): no BOS and no default system message, whatever
+     * add_bos and system say */
+    bool continuation;
 };
 
 struct mm_chat_template;

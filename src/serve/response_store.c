@@ -38,8 +38,8 @@ enum mm_status mm_response_id_new(char out[MM_RESPONSE_ID_LEN + 1], struct mm_er
 struct mm_response_image {
     atomic_long refs;
     int64_t n_tiles, tile_size;
-    size_t bytes;   /* pixels */
-    int64_t stored; /* stored entries holding it (the store's mutex) */
+    size_t bytes;    /* pixels */
+    int64_t stored;  /* stored entries holding it (the store's mutex) */
     uint8_t *pixels; /* [n_tiles][3][S][S] */
 };
 
@@ -114,9 +114,9 @@ int64_t mm_response_tiles(const struct mm_response *r)
 
 struct entry {
     struct mm_response r;
-    size_t bytes;                 /* own arrays, images excluded */
-    struct entry *chain;          /* hash bucket */
-    struct entry *newer, *older;  /* LRU list */
+    size_t bytes;                /* own arrays, images excluded */
+    struct entry *chain;         /* hash bucket */
+    struct entry *newer, *older; /* LRU list */
 };
 
 struct mm_response_store {
@@ -320,9 +320,8 @@ nomem:
     return mm_err_set(err, MM_ERR_NOMEM, "out of memory");
 }
 
-enum mm_status mm_response_store_get(struct mm_response_store *s, const char *id,
-                                     const char *owner, int want, struct mm_response *out,
-                                     struct mm_err *err)
+enum mm_status mm_response_store_get(struct mm_response_store *s, const char *id, const char *owner,
+                                     int want, struct mm_response *out, struct mm_err *err)
 {
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&s->lock);

@@ -60,10 +60,10 @@ void mm_response_image_unpack(const struct mm_response_image *im, float *out);
  * arrays and the image references. */
 struct mm_response {
     char id[MM_RESPONSE_ID_LEN + 1];
-    char *owner;                 /* the API key that made it; NULL without keys */
-    int64_t created_at;          /* unix seconds */
-    int64_t completed_at;        /* unix seconds */
-    int32_t *ids;                /* [n_ids] every token the conversation consumed */
+    char *owner;          /* the API key that made it; NULL without keys */
+    int64_t created_at;   /* unix seconds */
+    int64_t completed_at; /* unix seconds */
+    int32_t *ids;         /* [n_ids] every token the conversation consumed */
     int64_t n_ids;
     int64_t n_state; /* leading ids the model's state had taken in when it finished (the
                         last sampled token and the closing <|im_end|> are never fed back):
@@ -110,9 +110,8 @@ enum {
  * (the parts `want` names; the rest empty) and marks it recently used.
  * MM_ERR_NOT_FOUND when there is none, it was evicted or deleted, or
  * another owner made it. */
-enum mm_status mm_response_store_get(struct mm_response_store *s, const char *id,
-                                     const char *owner, int want, struct mm_response *out,
-                                     struct mm_err *err);
+enum mm_status mm_response_store_get(struct mm_response_store *s, const char *id, const char *owner,
+                                     int want, struct mm_response *out, struct mm_err *err);
 
 /* Removes the response (MM_ERR_NOT_FOUND as for get). */
 enum mm_status mm_response_store_delete(struct mm_response_store *s, const char *id,
