@@ -103,8 +103,6 @@ struct mm_event {
     enum mm_finish_reason finish;
     int64_t prompt_tokens;     /* the request's prompt (same in every choice) */
     int64_t completion_tokens; /* this choice's generated tokens */
-    int64_t cached_tokens;     /* leading prompt tokens served from a kept state snapshot
-                                  instead of being prefilled (0 without a hit) */
     enum mm_status status;     /* MM_FINISH_ERROR: the failure; else MM_OK */
     const char *message;       /* MM_FINISH_ERROR: why (borrowed like text); else "" */
     struct mm_request_times times;

@@ -1095,11 +1095,3 @@ void mm_scheduler_free(struct mm_scheduler *s, int64_t timeout_ms)
 const struct mm_metrics *mm_scheduler_metrics(const struct mm_scheduler *s) { return s->m; }
 
 int64_t mm_scheduler_max_model_len(const struct mm_scheduler *s) { return s->max_model_len; }
-
-/* No state snapshots are kept yet: nothing is ever covered. */
-int64_t mm_scheduler_cached_prefix(struct mm_scheduler *s, const struct mm_request *r)
-{
-    (void)s;
-    (void)r;
-    return 0;
-}

@@ -88,9 +88,4 @@ const struct mm_metrics *mm_scheduler_metrics(const struct mm_scheduler *s);
 /* Longest prompt + output of one choice the scheduler accepts. Any thread. */
 int64_t mm_scheduler_max_model_len(const struct mm_scheduler *s);
 
-/* How many leading prompt tokens of r a kept state snapshot covers now (a
- * hint: the snapshot may be evicted before r is admitted; the FINISH
- * event's cached_tokens says what was served). r is only read. Any thread. */
-int64_t mm_scheduler_cached_prefix(struct mm_scheduler *s, const struct mm_request *r);
-
 #endif
