@@ -138,6 +138,16 @@ static const struct option_row options[] = {
      "File with one API key per line (blank lines and # comments ignored), read\n"
      "at start; its keys add to api_keys."},
 
+    {"responses_max", OPT_INT, OFF(responses_max), "10000", 0, 100000000, NULL, "responses",
+     "Stored responses",
+     "Finished /v1/responses answers kept for previous_response_id, GET and\n"
+     "DELETE (store: true, the default), least recently used dropped first. Each\n"
+     "keeps the token ids its conversation consumed and its images as 8-bit tiles\n"
+     "(602 KB a tile), shared with the conversation's other responses. 0 keeps\n"
+     "none. Kept in memory only: a restart forgets them."},
+    {"responses_max_bytes", OPT_SIZE, OFF(responses_max_bytes), "1g", 0, (int64_t)1 << 40, NULL,
+     "bytes", NULL, "Memory of the stored responses at most (ids, images and answers)."},
+
     {"log_level", OPT_ENUM, OFF(log_level), "info", 0, 0, "debug|info|warn|error", NULL,
      "Operations", "Diagnostics to stderr (the journal under systemd) at this level and above."},
     {"access_log", OPT_BOOL, OFF(access_log), "yes", 0, 0, NULL, NULL, NULL,

@@ -59,6 +59,9 @@ struct mm_daemon_config {
     /* security */
     char *api_keys;
     char *api_key_file;
+    /* stored responses */
+    int64_t responses_max;
+    size_t responses_max_bytes;
     /* operations */
     char *log_level;
     bool access_log;

@@ -36,6 +36,7 @@
 #include "model/image_preprocess.h"
 #include "model/tokenizer.h"
 #include "serve/dispatch.h"
+#include "serve/response_store.h"
 #include "serve/scheduler.h"
 
 _Static_assert(MM_MAX_DEVICES <= MM_DISPATCH_MAX_ENGINES, "config.h and dispatch.h disagree");
@@ -344,8 +345,12 @@ static enum mm_status app_from_options(struct daemon *d, struct mm_err *err)
     if (sem_init(&a->image_slots, 0, (unsigned)o->image_decoders) != 0)
         return mm_err_set(err, MM_ERR_INVALID, "image_decoders: %s", strerror(errno));
     d->sem_ready = true;
-    const enum mm_status st = mm_http_keys_load(o->api_keys, o->api_key_file, &a->api_keys, err);
+    enum mm_status st = mm_http_keys_load(o->api_keys, o->api_key_file, &a->api_keys, err);
     if (st != MM_OK)
+        return st;
+    const struct mm_response_store_options ro = {.max_responses = o->responses_max,
+                                                 .max_bytes = o->responses_max_bytes};
+    if ((st = mm_response_store_create(&ro, &a->responses, err)) != MM_OK)
         return st;
     const bool open_host = strcmp(o->host, "127.0.0.1") != 0 && strcmp(o->host, "::1") != 0;
     if (open_host && !a->api_keys)
@@ -383,6 +388,7 @@ static void free_daemon(struct daemon *d)
     mm_chat_template_free(d->tpl);
     mm_tokenizer_free(d->tok);
     mm_http_keys_free(d->app.api_keys);
+    mm_response_store_free(d->app.responses);
     if (d->sem_ready)
         sem_destroy(&d->app.image_slots);
     free(d->model_name);

@@ -29,6 +29,7 @@
 
 struct mm_state_cache;
 struct mm_dispatch;
+struct mm_response_store;
 
 struct mm_http_app {
     const char *model_name; /* the id /v1/models lists and requests must name */
@@ -38,6 +39,7 @@ struct mm_http_app {
     const struct mm_chat_template *tpl;
     struct mm_state_cache *state_cache; /* the state cache's host tier (for /metrics); NULL: none */
     struct mm_dispatch *dispatch; /* every submission goes through it (serve/dispatch.h) */
+    struct mm_response_store *responses; /* /v1/responses (thread-safe itself) */
     /* request limits */
     int64_t max_model_len;
     size_t max_prompt_bytes;
@@ -56,6 +58,11 @@ struct mm_http_app {
 /* Constant-time check of an Authorization header value against the keys.
  * True when no keys are configured. */
 bool mm_http_auth_ok(const struct mm_http_app *app, const char *authorization);
+
+/* The same check, answering with the key that matched (borrowed from
+ * app->api_keys), or NULL: no keys configured (*ok true) or no match (*ok
+ * false). */
+const char *mm_http_auth_key(const struct mm_http_app *app, const char *authorization, bool *ok);
 
 /* Reads api_keys (comma separated) plus the key file (one per line, #
  * comments); *out is a NULL-terminated heap array (mm_http_keys_free). */

@@ -25,19 +25,31 @@ static bool ct_equal(const char *a, size_t na, const char *b, size_t nb)
     return diff == 0;
 }
 
-bool mm_http_auth_ok(const struct mm_http_app *app, const char *authorization)
+const char *mm_http_auth_key(const struct mm_http_app *app, const char *authorization, bool *ok)
 {
-    if (!app->api_keys || !app->api_keys[0])
-        return true;
+    *ok = false;
+    if (!app->api_keys || !app->api_keys[0]) {
+        *ok = true;
+        return NULL;
+    }
     if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
-        return false;
+        return NULL;
     const char *key = authorization + 7;
     while (*key == ' ')
         key++;
     const size_t n = strlen(key);
-    bool ok = false;
-    for (char **k = app->api_keys; *k; k++)
-        ok |= ct_equal(key, n, *k, strlen(*k)); /* every key is compared: no early exit */
+    const char *match = NULL;
+    for (char **k = app->api_keys; *k; k++) /* every key is compared: no early exit */
+        if (ct_equal(key, n, *k, strlen(*k)))
+            match = *k;
+    *ok = match != NULL;
+    return match;
+}
+
+bool mm_http_auth_ok(const struct mm_http_app *app, const char *authorization)
+{
+    bool ok;
+    mm_http_auth_key(app, authorization, &ok);
     return ok;
 }
 

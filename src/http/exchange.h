@@ -48,8 +48,18 @@ const char *mm_http_method(const struct mm_http_exchange *ex);
 const char *mm_http_path(const struct mm_http_exchange *ex);
 const char *mm_http_body(const struct mm_http_exchange *ex, size_t *len);
 const char *mm_http_request_id(const struct mm_http_exchange *ex);
+/* The API key the request authenticated with (borrowed from the app; it
+ * lives as long as the server), or NULL when no keys are configured. */
+const char *mm_http_api_key(const struct mm_http_exchange *ex);
 struct mm_http_app *mm_http_app(const struct mm_http_exchange *ex);
 bool mm_http_draining(const struct mm_http_exchange *ex);
+
+/* Adds a header to the response this exchange will queue (before the reply
+ * call, or before mm_http_start_job for a stream); at most
+ * MM_HTTP_MAX_HEADERS, names under 96 bytes, values under 96 bytes (longer
+ * ones are dropped with a warning). */
+#define MM_HTTP_MAX_HEADERS 4
+void mm_http_add_header(struct mm_http_exchange *ex, const char *name, const char *value);
 
 /* Replies (each queues the whole response; call at most one). The JSON is
  * printed and then deleted. */
@@ -93,6 +103,8 @@ void *mm_http_job_token(struct mm_http_exchange *ex);
 void mm_http_handle_chat(struct mm_http_exchange *ex);
 void mm_http_handle_completions(struct mm_http_exchange *ex);
 void mm_http_handle_models(struct mm_http_exchange *ex);
+void mm_http_handle_responses(struct mm_http_exchange *ex);   /* POST /v1/responses */
+void mm_http_handle_response_id(struct mm_http_exchange *ex); /* GET, DELETE /v1/responses/ID */
 void mm_http_handle_tokenize(struct mm_http_exchange *ex);
 void mm_http_handle_detokenize(struct mm_http_exchange *ex);
 void mm_http_handle_metrics(struct mm_http_exchange *ex);

@@ -16,6 +16,7 @@
 #include "http/exchange.h"
 #include "serve/metrics.h"
 #include "serve/dispatch.h"
+#include "serve/response_store.h"
 #include "serve/scheduler.h"
 #include "serve/state_cache.h"
 
@@ -268,6 +269,16 @@ void mm_http_handle_metrics(struct mm_http_exchange *ex)
     if (app->dispatch)
         per_engine(&b, label, app->dispatch, per);
     free(per);
+    if (app->responses) {
+        struct mm_response_store_stats rs;
+        mm_response_store_stats(app->responses, &rs);
+        metric(&b, "mmmamba:responses_stored", "gauge", "Responses kept for previous_response_id.",
+               label, (double)rs.responses);
+        metric(&b, "mmmamba:responses_bytes", "gauge",
+               "Memory of the stored responses (ids, images, answers).", label, (double)rs.bytes);
+        metric(&b, "mmmamba:responses_evicted_total", "counter",
+               "Stored responses dropped for the store's bounds.", label, (double)rs.evictions);
+    }
     if (b.failed) {
         free(b.s);
         mm_http_reply_error(ex, 503, NULL, "out_of_memory", "out of memory");

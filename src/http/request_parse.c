@@ -33,6 +33,19 @@ static bool fail(struct mm_api_error *e, int status, const char *param, const ch
     return false;
 }
 
+bool mm_api_fail(struct mm_api_error *e, int status, const char *param, const char *code,
+                 const char *fmt, ...)
+{
+    e->status = status;
+    snprintf(e->param, sizeof e->param, "%s", param ? param : "");
+    e->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
 void mm_api_prompt_free(struct mm_api_prompt *p)
 {
     mm_tokens_free(&p->ids);
@@ -179,6 +192,12 @@ static bool get_int(const cJSON *obj, const char *key, int64_t lo, int64_t hi, i
     return true;
 }
 
+bool mm_api_get_int(const cJSON *obj, const char *key, int64_t lo, int64_t hi, int64_t *out,
+                    struct mm_api_error *e)
+{
+    return get_int(obj, key, lo, hi, out, e);
+}
+
 static bool get_bool(const cJSON *obj, const char *key, bool *out, struct mm_api_error *e)
 {
     const cJSON *v = field(obj, key);
@@ -188,6 +207,11 @@ static bool get_bool(const cJSON *obj, const char *key, bool *out, struct mm_api
         return fail(e, 400, key, "invalid_type", "%s must be true or false", key);
     *out = cJSON_IsTrue(v);
     return true;
+}
+
+bool mm_api_get_bool(const cJSON *obj, const char *key, bool *out, struct mm_api_error *e)
+{
+    return get_bool(obj, key, out, e);
 }
 
 static bool refuse_present(const cJSON *root, const char *key, const char *why,
@@ -331,9 +355,7 @@ struct msg_view {
     int64_t first_part, n_parts;
 };
 
-/* Loads, decodes and tiles one image URL under the app's limits, charging
- * *used; appends its tiles to *tiles. */
-static bool load_image(struct mm_http_app *app, const char *url, const char *param, int64_t *used,
+bool mm_api_load_image(struct mm_http_app *app, const char *url, const char *param, int64_t *used,
                        float **tiles, int64_t *n_tiles, int64_t *count, struct mm_api_error *e)
 {
     struct mm_err err;
@@ -556,7 +578,8 @@ bool mm_api_chat_prompt(struct mm_http_app *app, const cJSON *messages, bool add
         snprintf(param, sizeof param, "messages[%d].content[%lld].image_url", mi,
                  (long long)(k - views[mi].first_part));
         int64_t count = 0;
-        ok = load_image(app, parts[k].text, param, &used, &out->tiles, &out->n_tiles, &count, e);
+        ok = mm_api_load_image(app, parts[k].text, param, &used, &out->tiles, &out->n_tiles, &count,
+                               e);
         parts[k].tiles = count;
         parts[k].text = NULL;
     }

@@ -61,6 +61,24 @@ struct mm_api_prompt {
 
 void mm_api_prompt_free(struct mm_api_prompt *p);
 
+/* Fills *e (param and code may be NULL) and returns false, for `return
+ * mm_api_fail(e, 400, "input", "invalid_type", "...")`. */
+bool mm_api_fail(struct mm_api_error *e, int status, const char *param, const char *code,
+                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Optional typed fields: absent or null keep *out; a wrong type or a value
+ * outside [lo, hi] is a 400 naming key. */
+bool mm_api_get_int(const cJSON *obj, const char *key, int64_t lo, int64_t hi, int64_t *out,
+                    struct mm_api_error *e);
+bool mm_api_get_bool(const cJSON *obj, const char *key, bool *out, struct mm_api_error *e);
+
+/* Loads, decodes and tiles one image URL (param names it in errors) under
+ * the app's limits, charging its tiles to *used (the request's tile budget,
+ * 413 past it); appends them to *tiles (realloc'ed, *n_tiles grows) and
+ * sets *count to how many. */
+bool mm_api_load_image(struct mm_http_app *app, const char *url, const char *param, int64_t *used,
+                       float **tiles, int64_t *n_tiles, int64_t *count, struct mm_api_error *e);
+
 /* Parses the body into a JSON object: invalid UTF-8, bad JSON or a
  * non-object are 400. *out is the caller's (cJSON_Delete). */
 bool mm_api_parse_body(const char *body, size_t len, cJSON **out, struct mm_api_error *e);

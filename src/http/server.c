@@ -33,7 +33,7 @@
 #include "serve/dispatch.h"
 
 struct route {
-    const char *path;
+    const char *path;    /* ending in '/': that prefix plus one path segment (an id) */
     const char *methods; /* "GET", "POST", "GET, POST" (also the Allow header) */
     bool open;           /* served without an API key */
     void (*handler)(struct mm_http_exchange *ex);
@@ -45,6 +45,8 @@ static const struct route routes[] = {
     {"/v1/chat/completions", "POST", false, mm_http_handle_chat},
     {"/v1/completions", "POST", false, mm_http_handle_completions},
     {"/v1/models", "GET", false, mm_http_handle_models},
+    {"/v1/responses", "POST", false, mm_http_handle_responses},
+    {"/v1/responses/", "GET, DELETE", false, mm_http_handle_response_id},
     {"/tokenize", "POST", false, mm_http_handle_tokenize},
     {"/detokenize", "POST", false, mm_http_handle_detokenize},
     {"/health", "GET", true, handle_health},
@@ -83,7 +85,10 @@ struct mm_http_exchange {
     char method[16];
     char path[128];
     char id[40];
-    const char *allow; /* methods for a 405's Allow header */
+    const char *allow;   /* methods for a 405's Allow header */
+    const char *api_key; /* the key the request authenticated with (app->api_keys); NULL */
+    int n_headers;       /* extra response headers (mm_http_add_header) */
+    char header[MM_HTTP_MAX_HEADERS][2][96];
     double t_start, t_first;
     int status;
     int64_t prompt_tokens, completion_tokens;
@@ -130,6 +135,8 @@ static void queue(struct mm_http_exchange *ex, int status, struct MHD_Response *
         return;
     }
     MHD_add_response_header(r, "X-Request-Id", ex->id);
+    for (int i = 0; i < ex->n_headers; i++)
+        MHD_add_response_header(r, ex->header[i][0], ex->header[i][1]);
     if (ex->allow)
         MHD_add_response_header(r, "Allow", ex->allow);
     if (MHD_queue_response(ex->conn, (unsigned)status, r) != MHD_YES)
@@ -220,6 +227,19 @@ void mm_http_reply_error(struct mm_http_exchange *ex, int status, const char *pa
 const char *mm_http_method(const struct mm_http_exchange *ex) { return ex->method; }
 const char *mm_http_path(const struct mm_http_exchange *ex) { return ex->path; }
 const char *mm_http_request_id(const struct mm_http_exchange *ex) { return ex->id; }
+const char *mm_http_api_key(const struct mm_http_exchange *ex) { return ex->api_key; }
+
+void mm_http_add_header(struct mm_http_exchange *ex, const char *name, const char *value)
+{
+    if (ex->n_headers == MM_HTTP_MAX_HEADERS || strlen(name) >= sizeof ex->header[0][0] ||
+        strlen(value) >= sizeof ex->header[0][1]) {
+        MM_WARN("%s: response header %s dropped", ex->id, name);
+        return;
+    }
+    snprintf(ex->header[ex->n_headers][0], sizeof ex->header[0][0], "%s", name);
+    snprintf(ex->header[ex->n_headers][1], sizeof ex->header[0][1], "%s", value);
+    ex->n_headers++;
+}
 struct mm_http_app *mm_http_app(const struct mm_http_exchange *ex) { return ex->srv->app; }
 bool mm_http_draining(const struct mm_http_exchange *ex) { return atomic_load(&ex->srv->draining); }
 
@@ -465,9 +485,14 @@ static void handle_health(struct mm_http_exchange *ex)
 
 static const struct route *find_route(const char *path)
 {
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-        if (strcmp(routes[i].path, path) == 0)
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        const char *rp = routes[i].path;
+        const size_t n = strlen(rp);
+        if (strcmp(rp, path) == 0)
             return &routes[i];
+        if (rp[n - 1] == '/' && strncmp(rp, path, n) == 0 && path[n] && !strchr(path + n, '/'))
+            return &routes[i];
+    }
     return NULL;
 }
 
@@ -498,7 +523,9 @@ static bool check_headers(struct mm_http_exchange *ex)
     if (!ex->route->open) {
         const char *auth =
             MHD_lookup_connection_value(ex->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-        if (!mm_http_auth_ok(s->app, auth)) {
+        bool ok;
+        ex->api_key = mm_http_auth_key(s->app, auth, &ok);
+        if (!ok) {
             mm_http_reply_error(ex, 401, NULL, "invalid_api_key",
                                 auth ? "incorrect API key provided"
                                      : "missing API key: send `Authorization: Bearer KEY`");

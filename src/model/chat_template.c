@@ -188,13 +188,13 @@ enum mm_status mm_chat_render(const struct mm_chat_template *tpl,
     struct builder b = {.tpl = tpl, .ids = ids, .want_prompt = prompt != NULL};
     enum mm_status st = MM_OK;
     const int32_t bos = mm_tokenizer_bos_id(tpl->tok);
-    if (opt->add_bos && bos >= 0) {
+    if (opt->add_bos && !opt->continuation && bos >= 0) {
         if ((st = mm_tokens_push(ids, bos, err)) != MM_OK)
             goto fail;
         if (b.want_prompt && (st = text_put(&b.prompt, "<s>", 3, err)) != MM_OK)
             goto fail;
     }
-    if (n == 0 || msgs[0].role != MM_CHAT_SYSTEM) {
+    if (!opt->continuation && (n == 0 || msgs[0].role != MM_CHAT_SYSTEM)) {
         const char *sys = opt->system ? opt->system : mm_chat_default_system;
         const struct mm_chat_part part = {.kind = MM_CHAT_TEXT, .text = sys, .len = strlen(sys)};
         const struct mm_chat_message m = {.role = MM_CHAT_SYSTEM, .parts = &part, .n_parts = 1};

@@ -69,6 +69,10 @@ struct mm_chat_options {
     const char *system; /* used when messages carry no leading system message; NULL = default */
     bool add_generation_prompt; /* end with "<|im_start|>assistant\n" */
     bool add_bos;               /* prepend <s> (the reference does) */
+    /* the messages continue an earlier prompt that ended after an <|im_end|> (a
+     * stored conversation): no BOS and no default system message, whatever
+     * add_bos and system say */
+    bool continuation;
 };
 
 struct mm_chat_template;
@@ -81,7 +85,9 @@ enum mm_status mm_chat_template_create(const struct mm_tokenizer *tok, const cha
                                        struct mm_err *err);
 void mm_chat_template_free(struct mm_chat_template *tpl);
 
-/* Renders msgs[0..n). Appends the prompt ids to *ids; when prompt is not NULL
+/* Renders msgs[0..n). A prompt rendered in two parts, the second with
+ * continuation set, has the ids of the whole rendered at once when the
+ * split falls between two messages. Appends the prompt ids to *ids; when prompt is not NULL
  * also returns the rendered prompt text (heap, NUL-terminated, caller frees;
  * for debugging: it spells out every <IMG_CONTEXT>). Images in system or
  * assistant messages, or tiles < 1, are MM_ERR_INVALID; more than

@@ -226,11 +226,13 @@ enum mm_status mm_image_count_tiles(int64_t width, int64_t height, const struct 
 
 /* ---- tiles ----------------------------------------------------------------------- */
 
+static const float norm_mean[3] = {0.485f, 0.456f, 0.406f};
+static const float norm_std[3] = {0.229f, 0.224f, 0.225f};
+
 /* value/255 then (x - mean) / std, in fp32 as torchvision computes it. */
 static void build_lut(float lut[3][256])
 {
-    static const float mean[3] = {0.485f, 0.456f, 0.406f};
-    static const float std[3] = {0.229f, 0.224f, 0.225f};
+    const float *mean = norm_mean, *std = norm_std;
     for (int c = 0; c < 3; c++)
         for (int v = 0; v < 256; v++)
             lut[c][v] = ((float)v / 255.0f - mean[c]) / std[c];
@@ -319,4 +321,45 @@ void mm_image_tiles_free(struct mm_image_tiles *t)
         return;
     free(t->data);
     memset(t, 0, sizeof *t);
+}
+
+enum mm_status mm_image_tiles_pack(const float *tiles, int64_t n, int64_t size, uint8_t *out,
+                                   struct mm_err *err)
+{
+    float lut[3][256];
+    build_lut(lut);
+    const size_t plane = (size_t)size * (size_t)size, total = (size_t)n * 3 * plane;
+    for (size_t i = 0; i < total; i++) {
+        const int c = (int)(i / plane % 3);
+        const float f = tiles[i];
+        /* the LUT is increasing: invert it, then check the neighbours exactly */
+        const float guess = (f * norm_std[c] + norm_mean[c]) * 255.0f;
+        if (!(guess > -2.0f && guess < 257.0f))
+            return mm_err_set(err, MM_ERR_INVALID, "tile value %g is not a normalised pixel",
+                              (double)f);
+        const int v0 = (int)lrintf(guess);
+        int v = -1;
+        for (int d = -1; d <= 1 && v < 0; d++)
+            if (v0 + d >= 0 && v0 + d <= 255 && lut[c][v0 + d] == f)
+                v = v0 + d;
+        if (v < 0)
+            return mm_err_set(err, MM_ERR_INVALID, "tile value %g is not a normalised pixel",
+                              (double)f);
+        out[i] = (uint8_t)v;
+    }
+    return MM_OK;
+}
+
+void mm_image_tiles_unpack(const uint8_t *pixels, int64_t n, int64_t size, float *out)
+{
+    float lut[3][256];
+    build_lut(lut);
+    const size_t plane = (size_t)size * (size_t)size;
+    for (int64_t t = 0; t < n * 3; t++) {
+        const float *l = lut[t % 3];
+        const uint8_t *src = pixels + (size_t)t * plane;
+        float *dst = out + (size_t)t * plane;
+        for (size_t i = 0; i < plane; i++)
+            dst[i] = l[src[i]];
+    }
 }

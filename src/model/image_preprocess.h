@@ -101,4 +101,13 @@ enum mm_status mm_image_tiles_for_request(const struct mm_image *img,
 
 void mm_image_tiles_free(struct mm_image_tiles *t);
 
+/* Tiles kept for later (a stored conversation) take a quarter of the
+ * memory as the 8-bit pixels they were normalised from: every value
+ * mm_image_preprocess writes is one of 256 per channel, so the round trip
+ * is exact. n tiles of [3][S][S]; pack fails (MM_ERR_INVALID) on a value
+ * no 8-bit pixel gives (tiles that did not come from here). */
+enum mm_status mm_image_tiles_pack(const float *tiles, int64_t n, int64_t size, uint8_t *out,
+                                   struct mm_err *err);
+void mm_image_tiles_unpack(const uint8_t *pixels, int64_t n, int64_t size, float *out);
+
 #endif

@@ -216,6 +216,17 @@ uint64_t mm_dispatch_placed(const struct mm_dispatch *d, int i)
     return n;
 }
 
+int64_t mm_dispatch_cached_prefix(const struct mm_dispatch *d, const struct mm_request *r)
+{
+    int64_t best = 0;
+    for (int i = 0; i < d->n; i++)
+        if (!mm_dispatch_failed(d, i)) {
+            const int64_t c = mm_scheduler_cached_prefix(d->e[i].s, r);
+            best = c > best ? c : best;
+        }
+    return best;
+}
+
 int64_t mm_dispatch_max_model_len(const struct mm_dispatch *d)
 {
     int64_t m = mm_scheduler_max_model_len(d->e[0].s);

@@ -91,6 +91,11 @@ const char *mm_dispatch_name(const struct mm_dispatch *d, int i);
 bool mm_dispatch_failed(const struct mm_dispatch *d, int i);
 uint64_t mm_dispatch_placed(const struct mm_dispatch *d, int i);
 
+/* The longest mm_scheduler_cached_prefix of r over the serving engines: what
+ * r would not prefill if placed at once (placement prefers that engine). A
+ * hint, like mm_scheduler_cached_prefix. Any thread; r is only read. */
+int64_t mm_dispatch_cached_prefix(const struct mm_dispatch *d, const struct mm_request *r);
+
 /* The smallest mm_scheduler_max_model_len of the engines. */
 int64_t mm_dispatch_max_model_len(const struct mm_dispatch *d);
 

@@ -158,6 +158,14 @@ export NODE_DEPS_DIR="$deps" MMD_URL="$url" MMD_KEY="$KEY" MMD_MODEL=tiny
 node "$here/sdk.mjs" || fail "sdk.mjs"
 stop
 
+# ---- /v1/responses: the SDK, the schemas, conversations against cold runs -------------------
+# two keys (each sees only its own responses), a small store, prefills in one step
+# (the cold runs of `mmmamba generate` prefill whole prompts too)
+start responses --api-keys "$KEY,$KEY-2" --responses-max 12 --max-batch-tokens 16384
+MMD_URL="http://127.0.0.1:$port" MMD_KEY2="$KEY-2" MMD_TOOL="$tool" MMD_MODEL_DIR="$tmp/tiny" \
+  MMD_TMP="$tmp" node "$here/responses.mjs" || fail "responses.mjs"
+stop
+
 # ---- a hybrid checkpoint (attention layers: KV blocks) with a small KV pool ----------------
 "$tool" mkmodel --preset tiny-hybrid --seed 4 --out "$tmp/hybrid" >/dev/null
 : >"$tmp/hybrid.log"

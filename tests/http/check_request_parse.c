@@ -376,8 +376,15 @@ START_TEST(keys)
     ck_assert(!mm_http_auth_ok(&app, "Basic alpha"));
     ck_assert(!mm_http_auth_ok(&app, NULL));
     ck_assert(!mm_http_auth_ok(&app, "Bearer "));
+    bool ok;
+    ck_assert_str_eq(mm_http_auth_key(&app, "Bearer key-two", &ok), "key-two"); /* the owner */
+    ck_assert(ok);
+    ck_assert_ptr_null(mm_http_auth_key(&app, "Bearer key-zwei", &ok));
+    ck_assert(!ok);
     app.api_keys = NULL;
     ck_assert(mm_http_auth_ok(&app, NULL)); /* no keys: open */
+    ck_assert_ptr_null(mm_http_auth_key(&app, "Bearer key-two", &ok));
+    ck_assert(ok);
     mm_http_keys_free(k);
     ck_assert_int_ne(mm_http_keys_load("has space", NULL, &k, &err), MM_OK);
     snprintf(path, sizeof path, "%s/nokeys", dir);

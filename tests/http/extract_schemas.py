@@ -20,6 +20,20 @@ ROOTS = [
     "CreateCompletionResponse",
     "ListModelsResponse",
     "ErrorResponse",
+    # /v1/responses: the object, DELETE's answer and the stream events it sends
+    "Response",
+    "ResponseCreatedEvent",
+    "ResponseInProgressEvent",
+    "ResponseOutputItemAddedEvent",
+    "ResponseContentPartAddedEvent",
+    "ResponseTextDeltaEvent",
+    "ResponseTextDoneEvent",
+    "ResponseContentPartDoneEvent",
+    "ResponseOutputItemDoneEvent",
+    "ResponseCompletedEvent",
+    "ResponseIncompleteEvent",
+    "ResponseFailedEvent",
+    "ResponseErrorEvent",
 ]
 
 

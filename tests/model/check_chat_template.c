@@ -142,6 +142,45 @@ START_TEST(test_multi_turn_and_images)
 }
 END_TEST
 
+/* A conversation rendered in two parts (the second as a continuation, as a
+ * stored response's next turn is) has the ids of the whole rendered at once. */
+START_TEST(test_continuation)
+{
+    const struct mm_chat_part sys[] = {TEXT("Be brief.")};
+    const struct mm_chat_part u1[] = {IMAGE(1), TEXT("What is it?")};
+    const struct mm_chat_part a1[] = {TEXT("A cat.")};
+    const struct mm_chat_part u2[] = {IMAGE(2), TEXT("Color?")};
+    const struct mm_chat_message m[] = {{MM_CHAT_SYSTEM, sys, 1},
+                                        {MM_CHAT_USER, u1, 2},
+                                        {MM_CHAT_ASSISTANT, a1, 1},
+                                        {MM_CHAT_USER, u2, 2}};
+    struct mm_err err;
+    for (int with_system = 0; with_system < 2; with_system++) {
+        const struct mm_chat_message *first = with_system ? m : m + 1;
+        const int64_t n_first = with_system ? 3 : 2;
+        struct mm_tokens whole = {0}, parts = {0};
+        const struct mm_chat_options all = {.add_generation_prompt = true, .add_bos = true};
+        ck_assert_int_eq(mm_chat_render(tpl, first, n_first + 1, &all, &whole, NULL, NULL, &err),
+                         MM_OK);
+        const struct mm_chat_options head = {.add_bos = true};
+        ck_assert_int_eq(mm_chat_render(tpl, first, n_first, &head, &parts, NULL, NULL, &err),
+                         MM_OK);
+        const struct mm_chat_options tail = {
+            .add_generation_prompt = true, .add_bos = true, .system = "X", .continuation = true};
+        char *prompt;
+        ck_assert_int_eq(mm_chat_render(tpl, m + 3, 1, &tail, &parts, &prompt, NULL, &err), MM_OK);
+        ck_assert_str_eq(prompt, "<|im_start|>user\n<img><IMG_CONTEXT><IMG_CONTEXT><IMG_CONTEXT>"
+                                 "<IMG_CONTEXT></img>\nColor?<|im_end|><|im_start|>assistant\n");
+        free(prompt);
+        ck_assert_int_eq(parts.n, whole.n);
+        for (int64_t i = 0; i < whole.n; i++)
+            ck_assert_int_eq(parts.ids[i], whole.ids[i]);
+        mm_tokens_free(&whole);
+        mm_tokens_free(&parts);
+    }
+}
+END_TEST
+
 /* Message text spelling template tokens stays text: no injected turns or image slots. */
 START_TEST(test_no_injection)
 {
@@ -215,6 +254,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_default_system);
     tcase_add_test(tc, test_golden_ids_with_image);
     tcase_add_test(tc, test_multi_turn_and_images);
+    tcase_add_test(tc, test_continuation);
     tcase_add_test(tc, test_no_injection);
     tcase_add_test(tc, test_errors);
     suite_add_tcase(s, tc);

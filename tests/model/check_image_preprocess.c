@@ -187,6 +187,48 @@ START_TEST(test_tiles_for_request_budget)
 }
 END_TEST
 
+/* Stored tiles: packing to 8-bit pixels and back gives the very same floats,
+ * for every pixel value in every channel; foreign values are refused. */
+START_TEST(test_tiles_pack_round_trip)
+{
+    struct mm_image img = mm_test_image(3, 900, 5);
+    const struct mm_image_params p = {
+        .tile_size = 16, .min_tiles = 1, .max_tiles = 6, .use_thumbnail = true};
+    struct mm_image_tiles t;
+    struct mm_err err;
+    ck_assert_int_eq(mm_image_preprocess(&img, &p, &t, &err), MM_OK);
+    /* make tile 0 hold every value 0..255 in each channel */
+    struct mm_image all = {.width = 16, .height = 16, .rgb = malloc(16 * 16 * 3)};
+    for (int i = 0; i < 256; i++)
+        for (int c = 0; c < 3; c++)
+            all.rgb[i * 3 + c] = (uint8_t)(c == 1 ? 255 - i : i);
+    struct mm_image_params one = p;
+    one.max_tiles = 1;
+    struct mm_image_tiles t0;
+    ck_assert_int_eq(mm_image_preprocess(&all, &one, &t0, &err), MM_OK);
+    const size_t tile = 3 * 16 * 16;
+    memcpy(t.data, t0.data, tile * sizeof(float));
+    const size_t n = (size_t)t.count * tile;
+    uint8_t *px = malloc(n);
+    float *back = malloc(n * sizeof *back);
+    ck_assert_int_eq(mm_image_tiles_pack(t.data, t.count, 16, px, &err), MM_OK);
+    for (int i = 0; i < 256; i++)
+        ck_assert_int_eq(px[256 + i], 255 - i); /* green plane of tile 0 */
+    mm_image_tiles_unpack(px, t.count, 16, back);
+    ck_assert_int_eq(memcmp(back, t.data, n * sizeof *back), 0);
+    back[7] = 0.123456f;
+    ck_assert_int_eq(mm_image_tiles_pack(back, t.count, 16, px, &err), MM_ERR_INVALID);
+    back[7] = NAN;
+    ck_assert_int_eq(mm_image_tiles_pack(back, t.count, 16, px, &err), MM_ERR_INVALID);
+    free(px);
+    free(back);
+    mm_image_tiles_free(&t0);
+    mm_image_tiles_free(&t);
+    mm_image_free(&all);
+    mm_image_free(&img);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("model/image_preprocess");
@@ -198,6 +240,7 @@ int main(void)
     tcase_add_test(tc, test_preprocess_layout_and_normalisation);
     tcase_add_test(tc, test_preprocess_small_tiles_extreme_aspect);
     tcase_add_test(tc, test_tiles_for_request_budget);
+    tcase_add_test(tc, test_tiles_pack_round_trip);
     suite_add_tcase(s, tc);
     return mm_test_run(s);
 }
