@@ -47,6 +47,31 @@ static __device__ __forceinline__ float block_sum(float v, float *sh)
 
 static __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 
+/* softplus(x) = log(1 + e^x), = x above 20 (the CPU's mm_cpu_softplus) */
+static __device__ __forceinline__ float softplus(float x)
+{
+    return x > 20.0f ? x : log1pf(expf(x));
+}
+
+/* 4 consecutive elements as a float4 (16 bytes of float, 8 of bf16; aligned) */
+static __device__ __forceinline__ float4 ld4(const float *p) { return *(const float4 *)p; }
+static __device__ __forceinline__ float4 ld4(const bf16 *p)
+{
+    const uint2 raw = *(const uint2 *)p;
+    const float2 a = __bfloat1622float2(*(const __nv_bfloat162 *)&raw.x);
+    const float2 b = __bfloat1622float2(*(const __nv_bfloat162 *)&raw.y);
+    return make_float4(a.x, a.y, b.x, b.y);
+}
+static __device__ __forceinline__ void st4(float *p, float4 v) { *(float4 *)p = v; }
+static __device__ __forceinline__ void st4(bf16 *p, float4 v)
+{
+    __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+    uint2 raw;
+    raw.x = *(uint32_t *)&a;
+    raw.y = *(uint32_t *)&b;
+    *(uint2 *)p = raw;
+}
+
 static inline unsigned mm_blocks(int64_t n, int per) { return (unsigned)((n + per - 1) / per); }
 
 #endif

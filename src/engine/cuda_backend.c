@@ -62,6 +62,8 @@ struct cu_meta {
     int n_spans;
     int64_t T;
     struct mm_kspan *h_spans, *d_spans; /* [n_slots] */
+    struct mm_kspan *h_part, *d_part;   /* the same spans, those for the chunked scan first */
+    int n_long;                         /* spans for the chunked scan (cu_ctx.scan_min) */
     int32_t *h_tok, *d_tok;             /* [max_tokens] row -> span */
     int32_t *h_blk, *d_blk;             /* flat block tables */
     int64_t blk_cap;
@@ -113,6 +115,12 @@ struct cu_ctx {
     int n_choices;
 
     struct cu_stack stacks[2];
+    /* Mamba-2 prefill: spans of at least scan_min tokens take the chunked
+     * scan (ssd.cu), shorter ones the token-sequential one (scan.cu); the
+     * crossover is measured at load unless MMMAMBA_CUDA_SCAN sets it: seq
+     * (never chunked), chunked (always), or a token count */
+    int64_t scan_min;
+    int64_t scan_force; /* 0: measure */
     void *patch_w, *sh_w1, *sh_w2, *text_emb, *special_emb, *output;
     float *patch_b, *pos, *sh_b1, *sh_b2, *norm;
     int64_t n_special;
@@ -555,6 +563,8 @@ static bool alloc_meta(struct cu_ctx *c, struct cu_meta *m, int64_t bpt)
     m->blk_cap = blk_cap;
     m->last = calloc((size_t)S, sizeof *m->last);
     return m->last && cudaMallocHost((void **)&m->h_spans, (size_t)S * sizeof *m->h_spans) == 0 &&
+           cudaMallocHost((void **)&m->h_part, (size_t)S * sizeof *m->h_part) == 0 &&
+           (m->d_part = dev_array(c, S, 1, sizeof *m->d_part)) &&
            cudaMallocHost((void **)&m->h_tok, (size_t)T * sizeof *m->h_tok) == 0 &&
            cudaMallocHost((void **)&m->h_blk, (size_t)max64(blk_cap, 1) * sizeof *m->h_blk) == 0 &&
            (m->d_spans = dev_array(c, S, 1, sizeof *m->d_spans)) &&
@@ -649,6 +659,85 @@ static void choose_gemms(struct cu_ctx *c)
     ws[0] = c->output;
     choose_shape(c, ws, 1, c->cfg.vocab_size, H, false, true, "lm_head");
     (void)cudaGetLastError();
+}
+
+/* Times the token-sequential scan against the chunked one on one sequence of
+ * n tokens with the model's heads (inputs as they are: the time does not
+ * depend on the values) and sets scan_min to the shortest n from which the
+ * chunked scan is faster at every longer n measured. Uses slot 0's state and
+ * zeroes it after. */
+static void choose_scan(struct cu_ctx *c)
+{
+    c->scan_min = c->scan_force > 0 ? c->scan_force : INT64_MAX;
+    const struct mm_stack_config *sc = NULL;
+    const struct cu_layer *l = NULL;
+    for (int s = 1; s >= 0 && !l; s--)
+        for (int64_t i = 0; i < c->stacks[s].cfg->num_layers && !l; i++)
+            if (c->stacks[s].layers[i].kind == MM_LAYER_MAMBA2) {
+                sc = c->stacks[s].cfg;
+                l = &c->stacks[s].layers[i];
+            }
+    if (!l || !mm_k_ssd_supports(sc->head_dim)) {
+        c->scan_min = INT64_MAX;
+        return;
+    }
+    if (c->scan_force > 0) {
+        MM_INFO("cuda backend: scan: chunked from %lld tokens (MMMAMBA_CUDA_SCAN)",
+                (long long)c->scan_min);
+        return;
+    }
+    const int64_t d = sc->head_dim, nh = sc->heads, kvh = sc->kv_heads;
+    const int64_t C = 2 * kvh * d + nh * d, Z = C + nh * d + nh;
+    const struct mm_kstate st = {c->state, c->state_elems, l->state_off, c->lim.state_fp32};
+    const int64_t lens[] = {16, 32, 64, 128, 256, 512, 1024};
+    const int n_lens = (int)(sizeof lens / sizeof lens[0]), reps = 5;
+    bool wins[sizeof lens / sizeof lens[0]] = {false};
+    cudaEvent_t e0, e1;
+    if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess)
+        return;
+    char line[384];
+    int at = snprintf(line, sizeof line, "scan (sequential/chunked us per layer, one sequence):");
+    int measured = 0;
+    for (int i = 0; i < n_lens && lens[i] <= c->lim.max_tokens && c->st == MM_OK; i++) {
+        const struct mm_kspan ks = {0, lens[i], 0, 0, 0, 0};
+        const struct mm_kspan *dks = stage(c, &ks, sizeof ks);
+        float t[2] = {0, 0};
+        for (int impl = 0; impl < 2 && dks; impl++) {
+            for (int r = 0; r < reps + 1; r++) {
+                if (r == 1)
+                    cudaEventRecord(e0, c->stream);
+                cu_check(c,
+                         impl == 0 ? mm_k_ssm_scan(c->stream, c->s_conv, C, c->s_z, c->f32, Z,
+                                                   C + nh * d, dks, 1, nh, kvh, d, l->dt_bias,
+                                                   l->A, st, c->s_y)
+                                   : mm_k_ssd_scan(c->stream, c->s_conv, C, c->s_z, c->f32, Z,
+                                                   C + nh * d, dks, 1, nh, kvh, d, l->dt_bias,
+                                                   l->A, st, c->s_y),
+                         "scan choice");
+            }
+            cudaEventRecord(e1, c->stream);
+            cudaEventSynchronize(e1);
+            cudaEventElapsedTime(&t[impl], e0, e1);
+        }
+        wins[i] = t[1] < t[0];
+        measured = i + 1;
+        at += snprintf(line + at, sizeof line - (size_t)(at < (int)sizeof line ? at : 0),
+                       " %lld: %.1f/%.1f", (long long)lens[i], t[0] * 1e3 / reps,
+                       t[1] * 1e3 / reps);
+        if (at >= (int)sizeof line)
+            at = (int)sizeof line - 1;
+    }
+    for (int i = measured - 1; i >= 0 && wins[i]; i--)
+        c->scan_min = lens[i];
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cu_check(c, cudaMemsetAsync(c->state, 0, (size_t)c->state_elems * c->state_esz, c->stream),
+             "scan choice");
+    cu_check(c, cudaStreamSynchronize(c->stream), "scan choice");
+    if (c->scan_min == INT64_MAX)
+        MM_INFO("cuda backend: %s; chunked for no span", line);
+    else
+        MM_INFO("cuda backend: %s; chunked from %lld tokens", line, (long long)c->scan_min);
 }
 
 static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const struct mm_weights *w,
@@ -775,6 +864,8 @@ static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const str
                           (long long)lim->n_kv_blocks[1], (long long)lim->max_tokens);
     }
     choose_gemms(c);
+    if (c->st == MM_OK && !cu_check(c, mm_k_ssd_prepare(), "chunked scan"))
+        choose_scan(c);
     if (c->st != MM_OK)
         return mm_err_set(err, MM_ERR_BACKEND, "%s", c->msg);
     size_t free2 = 0;
@@ -814,6 +905,7 @@ static void cu_destroy(void *vctx)
         struct cu_meta *m = &c->stacks[s].meta;
         free(m->last);
         cudaFreeHost(m->h_spans);
+        cudaFreeHost(m->h_part);
         cudaFreeHost(m->h_tok);
         cudaFreeHost(m->h_blk);
         if (m->copied)
@@ -916,6 +1008,19 @@ static bool meta_fill(struct cu_ctx *c, struct cu_meta *m, const struct mm_span 
         max_kv = max64(max_kv, sp->pos + sp->n);
         row += sp->n;
     }
+    /* the chunked scan's spans first (order kept within each kind); an
+     * empty span counts as 1 token, so the padded decode steps that share
+     * a graph split alike */
+    int k = 0;
+    m->n_long = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int s = 0; s < n_spans; s++) {
+            const bool is_long = (m->h_spans[s].n > 1 ? m->h_spans[s].n : 1) >= c->scan_min;
+            if (is_long == (pass == 0)) {
+                m->h_part[k++] = m->h_spans[s];
+                m->n_long += is_long;
+            }
+        }
     memcpy(m->last, spans, (size_t)n_spans * sizeof *spans);
     m->n_spans = n_spans;
     m->T = row;
@@ -929,6 +1034,10 @@ static bool meta_upload(struct cu_ctx *c, struct cu_meta *m)
     cudaStream_t st = c->stream;
     if (cu_check(c,
                  cudaMemcpyAsync(m->d_spans, m->h_spans, (size_t)m->n_spans * sizeof *m->h_spans,
+                                 cudaMemcpyHostToDevice, st),
+                 "metadata") ||
+        cu_check(c,
+                 cudaMemcpyAsync(m->d_part, m->h_part, (size_t)m->n_spans * sizeof *m->h_part,
                                  cudaMemcpyHostToDevice, st),
                  "metadata") ||
         (m->T > 0 && cu_check(c,
@@ -1223,13 +1332,21 @@ static void cu_mamba2(void *vctx, enum mm_stack stack, int layer, struct mm_act 
                  "conv state"))
         return;
     prof_end(c, "conv");
+    const int n_long = mm_k_ssd_supports(d) ? m->n_long : 0;
     prof_begin(c);
-    if (cu_check(c,
-                 mm_k_ssm_scan(s, c->s_conv, C, c->s_z, c->f32, Z, C + nh * d, m->d_spans, n_spans,
-                               nh, kvh, d, l->dt_bias, l->A, st, c->s_y),
+    if (n_long > 0 && cu_check(c,
+                               mm_k_ssd_scan(s, c->s_conv, C, c->s_z, c->f32, Z, C + nh * d,
+                                             m->d_part, n_long, nh, kvh, d, l->dt_bias, l->A, st,
+                                             c->s_y),
+                               "chunked scan"))
+        return;
+    if (n_spans > n_long &&
+        cu_check(c,
+                 mm_k_ssm_scan(s, c->s_conv, C, c->s_z, c->f32, Z, C + nh * d, m->d_part + n_long,
+                               n_spans - n_long, nh, kvh, d, l->dt_bias, l->A, st, c->s_y),
                  "scan"))
         return;
-    prof_end(c, "scan");
+    prof_end(c, n_long == 0 ? "scan" : n_long == n_spans ? "chunked scan" : "scan, both kinds");
     prof_begin(c);
     if (cu_check(c, mm_k_gated_rmsnorm(s, c->f32, c->s_y, c->s_z, Z, C, T, nh, d, l->gnorm, c->s_m),
                  "gated rmsnorm"))
@@ -1593,6 +1710,13 @@ enum mm_status mm_cuda_backend_create(bool fp32, struct mm_backend *b, struct mm
               cudaEventCreate(&c->pe1) == cudaSuccess;
     const char *graphs = getenv("MMMAMBA_CUDA_GRAPHS"); /* 0: every step eager */
     c->graphs_on = !c->prof && !(graphs && graphs[0] == '0');
+    const char *scan = getenv("MMMAMBA_CUDA_SCAN"); /* seq | chunked | N; else measured */
+    if (scan && strcmp(scan, "seq") == 0)
+        c->scan_force = INT64_MAX;
+    else if (scan && strcmp(scan, "chunked") == 0)
+        c->scan_force = 1;
+    else if (scan && atoll(scan) > 0)
+        c->scan_force = atoll(scan);
     b->ops = &cuda_ops;
     b->ctx = c;
     return MM_OK;

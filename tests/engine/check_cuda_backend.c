@@ -5,10 +5,14 @@
  * varlen batch (lengths 1, 2, 127, 128, 129, 1000 in one batch, then a second
  * round carrying the states and KV in), KV blocks scattered over the cache,
  * GQA, head dims 16 and 128: all rows' logits and every slot's state within
- * 1e-4 relative of the CPU. Whole model through the engine: fp32 logits
- * within 1e-4 and identical greedy tokens (text, images, chunked prefill);
- * bf16 error measured and bounded; batched == alone; prefill == stepping;
- * slot copy / save / restore exact; the sticky status. */
+ * 1e-4 relative of the CPU, with the Mamba-2 scan chunked (SSD) for every
+ * span, token-sequential for every span, and split between the two in one
+ * batch. The chunked scan in bf16 (tensor-core bf16 operands) per op against
+ * the CPU. Whole model through the engine: fp32 logits within 1e-4 and
+ * identical greedy tokens (text, images, prefill in pieces, also with the
+ * chunked scan over pieces that do not align with its chunks); bf16 error
+ * measured and bounded; batched == alone; prefill == stepping; slot copy /
+ * save / restore exact; the sticky status. */
 #include "engine/cuda_backend.h"
 
 #include <math.h>
@@ -133,6 +137,22 @@ static struct mm_backend open_backend(const struct model *md, int kind, bool sta
     return b;
 }
 
+/* Which Mamba-2 scan the CUDA backends created from now on use
+ * (cuda_backend.c reads MMMAMBA_CUDA_SCAN at creation): "chunked", "seq", a
+ * span length from which spans are chunked, or NULL for the measured choice. */
+static void scan_mode(const char *mode)
+{
+    if (mode)
+        setenv("MMMAMBA_CUDA_SCAN", mode, 1);
+    else
+        unsetenv("MMMAMBA_CUDA_SCAN");
+}
+
+/* Every span chunked; every span sequential; 1, 2 and 127 sequential and
+ * 128, 129 and 1000 chunked in the same batch. */
+#define N_SCANS 3
+static const char *const scans[N_SCANS] = {"chunked", "seq", "128"};
+
 static void check_status(const struct mm_backend *b)
 {
     struct mm_err err;
@@ -173,10 +193,14 @@ static double compare_states(const struct model *md, struct mm_backend *b[2], co
 
 START_TEST(test_ops_vs_cpu)
 {
-    const int m = _i;
+    const int m = _i % N_MODELS;
+    const char *scan = scans[_i / N_MODELS];
     struct model md;
     model_open(m, &md);
-    struct mm_backend cpu = open_backend(&md, 0, true), gpu = open_backend(&md, 1, true);
+    struct mm_backend cpu = open_backend(&md, 0, true);
+    scan_mode(scan);
+    struct mm_backend gpu = open_backend(&md, 1, true);
+    scan_mode(NULL);
     struct mm_backend *b[2] = {&cpu, &gpu};
     const int64_t H = md.cfg.llm.hidden, V = md.cfg.vocab_size;
     struct mm_act *x[2] = {cpu.ops->act_alloc(cpu.ctx, MAXTOK, H),
@@ -230,8 +254,8 @@ START_TEST(test_ops_vs_cpu)
                         b[k]->ops->mamba2(b[k]->ctx, (enum mm_stack)s, l, x[k], spans[s], 6);
                 }
                 e = compare_rows(&md, b, x, T, lc, lg);
-                ck_assert_msg(e <= 1e-4, "%s round %d stack %d layer %d %s: %.3g", names[m], round,
-                              s, l, mha ? "attention" : "mamba2", e);
+                ck_assert_msg(e <= 1e-4, "%s (scan %s) round %d stack %d layer %d %s: %.3g",
+                              names[m], scan, round, s, l, mha ? "attention" : "mamba2", e);
                 for (int k = 0; k < 2; k++)
                     b[k]->ops->mlp(b[k]->ctx, (enum mm_stack)s, l, x[k], T);
                 e = compare_rows(&md, b, x, T, lc, lg);
@@ -240,9 +264,9 @@ START_TEST(test_ops_vs_cpu)
             }
         }
         e = compare_states(&md, b, slots, 6);
-        ck_assert_msg(e <= 1e-4, "%s round %d: states %.3g", names[m], round, e);
-        printf("%s round %d: ops within 1e-4 (last logits %.2e), states %.2e\n", names[m], round,
-               compare_rows(&md, b, x, T, lc, lg), e);
+        ck_assert_msg(e <= 1e-4, "%s (scan %s) round %d: states %.3g", names[m], scan, round, e);
+        printf("%s (scan %s) round %d: ops within 1e-4 (last logits %.2e), states %.2e\n",
+               names[m], scan, round, compare_rows(&md, b, x, T, lc, lg), e);
         for (int i = 0; i < 6; i++)
             pos[i] += len[round][i];
     }
@@ -276,7 +300,8 @@ START_TEST(test_ops_vs_cpu)
     const double ef = compare_rows(&md, b, x, 9, lc, lg);
     const int forked[2] = {1, 3};
     const double sf = compare_states(&md, b, forked, 2);
-    ck_assert_msg(ef <= 1e-4 && sf <= 1e-4, "%s fork: logits %.3g, states %.3g", names[m], ef, sf);
+    ck_assert_msg(ef <= 1e-4 && sf <= 1e-4, "%s (scan %s) fork: logits %.3g, states %.3g", names[m],
+                  scan, ef, sf);
     free(lc);
     free(lg);
     cpu.ops->destroy(cpu.ctx);
@@ -339,6 +364,79 @@ START_TEST(test_decode_ops_bf16)
         }
     }
     printf("%s bf16 decode-sized ops: worst %.2e of the largest logit\n", names[m], worst);
+    free(lc);
+    free(lg);
+    cpu.ops->destroy(cpu.ctx);
+    gpu.ops->destroy(gpu.ctx);
+    mm_safetensors_close(md.st);
+}
+END_TEST
+
+/* The chunked scan in the serving mode (bf16 weights, bf16 tensor-core
+ * operands in the scan, fp32 state) on the ragged batch, two rounds with the
+ * states carried in: each op's output from equal inputs against the CPU
+ * within bf16 rounding, and the states after each round. */
+START_TEST(test_prefill_ops_bf16)
+{
+    const int m = _i;
+    struct model md;
+    model_open(m, &md);
+    struct mm_backend cpu = open_backend(&md, 0, true);
+    scan_mode("chunked");
+    struct mm_backend gpu = open_backend(&md, 2, true);
+    scan_mode(NULL);
+    struct mm_backend *b[2] = {&cpu, &gpu};
+    const int64_t H = md.cfg.llm.hidden, V = md.cfg.vocab_size;
+    struct mm_act *x[2] = {cpu.ops->act_alloc(cpu.ctx, MAXTOK, H),
+                           gpu.ops->act_alloc(gpu.ctx, MAXTOK, H)};
+    float *lc = malloc((size_t)(MAXTOK * V) * sizeof *lc),
+          *lg = malloc((size_t)(MAXTOK * V) * sizeof *lg);
+    static int32_t tables[SLOTS][BPT];
+    for (int sl = 0; sl < SLOTS; sl++)
+        for (int i = 0; i < BPT; i++)
+            tables[sl][i] = (int32_t)(((int64_t)i * SLOTS + sl) % ((int64_t)SLOTS * BPT));
+    const int64_t len[2][6] = {{1, 2, 127, 128, 129, 1000}, {63, 65, 1, 200, 64, 130}};
+    const int slots[6] = {0, 2, 3, 5, 6, 7};
+    int64_t pos[6] = {0};
+    for (int k = 0; k < 2; k++)
+        for (int sl = 0; sl < SLOTS; sl++)
+            b[k]->ops->slot_reset(b[k]->ctx, sl);
+    double worst = 0, worst_state = 0;
+    for (int round = 0; round < 2; round++) {
+        struct mm_span spans[6];
+        int64_t T = 0;
+        for (int i = 0; i < 6; i++) {
+            spans[i] = (struct mm_span){slots[i], T, len[round][i], pos[i], tables[slots[i]]};
+            T += len[round][i];
+        }
+        int32_t *ids = malloc((size_t)T * sizeof *ids);
+        for (int64_t i = 0; i < T; i++)
+            ids[i] = (int32_t)((i * 7919 + round * 31) % md.cfg.llm_vocab_size);
+        for (int s = 0; s < 2; s++) {
+            const struct mm_stack_config *sc = s ? &md.cfg.llm : &md.cfg.emb;
+            for (int l = 0; l < (int)sc->num_layers; l++) {
+                if (sc->kinds[l] == MM_LAYER_MHA)
+                    continue;
+                /* fresh equal inputs for the op, so errors do not compound */
+                for (int k = 0; k < 2; k++) {
+                    b[k]->ops->embed_tokens(b[k]->ctx, ids, T, x[k], 0);
+                    b[k]->ops->mamba2(b[k]->ctx, (enum mm_stack)s, l, x[k], spans, 6);
+                }
+                const double e = compare_rows(&md, b, x, T, lc, lg);
+                ck_assert_msg(e <= 3e-2, "%s round %d stack %d layer %d: %.3g", names[m], round, s,
+                              l, e);
+                worst = fmax(worst, e);
+            }
+        }
+        free(ids);
+        const double es = compare_states(&md, b, slots, 6);
+        ck_assert_msg(es <= 5e-2, "%s round %d: states %.3g", names[m], round, es);
+        worst_state = fmax(worst_state, es);
+        for (int i = 0; i < 6; i++)
+            pos[i] += len[round][i];
+    }
+    printf("%s bf16 chunked-scan prefill ops: worst %.2e of the largest logit, states %.2e\n",
+           names[m], worst, worst_state);
     free(lc);
     free(lg);
     cpu.ops->destroy(cpu.ctx);
@@ -561,18 +659,27 @@ START_TEST(test_model_vs_cpu)
     struct mm_engine *cpu = open_engine(m, MM_BACKEND_CPU, 2, 1200);
     struct mm_engine *f32 = open_engine(m, MM_BACKEND_CUDA_FP32, 2, 1200);
     struct mm_engine *b16 = open_engine(m, MM_BACKEND_CUDA, 2, 1200);
+    scan_mode("chunked");
+    struct mm_engine *f32c = open_engine(m, MM_BACKEND_CUDA_FP32, 2, 1200);
+    struct mm_engine *b16c = open_engine(m, MM_BACKEND_CUDA, 2, 1200);
+    scan_mode(NULL);
     const int64_t V = cpu->cfg.vocab_size;
     float *lc = malloc((size_t)((GEN + 1) * V) * sizeof *lc);
     float *lg = malloc((size_t)((GEN + 1) * V) * sizeof *lg);
     int32_t tc[GEN], tg[GEN];
-    for (int variant = 0; variant < 3; variant++) {
-        /* text; text + 2-tile image; text in chunks of 16 */
-        const int64_t tiles = variant == 1 ? 2 : 0, chunk = variant == 2 ? 16 : 0;
+    for (int variant = 0; variant < 4; variant++) {
+        /* text; text + 2-tile image; text in pieces of 16; with the chunked
+         * scan forced, 300 tokens of text in pieces of 37 (its chunks of 64
+         * then straddle the steps) */
+        const int64_t tiles = variant == 1 ? 2 : 0;
+        const int64_t chunk = variant == 2 ? 16 : variant == 3 ? 37 : 0;
+        struct mm_engine *g32 = variant == 3 ? f32c : f32, *g16 = variant == 3 ? b16c : b16;
         int64_t n;
-        int32_t *ids = make_prompt(&cpu->cfg, 100, tiles, &n, 77u + (uint32_t)variant);
+        int32_t *ids =
+            make_prompt(&cpu->cfg, variant == 3 ? 300 : 100, tiles, &n, 77u + (uint32_t)variant);
         float *t = make_tiles(&cpu->cfg, tiles);
         run_greedy(cpu, ids, n, t, tiles, 0, GEN, lc, tc);
-        run_greedy(f32, ids, n, t, tiles, chunk, GEN, lg, tg);
+        run_greedy(g32, ids, n, t, tiles, chunk, GEN, lg, tg);
         const double e32 = rel_err(lc, lg, (GEN + 1) * V);
         ck_assert_msg(e32 <= 1e-4, "%s variant %d fp32: %.3g", names[m], variant, e32);
         ck_assert_msg(memcmp(tc, tg, sizeof tc) == 0, "%s variant %d fp32: greedy tokens differ",
@@ -580,7 +687,7 @@ START_TEST(test_model_vs_cpu)
         /* bf16: the prompt's logits within a measured tolerance (random tiny
          * models: 0.6-7 % of the largest logit, the hybrid's the most); greedy
          * tokens equal until a step where the CPU's top-2 margin is inside it */
-        run_greedy(b16, ids, n, t, tiles, chunk, GEN, lg, tg);
+        run_greedy(g16, ids, n, t, tiles, chunk, GEN, lg, tg);
         const double tol = 1e-1;
         const double e = rel_err(lc, lg, V);
         int agree = 0;
@@ -614,6 +721,8 @@ START_TEST(test_model_vs_cpu)
     mm_engine_close(cpu);
     mm_engine_close(f32);
     mm_engine_close(b16);
+    mm_engine_close(f32c);
+    mm_engine_close(b16c);
 }
 END_TEST
 
@@ -708,8 +817,9 @@ int main(void)
     TCase *tc = tcase_create("cuda_backend");
     tcase_add_unchecked_fixture(tc, make_models, remove_models);
     tcase_set_timeout(tc, 600);
-    tcase_add_loop_test(tc, test_ops_vs_cpu, 0, N_MODELS);
+    tcase_add_loop_test(tc, test_ops_vs_cpu, 0, N_MODELS * N_SCANS);
     tcase_add_loop_test(tc, test_decode_ops_bf16, 0, N_MODELS);
+    tcase_add_loop_test(tc, test_prefill_ops_bf16, 0, N_MODELS);
     tcase_add_test(tc, test_slots_and_status);
     tcase_add_test(tc, test_sample_vs_cpu);
     tcase_add_loop_test(tc, test_model_vs_cpu, 0, N_MODELS);
