@@ -104,10 +104,11 @@ cudaError_t mm_k_ssm_scan(cudaStream_t s, const float *u, int64_t C, const void 
 
 /* Same contract as mm_k_ssm_scan (results equal to rounding: bf16 tensor-core
  * operands in the serving mode, ~fp32 in the exact mode). Head dims 16, 32, 64,
- * 128 (mm_k_ssd_supports). mm_k_ssd_prepare must have run once (at load, not
- * during a graph capture): it raises the kernels' shared-memory limit. */
-bool mm_k_ssd_supports(int64_t d);
-cudaError_t mm_k_ssd_prepare(void);
+ * 128. mm_k_ssd_prepare(f32, d) must have succeeded once before (at load, not
+ * during a graph capture): it raises the kernel's shared-memory limit, and
+ * fails (cudaErrorInvalidValue) for another head dim or a GPU with too
+ * little shared memory per block (then use mm_k_ssm_scan). */
+cudaError_t mm_k_ssd_prepare(bool f32, int64_t d);
 cudaError_t mm_k_ssd_scan(cudaStream_t s, const float *u, int64_t C, const void *z, bool f32,
                           int64_t ldz, int64_t dt_off, const struct mm_kspan *spans, int n_spans,
                           int64_t nh, int64_t kvh, int64_t d, const float *dt_bias, const float *A,

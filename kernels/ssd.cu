@@ -328,15 +328,16 @@ template <int D, typename OT, typename T, typename SF> static cudaError_t ssd_pr
                                 (int)ssd_smem<D, OT>::bytes);
 }
 
-template <int D> static cudaError_t ssd_prepare_d()
+template <int D> static cudaError_t ssd_prepare_d(bool f32)
 {
     cudaError_t e;
-    if ((e = ssd_prepare_one<D, float, float, float>()) != cudaSuccess ||
-        (e = ssd_prepare_one<D, float, float, bf16>()) != cudaSuccess ||
-        (e = ssd_prepare_one<D, bf16, bf16, float>()) != cudaSuccess ||
-        (e = ssd_prepare_one<D, bf16, bf16, bf16>()) != cudaSuccess)
-        return e;
-    return cudaSuccess;
+    if (f32)
+        return (e = ssd_prepare_one<D, float, float, float>()) != cudaSuccess
+                   ? e
+                   : ssd_prepare_one<D, float, float, bf16>();
+    return (e = ssd_prepare_one<D, bf16, bf16, float>()) != cudaSuccess
+               ? e
+               : ssd_prepare_one<D, bf16, bf16, bf16>();
 }
 
 template <int D, typename OT, typename T>
@@ -380,16 +381,32 @@ static cudaError_t ssd_dispatch(cudaStream_t s, const float *u, int64_t ldu, con
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t mm_k_ssd_prepare(void)
+extern "C" cudaError_t mm_k_ssd_prepare(bool f32, int64_t d)
 {
+    int dev = 0, max_smem = 0;
     cudaError_t e;
-    if ((e = ssd_prepare_d<16>()) != cudaSuccess || (e = ssd_prepare_d<32>()) != cudaSuccess ||
-        (e = ssd_prepare_d<64>()) != cudaSuccess || (e = ssd_prepare_d<128>()) != cudaSuccess)
+    if ((e = cudaGetDevice(&dev)) != cudaSuccess ||
+        (e = cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) !=
+            cudaSuccess)
         return e;
-    return cudaSuccess;
+    const size_t need = d == 16    ? (f32 ? ssd_smem<16, float>::bytes : ssd_smem<16, bf16>::bytes)
+                        : d == 32  ? (f32 ? ssd_smem<32, float>::bytes : ssd_smem<32, bf16>::bytes)
+                        : d == 64  ? (f32 ? ssd_smem<64, float>::bytes : ssd_smem<64, bf16>::bytes)
+                        : d == 128 ? (f32 ? ssd_smem<128, float>::bytes : ssd_smem<128, bf16>::bytes)
+                                   : 0;
+    if (need == 0 || need > (size_t)max_smem)
+        return cudaErrorInvalidValue; /* a head dim it has no kernel for, or too little smem */
+    switch (d) {
+    case 16:
+        return ssd_prepare_d<16>(f32);
+    case 32:
+        return ssd_prepare_d<32>(f32);
+    case 64:
+        return ssd_prepare_d<64>(f32);
+    default:
+        return ssd_prepare_d<128>(f32);
+    }
 }
-
-extern "C" bool mm_k_ssd_supports(int64_t d) { return d == 16 || d == 32 || d == 64 || d == 128; }
 
 extern "C" cudaError_t mm_k_ssd_scan(cudaStream_t s, const float *u, int64_t C, const void *z,
                                      bool f32, int64_t ldz, int64_t dt_off,

@@ -165,7 +165,9 @@ enum mm_status mm_engine_open(const char *dir, const struct mm_engine_options *o
         goto fail;
     const int64_t H = cfg->llm.hidden;
     e->x_emb = e->be.ops->act_alloc(e->be.ctx, max_rows, H);
-    e->x_llm = e->be.ops->act_alloc(e->be.ctx, opt->max_tokens, H);
+    /* at least a row per slot: a backend may pad a decode step (CUDA graphs) */
+    e->x_llm = e->be.ops->act_alloc(
+        e->be.ctx, opt->max_tokens > opt->max_seqs ? opt->max_tokens : opt->max_seqs, H);
     e->patches = e->be.ops->act_alloc(e->be.ctx, opt->max_tiles * P2, H);
     e->img = e->be.ops->act_alloc(e->be.ctx, opt->max_tiles * cfg->tokens_per_tile, H);
     e->slots = calloc((size_t)opt->max_seqs, sizeof *e->slots);

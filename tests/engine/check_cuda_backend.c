@@ -11,8 +11,9 @@
  * the CPU. Whole model through the engine: fp32 logits within 1e-4 and
  * identical greedy tokens (text, images, prefill in pieces, also with the
  * chunked scan over pieces that do not align with its chunks); bf16 error
- * measured and bounded; batched == alone; prefill == stepping; slot copy /
- * save / restore exact; the sticky status. */
+ * measured and bounded; batched == alone; prefill == stepping; decode steps
+ * replayed from padded graph buckets == eager; slot copy / save / restore
+ * exact; the sticky status. */
 #include "engine/cuda_backend.h"
 
 #include <math.h>
@@ -807,6 +808,68 @@ START_TEST(test_batched_equals_alone)
 }
 END_TEST
 
+/* Decode steps of changing batch sizes, replayed from CUDA graphs recorded
+ * per padded bucket (13 -> 14, 11 and 12 -> 12, 9 and 10 -> 10, ...; "post"
+ * models keep exact-size graphs), against the same steps run eagerly: fp32
+ * logits within 1e-4 (the padded GEMMs may pick other algorithms). */
+START_TEST(test_graph_buckets)
+{
+    const int m = _i;
+    enum { NS = 13, STEPS = 10 };
+    struct mm_engine *eng[2];
+    eng[0] = open_engine(m, MM_BACKEND_CUDA_FP32, NS, 1024);
+    setenv("MMMAMBA_CUDA_GRAPHS", "0", 1);
+    eng[1] = open_engine(m, MM_BACKEND_CUDA_FP32, NS, 1024);
+    unsetenv("MMMAMBA_CUDA_GRAPHS");
+    const int64_t V = eng[0]->cfg.vocab_size;
+    float *lg[2] = {malloc((size_t)(NS * V) * sizeof(float)),
+                    malloc((size_t)(NS * V) * sizeof(float))};
+    int32_t *prompts[NS], slots[2][NS], next[NS];
+    int64_t lens[NS];
+    struct mm_seq_step st[NS];
+    struct mm_err err;
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; i < NS; i++) {
+            if (k == 0)
+                prompts[i] = make_prompt(&eng[0]->cfg, 5 + 3 * i, 0, &lens[i], 900u + (uint32_t)i);
+            ck_assert_int_eq(mm_engine_slot_acquire(eng[k], &slots[k][i], &err), MM_OK);
+            st[i] = (struct mm_seq_step){
+                .slot = slots[k][i], .ids = prompts[i], .n = lens[i], .want_logits = true};
+        }
+        ck_assert_msg(mm_engine_forward(eng[k], st, NS, lg[k], &err) == MM_OK, "%s", err.msg);
+    }
+    for (int i = 0; i < NS; i++)
+        next[i] = argmax(lg[1] + i * V, V);
+    const int sizes[STEPS] = {13, 11, 12, 9, 10, 5, 7, 6, 1, 13};
+    double worst = 0;
+    for (int step = 0; step < STEPS; step++) {
+        const int n = sizes[step];
+        for (int k = 0; k < 2; k++) {
+            for (int i = 0; i < n; i++)
+                st[i] = (struct mm_seq_step){.slot = slots[k][i],
+                                             .ids = &next[i],
+                                             .n = 1,
+                                             .want_logits = true,
+                                             .text_only = true};
+            ck_assert_msg(mm_engine_forward(eng[k], st, n, lg[k], &err) == MM_OK, "%s", err.msg);
+        }
+        const double e = rel_err(lg[1], lg[0], n * V);
+        ck_assert_msg(e <= 1e-4, "%s step %d (batch %d): graph vs eager %.3g", names[m], step, n,
+                      e);
+        worst = fmax(worst, e);
+        for (int i = 0; i < n; i++)
+            next[i] = argmax(lg[1] + i * V, V);
+    }
+    printf("%s: padded graph buckets vs eager: logits within %.2e\n", names[m], worst);
+    for (int i = 0; i < NS; i++)
+        free(prompts[i]);
+    free(lg[0]);
+    free(lg[1]);
+    mm_engine_close(eng[0]);
+    mm_engine_close(eng[1]);
+}
+END_TEST
+
 int main(void)
 {
     if (!have_gpu()) {
@@ -814,16 +877,21 @@ int main(void)
         return 77;
     }
     Suite *s = suite_create("cuda_backend");
-    TCase *tc = tcase_create("cuda_backend");
-    tcase_add_unchecked_fixture(tc, make_models, remove_models);
-    tcase_set_timeout(tc, 600);
-    tcase_add_loop_test(tc, test_ops_vs_cpu, 0, N_MODELS * N_SCANS);
-    tcase_add_loop_test(tc, test_decode_ops_bf16, 0, N_MODELS);
-    tcase_add_loop_test(tc, test_prefill_ops_bf16, 0, N_MODELS);
-    tcase_add_test(tc, test_slots_and_status);
-    tcase_add_test(tc, test_sample_vs_cpu);
-    tcase_add_loop_test(tc, test_model_vs_cpu, 0, N_MODELS);
-    tcase_add_loop_test(tc, test_batched_equals_alone, 0, N_MODELS);
-    suite_add_tcase(s, tc);
+    /* two cases, so CK_RUN_CASE=ops|model can pick one (compute-sanitizer runs) */
+    TCase *ops = tcase_create("ops"), *model = tcase_create("model");
+    tcase_add_unchecked_fixture(ops, make_models, remove_models);
+    tcase_add_unchecked_fixture(model, make_models, remove_models);
+    tcase_set_timeout(ops, 600);
+    tcase_set_timeout(model, 600);
+    tcase_add_loop_test(ops, test_ops_vs_cpu, 0, N_MODELS * N_SCANS);
+    tcase_add_loop_test(ops, test_decode_ops_bf16, 0, N_MODELS);
+    tcase_add_loop_test(ops, test_prefill_ops_bf16, 0, N_MODELS);
+    tcase_add_test(ops, test_slots_and_status);
+    tcase_add_test(ops, test_sample_vs_cpu);
+    tcase_add_loop_test(model, test_model_vs_cpu, 0, N_MODELS);
+    tcase_add_loop_test(model, test_batched_equals_alone, 0, N_MODELS);
+    tcase_add_loop_test(model, test_graph_buckets, 0, N_MODELS);
+    suite_add_tcase(s, ops);
+    suite_add_tcase(s, model);
     return mm_test_run_nofork(s);
 }
