@@ -72,6 +72,39 @@ static __device__ __forceinline__ void st4(bf16 *p, float4 v)
     *(uint2 *)p = raw;
 }
 
+/* 8 consecutive elements as floats: 16-byte accesses (one of 8 bf16, two
+ * float4); p 16-byte aligned */
+static __device__ __forceinline__ void ld8(const float *p, float v[8])
+{
+    const float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4);
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+static __device__ __forceinline__ void ld8(const bf16 *p, float v[8])
+{
+    const uint4 raw = *(const uint4 *)p;
+    const __nv_bfloat162 *h2 = (const __nv_bfloat162 *)&raw;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 f = __bfloat1622float2(h2[i]);
+        v[2 * i] = f.x;
+        v[2 * i + 1] = f.y;
+    }
+}
+static __device__ __forceinline__ void st8(float *p, const float v[8])
+{
+    *(float4 *)p = make_float4(v[0], v[1], v[2], v[3]);
+    *(float4 *)(p + 4) = make_float4(v[4], v[5], v[6], v[7]);
+}
+static __device__ __forceinline__ void st8(bf16 *p, const float v[8])
+{
+    uint4 raw;
+    __nv_bfloat162 *h2 = (__nv_bfloat162 *)&raw;
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        h2[i] = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
+    *(uint4 *)p = raw;
+}
+
 static inline unsigned mm_blocks(int64_t n, int per) { return (unsigned)((n + per - 1) / per); }
 
 #endif

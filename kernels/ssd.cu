@@ -109,12 +109,11 @@ template <int D, typename OT> struct ssd_smem {
     static constexpr int LDD = D + PAD, LDL = L + PAD, LDP = P + PAD; /* operands */
     static constexpr int LDG = L + 4, LDY = P + 4, LDS = D + 4;       /* float staging */
     /* element offsets (each region a multiple of 32 bytes: wmma pointers need it) */
-    static constexpr size_t oB = 0, oC = oB + L * LDD, oCp = oC + L * LDD, oSt = oCp + L * LDD,
-                            oM = oSt + P * LDD, oXb = oM + L * LDL, oXw = oXb + L * LDP,
-                            n_op = oXw + L * LDP;
+    static constexpr size_t oB = 0, oC = oB + L * LDD, oSt = oC + L * LDD, oM = oSt + P * LDD,
+                            oXb = oM + L * LDL, oXw = oXb + L * LDP, n_op = oXw + L * LDP;
     static constexpr size_t fG = 0, fY1 = fG + L * LDG, fY2 = fY1 + L * LDY, fS = fY2 + L * LDY,
-                            fX = fS + P * LDS, fcs = fX + L * P, fdt = fcs + L, fdr = fdt + L,
-                            fe = fdr + L, fw = fe + L, n_f = fw + L;
+                            fX = fS + P * LDS, fdr = fX + L * P, fe = fdr + L,
+                            fw = fe + SSD_NW * 2 * L, n_f = fw + SSD_NW * 2 * L;
     static constexpr size_t bytes = n_op * sizeof(OT) + n_f * sizeof(float);
 };
 
@@ -122,7 +121,13 @@ template <int D, typename OT> struct ssd_smem {
 
 /* Block (span, head h, row slice pb): rows p0 = pb*P .. p0+P of head h's state.
  * u: conv output [T][ldu] (x of kv head hk at hk*D, B at kvd + hk*D, C of
- * head h at 2kvd + h*D); dt raw at z[t][dt_off + h]. */
+ * head h at 2kvd + h*D); dt raw at z[t][dt_off + h].
+ *
+ * Per chunk, three phases between block barriers: (A) every warp on its own:
+ * the Δ / cumulative-decay scan (each warp redundantly, so none waits), its
+ * tiles of G turned into M, its tile of the chunk-start state as an operand,
+ * its rows of Xw; (B) Y1 = M X, Y2 = C Sᵀ and the state update on tensor
+ * cores; (C) y = Y1 + e^{cs} Y2 out, the next chunk's inputs in. */
 template <int D, typename OT, typename T, typename SF>
 __global__ void __launch_bounds__(SSD_NT, 1)
     ssd_k(const float *__restrict__ u, int64_t ldu, const T *__restrict__ z, int64_t ldz,
@@ -132,13 +137,14 @@ __global__ void __launch_bounds__(SSD_NT, 1)
 {
     typedef ssd_smem<D, OT> SM;
     typedef typename ssd_mma<OT>::acc acc_t;
-    constexpr int L = SSD_L, P = SSD_P, NT = SSD_NT, NPB = D / P;
+    constexpr int L = SSD_L, P = SSD_P, NT = SSD_NT, NW = SSD_NW, NPB = D / P;
     constexpr int LDD = SM::LDD, LDL = SM::LDL, LDP = SM::LDP;
     constexpr int LDG = SM::LDG, LDY = SM::LDY, LDS = SM::LDS;
     constexpr int NB4 = L * D / 4 / NT; /* float4 of B (and of C) each thread loads per chunk */
     constexpr int RB = L / 16;          /* row blocks of a chunk */
     constexpr int NG = RB * (RB + 1) / 2; /* lower-triangular tiles of G */
-    static_assert(D % 16 == 0 && D / 16 <= SSD_NW && NB4 >= 1 && L * P / 4 == NT && RB == 4,
+    static_assert(D % 16 == 0 && D / 16 <= NW && NB4 >= 1 && L * P / 4 == NT && RB == 4 &&
+                      L == 8 * NW && NW == 2 * RB,
                   "the work split below assumes these shapes");
 
     const int64_t span = blockIdx.x / (nh * NPB), h = (blockIdx.x / NPB) % nh;
@@ -149,13 +155,16 @@ __global__ void __launch_bounds__(SSD_NT, 1)
     extern __shared__ __align__(128) unsigned char ssd_raw[];
     OT *const op = (OT *)ssd_raw;
     float *const fl = (float *)(ssd_raw + SM::n_op * sizeof(OT));
-    OT *sB = op + SM::oB, *sC = op + SM::oC, *sCp = op + SM::oCp, *sSt = op + SM::oSt;
+    OT *sB = op + SM::oB, *sC = op + SM::oC, *sSt = op + SM::oSt;
     OT *sM = op + SM::oM, *sXb = op + SM::oXb, *sXw = op + SM::oXw;
     float *sG = fl + SM::fG, *sY1 = fl + SM::fY1, *sY2 = fl + SM::fY2, *sS = fl + SM::fS;
-    float *sX = fl + SM::fX, *scs = fl + SM::fcs, *sdt = fl + SM::fdt, *sdr = fl + SM::fdr;
-    float *se = fl + SM::fe, *sw = fl + SM::fw;
+    float *sX = fl + SM::fX, *sdr = fl + SM::fdr;
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    /* this warp's copy of the chunk's cs (log2 cumulative decay) and Δ, then
+     * e^{cs} and w = e^{cs_L - cs} Δ (warp 0's copy serves phase C) */
+    float *wcs = fl + SM::fe + warp * 2 * L, *wdt = wcs + L;
+    float *wes = fl + SM::fw + warp * 2 * L, *ww = wes + L;
     const int64_t groups = nh / kvh, kvd = kvh * D, hk = h / groups, p0 = (int64_t)pb * P;
     const float a2 = A[h] * SSD_LOG2E, bias = dt_bias[h]; /* log-decays in base 2 */
     SF *S = state + sp.slot * slot_elems + off + ldu + h * D * D + p0 * D;
@@ -213,33 +222,34 @@ __global__ void __launch_bounds__(SSD_NT, 1)
         if (more)
             load(t0 + L);
 
-        /* 1. Δ and the cumulative log-decay (warp 0); G = C Bᵀ, lower tiles;
-         *    the chunk-start state as an operand (warps holding it) */
-        if (warp == 0) {
-            const float d0 = lane < nv ? softplus(sdr[lane] + bias) : 0.0f;
-            const float d1 = lane + 32 < nv ? softplus(sdr[lane + 32] + bias) : 0.0f;
-            float c0 = d0 * a2, c1 = d1 * a2;
+        /* A. Δ_t = softplus(dt + bias) (0 past the span), cs = inclusive
+         *    prefix sum of Δ·A (base 2), in this warp's registers and copy */
+        const float d0 = lane < nv ? softplus(sdr[lane] + bias) : 0.0f;
+        const float d1 = lane + 32 < nv ? softplus(sdr[lane + 32] + bias) : 0.0f;
+        float c0 = d0 * a2, c1 = d1 * a2;
 #pragma unroll
-            for (int o = 1; o < 32; o <<= 1) {
-                const float v0 = __shfl_up_sync(0xffffffffu, c0, o);
-                const float v1 = __shfl_up_sync(0xffffffffu, c1, o);
-                if (lane >= o) {
-                    c0 += v0;
-                    c1 += v1;
-                }
+        for (int o = 1; o < 32; o <<= 1) {
+            const float v0 = __shfl_up_sync(0xffffffffu, c0, o);
+            const float v1 = __shfl_up_sync(0xffffffffu, c1, o);
+            if (lane >= o) {
+                c0 += v0;
+                c1 += v1;
             }
-            c1 += __shfl_sync(0xffffffffu, c0, 31);
-            const float cl = __shfl_sync(0xffffffffu, c1, 31); /* cs of the chunk's end */
-            sdt[lane] = d0;
-            sdt[lane + 32] = d1;
-            scs[lane] = c0;
-            scs[lane + 32] = c1;
-            se[lane] = exp2f(c0);
-            se[lane + 32] = exp2f(c1);
-            sw[lane] = exp2f(cl - c0) * d0;
-            sw[lane + 32] = exp2f(cl - c1) * d1;
         }
-        for (int idx = warp; idx < NG; idx += SSD_NW) {
+        c1 += __shfl_sync(0xffffffffu, c0, 31);
+        const float cl = __shfl_sync(0xffffffffu, c1, 31); /* cs at the chunk's end */
+        wcs[lane] = c0;
+        wcs[lane + 32] = c1;
+        wdt[lane] = d0;
+        wdt[lane + 32] = d1;
+        wes[lane] = exp2f(c0);
+        wes[lane + 32] = exp2f(c1);
+        ww[lane] = exp2f(cl - c0) * d0;
+        ww[lane + 32] = exp2f(cl - c1) * d1;
+        __syncwarp();
+        /*    G = C Bᵀ, lower tiles, each turned by its warp into
+         *    M = G e^{cs_t - cs_s} Δ_s (s <= t) */
+        for (int idx = warp; idx < NG; idx += NW) {
             int i = 0;
             while ((i + 1) * (i + 2) / 2 <= idx)
                 i++;
@@ -248,8 +258,16 @@ __global__ void __launch_bounds__(SSD_NT, 1)
             wmma::fill_fragment(g, 0.0f);
             tile_mma<OT, wmma::row_major, wmma::col_major>(g, sC + 16 * i * LDD, LDD,
                                                            sB + 16 * j * LDD, LDD, D);
-            wmma::store_matrix_sync(sG + 16 * i * LDG + 16 * j, g, LDG, wmma::mem_row_major);
+            float *gt = sG + 16 * i * LDG + 16 * j;
+            wmma::store_matrix_sync(gt, g, LDG, wmma::mem_row_major);
+            __syncwarp();
+            for (int e = lane; e < 256; e += 32) {
+                const int r = e >> 4, cc = e & 15, t = 16 * i + r, s = 16 * j + cc;
+                const float v = s <= t ? gt[r * LDG + cc] * exp2f(wcs[t] - wcs[s]) * wdt[s] : 0.0f;
+                to_op(sM + t * LDL + s, v);
+            }
         }
+        /*    the chunk-start state as an operand (its own tile) */
         if (warp < D / 16) {
             wmma::store_matrix_sync(sS + 16 * warp, accS, LDS, wmma::mem_row_major);
             __syncwarp();
@@ -257,26 +275,17 @@ __global__ void __launch_bounds__(SSD_NT, 1)
                 to_op(sSt + (e / 16) * LDD + 16 * warp + e % 16,
                       sS[(e / 16) * LDS + 16 * warp + e % 16]);
         }
-        __syncthreads();
-
-        /* 2. M = G ∘ e^{cs_t − cs_s} Δ_s (s ≤ t), C' = e^{cs_t} C, Xw = w ∘ X */
-        for (int e = tid; e < L * L; e += NT) {
-            const int t = e / L, s = e % L;
-            const float v = s <= t ? sG[t * LDG + s] * exp2f(scs[t] - scs[s]) * sdt[s] : 0.0f;
-            to_op(sM + t * LDL + s, v);
-        }
-        for (int e = tid; e < L * D; e += NT) {
-            const int t = e / D, n = e % D;
-            to_op(sCp + t * LDD + n, se[t] * ldf(sC + t * LDD + n));
-        }
-        for (int e = tid; e < L * P; e += NT) {
-            const int s = e / P, p = e % P;
-            to_op(sXw + s * LDP + p, sw[s] * sX[s * P + p]);
+        /*    Xw = w ∘ X, rows [8 warp, 8 warp + 8) */
+        {
+            const int s = 8 * warp + lane / 4, q = lane % 4;
+            const float4 xv = *(const float4 *)(sX + s * P + 4 * q);
+            const float wv = ww[s];
+            st4(sXw + s * LDP + 4 * q, make_float4(wv * xv.x, wv * xv.y, wv * xv.z, wv * xv.w));
         }
         __syncthreads();
 
-        /* 3. Y1 = M X (warps 0-3, causal: row block i needs s < 16(i+1)),
-         *    Y2 = C' Sᵀ (warps 4-7); S = e^{cs_L} S + Xwᵀ B (state warps) */
+        /* B. Y1 = M X (warps 0-3, causal: row block i needs s < 16(i+1)),
+         *    Y2 = C Sᵀ (warps 4-7); S = e^{cs_L} S + Xwᵀ B (state warps) */
         {
             acc_t yacc;
             wmma::fill_fragment(yacc, 0.0f);
@@ -286,13 +295,13 @@ __global__ void __launch_bounds__(SSD_NT, 1)
                                                                LDP, 16 * (i + 1));
                 wmma::store_matrix_sync(sY1 + 16 * i * LDY, yacc, LDY, wmma::mem_row_major);
             } else {
-                tile_mma<OT, wmma::row_major, wmma::col_major>(yacc, sCp + 16 * i * LDD, LDD, sSt,
+                tile_mma<OT, wmma::row_major, wmma::col_major>(yacc, sC + 16 * i * LDD, LDD, sSt,
                                                                LDD, D);
                 wmma::store_matrix_sync(sY2 + 16 * i * LDY, yacc, LDY, wmma::mem_row_major);
             }
         }
         if (warp < D / 16) {
-            const float dl = se[L - 1];
+            const float dl = exp2f(cl);
 #pragma unroll
             for (int i = 0; i < accS.num_elements; i++)
                 accS.x[i] *= dl;
@@ -300,13 +309,18 @@ __global__ void __launch_bounds__(SSD_NT, 1)
         }
         __syncthreads();
 
-        /* 4. y rows of this chunk; the next chunk's inputs into shared memory */
-        for (int e = tid; e < nv * (P / 4); e += NT) {
-            const int t = e / (P / 4), q = e % (P / 4);
-            const float4 a = *(const float4 *)(sY1 + t * LDY + 4 * q);
-            const float4 b = *(const float4 *)(sY2 + t * LDY + 4 * q);
-            *(float4 *)(y + (sp.row + t0 + t) * ystride + h * D + p0 + 4 * q) =
-                make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
+        /* C. y rows of this chunk (e^{cs_t} scales the carried-in part); the
+         *    next chunk's inputs into shared memory */
+        {
+            const float *es = fl + SM::fw; /* warp 0's e^{cs} */
+            for (int e = tid; e < nv * (P / 4); e += NT) {
+                const int t = e / (P / 4), q = e % (P / 4);
+                const float4 a = *(const float4 *)(sY1 + t * LDY + 4 * q);
+                const float4 b = *(const float4 *)(sY2 + t * LDY + 4 * q);
+                const float f = es[t];
+                *(float4 *)(y + (sp.row + t0 + t) * ystride + h * D + p0 + 4 * q) =
+                    make_float4(a.x + f * b.x, a.y + f * b.y, a.z + f * b.z, a.w + f * b.w);
+            }
         }
         if (more)
             store();
