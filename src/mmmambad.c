@@ -142,6 +142,7 @@ static enum mm_status load_model(struct daemon *d, struct mm_err *err)
     eo.max_context = o->max_model_len;
     eo.state_fp32 = strcmp(o->state_dtype, "fp32") == 0;
     eo.kv_memory = o->kv_memory;
+    eo.mem_fraction = (double)o->gpu_memory_percent / 100.0;
     st = mm_engine_open(o->model, &eo, &d->engine, err);
     if (st != MM_OK && auto_cuda) {
         MM_WARN("CUDA backend unavailable (%s); using the CPU backend", err->msg);
@@ -161,7 +162,7 @@ static enum mm_status load_model(struct daemon *d, struct mm_err *err)
     MM_INFO("model %s: %lld layers, hidden %lld, vocab %lld; %s backend, %lld slots, context %lld",
             o->model, (long long)d->cfg.llm.num_layers, (long long)d->cfg.llm.hidden,
             (long long)d->cfg.vocab_size, eo.backend == MM_BACKEND_CUDA ? "cuda" : "cpu",
-            (long long)o->max_seqs, (long long)mm_scheduler_max_model_len(d->sched));
+            (long long)d->engine->opt.max_seqs, (long long)mm_scheduler_max_model_len(d->sched));
     return MM_OK;
 }
 
@@ -219,7 +220,8 @@ static enum mm_status app_from_model(struct daemon *d, struct mm_err *err)
     a->tpl = d->tpl;
     a->sched = d->sched;
     a->max_model_len = mm_scheduler_max_model_len(d->sched);
-    a->max_n = d->opt.max_n < d->opt.max_seqs ? d->opt.max_n : d->opt.max_seqs;
+    const int64_t slots = d->engine->opt.max_seqs; /* gpu_memory_percent may give fewer */
+    a->max_n = d->opt.max_n < slots ? d->opt.max_n : slots;
     const enum mm_status st =
         mm_image_params_from_config(&d->cfg, &a->image_limits, &a->image_params, err);
     if (st != MM_OK)

@@ -761,6 +761,71 @@ static void choose_scan(struct cu_ctx *c)
         MM_INFO("cuda backend: %s; chunked from %lld tokens", line, (long long)c->scan_min);
 }
 
+/* Device bytes one slot takes: its state, token counts and metadata (span
+ * entries, a row of each block table), and its KV blocks when they come
+ * with it (kv_blocks_per_slot). */
+static size_t slot_device_bytes(const struct cu_ctx *c)
+{
+    const int64_t bpt = (c->lim.max_context + MM_KV_BLOCK - 1) / MM_KV_BLOCK;
+    size_t b = (size_t)c->state_elems * c->state_esz +
+               (size_t)c->cfg.vocab_size * sizeof(uint32_t) + sizeof(int32_t);
+    for (int s = 0; s < 2; s++) {
+        b += 2 * sizeof(struct mm_kspan);
+        if (c->lim.n_kv_blocks[s] > 0 && c->block_elems[s] > 0)
+            b += (size_t)bpt * sizeof(int32_t) + (size_t)c->lim.kv_blocks_per_slot[s] *
+                                                     (size_t)c->block_elems[s] * c->esz;
+    }
+    return b;
+}
+
+/* mem_fraction > 0: as many slots (at most the n_slots asked) as fit in
+ * that fraction of the device memory left now (after the weights and the
+ * scratch), with the KV blocks that come per slot; logged in one line. */
+static enum mm_status size_slots(struct cu_ctx *c, struct mm_err *err)
+{
+    size_t free_b = 0, total = 0;
+    if (cudaMemGetInfo(&free_b, &total) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return mm_err_set(err, MM_ERR_BACKEND, "cuda backend: cannot read the free memory");
+    }
+    const double budget = c->lim.mem_fraction * (double)free_b;
+    /* fixed: the pad slot, the KV blocks given outright, a pad block per stack */
+    double fixed = (double)c->state_elems * (double)c->state_esz;
+    for (int s = 0; s < 2; s++)
+        if (c->lim.n_kv_blocks[s] > 0 && c->block_elems[s] > 0)
+            fixed += (double)((c->lim.kv_blocks_per_slot[s] > 0 ? 0 : c->lim.n_kv_blocks[s]) + 1) *
+                     (double)c->block_elems[s] * (double)c->esz;
+    const size_t per = slot_device_bytes(c);
+    const double fit = budget > fixed ? (budget - fixed) / (double)per : 0;
+    const int32_t asked = c->lim.n_slots;
+    const int32_t n = fit < (double)asked ? (int32_t)fit : asked;
+    MM_INFO("cuda backend: memory: %.2f GB free after weights and scratch; %.0f %% of it holds "
+            "%d slots of %.2f MB (asked at most %d)%s; KV %lld+%lld blocks",
+            (double)free_b / 1e9, 100 * c->lim.mem_fraction, n, (double)per / 1e6, asked,
+            n < asked ? "" : ", all of them",
+            (long long)(c->lim.kv_blocks_per_slot[0] > 0 ? n * c->lim.kv_blocks_per_slot[0]
+                                                         : c->lim.n_kv_blocks[0]),
+            (long long)(c->lim.kv_blocks_per_slot[1] > 0 ? n * c->lim.kv_blocks_per_slot[1]
+                                                         : c->lim.n_kv_blocks[1]));
+    if (n < 1)
+        return mm_err_set(err, MM_ERR_NOMEM,
+                          "cuda backend: %.0f %% of the %.2f GB free after the weights and scratch "
+                          "holds no sequence (one takes %.2f MB): raise the memory fraction or "
+                          "lower max_tokens / max_context",
+                          100 * c->lim.mem_fraction, (double)free_b / 1e9, (double)per / 1e6);
+    c->lim.n_slots = n;
+    for (int s = 0; s < 2; s++)
+        if (c->lim.kv_blocks_per_slot[s] > 0)
+            c->lim.n_kv_blocks[s] = (int64_t)n * c->lim.kv_blocks_per_slot[s];
+    return MM_OK;
+}
+
+static void cu_limits(void *vctx, struct mm_backend_limits *out)
+{
+    const struct cu_ctx *c = vctx;
+    *out = c->lim;
+}
+
 static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const struct mm_weights *w,
                               const struct mm_backend_limits *lim, struct mm_err *err)
 {
@@ -829,16 +894,7 @@ static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const str
     }
     const int64_t T = max64(lim->max_tokens, 1), tiles = max64(lim->max_tiles, 1);
     const int64_t patch_in = 3 * cfg->patch_size * cfg->patch_size;
-    /* one slot and one KV block per stack more than asked: the pad slot and
-     * its block, which the padding rows of a graph step write */
-    c->state = dev_array(c, lim->n_slots + 1, max64(c->state_elems, 1), c->state_esz);
-    bool kv_ok = true;
-    for (int s = 0; s < 2; s++) {
-        c->kv[s] = lim->n_kv_blocks[s] > 0 && c->block_elems[s] > 0
-                       ? dev_array(c, lim->n_kv_blocks[s] + 1, c->block_elems[s], c->esz)
-                       : NULL;
-        kv_ok = kv_ok && (c->kv[s] || lim->n_kv_blocks[s] == 0 || c->block_elems[s] == 0);
-    }
+    /* scratch first (its rows of logits for at most 256 of the slots asked) */
     c->part_items = max64(T * maxNH, 65536);
     c->logit_rows = lim->n_slots < 256 ? lim->n_slots : 256;
     c->s_u = dev_array(c, T, 4 * H, c->esz);
@@ -850,7 +906,6 @@ static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const str
     c->s_part = dev_array(c, c->part_items, maxD + 2, sizeof(float));
     c->s_logits = dev_array(c, max64(c->logit_rows, 1), cfg->vocab_size, sizeof(float));
     c->s_work = dev_array(c, max64(c->logit_rows, 1), cfg->vocab_size, sizeof(float));
-    c->counts = dev_array(c, lim->n_slots, cfg->vocab_size, sizeof(uint32_t));
     c->d_req = dev_array(c, max64(c->logit_rows, 1), 1, sizeof *c->d_req);
     c->d_out = dev_array(c, max64(c->logit_rows, 1), 1, sizeof *c->d_out);
     const size_t tile_bytes =
@@ -858,34 +913,47 @@ static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const str
     c->arena_cap = tile_bytes + (size_t)T * 16 + ((size_t)1 << 20);
     c->d_arena = dev_alloc(c, c->arena_cap);
     c->h_tmp = malloc((size_t)max64(c->state_elems, 1) * sizeof(float));
-    c->d_ids = dev_array(c, lim->n_slots, 1, sizeof(int32_t));
-    ok =
-        c->state && kv_ok && c->s_u && c->s_z && c->s_m && c->s_patch && c->s_conv && c->s_y &&
-        c->s_part && c->s_logits && c->s_work && c->counts && c->d_req && c->d_out && c->d_arena &&
-        c->h_tmp && c->d_ids &&
-        cudaMallocHost((void **)&c->h_ids, (size_t)lim->n_slots * sizeof(int32_t)) == cudaSuccess &&
-        cudaEventCreateWithFlags(&c->g_done, cudaEventDisableTiming) == cudaSuccess &&
-        cudaMallocHost((void **)&c->h_arena, c->arena_cap) == cudaSuccess &&
-        cudaMallocHost((void **)&c->h_req, (size_t)max64(c->logit_rows, 1) * sizeof *c->h_req) ==
-            cudaSuccess &&
-        cudaMallocHost((void **)&c->h_out, (size_t)max64(c->logit_rows, 1) * sizeof *c->h_out) ==
-            cudaSuccess;
+    ok = c->s_u && c->s_z && c->s_m && c->s_patch && c->s_conv && c->s_y && c->s_part &&
+         c->s_logits && c->s_work && c->d_req && c->d_out && c->d_arena && c->h_tmp &&
+         cudaEventCreateWithFlags(&c->g_done, cudaEventDisableTiming) == cudaSuccess &&
+         cudaMallocHost((void **)&c->h_arena, c->arena_cap) == cudaSuccess &&
+         cudaMallocHost((void **)&c->h_req, (size_t)max64(c->logit_rows, 1) * sizeof *c->h_req) ==
+             cudaSuccess &&
+         cudaMallocHost((void **)&c->h_out, (size_t)max64(c->logit_rows, 1) * sizeof *c->h_out) ==
+             cudaSuccess;
+    if (ok && lim->mem_fraction > 0 && size_slots(c, err) != MM_OK)
+        return err->status;
+    /* then per slot (one slot and one KV block per stack more than asked:
+     * the pad slot and its block, which the padding rows of a graph step
+     * write) */
+    const int32_t S = c->lim.n_slots;
+    c->state = ok ? dev_array(c, S + 1, max64(c->state_elems, 1), c->state_esz) : NULL;
+    bool kv_ok = true;
+    for (int s = 0; s < 2; s++) {
+        c->kv[s] = ok && c->lim.n_kv_blocks[s] > 0 && c->block_elems[s] > 0
+                       ? dev_array(c, c->lim.n_kv_blocks[s] + 1, c->block_elems[s], c->esz)
+                       : NULL;
+        kv_ok = kv_ok && (c->kv[s] || c->lim.n_kv_blocks[s] == 0 || c->block_elems[s] == 0);
+    }
+    c->counts = ok ? dev_array(c, S, cfg->vocab_size, sizeof(uint32_t)) : NULL;
+    c->d_ids = ok ? dev_array(c, S, 1, sizeof(int32_t)) : NULL;
+    ok = ok && c->state && kv_ok && c->counts && c->d_ids &&
+         cudaMallocHost((void **)&c->h_ids, (size_t)S * sizeof(int32_t)) == cudaSuccess;
     if (ok)
-        memset(c->h_ids, 0, (size_t)lim->n_slots * sizeof(int32_t));
+        memset(c->h_ids, 0, (size_t)S * sizeof(int32_t));
     for (int s = 0; ok && s < 2; s++) {
         const int64_t bpt = (lim->max_context + MM_KV_BLOCK - 1) / MM_KV_BLOCK;
-        ok = alloc_meta(c, &c->stacks[s].meta, lim->n_kv_blocks[s] > 0 ? bpt : 0);
+        ok = alloc_meta(c, &c->stacks[s].meta, c->lim.n_kv_blocks[s] > 0 ? bpt : 0);
         /* the mirror starts unlike any table, so the first use uploads it;
          * the pad slot's table is the pad block throughout */
         struct cu_meta *m = &c->stacks[s].meta;
         if (ok && m->blk_cap > 0) {
             memset(m->h_blk, 0xff, (size_t)m->blk_cap * sizeof(int32_t));
-            int32_t *pad = m->h_blk + (int64_t)lim->n_slots * m->bpt;
+            int32_t *pad = m->h_blk + (int64_t)S * m->bpt;
             for (int64_t i = 0; i < m->bpt; i++)
-                pad[i] = (int32_t)lim->n_kv_blocks[s];
-            ok = cudaMemcpyAsync(m->d_blk + (int64_t)lim->n_slots * m->bpt, pad,
-                                 (size_t)m->bpt * sizeof *pad, cudaMemcpyHostToDevice,
-                                 c->stream) == cudaSuccess &&
+                pad[i] = (int32_t)c->lim.n_kv_blocks[s];
+            ok = cudaMemcpyAsync(m->d_blk + (int64_t)S * m->bpt, pad, (size_t)m->bpt * sizeof *pad,
+                                 cudaMemcpyHostToDevice, c->stream) == cudaSuccess &&
                  cudaStreamSynchronize(c->stream) == cudaSuccess;
         }
     }
@@ -894,8 +962,8 @@ static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const str
         return mm_err_set(err, MM_ERR_NOMEM,
                           "cuda backend: cannot allocate state/KV/scratch for %d slots, %lld+%lld "
                           "KV blocks, %lld tokens (GPU out of memory: lower the limits)",
-                          lim->n_slots, (long long)lim->n_kv_blocks[0],
-                          (long long)lim->n_kv_blocks[1], (long long)lim->max_tokens);
+                          S, (long long)c->lim.n_kv_blocks[0], (long long)c->lim.n_kv_blocks[1],
+                          (long long)lim->max_tokens);
     }
     choose_gemms(c);
     if (c->st == MM_OK)
@@ -907,9 +975,9 @@ static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const str
     MM_INFO("cuda backend: %s, weights %.2f GB, state %.1f MB/slot x %d slots (%s), KV %lld+%lld "
             "blocks, scratch+state %.2f GB; %.1f GB of %.1f GB free",
             c->f32 ? "fp32" : "bf16", (double)(free0 - free1) / 1e9,
-            (double)c->state_elems * (double)c->state_esz / 1e6, lim->n_slots,
-            lim->state_fp32 ? "fp32" : "bf16", (long long)lim->n_kv_blocks[0],
-            (long long)lim->n_kv_blocks[1], (double)(free1 - free2) / 1e9, (double)free2 / 1e9,
+            (double)c->state_elems * (double)c->state_esz / 1e6, c->lim.n_slots,
+            lim->state_fp32 ? "fp32" : "bf16", (long long)c->lim.n_kv_blocks[0],
+            (long long)c->lim.n_kv_blocks[1], (double)(free1 - free2) / 1e9, (double)free2 / 1e9,
             (double)total / 1e9);
     return cu_check(c, cudaDeviceSynchronize(), "load")
                ? mm_err_set(err, MM_ERR_BACKEND, "%s", c->msg)
@@ -1791,6 +1859,7 @@ static const struct mm_backend_ops cuda_ops = {
     .kv_copy = cu_kv_copy,
     .status = cu_status,
     .slot_read = cu_slot_read,
+    .limits = cu_limits,
 };
 
 enum mm_status mm_cuda_backend_create(bool fp32, struct mm_backend *b, struct mm_err *err)

@@ -41,6 +41,10 @@ struct mm_engine_options {
     size_t kv_memory;    /* bytes for KV blocks (attention layers), shared by the stacks so
                             that each gets the same number of blocks; 0: enough for every
                             slot to reach max_context */
+    double mem_fraction; /* > 0 (CUDA): max_seqs is an upper bound (so is max_tokens); the
+                            slots, with their KV blocks when kv_memory is 0, are as many as
+                            fit in this fraction of the device memory left after weights
+                            and scratch; opt.max_seqs of the open engine says how many */
 };
 
 /* Defaults: CPU, 4 slots, 4096 tokens, 13 tiles, 32768 context, fp32 state. */

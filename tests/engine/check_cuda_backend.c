@@ -12,8 +12,8 @@
  * identical greedy tokens (text, images, prefill in pieces, also with the
  * chunked scan over pieces that do not align with its chunks); bf16 error
  * measured and bounded; batched == alone; prefill == stepping; decode steps
- * replayed from padded graph buckets == eager; slot copy / save / restore
- * exact; the sticky status. */
+ * replayed from padded graph buckets == eager; slots sized from device
+ * memory; slot copy / save / restore exact; the sticky status. */
 #include "engine/cuda_backend.h"
 
 #include <math.h>
@@ -870,6 +870,72 @@ START_TEST(test_graph_buckets)
 }
 END_TEST
 
+/* Slots sized from device memory (mem_fraction): a sliver of the free memory
+ * holds a few tiny-linear slots (at least 1, fewer than asked), every one
+ * usable and no more; a large share gives all that were asked; the
+ * hybrid's slots bring their KV blocks; the CPU backend ignores it. */
+static struct mm_engine *open_sized(int m, enum mm_backend_kind kind, int32_t seqs, double frac)
+{
+    struct mm_engine_options o;
+    mm_engine_options_default(&o);
+    o.backend = kind;
+    o.n_threads = 2;
+    o.max_seqs = seqs;
+    o.max_tokens = 4096;
+    o.max_tiles = 0;
+    o.max_context = 256;
+    o.mem_fraction = frac;
+    struct mm_engine *e;
+    struct mm_err err;
+    ck_assert_msg(mm_engine_open(dirs[m], &o, &e, &err) == MM_OK, "%s", err.msg);
+    return e;
+}
+
+START_TEST(test_memory_sizing)
+{
+    struct mm_err err;
+    struct mm_engine *e = open_sized(0, MM_BACKEND_CUDA_FP32, 4096, 2e-6);
+    const int32_t n = e->opt.max_seqs;
+    ck_assert_msg(n >= 1 && n < 4096, "%d slots", n);
+    int32_t *slots = malloc((size_t)n * sizeof *slots);
+    int32_t *ids = malloc((size_t)n * sizeof *ids);
+    struct mm_seq_step *st = malloc((size_t)n * sizeof *st);
+    for (int32_t i = 0; i < n; i++) {
+        ck_assert_int_eq(mm_engine_slot_acquire(e, &slots[i], &err), MM_OK);
+        ids[i] = 5 + i % 100;
+        st[i] = (struct mm_seq_step){.slot = slots[i], .ids = &ids[i], .n = 1};
+    }
+    int32_t extra;
+    ck_assert_int_eq(mm_engine_slot_acquire(e, &extra, &err), MM_ERR_LIMIT);
+    ck_assert_msg(mm_engine_forward(e, st, n, NULL, &err) == MM_OK, "%s", err.msg);
+    ck_assert_msg(mm_engine_forward(e, st, n, NULL, &err) == MM_OK, "%s", err.msg);
+    printf("memory sizing: 2e-6 of the free memory holds %d tiny-linear slots\n", n);
+    free(slots);
+    free(ids);
+    free(st);
+    mm_engine_close(e);
+
+    e = open_sized(0, MM_BACKEND_CUDA, 16, 0.5);
+    ck_assert_int_eq(e->opt.max_seqs, 16);
+    mm_engine_close(e);
+
+    e = open_sized(1, MM_BACKEND_CUDA_FP32, 4096, 2e-5);
+    const int32_t nh = e->opt.max_seqs;
+    ck_assert_msg(nh >= 1 && nh < 4096, "%d hybrid slots", nh);
+    for (int s = 0; s < 2; s++)
+        if (e->kv[s])
+            ck_assert_msg(e->kv_blocks[s] > 0 && e->kv_blocks[s] % nh == 0,
+                          "stack %d: %lld blocks for %d slots", s, (long long)e->kv_blocks[s], nh);
+    printf("memory sizing: 2e-5 holds %d tiny-hybrid slots, KV %lld+%lld blocks\n", nh,
+           (long long)e->kv_blocks[0], (long long)e->kv_blocks[1]);
+    mm_engine_close(e);
+
+    e = open_sized(0, MM_BACKEND_CPU, 3, 1e-9);
+    ck_assert_int_eq(e->opt.max_seqs, 3);
+    mm_engine_close(e);
+}
+END_TEST
+
 int main(void)
 {
     if (!have_gpu()) {
@@ -891,6 +957,7 @@ int main(void)
     tcase_add_loop_test(model, test_model_vs_cpu, 0, N_MODELS);
     tcase_add_loop_test(model, test_batched_equals_alone, 0, N_MODELS);
     tcase_add_loop_test(model, test_graph_buckets, 0, N_MODELS);
+    tcase_add_test(model, test_memory_sizing);
     suite_add_tcase(s, ops);
     suite_add_tcase(s, model);
     return mm_test_run_nofork(s);
