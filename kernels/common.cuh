@@ -47,6 +47,64 @@ static __device__ __forceinline__ float block_sum(float v, float *sh)
 
 static __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 
+/* softplus(x) = log(1 + e^x), = x above 20 (the CPU's mm_cpu_softplus) */
+static __device__ __forceinline__ float softplus(float x)
+{
+    return x > 20.0f ? x : log1pf(expf(x));
+}
+
+/* 4 consecutive elements as a float4 (16 bytes of float, 8 of bf16; aligned) */
+static __device__ __forceinline__ float4 ld4(const float *p) { return *(const float4 *)p; }
+static __device__ __forceinline__ float4 ld4(const bf16 *p)
+{
+    const uint2 raw = *(const uint2 *)p;
+    const float2 a = __bfloat1622float2(*(const __nv_bfloat162 *)&raw.x);
+    const float2 b = __bfloat1622float2(*(const __nv_bfloat162 *)&raw.y);
+    return make_float4(a.x, a.y, b.x, b.y);
+}
+static __device__ __forceinline__ void st4(float *p, float4 v) { *(float4 *)p = v; }
+static __device__ __forceinline__ void st4(bf16 *p, float4 v)
+{
+    __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+    uint2 raw;
+    raw.x = *(uint32_t *)&a;
+    raw.y = *(uint32_t *)&b;
+    *(uint2 *)p = raw;
+}
+
+/* 8 consecutive elements as floats: 16-byte accesses (one of 8 bf16, two
+ * float4); p 16-byte aligned */
+static __device__ __forceinline__ void ld8(const float *p, float v[8])
+{
+    const float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4);
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+static __device__ __forceinline__ void ld8(const bf16 *p, float v[8])
+{
+    const uint4 raw = *(const uint4 *)p;
+    const __nv_bfloat162 *h2 = (const __nv_bfloat162 *)&raw;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 f = __bfloat1622float2(h2[i]);
+        v[2 * i] = f.x;
+        v[2 * i + 1] = f.y;
+    }
+}
+static __device__ __forceinline__ void st8(float *p, const float v[8])
+{
+    *(float4 *)p = make_float4(v[0], v[1], v[2], v[3]);
+    *(float4 *)(p + 4) = make_float4(v[4], v[5], v[6], v[7]);
+}
+static __device__ __forceinline__ void st8(bf16 *p, const float v[8])
+{
+    uint4 raw;
+    __nv_bfloat162 *h2 = (__nv_bfloat162 *)&raw;
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        h2[i] = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
+    *(uint4 *)p = raw;
+}
+
 static inline unsigned mm_blocks(int64_t n, int per) { return (unsigned)((n + per - 1) / per); }
 
 #endif

@@ -100,6 +100,20 @@ cudaError_t mm_k_ssm_scan(cudaStream_t s, const float *u, int64_t C, const void 
                           int64_t nh, int64_t kvh, int64_t d, const float *dt_bias, const float *A,
                           struct mm_kstate st, float *y);
 
+/* ---- ssd.cu: the same recurrence in chunked (SSD) form, for prefill spans --------- */
+
+/* Same contract as mm_k_ssm_scan (results equal to rounding: bf16 tensor-core
+ * operands in the serving mode, ~fp32 in the exact mode). Head dims 16, 32, 64,
+ * 128. mm_k_ssd_prepare(f32, d) must have succeeded once before (at load, not
+ * during a graph capture): it raises the kernel's shared-memory limit, and
+ * fails (cudaErrorInvalidValue) for another head dim or a GPU with too
+ * little shared memory per block (then use mm_k_ssm_scan). */
+cudaError_t mm_k_ssd_prepare(bool f32, int64_t d);
+cudaError_t mm_k_ssd_scan(cudaStream_t s, const float *u, int64_t C, const void *z, bool f32,
+                          int64_t ldz, int64_t dt_off, const struct mm_kspan *spans, int n_spans,
+                          int64_t nh, int64_t kvh, int64_t d, const float *dt_bias, const float *A,
+                          struct mm_kstate st, float *y);
+
 /* The decode step of a Mamba-2 layer when every span has one token, fused:
  * conv (reading the slot's conv state; mm_k_conv2_state writes it after), the
  * state update in place, y = C.S and the gated RMSNorm into out [n][nh*d].

@@ -6,6 +6,9 @@
 
 /* ---- kernels ---------------------------------------------------------------------- */
 
+/* Each has a vector form (8 or 4 consecutive elements per thread, 16-byte
+ * accesses) the launcher takes when the sizes and strides allow it. */
+
 /* one block of 256 threads per row; the row is read once into registers
  * (RMS_REGS values per thread; H <= 256 * RMS_REGS) */
 #define RMS_REGS 16
@@ -30,6 +33,42 @@ __global__ void rmsnorm_k(const T *x, const int64_t *rows, int64_t H, const floa
         const int64_t k = threadIdx.x + (int64_t)j * blockDim.x;
         if (k < H)
             stf(out + i * H + k, v[j] * inv * w[k]);
+    }
+}
+
+/* vector form: a block of 32..256 threads per row, 8 elements per thread per
+ * pass, two passes at most (H % 8 == 0, H <= 4096) */
+template <typename T, typename O>
+__global__ void rmsnorm8_k(const T *x, const int64_t *rows, int64_t H, const float *w, float eps,
+                           O *out)
+{
+    __shared__ float sh[32];
+    const int64_t i = blockIdx.x, r = rows ? rows[i] : i;
+    const T *xr = x + r * H;
+    float v[2][8], ss = 0;
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        const int64_t k = (threadIdx.x + (int64_t)j * blockDim.x) * 8;
+        if (k < H) {
+            ld8(xr + k, v[j]);
+#pragma unroll
+            for (int e = 0; e < 8; e++)
+                ss += v[j][e] * v[j][e];
+        }
+    }
+    ss = block_sum(ss, sh);
+    const float inv = 1.0f / sqrtf(ss / (float)H + eps);
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        const int64_t k = (threadIdx.x + (int64_t)j * blockDim.x) * 8;
+        if (k < H) {
+            float wv[8], o[8];
+            ld8(w + k, wv);
+#pragma unroll
+            for (int e = 0; e < 8; e++)
+                o[e] = v[j][e] * inv * wv[e];
+            st8(out + i * H + k, o);
+        }
     }
 }
 
@@ -69,6 +108,51 @@ __global__ void gated_rmsnorm_k(const float *y, const T *z, int64_t ldz, int64_t
         stf(out + t * nh * d + h * d + k, yr[k] * r * w[k] * silu(ldf(g + k)));
 }
 
+/* vector form: 4 consecutive elements per lane (d % 4 == 0, 16-byte y, 8-
+ * or 16-byte gate and output accesses) */
+template <typename T>
+__global__ void gated_rmsnorm4_k(const float *y, const T *z, int64_t ldz, int64_t g_off,
+                                 int64_t T_, int64_t nh, int64_t d, const float *w, T *out)
+{
+    const int64_t item = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32;
+    const int lane = threadIdx.x & 31;
+    if (item >= T_ * nh)
+        return;
+    const int64_t t = item / nh, h = item % nh;
+    const float *yr = y + t * nh * d + h * d;
+    const T *g = z + t * ldz + g_off + h * d;
+    float ss = 0;
+    for (int64_t k = 4 * lane; k < d; k += 128) {
+        const float4 v = *(const float4 *)(yr + k);
+        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+    ss = warp_sum(ss);
+    const float r = 1.0f / sqrtf(ss / (float)d + 1e-5f);
+    for (int64_t k = 4 * lane; k < d; k += 128) {
+        const float4 v = *(const float4 *)(yr + k), gv = ld4(g + k), wv = *(const float4 *)(w + k);
+        st4(out + t * nh * d + h * d + k,
+            make_float4(v.x * r * wv.x * silu(gv.x), v.y * r * wv.y * silu(gv.y),
+                        v.z * r * wv.z * silu(gv.z), v.w * r * wv.w * silu(gv.w)));
+    }
+}
+
+/* grid-stride over 8-element pieces of the output (F % 8 == 0) */
+template <typename T> __global__ void swiglu8_k(const T *h, int64_t F, int64_t n8, T *out)
+{
+    const int64_t per_row = F / 8;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = i / per_row, j = (i % per_row) * 8;
+        float a[8], b[8], o[8];
+        ld8(h + r * 2 * F + j, a);
+        ld8(h + r * 2 * F + F + j, b);
+#pragma unroll
+        for (int e = 0; e < 8; e++)
+            o[e] = silu(a[e]) * b[e];
+        st8(out + r * F + j, o);
+    }
+}
+
 /* one block per token row */
 template <typename T> __global__ void swiglu_k(const T *h, int64_t F, T *out)
 {
@@ -89,6 +173,17 @@ extern "C" cudaError_t mm_k_rmsnorm(cudaStream_t s, bool f32, const void *x, con
     if (H > 256 * RMS_REGS)
         return cudaErrorInvalidValue; /* hidden sizes up to 4096 */
     const unsigned g = (unsigned)n;
+    if (H % 8 == 0) {
+        const int64_t v = H / 8;
+        const unsigned bs = (unsigned)(v >= 256 ? 256 : (v + 31) / 32 * 32);
+        if (f32)
+            rmsnorm8_k<<<g, bs, 0, s>>>((const float *)x, rows, H, w, eps, (float *)out);
+        else if (out_f32)
+            rmsnorm8_k<<<g, bs, 0, s>>>((const bf16 *)x, rows, H, w, eps, (float *)out);
+        else
+            rmsnorm8_k<<<g, bs, 0, s>>>((const bf16 *)x, rows, H, w, eps, (bf16 *)out);
+        return cudaGetLastError();
+    }
     if (f32)
         rmsnorm_k<<<g, 256, 0, s>>>((const float *)x, rows, H, w, eps, (float *)out);
     else if (out_f32)
@@ -116,6 +211,15 @@ extern "C" cudaError_t mm_k_gated_rmsnorm(cudaStream_t s, bool f32, const float 
     if (T <= 0)
         return cudaSuccess;
     const unsigned g = mm_blocks(T * nh, 8);
+    if (d % 4 == 0 && ldz % 4 == 0 && g_off % 4 == 0) {
+        if (f32)
+            gated_rmsnorm4_k<<<g, 256, 0, s>>>(y, (const float *)z, ldz, g_off, T, nh, d, w,
+                                               (float *)out);
+        else
+            gated_rmsnorm4_k<<<g, 256, 0, s>>>(y, (const bf16 *)z, ldz, g_off, T, nh, d, w,
+                                               (bf16 *)out);
+        return cudaGetLastError();
+    }
     if (f32)
         gated_rmsnorm_k<<<g, 256, 0, s>>>(y, (const float *)z, ldz, g_off, T, nh, d, w,
                                           (float *)out);
@@ -129,6 +233,15 @@ extern "C" cudaError_t mm_k_swiglu(cudaStream_t s, bool f32, const void *h, int6
 {
     if (T <= 0)
         return cudaSuccess;
+    if (F % 8 == 0) {
+        const int64_t n8 = T * F / 8;
+        const unsigned g8 = mm_blocks(n8, 256);
+        if (f32)
+            swiglu8_k<<<g8, 256, 0, s>>>((const float *)h, F, n8, (float *)out);
+        else
+            swiglu8_k<<<g8, 256, 0, s>>>((const bf16 *)h, F, n8, (bf16 *)out);
+        return cudaGetLastError();
+    }
     const unsigned g = (unsigned)T;
     if (f32)
         swiglu_k<<<g, 512, 0, s>>>((const float *)h, F, (float *)out);

@@ -18,30 +18,6 @@
 #define SCAN_KQ(D) ((D) >= 32 ? 8 : 4)
 #define SCAN_PR 8 /* state rows per block: 256 blocks for one sequence of 16 heads */
 
-static __device__ __forceinline__ float softplus(float x)
-{
-    return x > 20.0f ? x : log1pf(expf(x));
-}
-
-/* 4 state values of row p, columns [4q, 4q + 4) */
-static __device__ __forceinline__ float4 ld4(const float *p) { return *(const float4 *)p; }
-static __device__ __forceinline__ float4 ld4(const bf16 *p)
-{
-    const uint2 raw = *(const uint2 *)p;
-    const float2 a = __bfloat1622float2(*(const __nv_bfloat162 *)&raw.x);
-    const float2 b = __bfloat1622float2(*(const __nv_bfloat162 *)&raw.y);
-    return make_float4(a.x, a.y, b.x, b.y);
-}
-static __device__ __forceinline__ void st4(float *p, float4 v) { *(float4 *)p = v; }
-static __device__ __forceinline__ void st4(bf16 *p, float4 v)
-{
-    __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
-    uint2 raw;
-    raw.x = *(uint32_t *)&a;
-    raw.y = *(uint32_t *)&b;
-    *(uint2 *)p = raw;
-}
-
 /* Thread (pl, kq) owns row p = pb*PR + pl, column chunks q = kq + KQ*jj of 4 columns:
  * the KQ threads of a row read consecutive 16-byte chunks of shared memory. Inputs
  * of the next L tokens are copied (cp.async) while the current L are scanned. */

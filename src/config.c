@@ -87,6 +87,11 @@ static const struct option_row options[] = {
      "Memory for the KV blocks of attention layers (hybrid and teacher\n"
      "checkpoints; a linear model has none). 0: enough for every slot to reach\n"
      "max_model_len. Less makes the scheduler wait or preempt when it runs dry."},
+    {"gpu_memory_percent", OPT_INT, OFF(gpu_memory_percent), "0", 0, 100, NULL, "percent", NULL,
+     "CUDA: share of the GPU memory left after the weights and scratch that the\n"
+     "state slots (and, with kv_memory 0, their KV blocks) may take. 0: max_seqs\n"
+     "slots exactly. Above 0, max_seqs (and max_batch_tokens) is an upper bound and\n"
+     "the start-up log gives the number that fit."},
     {"max_batch_tokens", OPT_INT, OFF(max_batch_tokens), "2048", 16, 1 << 20, NULL, "tokens", NULL,
      "Tokens in one engine step: decodes plus prefill chunks. Long prompts are\n"
      "prefilled in chunks of this size so running streams keep flowing."},

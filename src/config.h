@@ -41,6 +41,7 @@ struct mm_daemon_config {
     int64_t max_seqs;
     char *state_dtype; /* "fp32" | "bf16" */
     size_t kv_memory;
+    int64_t gpu_memory_percent; /* 0: max_seqs as given */
     int64_t max_batch_tokens;
     int64_t max_model_len;
     int64_t max_queue;

@@ -256,6 +256,7 @@ static enum mm_status load_model(struct daemon *d, struct mm_err *err)
     eo.max_context = o->max_model_len;
     eo.state_fp32 = strcmp(o->state_dtype, "fp32") == 0;
     eo.kv_memory = o->kv_memory;
+    eo.mem_fraction = (double)o->gpu_memory_percent / 100.0;
     st = open_engines(d, &eo, err);
     if (st != MM_OK && auto_cuda) {
         MM_WARN("CUDA backend unavailable (%s); using the CPU backend", err->msg);
@@ -306,7 +307,7 @@ static enum mm_status load_model(struct daemon *d, struct mm_err *err)
             o->model, (long long)d->cfg.llm.num_layers, (long long)d->cfg.llm.hidden,
             (long long)d->cfg.vocab_size, d->n_engines,
             eo.backend == MM_BACKEND_CUDA ? "cuda" : "cpu", d->n_engines > 1 ? "s" : "",
-            (long long)o->max_seqs, (long long)mm_dispatch_max_model_len(d->dispatch));
+            (long long)d->engines[0]->opt.max_seqs, (long long)mm_dispatch_max_model_len(d->dispatch));
     return MM_OK;
 }
 
@@ -369,7 +370,10 @@ static enum mm_status app_from_model(struct daemon *d, struct mm_err *err)
     a->dispatch = d->dispatch;
     a->state_cache = d->state_cache;
     a->max_model_len = mm_dispatch_max_model_len(d->dispatch);
-    a->max_n = d->opt.max_n < d->opt.max_seqs ? d->opt.max_n : d->opt.max_seqs;
+    int64_t slots = d->engines[0]->opt.max_seqs; /* gpu_memory_percent may give fewer */
+    for (int i = 1; i < d->n_engines; i++)
+        slots = d->engines[i]->opt.max_seqs < slots ? d->engines[i]->opt.max_seqs : slots;
+    a->max_n = d->opt.max_n < slots ? d->opt.max_n : slots;
     const enum mm_status st =
         mm_image_params_from_config(&d->cfg, &a->image_limits, &a->image_params, err);
     if (st != MM_OK)

@@ -89,6 +89,13 @@ struct mm_backend_limits {
     int64_t max_tiles;   /* image tiles in one step */
     int64_t max_context; /* longest sequence (positions) an attention layer may see */
     bool state_fp32;     /* keep SSM state in fp32 between steps (else bf16, like the reference) */
+    /* Sizing from device memory (a backend with `limits`; others ignore it):
+     * when > 0, n_slots and n_kv_blocks are upper bounds and load takes as
+     * many slots as fit in this fraction of the device memory left after the
+     * weights and its scratch, each slot bringing kv_blocks_per_slot[s] KV
+     * blocks of stack s (where that is 0, n_kv_blocks[s] are taken as given). */
+    double mem_fraction;
+    int64_t kv_blocks_per_slot[2];
 };
 
 struct mm_backend_ops {
@@ -201,6 +208,9 @@ struct mm_backend_ops {
     /* Copies a slot's recurrent state to host fp32: for every mamba2 layer,
      * embedding stack first, conv [C] then ssm [heads, d, d]. For tests. */
     void (*slot_read)(void *ctx, int32_t slot, float *out);
+    /* Optional (NULL: exactly the limits given to load): the limits load
+     * allocated, which differ from those given when mem_fraction > 0. */
+    void (*limits)(void *ctx, struct mm_backend_limits *out);
 };
 
 struct mm_backend {

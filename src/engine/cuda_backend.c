@@ -56,16 +56,21 @@ struct cu_layer {
     int64_t kv_off;
 };
 
-/* Span metadata of one stack for the current step (device copies + staging). */
+/* Span metadata of one stack for the current step (device copies + staging).
+ * A decode step replayed from a graph is padded to its bucket with 1-token
+ * spans on the pad slot (index n_slots, whose table is the pad KV block). */
 struct cu_meta {
     struct mm_span *last; /* host copy of the spans it was built from */
+    int n_real;           /* spans given (last); n_spans - n_real are pads */
     int n_spans;
     int64_t T;
-    struct mm_kspan *h_spans, *d_spans; /* [n_slots] */
+    struct mm_kspan *h_spans, *d_spans; /* [n_slots + 1] */
+    struct mm_kspan *h_part, *d_part;   /* the same spans, those for the chunked scan first */
+    int n_long;                         /* spans for the chunked scan (cu_ctx.scan_min) */
     int32_t *h_tok, *d_tok;             /* [max_tokens] row -> span */
     int32_t *h_blk, *d_blk;             /* flat block tables */
     int64_t blk_cap;
-    int64_t bpt;        /* block-table entries per slot: h_blk/d_blk mirror [n_slots][bpt] */
+    int64_t bpt; /* block-table entries per slot: h_blk/d_blk mirror [n_slots + 1][bpt] */
     cudaEvent_t copied; /* the last upload from the host buffers */
     bool pending;
     int64_t max_kv; /* longest sequence in keys (pos + n) */
@@ -114,6 +119,13 @@ struct cu_ctx {
     int n_choices;
 
     struct cu_stack stacks[2];
+    /* Mamba-2 prefill: spans of at least scan_min tokens take the chunked
+     * scan (ssd.cu), shorter ones the token-sequential one (scan.cu); the
+     * crossover is measured at load unless MMMAMBA_CUDA_SCAN sets it: seq
+     * (never chunked), chunked (always), or a token count */
+    int64_t scan_min;
+    int64_t scan_force; /* 0: measure */
+    bool ssd_ok;        /* the chunked kernels are ready (mm_k_ssd_prepare) */
     void *patch_w, *sh_w1, *sh_w2, *text_emb, *special_emb, *output;
     float *patch_b, *pos, *sh_b1, *sh_b2, *norm;
     int64_t n_special;
@@ -144,11 +156,15 @@ struct cu_ctx {
     enum mm_status st;
     char msg[256];
 
-    /* decode steps as CUDA graphs, one per batch size (step_begin/step_end) */
+    /* decode steps as CUDA graphs, one per batch-size bucket (graph_bucket:
+     * a step of n sequences runs padded to its bucket), recorded by
+     * step_begin/step_end; a capture that saw an op whose size is not the
+     * padded batch's (g_exact) replays only for its exact n */
     enum { G_EAGER, G_CAPTURE, G_REPLAY } gmode;
-    bool graphs_on, g_launched;
+    bool graphs_on, g_launched, g_exact;
+    int n_real, n_pad; /* sequences of the current graph step, and its bucket */
     struct {
-        int n;
+        int n, exact; /* bucket; exact n or -1 */
         cudaGraphExec_t exec;
         uint64_t used;
     } graphs[64];
@@ -156,7 +172,7 @@ struct cu_ctx {
     uint64_t g_clock;
     cudaEvent_t g_done;
     /* embeddings of a graph step wait here until the first mixer (fixed buffers) */
-    int32_t *h_ids, *d_ids; /* [n_slots] */
+    int32_t *h_ids, *d_ids; /* [n_slots], zeroed: pad rows embed id 0 */
     bool pend;
     struct mm_act *pend_x;
     int64_t pend_row0, pend_n;
@@ -550,12 +566,14 @@ static bool load_pos(struct cu_ctx *c, const struct mm_weights *w)
 
 static bool alloc_meta(struct cu_ctx *c, struct cu_meta *m, int64_t bpt)
 {
-    const int64_t T = max64(c->lim.max_tokens, 1), S = c->lim.n_slots;
+    const int64_t T = max64(c->lim.max_tokens, 1), S = c->lim.n_slots + 1; /* + the pad slot */
     const int64_t blk_cap = bpt * S;
     m->bpt = bpt;
     m->blk_cap = blk_cap;
     m->last = calloc((size_t)S, sizeof *m->last);
     return m->last && cudaMallocHost((void **)&m->h_spans, (size_t)S * sizeof *m->h_spans) == 0 &&
+           cudaMallocHost((void **)&m->h_part, (size_t)S * sizeof *m->h_part) == 0 &&
+           (m->d_part = dev_array(c, S, 1, sizeof *m->d_part)) &&
            cudaMallocHost((void **)&m->h_tok, (size_t)T * sizeof *m->h_tok) == 0 &&
            cudaMallocHost((void **)&m->h_blk, (size_t)max64(blk_cap, 1) * sizeof *m->h_blk) == 0 &&
            (m->d_spans = dev_array(c, S, 1, sizeof *m->d_spans)) &&
@@ -652,6 +670,163 @@ static void choose_gemms(struct cu_ctx *c)
     (void)cudaGetLastError();
 }
 
+/* Times the token-sequential scan against the chunked one on one sequence of
+ * n tokens with the model's heads (inputs as they are: the time does not
+ * depend on the values) and sets scan_min to the shortest n from which the
+ * chunked scan is faster at every longer n measured. Uses slot 0's state and
+ * zeroes it after. */
+static void choose_scan(struct cu_ctx *c)
+{
+    c->scan_min = c->scan_force > 0 ? c->scan_force : INT64_MAX;
+    const struct mm_stack_config *sc = NULL;
+    const struct cu_layer *l = NULL;
+    for (int s = 1; s >= 0 && !l; s--)
+        for (int64_t i = 0; i < c->stacks[s].cfg->num_layers && !l; i++)
+            if (c->stacks[s].layers[i].kind == MM_LAYER_MAMBA2) {
+                sc = c->stacks[s].cfg;
+                l = &c->stacks[s].layers[i];
+            }
+    /* the chunked kernels for the head dim of every stack with Mamba-2 layers, or none */
+    c->ssd_ok = l != NULL;
+    for (int s = 0; s < 2 && c->ssd_ok; s++) {
+        bool mamba = false;
+        for (int64_t i = 0; i < c->stacks[s].cfg->num_layers; i++)
+            mamba = mamba || c->stacks[s].layers[i].kind == MM_LAYER_MAMBA2;
+        c->ssd_ok = !mamba || mm_k_ssd_prepare(c->f32, c->stacks[s].cfg->head_dim) == cudaSuccess;
+    }
+    (void)cudaGetLastError();
+    if (!c->ssd_ok) {
+        c->scan_min = INT64_MAX;
+        if (l)
+            MM_INFO("cuda backend: scan: token-sequential only (no chunked kernel for head dim "
+                    "%lld on this GPU)",
+                    (long long)sc->head_dim);
+        return;
+    }
+    if (c->scan_force > 0) {
+        MM_INFO("cuda backend: scan: chunked from %lld tokens (MMMAMBA_CUDA_SCAN)",
+                (long long)c->scan_min);
+        return;
+    }
+    const int64_t d = sc->head_dim, nh = sc->heads, kvh = sc->kv_heads;
+    const int64_t C = 2 * kvh * d + nh * d, Z = C + nh * d + nh;
+    const struct mm_kstate st = {c->state, c->state_elems, l->state_off, c->lim.state_fp32};
+    const int64_t lens[] = {16, 32, 64, 128, 256, 512, 1024};
+    const int n_lens = (int)(sizeof lens / sizeof lens[0]), reps = 5;
+    bool wins[sizeof lens / sizeof lens[0]] = {false};
+    cudaEvent_t e0, e1;
+    if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess)
+        return;
+    char line[384];
+    int at = snprintf(line, sizeof line, "scan (sequential/chunked us per layer, one sequence):");
+    int measured = 0;
+    for (int i = 0; i < n_lens && lens[i] <= c->lim.max_tokens && c->st == MM_OK; i++) {
+        const struct mm_kspan ks = {0, lens[i], 0, 0, 0, 0};
+        const struct mm_kspan *dks = stage(c, &ks, sizeof ks);
+        float t[2] = {0, 0};
+        for (int impl = 0; impl < 2 && dks; impl++) {
+            for (int r = 0; r < reps + 1; r++) {
+                if (r == 1)
+                    cudaEventRecord(e0, c->stream);
+                cu_check(c,
+                         impl == 0 ? mm_k_ssm_scan(c->stream, c->s_conv, C, c->s_z, c->f32, Z,
+                                                   C + nh * d, dks, 1, nh, kvh, d, l->dt_bias,
+                                                   l->A, st, c->s_y)
+                                   : mm_k_ssd_scan(c->stream, c->s_conv, C, c->s_z, c->f32, Z,
+                                                   C + nh * d, dks, 1, nh, kvh, d, l->dt_bias,
+                                                   l->A, st, c->s_y),
+                         "scan choice");
+            }
+            cudaEventRecord(e1, c->stream);
+            cudaEventSynchronize(e1);
+            cudaEventElapsedTime(&t[impl], e0, e1);
+        }
+        wins[i] = t[1] < t[0];
+        measured = i + 1;
+        at += snprintf(line + at, sizeof line - (size_t)(at < (int)sizeof line ? at : 0),
+                       " %lld: %.1f/%.1f", (long long)lens[i], t[0] * 1e3 / reps,
+                       t[1] * 1e3 / reps);
+        if (at >= (int)sizeof line)
+            at = (int)sizeof line - 1;
+    }
+    for (int i = measured - 1; i >= 0 && wins[i]; i--)
+        c->scan_min = lens[i];
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cu_check(c, cudaMemsetAsync(c->state, 0, (size_t)c->state_elems * c->state_esz, c->stream),
+             "scan choice");
+    cu_check(c, cudaStreamSynchronize(c->stream), "scan choice");
+    if (c->scan_min == INT64_MAX)
+        MM_INFO("cuda backend: %s; chunked for no span", line);
+    else
+        MM_INFO("cuda backend: %s; chunked from %lld tokens", line, (long long)c->scan_min);
+}
+
+/* Device bytes one slot takes: its state, token counts and metadata (span
+ * entries, a row of each block table), and its KV blocks when they come
+ * with it (kv_blocks_per_slot). */
+static size_t slot_device_bytes(const struct cu_ctx *c)
+{
+    const int64_t bpt = (c->lim.max_context + MM_KV_BLOCK - 1) / MM_KV_BLOCK;
+    size_t b = (size_t)c->state_elems * c->state_esz +
+               (size_t)c->cfg.vocab_size * sizeof(uint32_t) + sizeof(int32_t);
+    for (int s = 0; s < 2; s++) {
+        b += 2 * sizeof(struct mm_kspan);
+        if (c->lim.n_kv_blocks[s] > 0 && c->block_elems[s] > 0)
+            b += (size_t)bpt * sizeof(int32_t) + (size_t)c->lim.kv_blocks_per_slot[s] *
+                                                     (size_t)c->block_elems[s] * c->esz;
+    }
+    return b;
+}
+
+/* mem_fraction > 0: as many slots (at most the n_slots asked) as fit in
+ * that fraction of the device memory left now (after the weights and the
+ * scratch), with the KV blocks that come per slot; logged in one line. */
+static enum mm_status size_slots(struct cu_ctx *c, struct mm_err *err)
+{
+    size_t free_b = 0, total = 0;
+    if (cudaMemGetInfo(&free_b, &total) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return mm_err_set(err, MM_ERR_BACKEND, "cuda backend: cannot read the free memory");
+    }
+    const double budget = c->lim.mem_fraction * (double)free_b;
+    /* fixed: the pad slot, the KV blocks given outright, a pad block per stack */
+    double fixed = (double)c->state_elems * (double)c->state_esz;
+    for (int s = 0; s < 2; s++)
+        if (c->lim.n_kv_blocks[s] > 0 && c->block_elems[s] > 0)
+            fixed += (double)((c->lim.kv_blocks_per_slot[s] > 0 ? 0 : c->lim.n_kv_blocks[s]) + 1) *
+                     (double)c->block_elems[s] * (double)c->esz;
+    const size_t per = slot_device_bytes(c);
+    const double fit = budget > fixed ? (budget - fixed) / (double)per : 0;
+    const int32_t asked = c->lim.n_slots;
+    const int32_t n = fit < (double)asked ? (int32_t)fit : asked;
+    MM_INFO("cuda backend: memory: %.2f GB free after weights and scratch; %.0f %% of it holds "
+            "%d slots of %.2f MB (asked at most %d)%s; KV %lld+%lld blocks",
+            (double)free_b / 1e9, 100 * c->lim.mem_fraction, n, (double)per / 1e6, asked,
+            n < asked ? "" : ", all of them",
+            (long long)(c->lim.kv_blocks_per_slot[0] > 0 ? n * c->lim.kv_blocks_per_slot[0]
+                                                         : c->lim.n_kv_blocks[0]),
+            (long long)(c->lim.kv_blocks_per_slot[1] > 0 ? n * c->lim.kv_blocks_per_slot[1]
+                                                         : c->lim.n_kv_blocks[1]));
+    if (n < 1)
+        return mm_err_set(err, MM_ERR_NOMEM,
+                          "cuda backend: %.0f %% of the %.2f GB free after the weights and scratch "
+                          "holds no sequence (one takes %.2f MB): raise the memory fraction or "
+                          "lower max_tokens / max_context",
+                          100 * c->lim.mem_fraction, (double)free_b / 1e9, (double)per / 1e6);
+    c->lim.n_slots = n;
+    for (int s = 0; s < 2; s++)
+        if (c->lim.kv_blocks_per_slot[s] > 0)
+            c->lim.n_kv_blocks[s] = (int64_t)n * c->lim.kv_blocks_per_slot[s];
+    return MM_OK;
+}
+
+static void cu_limits(void *vctx, struct mm_backend_limits *out)
+{
+    const struct cu_ctx *c = vctx;
+    *out = c->lim;
+}
+
 static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const struct mm_weights *w,
                               const struct mm_backend_limits *lim, struct mm_err *err)
 {
@@ -721,14 +896,7 @@ static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const str
     }
     const int64_t T = max64(lim->max_tokens, 1), tiles = max64(lim->max_tiles, 1);
     const int64_t patch_in = 3 * cfg->patch_size * cfg->patch_size;
-    c->state = dev_array(c, lim->n_slots, max64(c->state_elems, 1), c->state_esz);
-    bool kv_ok = true;
-    for (int s = 0; s < 2; s++) {
-        c->kv[s] = lim->n_kv_blocks[s] > 0 && c->block_elems[s] > 0
-                       ? dev_array(c, lim->n_kv_blocks[s], c->block_elems[s], c->esz)
-                       : NULL;
-        kv_ok = kv_ok && (c->kv[s] || lim->n_kv_blocks[s] == 0 || c->block_elems[s] == 0);
-    }
+    /* scratch first (its rows of logits for at most 256 of the slots asked) */
     c->part_items = max64(T * maxNH, 65536);
     c->logit_rows = lim->n_slots < 256 ? lim->n_slots : 256;
     c->s_u = dev_array(c, T, 4 * H, c->esz);
@@ -740,7 +908,6 @@ static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const str
     c->s_part = dev_array(c, c->part_items, maxD + 2, sizeof(float));
     c->s_logits = dev_array(c, max64(c->logit_rows, 1), cfg->vocab_size, sizeof(float));
     c->s_work = dev_array(c, max64(c->logit_rows, 1), cfg->vocab_size, sizeof(float));
-    c->counts = dev_array(c, lim->n_slots, cfg->vocab_size, sizeof(uint32_t));
     c->d_req = dev_array(c, max64(c->logit_rows, 1), 1, sizeof *c->d_req);
     c->d_out = dev_array(c, max64(c->logit_rows, 1), 1, sizeof *c->d_out);
     const size_t tile_bytes =
@@ -748,35 +915,61 @@ static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const str
     c->arena_cap = tile_bytes + (size_t)T * 16 + ((size_t)1 << 20);
     c->d_arena = dev_alloc(c, c->arena_cap);
     c->h_tmp = malloc((size_t)max64(c->state_elems, 1) * sizeof(float));
-    c->d_ids = dev_array(c, lim->n_slots, 1, sizeof(int32_t));
-    ok =
-        c->state && kv_ok && c->s_u && c->s_z && c->s_m && c->s_patch && c->s_conv && c->s_y &&
-        c->s_part && c->s_logits && c->s_work && c->counts && c->d_req && c->d_out && c->d_arena &&
-        c->h_tmp && c->d_ids &&
-        cudaMallocHost((void **)&c->h_ids, (size_t)lim->n_slots * sizeof(int32_t)) == cudaSuccess &&
-        cudaEventCreateWithFlags(&c->g_done, cudaEventDisableTiming) == cudaSuccess &&
-        cudaMallocHost((void **)&c->h_arena, c->arena_cap) == cudaSuccess &&
-        cudaMallocHost((void **)&c->h_req, (size_t)max64(c->logit_rows, 1) * sizeof *c->h_req) ==
-            cudaSuccess &&
-        cudaMallocHost((void **)&c->h_out, (size_t)max64(c->logit_rows, 1) * sizeof *c->h_out) ==
-            cudaSuccess;
+    ok = c->s_u && c->s_z && c->s_m && c->s_patch && c->s_conv && c->s_y && c->s_part &&
+         c->s_logits && c->s_work && c->d_req && c->d_out && c->d_arena && c->h_tmp &&
+         cudaEventCreateWithFlags(&c->g_done, cudaEventDisableTiming) == cudaSuccess &&
+         cudaMallocHost((void **)&c->h_arena, c->arena_cap) == cudaSuccess &&
+         cudaMallocHost((void **)&c->h_req, (size_t)max64(c->logit_rows, 1) * sizeof *c->h_req) ==
+             cudaSuccess &&
+         cudaMallocHost((void **)&c->h_out, (size_t)max64(c->logit_rows, 1) * sizeof *c->h_out) ==
+             cudaSuccess;
+    if (ok && lim->mem_fraction > 0 && size_slots(c, err) != MM_OK)
+        return err->status;
+    /* then per slot (one slot and one KV block per stack more than asked:
+     * the pad slot and its block, which the padding rows of a graph step
+     * write) */
+    const int32_t S = c->lim.n_slots;
+    c->state = ok ? dev_array(c, S + 1, max64(c->state_elems, 1), c->state_esz) : NULL;
+    bool kv_ok = true;
+    for (int s = 0; s < 2; s++) {
+        c->kv[s] = ok && c->lim.n_kv_blocks[s] > 0 && c->block_elems[s] > 0
+                       ? dev_array(c, c->lim.n_kv_blocks[s] + 1, c->block_elems[s], c->esz)
+                       : NULL;
+        kv_ok = kv_ok && (c->kv[s] || c->lim.n_kv_blocks[s] == 0 || c->block_elems[s] == 0);
+    }
+    c->counts = ok ? dev_array(c, S, cfg->vocab_size, sizeof(uint32_t)) : NULL;
+    c->d_ids = ok ? dev_array(c, S, 1, sizeof(int32_t)) : NULL;
+    ok = ok && c->state && kv_ok && c->counts && c->d_ids &&
+         cudaMallocHost((void **)&c->h_ids, (size_t)S * sizeof(int32_t)) == cudaSuccess;
+    if (ok)
+        memset(c->h_ids, 0, (size_t)S * sizeof(int32_t));
     for (int s = 0; ok && s < 2; s++) {
         const int64_t bpt = (lim->max_context + MM_KV_BLOCK - 1) / MM_KV_BLOCK;
-        ok = alloc_meta(c, &c->stacks[s].meta, lim->n_kv_blocks[s] > 0 ? bpt : 0);
-        /* the mirror starts unlike any table, so the first use uploads it */
-        if (ok && c->stacks[s].meta.blk_cap > 0)
-            memset(c->stacks[s].meta.h_blk, 0xff,
-                   (size_t)c->stacks[s].meta.blk_cap * sizeof(int32_t));
+        ok = alloc_meta(c, &c->stacks[s].meta, c->lim.n_kv_blocks[s] > 0 ? bpt : 0);
+        /* the mirror starts unlike any table, so the first use uploads it;
+         * the pad slot's table is the pad block throughout */
+        struct cu_meta *m = &c->stacks[s].meta;
+        if (ok && m->blk_cap > 0) {
+            memset(m->h_blk, 0xff, (size_t)m->blk_cap * sizeof(int32_t));
+            int32_t *pad = m->h_blk + (int64_t)S * m->bpt;
+            for (int64_t i = 0; i < m->bpt; i++)
+                pad[i] = (int32_t)c->lim.n_kv_blocks[s];
+            ok = cudaMemcpyAsync(m->d_blk + (int64_t)S * m->bpt, pad, (size_t)m->bpt * sizeof *pad,
+                                 cudaMemcpyHostToDevice, c->stream) == cudaSuccess &&
+                 cudaStreamSynchronize(c->stream) == cudaSuccess;
+        }
     }
     if (!ok) {
         (void)cudaGetLastError();
         return mm_err_set(err, MM_ERR_NOMEM,
                           "cuda backend: cannot allocate state/KV/scratch for %d slots, %lld+%lld "
                           "KV blocks, %lld tokens (GPU out of memory: lower the limits)",
-                          lim->n_slots, (long long)lim->n_kv_blocks[0],
-                          (long long)lim->n_kv_blocks[1], (long long)lim->max_tokens);
+                          S, (long long)c->lim.n_kv_blocks[0], (long long)c->lim.n_kv_blocks[1],
+                          (long long)lim->max_tokens);
     }
     choose_gemms(c);
+    if (c->st == MM_OK)
+        choose_scan(c);
     if (c->st != MM_OK)
         return mm_err_set(err, MM_ERR_BACKEND, "%s", c->msg);
     size_t free2 = 0;
@@ -784,9 +977,9 @@ static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const str
     MM_INFO("cuda backend: %s, weights %.2f GB, state %.1f MB/slot x %d slots (%s), KV %lld+%lld "
             "blocks, scratch+state %.2f GB; %.1f GB of %.1f GB free",
             c->f32 ? "fp32" : "bf16", (double)(free0 - free1) / 1e9,
-            (double)c->state_elems * (double)c->state_esz / 1e6, lim->n_slots,
-            lim->state_fp32 ? "fp32" : "bf16", (long long)lim->n_kv_blocks[0],
-            (long long)lim->n_kv_blocks[1], (double)(free1 - free2) / 1e9, (double)free2 / 1e9,
+            (double)c->state_elems * (double)c->state_esz / 1e6, c->lim.n_slots,
+            lim->state_fp32 ? "fp32" : "bf16", (long long)c->lim.n_kv_blocks[0],
+            (long long)c->lim.n_kv_blocks[1], (double)(free1 - free2) / 1e9, (double)free2 / 1e9,
             (double)total / 1e9);
     return cu_check(c, cudaDeviceSynchronize(), "load")
                ? mm_err_set(err, MM_ERR_BACKEND, "%s", c->msg)
@@ -817,6 +1010,7 @@ static void cu_destroy(void *vctx)
         struct cu_meta *m = &c->stacks[s].meta;
         free(m->last);
         cudaFreeHost(m->h_spans);
+        cudaFreeHost(m->h_part);
         cudaFreeHost(m->h_tok);
         cudaFreeHost(m->h_blk);
         if (m->copied)
@@ -872,9 +1066,11 @@ static void *row_ptr(const struct cu_ctx *c, const struct mm_act *a, int64_t row
 
 /* ---- span metadata ---------------------------------------------------------------------- */
 
-/* Fills a stack's host metadata from its spans (and uploads the block-table
- * entries that changed to the device mirror, slot s's table at s * bpt). */
-static bool meta_fill(struct cu_ctx *c, struct cu_meta *m, const struct mm_span *spans, int n_spans)
+/* Fills a stack's host metadata from its spans, padded with 1-token spans on
+ * the pad slot up to n_pad (and uploads the block-table entries that changed
+ * to the device mirror, slot s's table at s * bpt). */
+static bool meta_fill(struct cu_ctx *c, struct cu_meta *m, const struct mm_span *spans, int n_spans,
+                      int n_pad)
 {
     if (n_spans < 1 || n_spans > c->lim.n_slots) {
         fail_msg(c, "spans", "span count out of range");
@@ -919,8 +1115,28 @@ static bool meta_fill(struct cu_ctx *c, struct cu_meta *m, const struct mm_span 
         max_kv = max64(max_kv, sp->pos + sp->n);
         row += sp->n;
     }
+    for (int s = n_spans; s < n_pad; s++) {
+        const int32_t pad = c->lim.n_slots;
+        m->h_spans[s] = (struct mm_kspan){row, 1, 0, (int64_t)pad * m->bpt, pad, 0};
+        m->h_tok[row++] = s;
+        max_kv = max64(max_kv, 1);
+    }
+    /* the chunked scan's spans first (order kept within each kind); an
+     * empty span counts as 1 token, so the padded decode steps that share
+     * a graph split alike */
+    int k = 0;
+    m->n_long = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int s = 0; s < n_pad; s++) {
+            const bool is_long = (m->h_spans[s].n > 1 ? m->h_spans[s].n : 1) >= c->scan_min;
+            if (is_long == (pass == 0)) {
+                m->h_part[k++] = m->h_spans[s];
+                m->n_long += is_long;
+            }
+        }
     memcpy(m->last, spans, (size_t)n_spans * sizeof *spans);
-    m->n_spans = n_spans;
+    m->n_real = n_spans;
+    m->n_spans = n_pad;
     m->T = row;
     m->max_kv = max_kv;
     return true;
@@ -932,6 +1148,10 @@ static bool meta_upload(struct cu_ctx *c, struct cu_meta *m)
     cudaStream_t st = c->stream;
     if (cu_check(c,
                  cudaMemcpyAsync(m->d_spans, m->h_spans, (size_t)m->n_spans * sizeof *m->h_spans,
+                                 cudaMemcpyHostToDevice, st),
+                 "metadata") ||
+        cu_check(c,
+                 cudaMemcpyAsync(m->d_part, m->h_part, (size_t)m->n_spans * sizeof *m->h_part,
                                  cudaMemcpyHostToDevice, st),
                  "metadata") ||
         (m->T > 0 && cu_check(c,
@@ -950,12 +1170,12 @@ static struct cu_meta *meta_for(struct cu_ctx *c, enum mm_stack stack, int layer
                                 const struct mm_span *spans, int n_spans)
 {
     struct cu_meta *m = &c->stacks[stack].meta;
-    if (m->prepared && m->prep == spans && m->n_spans == n_spans)
+    if (m->prepared && m->prep == spans && m->n_real == n_spans)
         return m;
-    if (layer != 0 && n_spans == m->n_spans &&
+    if (layer != 0 && n_spans == m->n_spans && n_spans == m->n_real &&
         memcmp(spans, m->last, (size_t)n_spans * sizeof *spans) == 0)
         return m;
-    if (!meta_fill(c, m, spans, n_spans) || !meta_upload(c, m) ||
+    if (!meta_fill(c, m, spans, n_spans, n_spans) || !meta_upload(c, m) ||
         cu_check(c, cudaEventRecord(m->copied, c->stream), "metadata"))
         return NULL;
     return m;
@@ -968,6 +1188,14 @@ static void embed_flush(struct cu_ctx *c)
     if (!c->pend)
         return;
     c->pend = false;
+    if (c->gmode != G_EAGER) { /* a graph step: the decode rows [0, n_real), padded */
+        if (c->pend_row0 == 0 && c->pend_n == c->n_real) {
+            memset(c->h_ids + c->pend_n, 0, (size_t)(c->n_pad - c->pend_n) * sizeof *c->h_ids);
+            c->pend_n = c->n_pad;
+        } else {
+            c->g_exact = true;
+        }
+    }
     if (c->gmode == G_REPLAY || c->st != MM_OK) /* the graph copies h_ids itself */
         return;
     if (!cu_check(c,
@@ -989,27 +1217,61 @@ static bool op_begin(struct cu_ctx *c)
     return c->st == MM_OK && c->gmode != G_REPLAY;
 }
 
+/* Rows an op over the first n rows covers: in a captured step, the padded
+ * batch when n is the step's batch (else the graph is kept for this exact n). */
+static int64_t op_rows(struct cu_ctx *c, int64_t n)
+{
+    if (c->gmode != G_CAPTURE || c->n_pad == c->n_real)
+        return n;
+    if (n == c->n_real)
+        return c->n_pad;
+    c->g_exact = true;
+    return n;
+}
+
+/* Graph bucket of a decode step of n sequences: n up to 4, then 4 buckets per
+ * doubling (5..8, 10..16 by 2, 20..32 by 4, ...: at most 25 % padded rows),
+ * at most cap (the slots; the rows the scratch holds). */
+static int graph_bucket(int n, int cap)
+{
+    int b = n;
+    if (n > 4) {
+        int p = 4;
+        while (2 * p < n)
+            p *= 2; /* p < n <= 2p */
+        const int step = p / 4;
+        b = p + (n - p + step - 1) / step * step;
+    }
+    return b < cap ? b : cap;
+}
+
 static void cu_step_begin(void *vctx, const struct mm_span *emb, const struct mm_span *llm,
                           int n_spans, bool decode)
 {
     struct cu_ctx *c = vctx;
     c->gmode = G_EAGER;
+    int n_pad = n_spans;
     if (c->st != MM_OK)
         return;
     if (c->graphs_on && decode) {
         /* the last graph step has finished reading the fixed host buffers */
         if (c->g_launched && cu_check(c, cudaEventSynchronize(c->g_done), "graph"))
             return;
+        const int64_t cap = c->lim.n_slots < c->lim.max_tokens ? c->lim.n_slots : c->lim.max_tokens;
+        n_pad = graph_bucket(n_spans, (int)cap);
         c->g_cur = -1;
         for (int i = 0; i < c->n_graphs; i++)
-            if (c->graphs[i].n == n_spans)
+            if (c->graphs[i].n == n_pad && (c->graphs[i].exact < 0 || c->graphs[i].exact == n_spans))
                 c->g_cur = i;
         c->gmode = c->g_cur >= 0 ? G_REPLAY : G_CAPTURE;
     }
+    c->n_real = n_spans;
+    c->n_pad = n_pad;
+    c->g_exact = false;
     const struct mm_span *sp[2] = {emb, llm};
     for (int s = 0; s < 2; s++) {
         struct cu_meta *m = &c->stacks[s].meta;
-        if (!meta_fill(c, m, sp[s], n_spans)) {
+        if (!meta_fill(c, m, sp[s], n_spans, n_pad)) {
             c->gmode = G_EAGER;
             return;
         }
@@ -1049,7 +1311,8 @@ static void cu_step_end(void *vctx)
             } else {
                 c->n_graphs++;
             }
-            c->graphs[i].n = c->stacks[0].meta.n_spans;
+            c->graphs[i].n = c->n_pad;
+            c->graphs[i].exact = c->g_exact ? c->n_real : -1;
             c->graphs[i].exec = exec;
             c->g_cur = i;
         }
@@ -1109,6 +1372,7 @@ static void cu_vision_embed(void *vctx, const float *tiles, int64_t n_tiles, str
     struct cu_ctx *c = vctx;
     if (n_tiles <= 0 || !op_begin(c))
         return;
+    c->g_exact = c->g_exact || c->gmode == G_CAPTURE; /* never in a decode step, as it is */
     const int64_t H = c->cfg.llm.hidden, p = c->cfg.patch_size, P = c->cfg.patches_per_side;
     const int64_t S = c->cfg.force_image_size, K = 3 * p * p, rows = n_tiles * P * P;
     const float *d_tiles = stage(c, tiles, (size_t)(n_tiles * 3 * S * S) * sizeof(float));
@@ -1128,6 +1392,7 @@ static void cu_pixel_shuffle(void *vctx, const struct mm_act *in, int64_t in_row
     struct cu_ctx *c = vctx;
     if (n_tiles <= 0 || !op_begin(c))
         return;
+    c->g_exact = c->g_exact || c->gmode == G_CAPTURE;
     const int64_t H = c->cfg.llm.hidden, P = c->cfg.patches_per_side;
     const int64_t n_out = n_tiles * (P / 2) * (P / 2);
     if (cu_check(
@@ -1151,6 +1416,8 @@ static void cu_copy_rows(void *vctx, const struct mm_act *src, int64_t src_row, 
     struct cu_ctx *c = vctx;
     if (n <= 0 || !op_begin(c))
         return;
+    /* per-sequence copies ("post" models) cover only the sequences at capture */
+    c->g_exact = c->g_exact || (c->gmode == G_CAPTURE && c->n_pad != c->n_real);
     const size_t bytes = (size_t)(n * src->cols) * c->esz;
     const void *s = row_ptr(c, src, src_row);
     void *d = row_ptr(c, dst, dst_row);
@@ -1169,7 +1436,12 @@ static void cu_copy_rows(void *vctx, const struct mm_act *src, int64_t src_row, 
 static void cu_l2_normalize(void *vctx, struct mm_act *x, int64_t n)
 {
     struct cu_ctx *c = vctx;
-    if (op_begin(c))
+    if (!op_begin(c))
+        return;
+    n = op_rows(c, n);
+    if (n > x->rows)
+        fail_msg(c, "l2 normalize", "more rows than the activation holds");
+    else
         cu_check(c, mm_k_l2norm(c->stream, c->f32, x->data, n, x->cols), "l2 normalize");
 }
 
@@ -1189,6 +1461,11 @@ static void cu_mamba2(void *vctx, enum mm_stack stack, int layer, struct mm_act 
     if (!m || m->T == 0)
         return;
     const int64_t T = m->T;
+    const int ns = m->n_spans; /* with a graph step's pads */
+    if (T > x->rows) {
+        fail_msg(c, "spans", "more rows than the activation holds");
+        return;
+    }
     const struct mm_kstate st = {c->state, c->state_elems, l->state_off, c->lim.state_fp32};
     cudaStream_t s = c->stream;
     /* u = RMSNorm(x); z = u W^T = [vkq | g | dt] */
@@ -1202,13 +1479,13 @@ static void cu_mamba2(void *vctx, enum mm_stack stack, int layer, struct mm_act 
     gemm(c, c->s_u, H, T, H, l->wz, Z, c->s_z, Z, false, false);
     /* decode (one token per span, head dim 64/128): conv + update + gated
      * norm in one launch, then the conv states */
-    if (T == n_spans && (d == 128 || d == 64) && c->st == MM_OK) {
+    if (T == ns && (d == 128 || d == 64) && c->st == MM_OK) {
         prof_begin(c);
         if (cu_check(c,
                      mm_k_ssm_decode(s, c->f32, c->s_z, Z, C, l->conv_w, l->conv_b, m->d_spans,
-                                     n_spans, nh, kvh, d, l->dt_bias, l->A, l->gnorm, st, c->s_m),
+                                     ns, nh, kvh, d, l->dt_bias, l->A, l->gnorm, st, c->s_m),
                      "decode scan") ||
-            cu_check(c, mm_k_conv2_state(s, c->f32, c->s_z, Z, C, m->d_spans, n_spans, st),
+            cu_check(c, mm_k_conv2_state(s, c->f32, c->s_z, Z, C, m->d_spans, ns, st),
                      "conv state"))
             return;
         prof_end(c, "decode conv+scan+gated norm");
@@ -1222,17 +1499,25 @@ static void cu_mamba2(void *vctx, enum mm_stack stack, int layer, struct mm_act 
                  mm_k_conv2(s, c->f32, c->s_z, Z, T, C, l->conv_w, l->conv_b, m->d_spans, m->d_tok,
                             st, c->s_conv),
                  "conv") ||
-        cu_check(c, mm_k_conv2_state(s, c->f32, c->s_z, Z, C, m->d_spans, n_spans, st),
+        cu_check(c, mm_k_conv2_state(s, c->f32, c->s_z, Z, C, m->d_spans, ns, st),
                  "conv state"))
         return;
     prof_end(c, "conv");
+    const int n_long = c->ssd_ok ? m->n_long : 0;
     prof_begin(c);
-    if (cu_check(c,
-                 mm_k_ssm_scan(s, c->s_conv, C, c->s_z, c->f32, Z, C + nh * d, m->d_spans, n_spans,
-                               nh, kvh, d, l->dt_bias, l->A, st, c->s_y),
+    if (n_long > 0 && cu_check(c,
+                               mm_k_ssd_scan(s, c->s_conv, C, c->s_z, c->f32, Z, C + nh * d,
+                                             m->d_part, n_long, nh, kvh, d, l->dt_bias, l->A, st,
+                                             c->s_y),
+                               "chunked scan"))
+        return;
+    if (ns > n_long &&
+        cu_check(c,
+                 mm_k_ssm_scan(s, c->s_conv, C, c->s_z, c->f32, Z, C + nh * d, m->d_part + n_long,
+                               ns - n_long, nh, kvh, d, l->dt_bias, l->A, st, c->s_y),
                  "scan"))
         return;
-    prof_end(c, "scan");
+    prof_end(c, n_long == 0 ? "scan" : n_long == ns ? "chunked scan" : "scan, both kinds");
     prof_begin(c);
     if (cu_check(c, mm_k_gated_rmsnorm(s, c->f32, c->s_y, c->s_z, Z, C, T, nh, d, l->gnorm, c->s_m),
                  "gated rmsnorm"))
@@ -1260,6 +1545,11 @@ static void cu_attention(void *vctx, enum mm_stack stack, int layer, struct mm_a
         return;
     }
     const int64_t T = m->T;
+    const int ns = m->n_spans; /* with a graph step's pads */
+    if (T > x->rows) {
+        fail_msg(c, "spans", "more rows than the activation holds");
+        return;
+    }
     cudaStream_t s = c->stream;
     const struct mm_kkv cache = {c->kv[stack], c->block_elems[stack], l->kv_off, m->d_blk};
     if (cu_check(c,
@@ -1290,7 +1580,7 @@ static void cu_attention(void *vctx, enum mm_stack stack, int layer, struct mm_a
                              (int)split, c->s_part, c->s_m),
                  "attention"))
         return;
-    prof_end(c, T == n_spans ? "attention (decode)" : "attention (prefill)");
+    prof_end(c, T == ns ? "attention (decode)" : "attention (prefill)");
     gemm(c, c->s_m, nh * d, T, nh * d, l->wo, H, x->data, H, true, false);
 }
 
@@ -1302,6 +1592,11 @@ static void cu_mlp(void *vctx, enum mm_stack stack, int layer, struct mm_act *x,
     const struct mm_stack_config *sc = c->stacks[stack].cfg;
     const struct cu_layer *l = &c->stacks[stack].layers[layer];
     const int64_t H = sc->hidden, F = sc->intermediate;
+    n = op_rows(c, n);
+    if (n > x->rows) {
+        fail_msg(c, "mlp", "more rows than the activation holds");
+        return;
+    }
     /* x += w2( SiLU(w1 u) * (w3 u) ), u = RMSNorm(x) */
     prof_begin(c);
     if (cu_check(c,
@@ -1615,6 +1910,7 @@ static const struct mm_backend_ops cuda_ops = {
     .kv_restore = cu_kv_restore,
     .status = cu_status,
     .slot_read = cu_slot_read,
+    .limits = cu_limits,
 };
 
 int mm_cuda_device_count(void)
@@ -1674,6 +1970,13 @@ enum mm_status mm_cuda_backend_create_on(int device, bool fp32, struct mm_backen
               cudaEventCreate(&c->pe1) == cudaSuccess;
     const char *graphs = getenv("MMMAMBA_CUDA_GRAPHS"); /* 0: every step eager */
     c->graphs_on = !c->prof && !(graphs && graphs[0] == '0');
+    const char *scan = getenv("MMMAMBA_CUDA_SCAN"); /* seq | chunked | N; else measured */
+    if (scan && strcmp(scan, "seq") == 0)
+        c->scan_force = INT64_MAX;
+    else if (scan && strcmp(scan, "chunked") == 0)
+        c->scan_force = 1;
+    else if (scan && atoll(scan) > 0)
+        c->scan_force = atoll(scan);
     b->ops = &cuda_ops;
     b->ctx = c;
     return MM_OK;

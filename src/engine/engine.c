@@ -140,12 +140,17 @@ enum mm_status mm_engine_open(const char *dir, const struct mm_engine_options *o
         e->max_emb_tokens > P2 * opt->max_tiles ? e->max_emb_tokens : P2 * opt->max_tiles;
     const int64_t emb_context =
         mm_engine_emb_rows(cfg, opt->max_context, opt->max_context / cfg->tokens_per_tile);
+    /* sized from device memory: max_seqs (at most one slot per token of a
+     * step, which a decode step of every slot needs) is the upper bound */
+    const bool sized = opt->mem_fraction > 0 && e->be.ops->limits;
     struct mm_backend_limits lim = {
-        .n_slots = opt->max_seqs,
+        .n_slots = sized && opt->max_tokens < opt->max_seqs ? (int32_t)opt->max_tokens
+                                                          : opt->max_seqs,
         .max_tokens = max_rows,
         .max_tiles = opt->max_tiles,
         .max_context = emb_context,
         .state_fp32 = opt->state_fp32,
+        .mem_fraction = sized ? opt->mem_fraction : 0,
     };
     e->emb_context = emb_context;
     /* KV pools, one per stack with attention: a block holds MM_KV_BLOCK
@@ -164,7 +169,7 @@ enum mm_status mm_engine_open(const char *dir, const struct mm_engine_options *o
     for (int s = 0; s < 2 && pair_bytes > 0; s++) {
         if (block_bytes[s] == 0)
             continue;
-        const int64_t full = ctx_blocks[s] * opt->max_seqs;
+        const int64_t full = ctx_blocks[s] * lim.n_slots;
         int64_t n = full;
         if (opt->kv_memory > 0) {
             const size_t fit = opt->kv_memory / pair_bytes;
@@ -177,10 +182,9 @@ enum mm_status mm_engine_open(const char *dir, const struct mm_engine_options *o
                             opt->kv_memory, pair_bytes);
             goto fail;
         }
-        e->kv_blocks[s] = n;
         lim.n_kv_blocks[s] = n;
-        if ((st = mm_kv_pool_create(n, opt->max_seqs, 1, ctx_blocks[s], &e->kv[s], err)) != MM_OK)
-            goto fail;
+        if (sized && opt->kv_memory == 0)
+            lim.kv_blocks_per_slot[s] = ctx_blocks[s];
     }
     if (pair_bytes > 0) { /* copy-on-write pairs of one table (mm_kv_pool_unshare) */
         const int64_t nb = ctx_blocks[0] > ctx_blocks[1] ? ctx_blocks[0] : ctx_blocks[1];
@@ -195,17 +199,30 @@ enum mm_status mm_engine_open(const char *dir, const struct mm_engine_options *o
         goto fail;
     if ((st = e->be.ops->load(e->be.ctx, cfg, &e->w, &lim, err)) != MM_OK)
         goto fail;
+    if (sized)
+        e->be.ops->limits(e->be.ctx, &lim);
+    e->opt.max_seqs = lim.n_slots;
+    for (int s = 0; s < 2; s++) {
+        if (block_bytes[s] == 0)
+            continue;
+        e->kv_blocks[s] = lim.n_kv_blocks[s];
+        if ((st = mm_kv_pool_create(lim.n_kv_blocks[s], lim.n_slots, 1, ctx_blocks[s], &e->kv[s],
+                                    err)) != MM_OK)
+            goto fail;
+    }
     const int64_t H = cfg->llm.hidden;
     e->x_emb = e->be.ops->act_alloc(e->be.ctx, max_rows, H);
-    e->x_llm = e->be.ops->act_alloc(e->be.ctx, opt->max_tokens, H);
+    /* at least a row per slot: a backend may pad a decode step (CUDA graphs) */
+    e->x_llm = e->be.ops->act_alloc(
+        e->be.ctx, opt->max_tokens > opt->max_seqs ? opt->max_tokens : opt->max_seqs, H);
     e->patches = e->be.ops->act_alloc(e->be.ctx, opt->max_tiles * P2, H);
     e->img = e->be.ops->act_alloc(e->be.ctx, opt->max_tiles * cfg->tokens_per_tile, H);
-    e->slots = calloc((size_t)opt->max_seqs, sizeof *e->slots);
-    e->spans_emb = calloc((size_t)opt->max_seqs, sizeof *e->spans_emb);
-    e->spans_llm = calloc((size_t)opt->max_seqs, sizeof *e->spans_llm);
-    e->logit_rows = calloc((size_t)opt->max_seqs, sizeof *e->logit_rows);
-    e->last_rows = calloc((size_t)opt->max_seqs, sizeof *e->last_rows);
-    e->sample_reqs = calloc((size_t)opt->max_seqs, sizeof *e->sample_reqs);
+    e->slots = calloc((size_t)e->opt.max_seqs, sizeof *e->slots);
+    e->spans_emb = calloc((size_t)e->opt.max_seqs, sizeof *e->spans_emb);
+    e->spans_llm = calloc((size_t)e->opt.max_seqs, sizeof *e->spans_llm);
+    e->logit_rows = calloc((size_t)e->opt.max_seqs, sizeof *e->logit_rows);
+    e->last_rows = calloc((size_t)e->opt.max_seqs, sizeof *e->last_rows);
+    e->sample_reqs = calloc((size_t)e->opt.max_seqs, sizeof *e->sample_reqs);
     if (!e->x_emb || !e->x_llm || !e->patches || !e->img || !e->slots || !e->spans_emb ||
         !e->spans_llm || !e->logit_rows || !e->last_rows || !e->sample_reqs) {
         st = mm_err_set(err, MM_ERR_NOMEM, "engine: out of memory for step buffers");
@@ -215,7 +232,7 @@ enum mm_status mm_engine_open(const char *dir, const struct mm_engine_options *o
     if (is_cuda(opt->backend))
         snprintf(where, sizeof where, " on device %d", opt->device);
     MM_INFO("engine: %s backend%s, %d slots, %lld tokens/step, %.3f B parameters", e->be.ops->name,
-            where, opt->max_seqs, (long long)opt->max_tokens, (double)e->w.n_params / 1e9);
+            where, e->opt.max_seqs, (long long)opt->max_tokens, (double)e->w.n_params / 1e9);
     *out = e;
     return MM_OK;
 fail:

@@ -45,6 +45,10 @@ struct mm_engine_options {
     int64_t fail_at_step; /* test hook, 0: off. From its Nth forward step on, every
                              mm_engine_check reports MM_ERR_BACKEND, as after a device
                              fault (the daemon sets it from $MMMAMBA_FAIL_ENGINE) */
+    double mem_fraction;  /* > 0 (CUDA): max_seqs is an upper bound (so is max_tokens); the
+                             slots, with their KV blocks when kv_memory is 0, are as many as
+                             fit in this fraction of the device memory left after weights
+                             and scratch; opt.max_seqs of the open engine says how many */
 };
 
 /* Defaults: CPU, 4 slots, 4096 tokens, 13 tiles, 32768 context, fp32 state. */

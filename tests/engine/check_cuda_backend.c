@@ -5,10 +5,15 @@
  * varlen batch (lengths 1, 2, 127, 128, 129, 1000 in one batch, then a second
  * round carrying the states and KV in), KV blocks scattered over the cache,
  * GQA, head dims 16 and 128: all rows' logits and every slot's state within
- * 1e-4 relative of the CPU. Whole model through the engine: fp32 logits
- * within 1e-4 and identical greedy tokens (text, images, chunked prefill);
- * bf16 error measured and bounded; batched == alone; prefill == stepping;
- * slot copy / save / restore exact; the sticky status. */
+ * 1e-4 relative of the CPU, with the Mamba-2 scan chunked (SSD) for every
+ * span, token-sequential for every span, and split between the two in one
+ * batch. The chunked scan in bf16 (tensor-core bf16 operands) per op against
+ * the CPU. Whole model through the engine: fp32 logits within 1e-4 and
+ * identical greedy tokens (text, images, prefill in pieces, also with the
+ * chunked scan over pieces that do not align with its chunks); bf16 error
+ * measured and bounded; batched == alone; prefill == stepping; decode steps
+ * replayed from padded graph buckets == eager; slots sized from device
+ * memory; slot copy / save / restore exact; the sticky status. */
 #include "engine/cuda_backend.h"
 
 #include <math.h>
@@ -133,6 +138,22 @@ static struct mm_backend open_backend(const struct model *md, int kind, bool sta
     return b;
 }
 
+/* Which Mamba-2 scan the CUDA backends created from now on use
+ * (cuda_backend.c reads MMMAMBA_CUDA_SCAN at creation): "chunked", "seq", a
+ * span length from which spans are chunked, or NULL for the measured choice. */
+static void scan_mode(const char *mode)
+{
+    if (mode)
+        setenv("MMMAMBA_CUDA_SCAN", mode, 1);
+    else
+        unsetenv("MMMAMBA_CUDA_SCAN");
+}
+
+/* Every span chunked; every span sequential; 1, 2 and 127 sequential and
+ * 128, 129 and 1000 chunked in the same batch. */
+#define N_SCANS 3
+static const char *const scans[N_SCANS] = {"chunked", "seq", "128"};
+
 static void check_status(const struct mm_backend *b)
 {
     struct mm_err err;
@@ -173,10 +194,14 @@ static double compare_states(const struct model *md, struct mm_backend *b[2], co
 
 START_TEST(test_ops_vs_cpu)
 {
-    const int m = _i;
+    const int m = _i % N_MODELS;
+    const char *scan = scans[_i / N_MODELS];
     struct model md;
     model_open(m, &md);
-    struct mm_backend cpu = open_backend(&md, 0, true), gpu = open_backend(&md, 1, true);
+    struct mm_backend cpu = open_backend(&md, 0, true);
+    scan_mode(scan);
+    struct mm_backend gpu = open_backend(&md, 1, true);
+    scan_mode(NULL);
     struct mm_backend *b[2] = {&cpu, &gpu};
     const int64_t H = md.cfg.llm.hidden, V = md.cfg.vocab_size;
     struct mm_act *x[2] = {cpu.ops->act_alloc(cpu.ctx, MAXTOK, H),
@@ -230,8 +255,8 @@ START_TEST(test_ops_vs_cpu)
                         b[k]->ops->mamba2(b[k]->ctx, (enum mm_stack)s, l, x[k], spans[s], 6);
                 }
                 e = compare_rows(&md, b, x, T, lc, lg);
-                ck_assert_msg(e <= 1e-4, "%s round %d stack %d layer %d %s: %.3g", names[m], round,
-                              s, l, mha ? "attention" : "mamba2", e);
+                ck_assert_msg(e <= 1e-4, "%s (scan %s) round %d stack %d layer %d %s: %.3g",
+                              names[m], scan, round, s, l, mha ? "attention" : "mamba2", e);
                 for (int k = 0; k < 2; k++)
                     b[k]->ops->mlp(b[k]->ctx, (enum mm_stack)s, l, x[k], T);
                 e = compare_rows(&md, b, x, T, lc, lg);
@@ -240,9 +265,9 @@ START_TEST(test_ops_vs_cpu)
             }
         }
         e = compare_states(&md, b, slots, 6);
-        ck_assert_msg(e <= 1e-4, "%s round %d: states %.3g", names[m], round, e);
-        printf("%s round %d: ops within 1e-4 (last logits %.2e), states %.2e\n", names[m], round,
-               compare_rows(&md, b, x, T, lc, lg), e);
+        ck_assert_msg(e <= 1e-4, "%s (scan %s) round %d: states %.3g", names[m], scan, round, e);
+        printf("%s (scan %s) round %d: ops within 1e-4 (last logits %.2e), states %.2e\n",
+               names[m], scan, round, compare_rows(&md, b, x, T, lc, lg), e);
         for (int i = 0; i < 6; i++)
             pos[i] += len[round][i];
     }
@@ -276,7 +301,8 @@ START_TEST(test_ops_vs_cpu)
     const double ef = compare_rows(&md, b, x, 9, lc, lg);
     const int forked[2] = {1, 3};
     const double sf = compare_states(&md, b, forked, 2);
-    ck_assert_msg(ef <= 1e-4 && sf <= 1e-4, "%s fork: logits %.3g, states %.3g", names[m], ef, sf);
+    ck_assert_msg(ef <= 1e-4 && sf <= 1e-4, "%s (scan %s) fork: logits %.3g, states %.3g", names[m],
+                  scan, ef, sf);
     free(lc);
     free(lg);
     cpu.ops->destroy(cpu.ctx);
@@ -339,6 +365,79 @@ START_TEST(test_decode_ops_bf16)
         }
     }
     printf("%s bf16 decode-sized ops: worst %.2e of the largest logit\n", names[m], worst);
+    free(lc);
+    free(lg);
+    cpu.ops->destroy(cpu.ctx);
+    gpu.ops->destroy(gpu.ctx);
+    mm_safetensors_close(md.st);
+}
+END_TEST
+
+/* The chunked scan in the serving mode (bf16 weights, bf16 tensor-core
+ * operands in the scan, fp32 state) on the ragged batch, two rounds with the
+ * states carried in: each op's output from equal inputs against the CPU
+ * within bf16 rounding, and the states after each round. */
+START_TEST(test_prefill_ops_bf16)
+{
+    const int m = _i;
+    struct model md;
+    model_open(m, &md);
+    struct mm_backend cpu = open_backend(&md, 0, true);
+    scan_mode("chunked");
+    struct mm_backend gpu = open_backend(&md, 2, true);
+    scan_mode(NULL);
+    struct mm_backend *b[2] = {&cpu, &gpu};
+    const int64_t H = md.cfg.llm.hidden, V = md.cfg.vocab_size;
+    struct mm_act *x[2] = {cpu.ops->act_alloc(cpu.ctx, MAXTOK, H),
+                           gpu.ops->act_alloc(gpu.ctx, MAXTOK, H)};
+    float *lc = malloc((size_t)(MAXTOK * V) * sizeof *lc),
+          *lg = malloc((size_t)(MAXTOK * V) * sizeof *lg);
+    static int32_t tables[SLOTS][BPT];
+    for (int sl = 0; sl < SLOTS; sl++)
+        for (int i = 0; i < BPT; i++)
+            tables[sl][i] = (int32_t)(((int64_t)i * SLOTS + sl) % ((int64_t)SLOTS * BPT));
+    const int64_t len[2][6] = {{1, 2, 127, 128, 129, 1000}, {63, 65, 1, 200, 64, 130}};
+    const int slots[6] = {0, 2, 3, 5, 6, 7};
+    int64_t pos[6] = {0};
+    for (int k = 0; k < 2; k++)
+        for (int sl = 0; sl < SLOTS; sl++)
+            b[k]->ops->slot_reset(b[k]->ctx, sl);
+    double worst = 0, worst_state = 0;
+    for (int round = 0; round < 2; round++) {
+        struct mm_span spans[6];
+        int64_t T = 0;
+        for (int i = 0; i < 6; i++) {
+            spans[i] = (struct mm_span){slots[i], T, len[round][i], pos[i], tables[slots[i]]};
+            T += len[round][i];
+        }
+        int32_t *ids = malloc((size_t)T * sizeof *ids);
+        for (int64_t i = 0; i < T; i++)
+            ids[i] = (int32_t)((i * 7919 + round * 31) % md.cfg.llm_vocab_size);
+        for (int s = 0; s < 2; s++) {
+            const struct mm_stack_config *sc = s ? &md.cfg.llm : &md.cfg.emb;
+            for (int l = 0; l < (int)sc->num_layers; l++) {
+                if (sc->kinds[l] == MM_LAYER_MHA)
+                    continue;
+                /* fresh equal inputs for the op, so errors do not compound */
+                for (int k = 0; k < 2; k++) {
+                    b[k]->ops->embed_tokens(b[k]->ctx, ids, T, x[k], 0);
+                    b[k]->ops->mamba2(b[k]->ctx, (enum mm_stack)s, l, x[k], spans, 6);
+                }
+                const double e = compare_rows(&md, b, x, T, lc, lg);
+                ck_assert_msg(e <= 3e-2, "%s round %d stack %d layer %d: %.3g", names[m], round, s,
+                              l, e);
+                worst = fmax(worst, e);
+            }
+        }
+        free(ids);
+        const double es = compare_states(&md, b, slots, 6);
+        ck_assert_msg(es <= 5e-2, "%s round %d: states %.3g", names[m], round, es);
+        worst_state = fmax(worst_state, es);
+        for (int i = 0; i < 6; i++)
+            pos[i] += len[round][i];
+    }
+    printf("%s bf16 chunked-scan prefill ops: worst %.2e of the largest logit, states %.2e\n",
+           names[m], worst, worst_state);
     free(lc);
     free(lg);
     cpu.ops->destroy(cpu.ctx);
@@ -561,18 +660,27 @@ START_TEST(test_model_vs_cpu)
     struct mm_engine *cpu = open_engine(m, MM_BACKEND_CPU, 2, 1200);
     struct mm_engine *f32 = open_engine(m, MM_BACKEND_CUDA_FP32, 2, 1200);
     struct mm_engine *b16 = open_engine(m, MM_BACKEND_CUDA, 2, 1200);
+    scan_mode("chunked");
+    struct mm_engine *f32c = open_engine(m, MM_BACKEND_CUDA_FP32, 2, 1200);
+    struct mm_engine *b16c = open_engine(m, MM_BACKEND_CUDA, 2, 1200);
+    scan_mode(NULL);
     const int64_t V = cpu->cfg.vocab_size;
     float *lc = malloc((size_t)((GEN + 1) * V) * sizeof *lc);
     float *lg = malloc((size_t)((GEN + 1) * V) * sizeof *lg);
     int32_t tc[GEN], tg[GEN];
-    for (int variant = 0; variant < 3; variant++) {
-        /* text; text + 2-tile image; text in chunks of 16 */
-        const int64_t tiles = variant == 1 ? 2 : 0, chunk = variant == 2 ? 16 : 0;
+    for (int variant = 0; variant < 4; variant++) {
+        /* text; text + 2-tile image; text in pieces of 16; with the chunked
+         * scan forced, 300 tokens of text in pieces of 37 (its chunks of 64
+         * then straddle the steps) */
+        const int64_t tiles = variant == 1 ? 2 : 0;
+        const int64_t chunk = variant == 2 ? 16 : variant == 3 ? 37 : 0;
+        struct mm_engine *g32 = variant == 3 ? f32c : f32, *g16 = variant == 3 ? b16c : b16;
         int64_t n;
-        int32_t *ids = make_prompt(&cpu->cfg, 100, tiles, &n, 77u + (uint32_t)variant);
+        int32_t *ids =
+            make_prompt(&cpu->cfg, variant == 3 ? 300 : 100, tiles, &n, 77u + (uint32_t)variant);
         float *t = make_tiles(&cpu->cfg, tiles);
         run_greedy(cpu, ids, n, t, tiles, 0, GEN, lc, tc);
-        run_greedy(f32, ids, n, t, tiles, chunk, GEN, lg, tg);
+        run_greedy(g32, ids, n, t, tiles, chunk, GEN, lg, tg);
         const double e32 = rel_err(lc, lg, (GEN + 1) * V);
         ck_assert_msg(e32 <= 1e-4, "%s variant %d fp32: %.3g", names[m], variant, e32);
         ck_assert_msg(memcmp(tc, tg, sizeof tc) == 0, "%s variant %d fp32: greedy tokens differ",
@@ -580,7 +688,7 @@ START_TEST(test_model_vs_cpu)
         /* bf16: the prompt's logits within a measured tolerance (random tiny
          * models: 0.6-7 % of the largest logit, the hybrid's the most); greedy
          * tokens equal until a step where the CPU's top-2 margin is inside it */
-        run_greedy(b16, ids, n, t, tiles, chunk, GEN, lg, tg);
+        run_greedy(g16, ids, n, t, tiles, chunk, GEN, lg, tg);
         const double tol = 1e-1;
         const double e = rel_err(lc, lg, V);
         int agree = 0;
@@ -614,6 +722,8 @@ START_TEST(test_model_vs_cpu)
     mm_engine_close(cpu);
     mm_engine_close(f32);
     mm_engine_close(b16);
+    mm_engine_close(f32c);
+    mm_engine_close(b16c);
 }
 END_TEST
 
@@ -698,6 +808,134 @@ START_TEST(test_batched_equals_alone)
 }
 END_TEST
 
+/* Decode steps of changing batch sizes, replayed from CUDA graphs recorded
+ * per padded bucket (13 -> 14, 11 and 12 -> 12, 9 and 10 -> 10, ...; "post"
+ * models keep exact-size graphs), against the same steps run eagerly: fp32
+ * logits within 1e-4 (the padded GEMMs may pick other algorithms). */
+START_TEST(test_graph_buckets)
+{
+    const int m = _i;
+    enum { NS = 13, STEPS = 10 };
+    struct mm_engine *eng[2];
+    eng[0] = open_engine(m, MM_BACKEND_CUDA_FP32, NS, 1024);
+    setenv("MMMAMBA_CUDA_GRAPHS", "0", 1);
+    eng[1] = open_engine(m, MM_BACKEND_CUDA_FP32, NS, 1024);
+    unsetenv("MMMAMBA_CUDA_GRAPHS");
+    const int64_t V = eng[0]->cfg.vocab_size;
+    float *lg[2] = {malloc((size_t)(NS * V) * sizeof(float)),
+                    malloc((size_t)(NS * V) * sizeof(float))};
+    int32_t *prompts[NS], slots[2][NS], next[NS];
+    int64_t lens[NS];
+    struct mm_seq_step st[NS];
+    struct mm_err err;
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; i < NS; i++) {
+            if (k == 0)
+                prompts[i] = make_prompt(&eng[0]->cfg, 5 + 3 * i, 0, &lens[i], 900u + (uint32_t)i);
+            ck_assert_int_eq(mm_engine_slot_acquire(eng[k], &slots[k][i], &err), MM_OK);
+            st[i] = (struct mm_seq_step){
+                .slot = slots[k][i], .ids = prompts[i], .n = lens[i], .want_logits = true};
+        }
+        ck_assert_msg(mm_engine_forward(eng[k], st, NS, lg[k], &err) == MM_OK, "%s", err.msg);
+    }
+    for (int i = 0; i < NS; i++)
+        next[i] = argmax(lg[1] + i * V, V);
+    const int sizes[STEPS] = {13, 11, 12, 9, 10, 5, 7, 6, 1, 13};
+    double worst = 0;
+    for (int step = 0; step < STEPS; step++) {
+        const int n = sizes[step];
+        for (int k = 0; k < 2; k++) {
+            for (int i = 0; i < n; i++)
+                st[i] = (struct mm_seq_step){.slot = slots[k][i],
+                                             .ids = &next[i],
+                                             .n = 1,
+                                             .want_logits = true,
+                                             .text_only = true};
+            ck_assert_msg(mm_engine_forward(eng[k], st, n, lg[k], &err) == MM_OK, "%s", err.msg);
+        }
+        const double e = rel_err(lg[1], lg[0], n * V);
+        ck_assert_msg(e <= 1e-4, "%s step %d (batch %d): graph vs eager %.3g", names[m], step, n,
+                      e);
+        worst = fmax(worst, e);
+        for (int i = 0; i < n; i++)
+            next[i] = argmax(lg[1] + i * V, V);
+    }
+    printf("%s: padded graph buckets vs eager: logits within %.2e\n", names[m], worst);
+    for (int i = 0; i < NS; i++)
+        free(prompts[i]);
+    free(lg[0]);
+    free(lg[1]);
+    mm_engine_close(eng[0]);
+    mm_engine_close(eng[1]);
+}
+END_TEST
+
+/* Slots sized from device memory (mem_fraction): a sliver of the free memory
+ * holds a few tiny-linear slots (at least 1, fewer than asked), every one
+ * usable and no more; a large share gives all that were asked; the
+ * hybrid's slots bring their KV blocks; the CPU backend ignores it. */
+static struct mm_engine *open_sized(int m, enum mm_backend_kind kind, int32_t seqs, double frac)
+{
+    struct mm_engine_options o;
+    mm_engine_options_default(&o);
+    o.backend = kind;
+    o.n_threads = 2;
+    o.max_seqs = seqs;
+    o.max_tokens = 4096;
+    o.max_tiles = 0;
+    o.max_context = 256;
+    o.mem_fraction = frac;
+    struct mm_engine *e;
+    struct mm_err err;
+    ck_assert_msg(mm_engine_open(dirs[m], &o, &e, &err) == MM_OK, "%s", err.msg);
+    return e;
+}
+
+START_TEST(test_memory_sizing)
+{
+    struct mm_err err;
+    struct mm_engine *e = open_sized(0, MM_BACKEND_CUDA_FP32, 4096, 2e-6);
+    const int32_t n = e->opt.max_seqs;
+    ck_assert_msg(n >= 1 && n < 4096, "%d slots", n);
+    int32_t *slots = malloc((size_t)n * sizeof *slots);
+    int32_t *ids = malloc((size_t)n * sizeof *ids);
+    struct mm_seq_step *st = malloc((size_t)n * sizeof *st);
+    for (int32_t i = 0; i < n; i++) {
+        ck_assert_int_eq(mm_engine_slot_acquire(e, &slots[i], &err), MM_OK);
+        ids[i] = 5 + i % 100;
+        st[i] = (struct mm_seq_step){.slot = slots[i], .ids = &ids[i], .n = 1};
+    }
+    int32_t extra;
+    ck_assert_int_eq(mm_engine_slot_acquire(e, &extra, &err), MM_ERR_LIMIT);
+    ck_assert_msg(mm_engine_forward(e, st, n, NULL, &err) == MM_OK, "%s", err.msg);
+    ck_assert_msg(mm_engine_forward(e, st, n, NULL, &err) == MM_OK, "%s", err.msg);
+    printf("memory sizing: 2e-6 of the free memory holds %d tiny-linear slots\n", n);
+    free(slots);
+    free(ids);
+    free(st);
+    mm_engine_close(e);
+
+    e = open_sized(0, MM_BACKEND_CUDA, 16, 0.5);
+    ck_assert_int_eq(e->opt.max_seqs, 16);
+    mm_engine_close(e);
+
+    e = open_sized(1, MM_BACKEND_CUDA_FP32, 4096, 2e-5);
+    const int32_t nh = e->opt.max_seqs;
+    ck_assert_msg(nh >= 1 && nh < 4096, "%d hybrid slots", nh);
+    for (int s = 0; s < 2; s++)
+        if (e->kv[s])
+            ck_assert_msg(e->kv_blocks[s] > 0 && e->kv_blocks[s] % nh == 0,
+                          "stack %d: %lld blocks for %d slots", s, (long long)e->kv_blocks[s], nh);
+    printf("memory sizing: 2e-5 holds %d tiny-hybrid slots, KV %lld+%lld blocks\n", nh,
+           (long long)e->kv_blocks[0], (long long)e->kv_blocks[1]);
+    mm_engine_close(e);
+
+    e = open_sized(0, MM_BACKEND_CPU, 3, 1e-9);
+    ck_assert_int_eq(e->opt.max_seqs, 3);
+    mm_engine_close(e);
+}
+END_TEST
+
 int main(void)
 {
     if (!have_gpu()) {
@@ -705,15 +943,22 @@ int main(void)
         return 77;
     }
     Suite *s = suite_create("cuda_backend");
-    TCase *tc = tcase_create("cuda_backend");
-    tcase_add_unchecked_fixture(tc, make_models, remove_models);
-    tcase_set_timeout(tc, 600);
-    tcase_add_loop_test(tc, test_ops_vs_cpu, 0, N_MODELS);
-    tcase_add_loop_test(tc, test_decode_ops_bf16, 0, N_MODELS);
-    tcase_add_test(tc, test_slots_and_status);
-    tcase_add_test(tc, test_sample_vs_cpu);
-    tcase_add_loop_test(tc, test_model_vs_cpu, 0, N_MODELS);
-    tcase_add_loop_test(tc, test_batched_equals_alone, 0, N_MODELS);
-    suite_add_tcase(s, tc);
+    /* two cases, so CK_RUN_CASE=ops|model can pick one (compute-sanitizer runs) */
+    TCase *ops = tcase_create("ops"), *model = tcase_create("model");
+    tcase_add_unchecked_fixture(ops, make_models, remove_models);
+    tcase_add_unchecked_fixture(model, make_models, remove_models);
+    tcase_set_timeout(ops, 600);
+    tcase_set_timeout(model, 600);
+    tcase_add_loop_test(ops, test_ops_vs_cpu, 0, N_MODELS * N_SCANS);
+    tcase_add_loop_test(ops, test_decode_ops_bf16, 0, N_MODELS);
+    tcase_add_loop_test(ops, test_prefill_ops_bf16, 0, N_MODELS);
+    tcase_add_test(ops, test_slots_and_status);
+    tcase_add_test(ops, test_sample_vs_cpu);
+    tcase_add_loop_test(model, test_model_vs_cpu, 0, N_MODELS);
+    tcase_add_loop_test(model, test_batched_equals_alone, 0, N_MODELS);
+    tcase_add_loop_test(model, test_graph_buckets, 0, N_MODELS);
+    tcase_add_test(model, test_memory_sizing);
+    suite_add_tcase(s, ops);
+    suite_add_tcase(s, model);
     return mm_test_run_nofork(s);
 }
