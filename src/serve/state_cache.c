@@ -315,6 +315,7 @@ int64_t mm_state_cache_find(struct mm_state_cache *c, uint64_t layout, const uin
         }
         if (ld == LOAD_BAD) { /* never trusted, and gone: look again */
             disk_drop(c, r);
+            c->dbad++;
             pthread_mutex_unlock(&c->mu);
             continue;
         }
