@@ -857,7 +857,8 @@ START_TEST(test_disk_tier_scheduler)
     mm_test_tmpdir(dir, sizeof dir);
     struct mm_engine *we = open_engine(p, 2, 0), *ce = open_engine(p, 2, 0);
     const struct mm_config *cfg = &we->cfg;
-    const size_t one = mm_engine_snapshot_bytes(we, 200, 0) + 4096 * 8;
+    /* an upper bound of every state below (at most 64 positions): host RAM holds one or two */
+    const size_t one = mm_engine_snapshot_bytes(we, 64, 64) + 64 * 8 + 512;
     struct mm_state_cache *host = disk_cache(one + one / 2, dir, (size_t)64 << 20, 5);
     struct mm_scheduler *ws = start(we, host, false), *cs = start(ce, NULL, true);
     static struct prompt pr, other;
