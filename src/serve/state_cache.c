@@ -870,7 +870,8 @@ enum mm_status mm_state_cache_open_disk(struct mm_state_cache *c, const char *di
         f[n++] = (struct found){r, mtime};
     }
     closedir(dp);
-    qsort(f, n, sizeof *f, by_mtime);
+    if (n > 0)
+        qsort(f, n, sizeof *f, by_mtime);
     pthread_mutex_lock(&c->mu);
     for (size_t i = 0; i < n; i++) { /* oldest first: the newest ends at the head */
         disk_push_head(c, f[i].r);
