@@ -110,6 +110,17 @@ static const struct option_row options[] = {
      "With a state cache, also keep states in state slots no request is using\n"
      "(running requests always take them back first; an evicted state moves to\n"
      "host RAM)."},
+    {"state_cache_dir", OPT_STRING, OFF(state_cache_dir), "", 0, 0, NULL, NULL, NULL,
+     "A directory (created if missing) for the state cache's disk tier: states\n"
+     "evicted from host RAM are written there, found again by the same lookup\n"
+     "and read back on a hit, and on shutdown every kept state is written there,\n"
+     "so conversations (stored /v1/responses too) resume after a restart. Files\n"
+     "of another model, damaged or cut-short ones are never used. Empty: no\n"
+     "disk tier (a restart forgets every state and stored response)."},
+    {"state_cache_disk_bytes", OPT_SIZE, OFF(state_cache_disk_bytes), "16g", 1, (int64_t)1 << 50,
+     NULL, "bytes", NULL,
+     "Disk space the disk tier may use (with state_cache_dir); the least recently\n"
+     "used files go first."},
 
     {"max_prompt_bytes", OPT_SIZE, OFF(max_prompt_bytes), "1m", 1 * KIB, 1 * GIB, NULL, "bytes",
      "Request limits",

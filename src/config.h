@@ -47,6 +47,8 @@ struct mm_daemon_config {
     int64_t max_queue;
     size_t state_cache_bytes; /* host tier of the state cache; 0: no state cache */
     bool state_cache_gpu;     /* snapshots in free state slots too */
+    char *state_cache_dir;    /* disk tier of the state cache; "": none */
+    size_t state_cache_disk_bytes; /* its bound */
     /* request limits */
     size_t max_prompt_bytes;
     int64_t max_tokens_limit;

@@ -11,6 +11,7 @@
  * no thread polls. The $NOTIFY_SOCKET protocol (READY=1, STATUS=,
  * STOPPING=1, WATCHDOG=1) is a datagram written here directly: no
  * libsystemd. */
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,6 +40,7 @@
 #include "serve/dispatch.h"
 #include "serve/response_store.h"
 #include "serve/scheduler.h"
+#include "serve/state_cache.h"
 
 _Static_assert(MM_MAX_DEVICES <= MM_DISPATCH_MAX_ENGINES, "config.h and dispatch.h disagree");
 
@@ -103,11 +106,67 @@ struct daemon {
     struct mm_engine *engines[MM_MAX_DEVICES];
     struct mm_dispatch *dispatch; /* owns one scheduler per engine */
     struct mm_state_cache *state_cache; /* the host tier, shared by every scheduler */
+    char *responses_path; /* with a disk tier: the stored responses at shutdown */
+    uint64_t model_id;    /* with a disk tier: what its files are of */
     struct mm_http_app app;
     bool sem_ready;
     char *model_name;
     struct mm_http_server *http;
 };
+
+/* 64-bit digest step over bytes (model_identity). */
+static uint64_t id_mix(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001B3ull;
+    return h;
+}
+
+/* The identity the disk tier files states under (a state is only ever
+ * resumed by the checkpoint that made it): config.json in full, and per
+ * *.safetensors file its name, size and 64 samples of 4 KiB spread over it
+ * (checkpoints of one shape differ in their weights; reading them all would
+ * cost seconds at start). Files are combined order-free. */
+static enum mm_status model_identity(const char *dir, uint64_t *out, struct mm_err *err)
+{
+    DIR *dp = opendir(dir);
+    if (!dp)
+        return mm_err_set(err, MM_ERR_IO, "%s: %s", dir, strerror(errno));
+    uint64_t id = 0;
+    char path[4096];
+    unsigned char buf[4096];
+    for (struct dirent *de; (de = readdir(dp));) {
+        const size_t len = strlen(de->d_name);
+        const bool weights = len > 12 && strcmp(de->d_name + len - 12, ".safetensors") == 0;
+        if (!weights && strcmp(de->d_name, "config.json") != 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        FILE *f = fopen(path, "rb");
+        struct stat sb;
+        if (!f || fstat(fileno(f), &sb) != 0) {
+            if (f)
+                fclose(f);
+            continue;
+        }
+        uint64_t h = id_mix(0xCBF29CE484222325ull, de->d_name, len);
+        h = id_mix(h, &sb.st_size, sizeof sb.st_size);
+        const int samples = weights ? 64 : 1 << 20;
+        for (int k = 0; k < samples; k++) {
+            if (weights && fseeko(f, (off_t)((double)sb.st_size * k / samples), SEEK_SET) != 0)
+                break;
+            const size_t got = fread(buf, 1, sizeof buf, f);
+            h = id_mix(h, buf, got);
+            if (got < sizeof buf && !weights)
+                break;
+        }
+        fclose(f);
+        id += h * 0x9E3779B97F4A7C15ull + (h >> 29); /* order-free */
+    }
+    closedir(dp);
+    *out = id;
+    return MM_OK;
+}
 
 /* The test hook $MMMAMBA_FAIL_ENGINE="E:N[,E:N...]": engine E reports a
  * device fault from its Nth step on (engine.h fail_at_step). 0 when unset or
@@ -276,6 +335,27 @@ static enum mm_status load_model(struct daemon *d, struct mm_err *err)
     if (o->state_cache_bytes > 0 &&
         (st = mm_state_cache_create(o->state_cache_bytes, &d->state_cache, err)) != MM_OK)
         return st;
+    if (o->state_cache_dir[0] && !d->state_cache)
+        MM_WARN("state_cache_dir is ignored: state_cache_bytes 0 keeps no states at all");
+    if (o->state_cache_dir[0] && d->state_cache) {
+        uint64_t id = 0;
+        if ((st = model_identity(o->model, &id, err)) != MM_OK ||
+            (st = mm_state_cache_open_disk(d->state_cache, o->state_cache_dir,
+                                           o->state_cache_disk_bytes, id, err)) != MM_OK)
+            return st;
+        /* the stored responses come back with their states; the file is
+         * removed once read, so a response deleted later stays deleted */
+        if (asprintf(&d->responses_path, "%s/responses.store", o->state_cache_dir) < 0)
+            return mm_err_set(err, MM_ERR_NOMEM, "out of memory");
+        d->model_id = id;
+        int64_t n = 0;
+        struct mm_err e2;
+        if (mm_response_store_load(d->app.responses, d->responses_path, id, &n, &e2) != MM_OK)
+            MM_WARN("responses: %s", e2.msg);
+        if (n > 0)
+            MM_INFO("responses: %lld stored responses kept from before", (long long)n);
+        unlink(d->responses_path);
+    }
     so.state_cache = d->state_cache;
     so.state_cache_gpu = o->state_cache_gpu;
     struct mm_scheduler *scheds[MM_MAX_DEVICES];
@@ -392,6 +472,12 @@ static void free_daemon(struct daemon *d)
     mm_chat_template_free(d->tpl);
     mm_tokenizer_free(d->tok);
     mm_http_keys_free(d->app.api_keys);
+    if (d->responses_path && d->app.responses) {
+        struct mm_err err;
+        if (mm_response_store_save(d->app.responses, d->responses_path, d->model_id, &err) != MM_OK)
+            MM_WARN("responses: %s", err.msg);
+    }
+    free(d->responses_path);
     mm_response_store_free(d->app.responses);
     if (d->sem_ready)
         sem_destroy(&d->app.image_slots);

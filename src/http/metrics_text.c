@@ -105,6 +105,9 @@ static void state_cache_metrics(struct buf *b, const char *label,
         (unsigned long long)m->cache_gpu_evictions);
     out(b, "mmmamba:state_cache_evictions_total{%s,tier=\"host\"} %llu\n", label,
         (unsigned long long)hs.evictions);
+    if (hs.disk)
+        out(b, "mmmamba:state_cache_evictions_total{%s,tier=\"disk\"} %llu\n", label,
+            (unsigned long long)hs.disk_evictions);
     metric(b, "mmmamba:state_cache_rejects_total", "counter",
            "States host RAM could not take (no room even after evicting).", label,
            (double)hs.rejects);
@@ -113,13 +116,30 @@ static void state_cache_metrics(struct buf *b, const char *label,
     out(b, "mmmamba:state_cache_entries{%s,tier=\"gpu\"} %lld\n", label,
         (long long)m->cache_gpu_entries);
     out(b, "mmmamba:state_cache_entries{%s,tier=\"host\"} %lld\n", label, (long long)hs.entries);
+    if (hs.disk)
+        out(b, "mmmamba:state_cache_entries{%s,tier=\"disk\"} %lld\n", label,
+            (long long)hs.disk_entries);
     out(b, "# HELP mmmamba:state_cache_bytes Bytes of the states kept, per tier (gpu: state "
            "slots and the KV blocks they reference).\n# TYPE mmmamba:state_cache_bytes gauge\n");
     out(b, "mmmamba:state_cache_bytes{%s,tier=\"gpu\"} %lld\n", label,
         (long long)m->cache_gpu_bytes);
     out(b, "mmmamba:state_cache_bytes{%s,tier=\"host\"} %zu\n", label, hs.bytes);
+    if (hs.disk)
+        out(b, "mmmamba:state_cache_bytes{%s,tier=\"disk\"} %zu\n", label, hs.disk_bytes);
     metric(b, "mmmamba:state_cache_capacity_bytes", "gauge",
            "Host RAM the state cache may use (state_cache_bytes).", label, (double)hs.max_bytes);
+    if (!hs.disk)
+        return;
+    metric(b, "mmmamba:state_cache_disk_capacity_bytes", "gauge",
+           "Disk space the disk tier may use (state_cache_disk_bytes).", label,
+           (double)hs.disk_max_bytes);
+    metric(b, "mmmamba:state_cache_disk_writes_total", "counter",
+           "States written to the disk tier.", label, (double)hs.disk_writes);
+    metric(b, "mmmamba:state_cache_disk_hits_total", "counter",
+           "States read back from the disk tier into host RAM.", label, (double)hs.disk_hits);
+    metric(b, "mmmamba:state_cache_disk_damaged_total", "counter",
+           "Damaged or cut-short files of the disk tier found and removed.", label,
+           (double)hs.disk_bad);
 }
 
 /* The per-engine families: counters and gauges of each engine, labelled. */

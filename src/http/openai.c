@@ -533,6 +533,8 @@ static void start_generation(struct mm_http_exchange *ex, bool chat, const struc
     rp.logprobs = p->logprobs;
     int status = 0;
     const char *code = NULL;
+    char engines[96] = ""; /* x-mmmamba-engine: each prompt's engine, in prompt order */
+    size_t engines_len = 0;
     for (int64_t i = 0; i < n_prompts && !status; i++) {
         int64_t max_tokens = p->max_tokens;
         struct mm_api_error ae;
@@ -550,13 +552,19 @@ static void start_generation(struct mm_http_exchange *ex, bool chat, const struc
         prompts[i].n_tiles = 0;
         if (st == MM_OK) {
             mm_request_set_notify(r, job_notify, j);
-            st = app->dispatch ? mm_dispatch_submit(app->dispatch, r, NULL, &err)
+            int engine = -1;
+            st = app->dispatch ? mm_dispatch_submit(app->dispatch, r, &engine, &err)
                                : mm_err_set(&err, MM_ERR_UNAVAILABLE, "no engine");
             if (st != MM_OK) {
                 mm_request_set_notify(r, NULL, NULL);
                 mm_request_release(r);
             } else {
                 j->reqs[i] = r;
+                const int w = snprintf(engines + engines_len, sizeof engines - engines_len,
+                                       i ? ",%d" : "%d", engine);
+                engines_len = w > 0 && (size_t)w < sizeof engines - engines_len
+                                  ? engines_len + (size_t)w
+                                  : sizeof engines; /* too many prompts: no header */
             }
         }
         if (st != MM_OK) {
@@ -582,6 +590,8 @@ static void start_generation(struct mm_http_exchange *ex, bool chat, const struc
         job_free(j);
         return;
     }
+    if (engines_len < sizeof engines)
+        mm_http_add_header(ex, "x-mmmamba-engine", engines);
     pthread_mutex_lock(&j->lock);
     j->wake = mm_http_job_token(ex);
     pthread_mutex_unlock(&j->lock);

@@ -1009,13 +1009,14 @@ static void start_response(struct mm_http_exchange *ex, struct prep *w)
     w->prompt.tiles = NULL;
     w->prompt.n_tiles = 0;
     int64_t covered = 0;
+    int engine = -1;
     if (st == MM_OK) {
         mm_request_set_notify(j->req, job_notify, j);
         if (!app->dispatch) {
             st = mm_err_set(&err, MM_ERR_UNAVAILABLE, "no engine");
         } else {
             covered = mm_dispatch_cached_prefix(app->dispatch, j->req);
-            st = mm_dispatch_submit(app->dispatch, j->req, NULL, &err);
+            st = mm_dispatch_submit(app->dispatch, j->req, &engine, &err);
         }
         if (st != MM_OK) {
             mm_request_set_notify(j->req, NULL, NULL);
@@ -1038,6 +1039,9 @@ static void start_response(struct mm_http_exchange *ex, struct prep *w)
         return;
     }
     mm_http_set_usage(ex, j->n_ids, 0);
+    char engine_name[16];
+    snprintf(engine_name, sizeof engine_name, "%d", engine);
+    mm_http_add_header(ex, "x-mmmamba-engine", engine_name);
     if (j->stream && j->prev_id[0]) /* a stream's headers go now: the hint decides */
         mm_http_add_header(ex, "x-mmmamba-state", state_name(j, covered));
     pthread_mutex_lock(&j->lock);

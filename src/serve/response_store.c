@@ -4,11 +4,16 @@
  * stored entry holds it (`stored`, guarded by the store's mutex). */
 #include "serve/response_store.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "base/checked.h"
 #include "model/image_preprocess.h"
@@ -358,4 +363,261 @@ void mm_response_store_stats(struct mm_response_store *s, struct mm_response_sto
     *out = (struct mm_response_store_stats){
         .responses = s->count, .images = s->images, .bytes = s->bytes, .evictions = s->evictions};
     pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- saving and loading (the state cache's disk tier) ----------------------------------- */
+
+/* The file: a header of RH_WORDS 64-bit words (native byte order), then the
+ * images (n_tiles, tile_size, pixels) and the responses oldest first (fixed
+ * fields, ids, image indices, owner, view). The header names the format
+ * version and the model, and carries a digest of the payload and one of
+ * itself: a damaged file, another model's or another format's is refused
+ * whole. */
+enum { RH_MAGIC, RH_VERSION, RH_MODEL, RH_IMAGES, RH_RESPONSES, RH_BYTES, RH_DIGEST, RH_CHECK,
+       RH_WORDS };
+#define RFILE_MAGIC 0x000a505345522d4dull /* "M-RESP\n\0" */
+#define RFILE_VERSION 1
+
+static uint64_t rdigest(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001B3ull;
+    return h ^ (h >> 31);
+}
+
+struct wbuf {
+    unsigned char *p;
+    size_t len, cap;
+    bool failed;
+};
+
+static void put_bytes(struct wbuf *w, const void *p, size_t n)
+{
+    if (w->failed || n == 0)
+        return;
+    if (w->len + n > w->cap) {
+        size_t cap = w->cap ? w->cap : 4096;
+        while (cap < w->len + n)
+            cap *= 2;
+        unsigned char *q = realloc(w->p, cap);
+        if (!q) {
+            w->failed = true;
+            return;
+        }
+        w->p = q;
+        w->cap = cap;
+    }
+    memcpy(w->p + w->len, p, n);
+    w->len += n;
+}
+
+static void put_i64(struct wbuf *w, int64_t v) { put_bytes(w, &v, sizeof v); }
+
+enum mm_status mm_response_store_save(struct mm_response_store *s, const char *path,
+                                      uint64_t model, struct mm_err *err)
+{
+    struct wbuf w = {0};
+    uint64_t h[RH_WORDS] = {0};
+    put_bytes(&w, h, sizeof h); /* filled in below */
+    pthread_mutex_lock(&s->lock);
+    /* images once each: their index is their first appearance, oldest first */
+    struct mm_response_image **ims = malloc(((size_t)s->images + 1) * sizeof *ims);
+    int64_t n_ims = 0;
+    for (struct entry *e = s->oldest; ims && e; e = e->newer)
+        for (int64_t i = 0; i < e->r.n_images; i++) {
+            int64_t k = 0;
+            while (k < n_ims && ims[k] != e->r.images[i])
+                k++;
+            if (k == n_ims && n_ims < s->images) {
+                ims[n_ims++] = e->r.images[i];
+                put_i64(&w, e->r.images[i]->n_tiles);
+                put_i64(&w, e->r.images[i]->tile_size);
+                put_bytes(&w, e->r.images[i]->pixels, e->r.images[i]->bytes);
+            }
+        }
+    for (struct entry *e = s->oldest; ims && e; e = e->newer) {
+        const struct mm_response *r = &e->r;
+        put_bytes(&w, r->id, MM_RESPONSE_ID_LEN);
+        put_i64(&w, r->created_at);
+        put_i64(&w, r->completed_at);
+        put_i64(&w, r->n_ids);
+        put_i64(&w, r->n_state);
+        put_i64(&w, r->n_images);
+        put_i64(&w, r->owner ? (int64_t)strlen(r->owner) : -1);
+        put_i64(&w, (int64_t)r->view_len);
+        put_bytes(&w, r->ids, (size_t)r->n_ids * sizeof *r->ids);
+        for (int64_t i = 0; i < r->n_images; i++) {
+            int64_t k = 0;
+            while (k < n_ims && ims[k] != r->images[i])
+                k++;
+            put_i64(&w, k);
+        }
+        if (r->owner)
+            put_bytes(&w, r->owner, strlen(r->owner));
+        put_bytes(&w, r->view, r->view_len);
+    }
+    h[RH_IMAGES] = (uint64_t)n_ims;
+    h[RH_RESPONSES] = (uint64_t)s->count;
+    pthread_mutex_unlock(&s->lock);
+    enum mm_status st = MM_OK;
+    if (!ims || w.failed) {
+        st = mm_err_set(err, MM_ERR_NOMEM, "out of memory saving the responses");
+        goto done;
+    }
+    h[RH_MAGIC] = RFILE_MAGIC;
+    h[RH_VERSION] = RFILE_VERSION;
+    h[RH_MODEL] = model;
+    h[RH_BYTES] = w.len - sizeof h;
+    h[RH_DIGEST] = rdigest(0xCBF29CE484222325ull, w.p + sizeof h, w.len - sizeof h);
+    h[RH_CHECK] = rdigest(0x5245535053ull, h, RH_CHECK * 8);
+    memcpy(w.p, h, sizeof h);
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    unlink(tmp); /* a save cut short earlier */
+    const int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (fd >= 0 && !f)
+        close(fd);
+    bool ok = f && fwrite(w.p, 1, w.len, f) == w.len && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    if (f && fclose(f) != 0)
+        ok = false;
+    if (!ok || rename(tmp, path) != 0) {
+        st = mm_err_set(err, MM_ERR_IO, "saving the responses to %s: %s", path, strerror(errno));
+        unlink(tmp);
+    }
+done:
+    free(ims);
+    free(w.p);
+    return st;
+}
+
+struct rbuf {
+    const unsigned char *p;
+    size_t left;
+};
+
+static bool get_bytes(struct rbuf *r, void *out, size_t n)
+{
+    if (n > r->left)
+        return false;
+    memcpy(out, r->p, n);
+    r->p += n;
+    r->left -= n;
+    return true;
+}
+
+static bool get_i64(struct rbuf *r, int64_t *v, int64_t lo, int64_t hi)
+{
+    return get_bytes(r, v, sizeof *v) && *v >= lo && *v <= hi;
+}
+
+/* One image from the file (bounds checked), holding one reference. */
+static struct mm_response_image *read_image(struct rbuf *r)
+{
+    int64_t n, sz;
+    size_t bytes;
+    if (!get_i64(r, &n, 1, 1 << 20) || !get_i64(r, &sz, 1, 1 << 16) ||
+        !mm_size_mul((size_t)n * 3, (size_t)sz * (size_t)sz, &bytes) || bytes > r->left)
+        return NULL;
+    struct mm_response_image *im = calloc(1, sizeof *im);
+    if (!im || !(im->pixels = malloc(bytes))) {
+        free(im);
+        return NULL;
+    }
+    get_bytes(r, im->pixels, bytes);
+    atomic_init(&im->refs, 1);
+    im->n_tiles = n;
+    im->tile_size = sz;
+    im->bytes = bytes;
+    return im;
+}
+
+/* One response from the file (bounds checked) into *out. */
+static bool read_response(struct rbuf *r, struct mm_response_image **ims, int64_t n_ims,
+                          struct mm_response *out)
+{
+    int64_t n_ids, n_images, owner_len, view_len;
+    memset(out, 0, sizeof *out);
+    if (!get_bytes(r, out->id, MM_RESPONSE_ID_LEN) || memcmp(out->id, "resp_", 5) != 0 ||
+        memchr(out->id, 0, MM_RESPONSE_ID_LEN) || !get_i64(r, &out->created_at, 0, INT64_MAX) ||
+        !get_i64(r, &out->completed_at, 0, INT64_MAX) ||
+        !get_i64(r, &n_ids, 0, (int64_t)(r->left / 4)) ||
+        !get_i64(r, &out->n_state, 0, n_ids) || !get_i64(r, &n_images, 0, n_ims) ||
+        !get_i64(r, &owner_len, -1, 4096) || !get_i64(r, &view_len, 0, (int64_t)r->left))
+        return false;
+    out->id[MM_RESPONSE_ID_LEN] = '\0';
+    out->ids = malloc(((size_t)n_ids + 1) * sizeof *out->ids);
+    out->images = malloc(((size_t)n_images + 1) * sizeof *out->images);
+    out->owner = owner_len >= 0 ? calloc(1, (size_t)owner_len + 1) : NULL;
+    out->view = malloc((size_t)view_len + 1);
+    bool ok = out->ids && out->images && (owner_len < 0 || out->owner) && out->view &&
+              get_bytes(r, out->ids, (size_t)n_ids * sizeof *out->ids);
+    out->n_ids = ok ? n_ids : 0;
+    for (int64_t i = 0; ok && i < n_images; i++) {
+        int64_t k;
+        if ((ok = get_i64(r, &k, 0, n_ims - 1))) {
+            mm_response_image_ref(ims[k]);
+            out->images[out->n_images++] = ims[k];
+        }
+    }
+    ok = ok && (owner_len < 0 || get_bytes(r, out->owner, (size_t)owner_len)) &&
+         get_bytes(r, out->view, (size_t)view_len);
+    out->view_len = ok ? (size_t)view_len : 0;
+    if (ok)
+        out->view[view_len] = '\0';
+    return ok;
+}
+
+enum mm_status mm_response_store_load(struct mm_response_store *s, const char *path,
+                                      uint64_t model, int64_t *loaded, struct mm_err *err)
+{
+    *loaded = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return errno == ENOENT ? MM_OK
+                               : mm_err_set(err, MM_ERR_IO, "%s: %s", path, strerror(errno));
+    struct stat sb;
+    uint64_t h[RH_WORDS];
+    unsigned char *payload = NULL;
+    const char *why = NULL;
+    if (fstat(fileno(f), &sb) != 0 || fread(h, 1, sizeof h, f) != sizeof h ||
+        h[RH_MAGIC] != RFILE_MAGIC || h[RH_VERSION] != RFILE_VERSION ||
+        h[RH_CHECK] != rdigest(0x5245535053ull, h, RH_CHECK * 8) ||
+        (uint64_t)sb.st_size != sizeof h + h[RH_BYTES])
+        why = "damaged, cut short or of another format";
+    else if (h[RH_MODEL] != model)
+        why = "another model's";
+    else if (!(payload = malloc(h[RH_BYTES] + 1)) ||
+             fread(payload, 1, h[RH_BYTES], f) != h[RH_BYTES] ||
+             rdigest(0xCBF29CE484222325ull, payload, h[RH_BYTES]) != h[RH_DIGEST])
+        why = "damaged";
+    fclose(f);
+    if (why) {
+        free(payload);
+        return mm_err_set(err, MM_ERR_INVALID, "%s is %s; ignored", path, why);
+    }
+    struct rbuf r = {payload, h[RH_BYTES]};
+    const int64_t n_ims = h[RH_IMAGES] <= (uint64_t)r.left ? (int64_t)h[RH_IMAGES] : -1;
+    struct mm_response_image **ims = n_ims >= 0 ? calloc((size_t)n_ims + 1, sizeof *ims) : NULL;
+    bool ok = ims != NULL;
+    for (int64_t i = 0; ok && i < n_ims; i++)
+        ok = (ims[i] = read_image(&r)) != NULL;
+    for (uint64_t i = 0; ok && i < h[RH_RESPONSES]; i++) {
+        struct mm_response resp;
+        struct mm_err e2;
+        ok = read_response(&r, ims, n_ims, &resp);
+        if (ok && mm_response_store_put(s, &resp, &e2) == MM_OK)
+            (*loaded)++;
+        mm_response_free(&resp);
+    }
+    ok = ok && r.left == 0;
+    for (int64_t i = 0; ims && i < n_ims; i++)
+        mm_response_image_release(ims[i]); /* the stored responses keep theirs */
+    free(ims);
+    free(payload);
+    if (!ok)
+        return mm_err_set(err, MM_ERR_INVALID, "%s is damaged (read %lld responses of it)", path,
+                          (long long)*loaded);
+    return MM_OK;
 }

@@ -124,4 +124,22 @@ struct mm_response_store_stats {
 };
 void mm_response_store_stats(struct mm_response_store *s, struct mm_response_store_stats *out);
 
+/* Writes every stored response (ids, images once each, views, owners, times;
+ * least recently used first) to path, under a temporary name then renamed,
+ * with a header naming the format version and `model` (the caller's
+ * identity of its checkpoint: the state cache's disk tier uses the same)
+ * and digests of the payload and of itself. The file holds the owners' API
+ * keys: it is made 0600 (umask permitting) in the caller's private
+ * directory. Any thread. */
+enum mm_status mm_response_store_save(struct mm_response_store *s, const char *path,
+                                      uint64_t model, struct mm_err *err);
+/* Puts the responses of a file mm_response_store_save wrote (oldest first,
+ * so the store's bounds keep the newest) and says how many in *loaded. No
+ * file: MM_OK with 0. A damaged or cut-short file, another model's or
+ * format's: MM_ERR_INVALID naming why; nothing of it is trusted beyond the
+ * responses read before a damaged record (the payload digest is checked
+ * first, so that takes a forged digest). Any thread. */
+enum mm_status mm_response_store_load(struct mm_response_store *s, const char *path,
+                                      uint64_t model, int64_t *loaded, struct mm_err *err);
+
 #endif

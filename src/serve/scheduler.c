@@ -1149,7 +1149,12 @@ static void *engine_main(void *arg)
             if (has_work(s) || s->in_head)
                 break;
             if (s->stopping) {
+                const bool keep = !s->failed && s->host && mm_state_cache_persistent(s->host);
                 pthread_mutex_unlock(&s->mu);
+                /* with a disk tier the states in free slots outlive the process too */
+                for (int32_t i = 0; keep && i < s->e->opt.max_seqs; i++)
+                    if (s->snaps[i].keys)
+                        drop_snap(s, i, true);
                 return NULL;
             }
             pthread_cond_wait(&s->wake, &s->mu);

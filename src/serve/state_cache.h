@@ -17,7 +17,12 @@
  * block alignment, and cheap for the thousands of entries host memory can
  * hold (a radix tree would pay off only far beyond that).
  *
- * Threads: every function is safe from any thread. An entry handed out by
+ * With a disk tier (mm_state_cache_open_disk) the entries evicted from host
+ * RAM go to files in a directory instead of away, are found by the same
+ * lookup and read back on a hit, and survive a restart.
+ *
+ * Threads: every function is safe from any thread (open_disk before the
+ * cache is shared). An entry handed out by
  * mm_state_cache_find (pinned) or mm_state_cache_begin stays valid and is
  * never evicted until mm_state_cache_unpin / commit / abort. */
 #ifndef MM_SERVE_STATE_CACHE_H
@@ -56,13 +61,41 @@ struct mm_state_cache_stats {
     uint64_t inserts;        /* entries committed since creation */
     uint64_t evictions;      /* entries evicted to make room */
     uint64_t rejects;        /* snapshots not kept (no room even after evicting) */
+    /* the disk tier (all 0 without one) */
+    bool disk;
+    size_t disk_bytes, disk_max_bytes; /* files kept now, bound */
+    int64_t disk_entries;
+    uint64_t disk_writes;    /* entries written (evicted from host RAM, or at free) */
+    uint64_t disk_hits;      /* entries read back into host RAM */
+    uint64_t disk_evictions; /* files removed to keep the bound */
+    uint64_t disk_bad;       /* damaged files found and removed */
 };
 
 /* max_bytes >= 1. *out is the caller's (mm_state_cache_free). */
 enum mm_status mm_state_cache_create(size_t max_bytes, struct mm_state_cache **out,
                                      struct mm_err *err);
-/* Frees every entry; no entry may be pinned or being filled. NULL: no-op. */
+/* Frees every entry; no entry may be pinned or being filled. With a disk
+ * tier, the entries are written to it first (oldest first, so the newest
+ * are kept within its bound): they survive a restart. NULL: no-op. */
 void mm_state_cache_free(struct mm_state_cache *c);
+
+/* The disk tier (optional; before the cache is shared): entries evicted
+ * from host RAM are written to files in dir (created if missing), at most
+ * max_bytes of them (the least recently used file goes first), each under
+ * a temporary name then renamed, with a header naming the format version
+ * and `model` (the caller's identity of its checkpoint) and digests of the
+ * keys, the data and the header itself. mm_state_cache_find looks there
+ * too (the index is in memory: a hint costs no I/O) and reads a hit back
+ * into host RAM, checked in full first; the file stays until the bound
+ * removes it. The files found in dir at open are the tier's from the
+ * start (a restart resumes them): a damaged or cut-short file is removed
+ * with a warning, another model's (or format's) ignored with a warning and
+ * left alone, a leftover temporary file removed. MM_ERR_IO when dir cannot
+ * be made or read. */
+enum mm_status mm_state_cache_open_disk(struct mm_state_cache *c, const char *dir,
+                                        size_t max_bytes, uint64_t model, struct mm_err *err);
+/* Whether a disk tier is open (what is kept may outlive the process). */
+bool mm_state_cache_persistent(const struct mm_state_cache *c);
 
 /* The longest committed entry of this layout (an engine's snapshot format:
  * entries of another are never returned) whose keys are keys[0..len) with

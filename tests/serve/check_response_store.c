@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "model/image_preprocess.h"
 #include "testutil.h"
@@ -291,6 +292,86 @@ START_TEST(test_byte_bound)
 END_TEST
 
 /* Writers, readers and deleters at once, against a small bound. */
+/* Saved and loaded: every field back, shared images still shared, owners
+ * kept; another model's file, a damaged or a cut one is refused whole. */
+START_TEST(test_save_load)
+{
+    char dir[256], path[300];
+    mm_test_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/responses.store", dir);
+    struct mm_response_store *s = store(16, 1 << 20);
+    struct mm_response_image *im = image_of(2, 5);
+    struct mm_response r[3];
+    char ids[3][MM_RESPONSE_ID_LEN + 1];
+    struct mm_err err;
+    make(&r[0], NULL, 10, 1, &im, 1);
+    make(&r[1], "key-a", 20, 2, &im, 1);
+    make(&r[2], NULL, 5, 3, NULL, 0);
+    r[1].n_state = 17;
+    for (int i = 0; i < 3; i++) {
+        memcpy(ids[i], r[i].id, sizeof ids[i]);
+        ck_assert_int_eq(mm_response_store_put(s, &r[i], &err), MM_OK);
+    }
+    ck_assert_int_eq(mm_response_store_save(s, path, 42, &err), MM_OK);
+    struct mm_response_store_stats a, b;
+    mm_response_store_stats(s, &a);
+    mm_response_store_free(s);
+    s = store(16, 1 << 20);
+    int64_t n;
+    ck_assert_int_eq(mm_response_store_load(s, path, 42, &n, &err), MM_OK);
+    ck_assert_int_eq(n, 3);
+    mm_response_store_stats(s, &b);
+    ck_assert_int_eq(b.images, 1); /* shared still */
+    ck_assert_uint_eq(b.bytes, a.bytes);
+    struct mm_response got;
+    ck_assert_int_eq(mm_response_store_get(s, ids[1], NULL, MM_RESPONSE_VIEW, &got, &err),
+                     MM_ERR_NOT_FOUND); /* the owner came back too */
+    ck_assert_int_eq(mm_response_store_get(s, ids[1], "key-a",
+                                           MM_RESPONSE_VIEW | MM_RESPONSE_HISTORY, &got, &err),
+                     MM_OK);
+    ck_assert_int_eq(got.n_ids, 20);
+    ck_assert_int_eq(got.ids[19], 19 * 3 + 2);
+    ck_assert_int_eq(got.n_state, 17);
+    ck_assert_int_eq(got.created_at, 100);
+    ck_assert_str_eq(got.view, "{\"k\":2}");
+    ck_assert_int_eq(got.n_images, 1);
+    ck_assert_int_eq(mm_response_tiles(&got), 2);
+    float *want = tiles_of(2, 5), *back = malloc(2 * TILE_BYTES * sizeof *back);
+    mm_response_image_unpack(got.images[0], back);
+    ck_assert_mem_eq(back, want, 2 * TILE_BYTES * sizeof *back);
+    free(want);
+    free(back);
+    mm_response_free(&got);
+    mm_response_store_free(s);
+    /* another model */
+    s = store(16, 1 << 20);
+    ck_assert_int_eq(mm_response_store_load(s, path, 43, &n, &err), MM_ERR_INVALID);
+    ck_assert_int_eq(n, 0);
+    ck_assert_ptr_nonnull(strstr(err.msg, "another model"));
+    /* one byte changed in the payload */
+    FILE *f = fopen(path, "r+b");
+    ck_assert_int_eq(fseek(f, -3, SEEK_END), 0);
+    const int ch = fgetc(f);
+    ck_assert_int_eq(fseek(f, -3, SEEK_END), 0);
+    fputc(ch ^ 1, f);
+    fclose(f);
+    ck_assert_int_eq(mm_response_store_load(s, path, 42, &n, &err), MM_ERR_INVALID);
+    ck_assert_int_eq(n, 0);
+    /* cut short */
+    ck_assert_int_eq(truncate(path, 200), 0);
+    ck_assert_int_eq(mm_response_store_load(s, path, 42, &n, &err), MM_ERR_INVALID);
+    mm_response_store_stats(s, &b);
+    ck_assert_int_eq(b.responses, 0);
+    /* no file: nothing, no error */
+    unlink(path);
+    ck_assert_int_eq(mm_response_store_load(s, path, 42, &n, &err), MM_OK);
+    ck_assert_int_eq(n, 0);
+    mm_response_store_free(s);
+    mm_response_image_release(im);
+    mm_test_rmdir(dir);
+}
+END_TEST
+
 static struct mm_response_store *shared;
 static struct mm_response_image *shared_im;
 
@@ -347,6 +428,7 @@ int main(void)
     tcase_add_test(tc, test_bytes_and_shared_images);
     tcase_add_test(tc, test_byte_bound);
     tcase_add_test(tc, test_threads);
+    tcase_add_test(tc, test_save_load);
     suite_add_tcase(s, tc);
     return mm_test_run(s);
 }

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "engine/cuda_backend.h"
 #include "model/synthetic.h"
@@ -702,6 +703,207 @@ START_TEST(test_host_tier_pins_and_bounds)
 }
 END_TEST
 
+/* ---- the disk tier ------------------------------------------------------------------------ */
+
+static struct mm_state_cache *disk_cache(size_t host_bytes, const char *dir, size_t disk_bytes,
+                                         uint64_t model)
+{
+    struct mm_state_cache *c = host_tier(host_bytes);
+    struct mm_err err;
+    ck_assert_msg(mm_state_cache_open_disk(c, dir, disk_bytes, model, &err) == MM_OK, "%s",
+                  err.msg);
+    return c;
+}
+
+static int count_files(const char *dir, const char *suffix)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "ls -a '%s' | grep -c -- '%s$'", dir, suffix);
+    FILE *f = popen(cmd, "r");
+    int n = -1;
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fscanf(f, "%d", &n), 1);
+    pclose(f);
+    return n;
+}
+
+/* Mutates the file of the entry with these keys: at byte `at` from its end,
+ * or cut to `cut` bytes. */
+static void damage(const char *dir, const uint64_t *keys, int64_t n, long at, long cut)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/%016llx-%016llx.state", dir, 1ull,
+             (unsigned long long)mm_state_hash(keys, n));
+    if (cut >= 0) {
+        ck_assert_int_eq(truncate(path, cut), 0);
+        return;
+    }
+    FILE *f = fopen(path, "r+b");
+    ck_assert_msg(f != NULL, "%s missing", path);
+    ck_assert_int_eq(fseek(f, -at, SEEK_END), 0);
+    const int ch = fgetc(f);
+    ck_assert_int_eq(fseek(f, -at, SEEK_END), 0);
+    fputc(ch ^ 0x40, f);
+    fclose(f);
+}
+
+/* Host evictions go to files, come back intact (promoted) on a hit, the
+ * bound holds; a restart over the directory finds them; another model's
+ * files are ignored and kept, damaged or cut-short ones and leftover
+ * temporary files removed. */
+START_TEST(test_disk_tier)
+{
+    char dir[256];
+    mm_test_tmpdir(dir, sizeof dir);
+    uint64_t keys[64], ph[64];
+    for (int i = 0; i < 64; i++)
+        keys[i] = (uint64_t)(i * 7 + 3);
+    mm_state_prefix_hashes(keys, 64, ph);
+    const size_t per = 1000 + 64 * 8 + 256;
+    const size_t file = 11 * 8 + 20 * 8 + 1000; /* header, keys, data of the 20-key entry */
+    struct mm_state_cache *c = disk_cache(2 * per, dir, 8 * file, 77);
+    put(c, keys, 20, 1000, 0xBB);
+    put(c, keys, 10, 1000, 0xAA);
+    for (int i = 0; i < 3; i++) { /* push both out of host RAM */
+        uint64_t k[8] = {1000 + (uint64_t)i, 1, 2, 3, 4, 5, 6, 7};
+        put(c, k, 8, 1000, (unsigned char)i);
+    }
+    struct mm_state_cache_stats st;
+    mm_state_cache_stats(c, &st);
+    ck_assert(st.disk);
+    ck_assert_uint_ge(st.disk_writes, 2);
+    ck_assert_int_eq(st.disk_entries, (int64_t)st.disk_writes);
+    ck_assert_int_eq(count_files(dir, ".state"), (int)st.disk_entries);
+    ck_assert_int_eq(mm_state_cache_find(c, 1, keys, ph, 64, NULL), 20); /* the hint: the index */
+    ck_assert_int_eq(mm_state_cache_find(c, 1, keys, ph, 19, NULL), 10);
+    ck_assert_int_eq(mm_state_cache_find(c, 2, keys, ph, 64, NULL), 0); /* another layout */
+    struct mm_state_entry *en;
+    ck_assert_int_eq(mm_state_cache_find(c, 1, keys, ph, 64, &en), 20);
+    int64_t pos, emb;
+    const unsigned char *d = mm_state_entry_data(en, &pos, &emb);
+    ck_assert_int_eq(pos, 20);
+    for (int i = 0; i < 1000; i++)
+        ck_assert_uint_eq(d[i], 0xBB);
+    mm_state_cache_unpin(c, en);
+    mm_state_cache_stats(c, &st);
+    ck_assert_uint_eq(st.disk_hits, 1);
+    /* the bound: many more evictions, oldest files go */
+    for (int i = 0; i < 40; i++) {
+        uint64_t k[8] = {3000 + (uint64_t)i, 1, 2, 3, 4, 5, 6, 7};
+        put(c, k, 8, 1000, (unsigned char)i);
+        mm_state_cache_stats(c, &st);
+        ck_assert_uint_le(st.disk_bytes, 8 * file);
+    }
+    ck_assert_uint_gt(st.disk_evictions, 20);
+    ck_assert_int_eq(count_files(dir, ".state"), (int)st.disk_entries);
+    ck_assert_int_eq(mm_state_cache_find(c, 1, keys, ph, 19, NULL), 0); /* 10 aged out */
+    put(c, keys, 12, 1000, 0xCC);
+    put(c, keys, 14, 1000, 0xDD);
+    put(c, keys, 16, 1000, 0xEE);
+    mm_state_cache_free(c); /* host RAM goes to disk */
+
+    /* a restart: the same model finds them */
+    FILE *t = fopen(strcat(strcpy((char[300]){0}, dir), "/.tmp-1-1"), "w");
+    ck_assert_ptr_nonnull(t);
+    fputs("half a write", t);
+    fclose(t);
+    c = disk_cache(2 * per, dir, 8 * file, 77);
+    ck_assert_int_eq(count_files(dir, "tmp-1-1"), 0); /* the leftover is gone */
+    ck_assert_int_eq(mm_state_cache_find(c, 1, keys, ph, 13, &en), 12);
+    d = mm_state_entry_data(en, &pos, &emb);
+    ck_assert_uint_eq(d[999], 0xCC);
+    mm_state_cache_unpin(c, en);
+    mm_state_cache_free(c);
+
+    /* another model: nothing found, nothing removed */
+    const int files = count_files(dir, ".state");
+    c = disk_cache(2 * per, dir, 8 * file, 78);
+    ck_assert_int_eq(mm_state_cache_find(c, 1, keys, ph, 64, NULL), 0);
+    mm_state_cache_stats(c, &st);
+    ck_assert_int_eq(st.disk_entries, 0);
+    mm_state_cache_free(c);
+    ck_assert_int_eq(count_files(dir, ".state"), files);
+
+    /* a flipped data byte is found at read time, a cut file at start */
+    damage(dir, keys, 14, 10, -1);
+    damage(dir, keys, 12, 0, 50);
+    c = disk_cache(2 * per, dir, 8 * file, 77);
+    mm_state_cache_stats(c, &st);
+    ck_assert_uint_eq(st.disk_bad, 1); /* the cut one, at start */
+    ck_assert_int_eq(mm_state_cache_find(c, 1, keys, ph, 64, NULL), 16);
+    ck_assert_int_eq(mm_state_cache_find(c, 1, keys, ph, 15, NULL), 14); /* the index says so */
+    ck_assert_int_eq(mm_state_cache_find(c, 1, keys, ph, 15, &en), 0);  /* the read refuses */
+    ck_assert_ptr_null(en);
+    mm_state_cache_stats(c, &st);
+    ck_assert_uint_eq(st.disk_bad, 2);
+    ck_assert_int_eq(mm_state_cache_find(c, 1, keys, ph, 15, NULL), 0); /* and it is gone */
+    ck_assert_int_eq(mm_state_cache_find(c, 1, keys, ph, 64, &en), 16); /* the sound one reads */
+    d = mm_state_entry_data(en, &pos, &emb);
+    ck_assert_uint_eq(d[0], 0xEE);
+    mm_state_cache_unpin(c, en);
+    mm_state_cache_free(c);
+    mm_test_rmdir(dir);
+}
+END_TEST
+
+/* Through the scheduler: a host tier that holds one state, so a finished
+ * answer's state is pushed to disk by later requests; the continuation
+ * comes back from the file, and again after a "restart" (a new host tier
+ * and scheduler over the same directory), with the cold tokens. */
+START_TEST(test_disk_tier_scheduler)
+{
+    const int p = _i % 3;
+    char dir[256];
+    mm_test_tmpdir(dir, sizeof dir);
+    struct mm_engine *we = open_engine(p, 2, 0), *ce = open_engine(p, 2, 0);
+    const struct mm_config *cfg = &we->cfg;
+    /* an upper bound of every state below (at most 64 positions): host RAM holds one or two */
+    const size_t one = mm_engine_snapshot_bytes(we, 64, 64) + 64 * 8 + 512;
+    struct mm_state_cache *host = disk_cache(one + one / 2, dir, (size_t)64 << 20, 5);
+    struct mm_scheduler *ws = start(we, host, false), *cs = start(ce, NULL, true);
+    static struct prompt pr, other;
+    memset(&pr, 0, sizeof pr);
+    add_text(&pr, 30, 90);
+    struct out w, c;
+    run(ws, cfg, &pr, 8, &w);
+    if (!text_only(cfg, &w))
+        goto out;
+    const int64_t expect = pr.n + w.n - 1;
+    add_ids(&pr, w.ids, w.n);
+    add_text(&pr, 5, 91);
+    for (int i = 0; i < 2; i++) { /* other states take host RAM */
+        memset(&other, 0, sizeof other);
+        add_text(&other, 40, 92 + (uint32_t)i);
+        run(ws, cfg, &other, 4, &c);
+    }
+    struct mm_state_cache_stats hs;
+    mm_state_cache_stats(host, &hs);
+    ck_assert_uint_ge(hs.disk_writes, 2);
+    run(cs, cfg, &pr, 8, &c);
+    run(ws, cfg, &pr, 8, &w);
+    ck_assert_int_eq(w.cached, expect);
+    assert_same(&w, &c, "back from disk");
+    mm_state_cache_stats(host, &hs);
+    ck_assert_uint_ge(hs.disk_hits, 1);
+    /* a restart over the same directory */
+    mm_scheduler_free(ws, 1000);
+    mm_state_cache_free(host);
+    host = disk_cache(one + one / 2, dir, (size_t)64 << 20, 5);
+    ws = start(we, host, true);
+    ck_assert_int_eq(cached_prefix(ws, cfg, &pr), expect);
+    run(ws, cfg, &pr, 8, &w);
+    ck_assert_int_eq(w.cached, expect);
+    assert_same(&w, &c, "after a restart");
+out:
+    mm_scheduler_free(ws, 1000);
+    mm_scheduler_free(cs, 1000);
+    mm_engine_close(we);
+    mm_engine_close(ce);
+    mm_state_cache_free(host);
+    mm_test_rmdir(dir);
+}
+END_TEST
+
 /* Image keys depend on the pixels and the offset in the tile; text keys
  * on the id; the two never meet. */
 START_TEST(test_keys)
@@ -758,6 +960,8 @@ int main(void)
     tcase_add_unchecked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_keys);
     tcase_add_test(tc, test_host_tier_pins_and_bounds);
+    tcase_add_test(tc, test_disk_tier);
+    tcase_add_loop_test(tc, test_disk_tier_scheduler, 0, 3);
     tcase_add_loop_test(tc, test_conversation, 0, 3);
     tcase_add_loop_test(tc, test_conversation_host_only, 0, 3);
     tcase_add_loop_test(tc, test_conversation_penalties, 0, 1);
