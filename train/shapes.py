@@ -256,7 +256,7 @@ def conversation(objs, rng, turns, tasks=None):
     for _ in range(turns * 3):
         if len(out) == turns:
             break
-        task = rng.choice(tasks or TASKS + ["colour", "shape", "position"])
+        task = rng.choice(tasks or TASKS + ["caption", "colour", "shape", "position"])
         q, a, _ = question(task, objs, rng)
         if q in seen:
             continue

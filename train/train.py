@@ -1,17 +1,22 @@
 #!/usr/bin/env python3
 """train.py: trains the demo mmMamba (pictures of simple shapes) and writes the checkpoint.
 
-    python3 train/train.py --out DIR [--steps N] [--time-budget S] [--device cuda] ...
+    python3 train/train.py --out DIR [--steps N | --time-budget S] [--device cuda] ...
 
 Data are made on the fly by --workers processes (train/shapes.py: picture, PNG/JPEG round trip,
 MODEL.md section 4 tiling; train/tokenizer.py: chat template ids and answer labels), bucketed by
 tile count so that batches hold about --batch-tokens tokens. The loss is the cross entropy of
-the assistant answers (and their <|im_end|>). AdamW, linear warm-up then cosine decay; the
-schedule runs on max(step/steps, elapsed/time-budget), so a slow machine still finishes the
-decay in time (the log says which bound ended the run; with the step bound the run is a
-function of --seed). At the end: DIR holds config.json, model.safetensors (bf16), the tokenizer
-files, loss.tsv and README.md (the model card, with the loss curve and the accuracy measured
-here by greedy decoding of the exported bf16 weights on --eval-n fresh pictures).
+the assistant answers (and their <|im_end|>), plus --aux times the auxiliary loss that teaches
+the front end to see (the colour and shape each image token shows, from the embedding stack's
+output, by a linear head that is not exported). AdamW: linear warm-up, the peak lr until step
+--hold, then cosine decay to 10 % at step --steps. With --steps 0 and --time-budget S the
+run measures its speed from step 100 to --hold and fixes --steps there (printed: pass it as
+--steps to repeat the run); the time budget also caps the run and, should the steps be slower than
+measured, the decay follows elapsed time instead (the log says which bound ended the run; with
+the step bound the run is a function of --seed and --steps). At the end: DIR holds config.json,
+model.safetensors (bf16), the tokenizer files, loss.tsv and README.md (the model card, with the
+loss curve and the accuracy measured here by greedy decoding of the exported bf16 weights on
+--eval-n fresh pictures).
 """
 import argparse
 import json
@@ -274,11 +279,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--time-budget", type=float, default=0, help="seconds of training (0: no bound)")
+    ap.add_argument("--steps", type=int, default=3000, help="optimiser steps (0: fit them to --time-budget)")
+    ap.add_argument("--time-budget", type=float, default=0, help="seconds of training at most (0: no bound)")
     ap.add_argument("--batch-tokens", type=int, default=49152)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--hold", type=int, default=400, help="steps at the peak lr before the decay")
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--hidden", type=int, default=256)
@@ -304,6 +310,10 @@ def main():
                     help="every N steps, teacher-forced exact-answer accuracy per task on 100 held-out pictures")
     a = ap.parse_args()
     a.via_pipe = False
+    if a.steps <= 0 and (a.time_budget <= 0 or a.hold <= 100):
+        ap.error("--steps 0 needs --time-budget and --hold > 100")
+    if a.hold < a.warmup:
+        ap.error("need --warmup <= --hold")
 
     t_start = time.time()
     random.seed(a.seed)
@@ -353,14 +363,26 @@ def main():
     step = 0
     ended_by = "steps"
     it = iter(loader)
-    while step < a.steps:
+    t_100 = t_hold = None
+    while a.steps <= 0 or step < a.steps:
         el = time.time() - t0
-        prog = step / a.steps
-        if a.time_budget:
-            prog = max(prog, el / a.time_budget)
-            if prog >= 1.0:
-                ended_by = "time"
-                break
+        if step == 100:
+            t_100 = el
+        if step == a.hold:
+            t_hold = el
+            if a.steps <= 0:  # fit the steps to the time left, at the speed since step 100
+                rate = (a.hold - 100) / max(1e-3, el - t_100)
+                a.steps = a.hold + max(1, int(0.9 * rate * (a.time_budget - el)))
+                print("speed %.1f steps/s: --steps %d fits --time-budget %g" % (rate, a.steps, a.time_budget),
+                      flush=True)
+        if a.time_budget and el >= a.time_budget:
+            ended_by = "time"
+            break
+        prog = 0.0
+        if a.hold < step < a.steps:
+            prog = (step - a.hold) / (a.steps - a.hold)
+            if a.time_budget:
+                prog = max(prog, (el - t_hold) / max(1e-3, a.time_budget - t_hold))
         lr = a.lr * min(1.0, (step + 1) / a.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(prog, 1.0))))
         for g in opt.param_groups:
             g["lr"] = lr
@@ -476,8 +498,9 @@ def write_card(a, cfg, n_params, curve, train_s, ended_by, steps, seqs, toks, ac
         "",
         "`%s` on %s: %d steps (ended by the %s bound), %.0f s of training (%.0f s in all),"
         % (" ".join(["train/train.py"] + sys.argv[1:]), device, steps, ended_by, train_s, total_s),
-        "%d conversations, %d tokens (padding included); AdamW lr %g, warm-up %d, cosine to 10%%, seed %d."
-        % (seqs, toks, a.lr, a.warmup, a.seed),
+        "%d conversations, %d tokens (padding included); AdamW lr %g, warm-up %d, peak until step %d, cosine"
+        % (seqs, toks, a.lr, a.warmup, a.hold),
+        "to 10%% at step %d; seed %d; auxiliary loss weight %g (see train/train.py)." % (a.steps, a.seed, a.aux),
         "",
         "Loss (cross entropy of the answer tokens, mean over the last %d steps):" % a.log_every,
         "",

@@ -1,0 +1,68 @@
+#!/bin/bash
+# train/gpu_run.sh: the demo model's one GPU call (issue 14). Trains the demo model on the GPU
+# while the engine builds on the other cores, then serves the checkpoint with the CUDA (bf16) and
+# the CPU backends at once and measures, through HTTP: the shipped samples, the accuracy per task
+# on 200 fresh pictures, and how often the greedy answers of the two backends agree.
+# Run from the project root on the GPU machine (see GPU_RUN.md); writes everything under $OUT.
+# TRAIN_S: seconds of training (default 340); TRAIN_ARGS: more train/train.py flags.
+set -u
+L=$OUT/log.txt
+log() { echo "[$(date +%T)] $*" | tee -a "$L"; }
+nvidia-smi -L >> "$L" 2>&1
+log "python: $(python3 -c 'import sys, torch, PIL; print(sys.version.split()[0], torch.__version__, PIL.__version__)' 2>&1)"
+M=/tmp/mmmamba-shapes
+# shellcheck disable=SC2086
+( python3 train/train.py --out $M --device cuda --workers 12 --steps 0 --time-budget "${TRAIN_S:-340}" \
+    --seed 1 --probe-every 250 --eval-n 100 ${TRAIN_ARGS:-} > "$OUT/train.log" 2>&1; echo "train rc $?" >> "$L" ) &
+TR=$!
+. .device/env.sh
+( autoreconf -fi && ./configure --enable-werror && nice -n 15 make -j6 ) > /tmp/build.log 2>&1 ||
+  tail -40 /tmp/build.log > "$OUT/build-fail.log"
+log "built: $(ls mmmambad mmmamba 2>/dev/null | tr '\n' ' ')"
+wait $TR
+log "training done: $(grep -E 'speed|ended by|^eval ' "$OUT/train.log" | tr '\n' ';')"
+cp $M/loss.tsv $M/README.md "$OUT/" 2>/dev/null
+tar -C /tmp -cf "$OUT/mmmamba-shapes.tar" mmmamba-shapes
+./mmmamba inspect $M > "$OUT/inspect.txt" 2>&1
+log "inspect rc $?"
+serve() { # backend port
+  ./mmmambad --model $M --backend "$1" --host 127.0.0.1 --port "$2" --max-seqs 64 --max-queue 4096 \
+    --access-log no > "$OUT/daemon-$1.log" 2>&1 &
+}
+serve cuda 18081
+DC=$!
+serve cpu 18082
+DP=$!
+for i in $(seq 1 120); do
+  curl -sf http://127.0.0.1:18081/health > /dev/null && curl -sf http://127.0.0.1:18082/health > /dev/null && break
+  sleep 0.5
+done
+log "daemons up"
+for b in cuda:18081 cpu:18082; do
+  python3 train/eval.py --url "http://127.0.0.1:${b#*:}" --samples train/samples > "$OUT/samples-${b%:*}.txt" 2>&1
+  log "samples ${b%:*} rc $?: $(grep '| exact' "$OUT/samples-${b%:*}.txt")"
+done
+python3 train/eval.py --url http://127.0.0.1:18081 --n 200 --seed 2026 --concurrency 32 --save /tmp/ev-cuda \
+  > "$OUT/eval-cuda.txt" 2>&1 &
+EC=$!
+timeout 170 python3 train/eval.py --url http://127.0.0.1:18082 --n 200 --seed 2026 --concurrency 32 \
+  --save /tmp/ev-cpu > "$OUT/eval-cpu.txt" 2>&1
+log "eval cpu rc $?"
+wait $EC
+log "eval cuda rc $?"
+tail -8 "$OUT/eval-cuda.txt" "$OUT/eval-cpu.txt" >> "$L"
+python3 - >> "$L" 2>&1 <<'PY'
+import json
+a = json.load(open("/tmp/ev-cuda/results.json"))["answers"]
+b = json.load(open("/tmp/ev-cpu/results.json"))["answers"]
+same = sum(x["answer"] == y["answer"] for x, y in zip(a, b))
+print("CUDA vs CPU greedy answers equal: %d of %d (%.1f%%)" % (same, len(a), 100.0 * same / len(a)))
+for x, y in zip(a, b):
+    if x["answer"] != y["answer"]:
+        print("  differ %s %r: cuda %r cpu %r" % (x["picture"], x["question"], x["answer"], y["answer"]))
+PY
+cp /tmp/ev-cuda/results.json "$OUT/results-cuda.json" 2>/dev/null
+cp /tmp/ev-cpu/results.json "$OUT/results-cpu.json" 2>/dev/null
+kill $DC $DP
+wait
+log "done"
