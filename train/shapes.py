@@ -310,17 +310,32 @@ def tiles_u8(img, size, lo, hi, thumbnail=True):
     return np.stack(out)
 
 
+AUX_CLASSES = (1 + len(COLOURS), 1 + len(SHAPES), 1 + len(SIZES), 9)  # token_labels' columns
+
+
 def token_labels(objs, w, h, size, lo, hi, per_side, thumbnail=True, cover=0.2):
     """What each image token of the tiles of a w x h picture shows (tiles_u8's order; a token is
-    one cell of a per_side x per_side grid over a tile): (colour, shape) uint8 arrays, 0 for
-    background, else 1 + the index in COLOUR_NAMES / SHAPES of the object covering at least
-    `cover` of the cell. Needs the outlines render() leaves on the objects. For the training
-    loss that teaches the front end to see; not part of the model."""
+    one cell of a per_side x per_side grid over a tile), for the training loss that teaches the
+    front end to see (not part of the model): a uint8 array (tokens, 4) of classes (AUX_CLASSES):
+    colour, shape and size of the object covering at least `cover` of the token (0: none, else 1 +
+    the index in COLOUR_NAMES / SHAPES / SIZE_NAMES), and the cell of the picture's 3x3 grid
+    (row * 3 + col) the token lies in (the object's cell on its tokens). Needs the outlines
+    render() leaves on the objects."""
     import numpy as np
     cols, rows = grid_for(w, h, lo, hi, size)
     thumb = thumbnail and cols * rows > 1
-    colour = np.zeros(cols * rows * per_side ** 2 + (per_side ** 2 if thumb else 0), np.uint8)
-    shape = np.zeros_like(colour)
+    out = np.zeros((cols * rows * per_side ** 2 + (per_side ** 2 if thumb else 0), 4), np.uint8)
+    k = (np.arange(per_side) + 0.5) / per_side   # token centres within a tile, 0..1
+    cells = []
+    for r in range(rows):
+        for c in range(cols):
+            y = np.minimum(2, (3 * (r + k) / rows).astype(int))
+            x = np.minimum(2, (3 * (c + k) / cols).astype(int))
+            cells.append((y[:, None] * 3 + x[None, :]).reshape(-1))
+    if thumb:
+        y = np.minimum(2, (3 * k).astype(int))
+        cells.append((y[:, None] * 3 + y[None, :]).reshape(-1))
+    out[:, 3] = np.concatenate(cells)
     for o in objs:
         m = Image.new("L", (w, h), 0)
         kind, pts = o.outline
@@ -331,9 +346,9 @@ def token_labels(objs, w, h, size, lo, hi, per_side, thumbnail=True, cover=0.2):
         if thumb:
             parts.append(np.asarray(m.resize((per_side, per_side), Image.BOX)).reshape(-1))
         hit = np.concatenate(parts) >= cover * 255
-        colour[hit] = 1 + COLOUR_NAMES.index(o.colour)
-        shape[hit] = 1 + SHAPES.index(o.shape)
-    return colour, shape
+        out[hit] = (1 + COLOUR_NAMES.index(o.colour), 1 + SHAPES.index(o.shape), 1 + SIZE_NAMES.index(o.size),
+                    o.cell[0] * 3 + o.cell[1])
+    return out
 
 
 def task_of(key):

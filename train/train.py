@@ -7,8 +7,8 @@ Data are made on the fly by --workers processes (train/shapes.py: picture, PNG/J
 MODEL.md section 4 tiling; train/tokenizer.py: chat template ids and answer labels), bucketed by
 tile count so that batches hold about --batch-tokens tokens. The loss is the cross entropy of
 the assistant answers (and their <|im_end|>), plus --aux times the auxiliary loss that teaches
-the front end to see (the colour and shape each image token shows, from the embedding stack's
-output, by a linear head that is not exported). AdamW: linear warm-up, the peak lr until step
+the front end to see (the colour, shape, size and picture cell each image token shows, from the
+embedding stack's output, by a linear head that is not exported). AdamW: linear warm-up, the peak lr until step
 --hold, then cosine decay to 10 % at step --steps. With --steps 0 and --time-budget S the
 run measures its speed from step 100 to --hold and fixes --steps there (printed: pass it as
 --steps to repeat the run); the time budget also caps the run and, should the steps be slower than
@@ -67,8 +67,8 @@ def make_config(a, tk):
 # ---- data ----------------------------------------------------------------------------------------
 
 class Batches(torch.utils.data.IterableDataset):
-    """Endless batches: (ids (B,T) long, labels (B,T) long, tiles (N,S,S,3) uint8, seen (N*G*G/4, 2)
-    uint8: what each image token shows, colour and shape class, for the auxiliary loss)."""
+    """Endless batches: (ids (B,T) long, labels (B,T) long, tiles (N,S,S,3) uint8, seen (N*G*G/4, 4)
+    uint8: what each image token shows, shapes.token_labels, for the auxiliary loss)."""
 
     def __init__(self, a, tk, tokens_per_tile):
         self.a, self.tk, self.tpt = a, tk, tokens_per_tile
@@ -85,8 +85,8 @@ class Batches(torch.utils.data.IterableDataset):
             objs, style = shapes.random_scene(rng, a.max_objects)
             data, _ = shapes.encode(shapes.render(objs, style, rng), style)
             tiles = shapes.tiles_u8(shapes.decode(data), a.image_size, 1, a.max_tiles)
-            seen = np.stack(shapes.token_labels(objs, style["w"], style["h"], a.image_size, 1, a.max_tiles,
-                                                a.image_size // 28), 1)
+            seen = shapes.token_labels(objs, style["w"], style["h"], a.image_size, 1, a.max_tiles,
+                                       a.image_size // 28)
             for _ in range(a.reuse):
                 turns = shapes.conversation(objs, rng, rng.randint(1, a.max_turns), self.tasks)
                 ids, labels = self.tk.render(turns, len(tiles), self.tpt)
@@ -119,7 +119,7 @@ def collate(b):
     t = [x[2] for x in b if x[2] is not None]
     tiles = torch.from_numpy(np.concatenate(t)) if t else torch.zeros(0, 1, 1, 3, dtype=torch.uint8)
     s = [x[3] for x in b if x[3] is not None]
-    seen = torch.from_numpy(np.concatenate(s)) if s else torch.zeros(0, 2, dtype=torch.uint8)
+    seen = torch.from_numpy(np.concatenate(s)) if s else torch.zeros(0, len(shapes.AUX_CLASSES), dtype=torch.uint8)
     return ids, labels, tiles, seen
 
 
@@ -298,8 +298,8 @@ def main():
     ap.add_argument("--max-turns", type=int, default=3)
     ap.add_argument("--reuse", type=int, default=4, help="conversations per rendered picture")
     ap.add_argument("--aux", type=float, default=0.5,
-                    help="weight of the auxiliary loss: the colour and shape each image token shows, "
-                         "read from the embedding stack's output by a linear head that is not exported")
+                    help="weight of the auxiliary loss: the colour, shape, size and picture cell each image "
+                         "token shows, read from the embedding stack's output by a linear head that is not exported")
     ap.add_argument("--text-only", type=float, default=0.03)
     ap.add_argument("--tasks", default="", help="train only these tasks (comma list; quick CPU checks)")
     ap.add_argument("--max-objects", type=int, default=3, help="at most this many shapes (quick CPU checks)")
@@ -327,7 +327,7 @@ def main():
     tpt = (a.image_size // 14) ** 2 // 4
     model = DemoModel(cfg).to(dev)
     n_params = sum(p.numel() for p in model.parameters())
-    aux_head = torch.nn.Linear(a.hidden, 1 + len(shapes.COLOUR_NAMES) + 1 + len(shapes.SHAPES)).to(dev)
+    aux_head = torch.nn.Linear(a.hidden, sum(shapes.AUX_CLASSES)).to(dev)
     print("model: %d parameters, hidden %d, emb %s, llm %s, vocab %d, %d tokens/tile, device %s, torch %s"
           % (n_params, a.hidden, a.emb_layers, a.llm_layers, tk.vocab_size, tpt, dev, torch.__version__),
           flush=True)
@@ -397,8 +397,7 @@ def main():
         aux = torch.zeros((), device=dev)
         if z.shape[0]:
             seen = seen.to(dev, non_blocking=True).long()
-            nc = 1 + len(shapes.COLOUR_NAMES)
-            aux = F.cross_entropy(z[:, :nc], seen[:, 0]) + F.cross_entropy(z[:, nc:], seen[:, 1])
+            aux = sum(F.cross_entropy(zk, seen[:, k]) for k, zk in enumerate(z.split(shapes.AUX_CLASSES, 1)))
         opt.zero_grad(set_to_none=True)
         (loss + a.aux * aux).backward()
         torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(aux_head.parameters()), 1.0)
