@@ -87,17 +87,19 @@ def main():
     it = iter(loader)
     batch = next(it)
     t0 = time.time()
-    nb = seqs = toks = 0
+    nb = seqs = toks = tile_bytes = 0
     while time.time() - t0 < a.data_seconds:
         b = next(it)
         nb += 1
         seqs += b[0].shape[0]
         toks += b[0].numel()
+        tile_bytes += b[2].numel()
         if b[2].shape[0] and b[0].numel() > batch[0].numel() // 2:
             batch = b
     el = time.time() - t0
-    print("data loader, %d workers: %.1f batches/s, %.0f sequences/s, %.0f tokens/s (%.0f sequences, %.0f tokens a batch)"
-          % (a.workers, nb / el, seqs / el, toks / el, seqs / max(1, nb), toks / max(1, nb)), flush=True)
+    print("data loader, %d workers: %.1f batches/s, %.0f sequences/s, %.0f tokens/s (%.0f sequences, %.0f tokens, "
+          "%.1f MB of tiles a batch)" % (a.workers, nb / el, seqs / el, toks / el, seqs / max(1, nb), toks / max(1, nb),
+                                         tile_bytes / max(1, nb) / 1e6), flush=True)
     del it, loader
 
     # 3. the device alone
@@ -109,14 +111,14 @@ def main():
     head = torch.nn.Linear(a.hidden, sum(shapes.AUX_CLASSES)).to(dev)
     opt = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=1e-4)
 
-    def step(ids, labels, tiles_u8, seen):
+    def step(ids, labels, tiles_u8, seen, rows):
         at = (ids.reshape(-1) == tk.img_context).nonzero().squeeze(1).to(dev)
-        ids, labels = ids.to(dev), labels.to(dev)
+        ids, labels, rows = ids.to(dev), labels.to(dev), rows.to(dev)
         tiles = T.normalise(tiles_u8, dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            logits, h = model(ids, tiles, at, image_hidden=True)
+            logits, h = model(ids, tiles, at, image_hidden=True, image_rows=rows)
             z = head(h).float()
-        seen = seen.to(dev).long()
+        seen = seen.to(dev).long().index_select(0, rows)
         loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-1) \
             + sum(F.cross_entropy(zk, seen[:, k]) for k, zk in enumerate(z.split(shapes.AUX_CLASSES, 1)))
         opt.zero_grad(set_to_none=True)
@@ -129,7 +131,8 @@ def main():
             torch.cuda.synchronize()
 
     for rep in (1, 2, 4):
-        b = tuple(torch.cat([x] * rep) for x in batch)  # rep x the sequences (and their tiles)
+        ids, labels, tiles, seen, rows = batch  # rep x the sequences, same tiles
+        b = (torch.cat([ids] * rep), torch.cat([labels] * rep), tiles, seen, torch.cat([rows] * rep))
         for _ in range(3):
             step(*b)
         sync()
@@ -138,8 +141,8 @@ def main():
             step(*b)
         sync()
         el = (time.time() - t0) / a.steps
-        print("device step, %d sequences x %d tokens: %.1f ms (%.1f steps/s, %.0f tokens/s)"
-              % (b[0].shape[0], b[0].shape[1], 1e3 * el, 1 / el, b[0].numel() / el), flush=True)
+        print("device step, %d sequences x %d tokens, %d tiles: %.1f ms (%.1f steps/s, %.0f tokens/s)"
+              % (b[0].shape[0], b[0].shape[1], b[2].shape[0], 1e3 * el, 1 / el, b[0].numel() / el), flush=True)
     if dev.type == "cuda":
         try:
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:

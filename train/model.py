@@ -238,12 +238,14 @@ class DemoModel(nn.Module):
                      self.fw("embedding_model.pixel_shuffle_proj.2.bias"))
         return x.reshape(-1, H)
 
-    def forward(self, ids, tiles=None, n_prompt_img=None, image_hidden=False):
+    def forward(self, ids, tiles=None, n_prompt_img=None, image_hidden=False, image_rows=None):
         """ids (B,T) long, tiles (N,3,S,S): the <IMG_CONTEXT> positions of ids, in row-major
         order, take the image tokens of the tiles in order; n_prompt_img, when given, says which
         positions instead: a (B,T) bool mask, or the flat positions b*T+t as a long tensor (no
-        device sync). -> logits (B,T,V) fp32; with image_hidden, (logits, the embedding stack's
-        output at the image positions (N*G*G/4, H))."""
+        device sync); image_rows, when given, which image token (among the tiles') each of those
+        positions takes, so that tiles shared by several sequences are embedded once. -> logits
+        (B,T,V) fp32; with image_hidden, (logits, the embedding stack's output at the image
+        positions)."""
         B, T = ids.shape
         table = torch.cat([self.fw("embedding_model.llm_text_embeddings.weight"),
                            self.fw("embedding_model.special_text_embeddings.weight")], 0)
@@ -253,7 +255,10 @@ class DemoModel(nn.Module):
             at = ids == self.img_id if n_prompt_img is None else n_prompt_img
             if at.dtype == torch.bool:
                 at = at.reshape(-1).nonzero().squeeze(1)
-            h = h.index_put((at,), self.image_tokens(tiles).to(h.dtype))
+            img = self.image_tokens(tiles)
+            if image_rows is not None:
+                img = img.index_select(0, image_rows)
+            h = h.index_put((at,), img.to(h.dtype))
         h = self.emb(h.reshape(B, T, self.H))
         seen = h.reshape(B * T, self.H).index_select(0, at) if image_hidden and at is not None else h[:0, 0]
         h = self.llm(h)

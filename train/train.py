@@ -67,8 +67,7 @@ def make_config(a, tk):
 # ---- data ----------------------------------------------------------------------------------------
 
 class Batches(torch.utils.data.IterableDataset):
-    """Endless batches: (ids (B,T) long, labels (B,T) long, tiles (N,S,S,3) uint8, seen (N*G*G/4, 4)
-    uint8: what each image token shows, shapes.token_labels, for the auxiliary loss)."""
+    """Endless batches, see collate()."""
 
     def __init__(self, a, tk, tokens_per_tile):
         self.a, self.tk, self.tpt = a, tk, tokens_per_tile
@@ -87,7 +86,7 @@ class Batches(torch.utils.data.IterableDataset):
             tiles = shapes.tiles_u8(shapes.decode(data), a.image_size, 1, a.max_tiles)
             seen = shapes.token_labels(objs, style["w"], style["h"], a.image_size, 1, a.max_tiles,
                                        a.image_size // 28)
-            for _ in range(a.reuse):
+            for _ in range(a.reuse):  # the same arrays: collate() sends them once
                 turns = shapes.conversation(objs, rng, rng.randint(1, a.max_turns), self.tasks)
                 ids, labels = self.tk.render(turns, len(tiles), self.tpt)
                 yield ids, labels, tiles, seen
@@ -110,17 +109,32 @@ class Batches(torch.utils.data.IterableDataset):
 
 
 def collate(b):
+    """[(ids, labels, tiles u8 (n,S,S,3) or None, token labels or None)] -> (ids (B,T) long,
+    labels (B,T) long, tiles (N,S,S,3) uint8, seen (N*G*G/4, 4) uint8: what each image token
+    shows (shapes.token_labels, for the auxiliary loss), rows long: for each <IMG_CONTEXT>
+    position of ids in row-major order, its image token among the N tiles'). The conversations
+    about one picture (--reuse) share its tiles (the same array): they travel and are embedded once."""
     T = max(len(x[0]) for x in b)
     ids = torch.zeros(len(b), T, dtype=torch.long)
     labels = torch.full((len(b), T), -1, dtype=torch.long)
     for k, x in enumerate(b):
         ids[k, :len(x[0])] = torch.tensor(x[0])
         labels[k, :len(x[1])] = torch.tensor(x[1])
-    t = [x[2] for x in b if x[2] is not None]
+    start, t, s, rows = {}, [], [], []
+    n = 0
+    for x in b:
+        if x[2] is None:
+            continue
+        if id(x[2]) not in start:
+            start[id(x[2])] = n
+            t.append(x[2])
+            s.append(x[3])
+            n += len(x[3])
+        rows.append(torch.arange(start[id(x[2])], start[id(x[2])] + len(x[3])))
     tiles = torch.from_numpy(np.concatenate(t)) if t else torch.zeros(0, 1, 1, 3, dtype=torch.uint8)
-    s = [x[3] for x in b if x[3] is not None]
     seen = torch.from_numpy(np.concatenate(s)) if s else torch.zeros(0, len(shapes.AUX_CLASSES), dtype=torch.uint8)
-    return ids, labels, tiles, seen
+    rows = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.long)
+    return ids, labels, tiles, seen, rows
 
 
 def keep_as_is(batch):
@@ -252,8 +266,9 @@ def make_probe(tk, cfg, n, max_objects, seed=EVAL_SEED + 1):
         for task in shapes.TASKS:
             q, ans, key = shapes.question(task, objs, rng)
             ids, labels = tk.render([(q, ans)], len(tiles), (S // 14) ** 2 // 4)
-            groups.setdefault(len(tiles), []).append((ids, labels, tiles, None, shapes.task_of(key)))
-    return [collate(g)[:3] + ([x[4] for x in g],) for g in groups.values()]
+            seen = np.zeros((len(tiles) * (S // 28) ** 2, 1), np.uint8)  # only its length matters
+            groups.setdefault(len(tiles), []).append((ids, labels, tiles, seen, shapes.task_of(key)))
+    return [collate(g) + ([x[4] for x in g],) for g in groups.values()]
 
 
 @torch.no_grad()
@@ -261,10 +276,10 @@ def run_probe(model, probe, device):
     """{task: [right, asked]}: an answer is right when every answer token (and <|im_end|>) is the
     model's first choice given the ones before, i.e. greedy decoding gives exactly that answer."""
     acc = {}
-    for ids, labels, tiles_u8, tasks in probe:
+    for ids, labels, tiles_u8, _, rows, tasks in probe:
         labels = labels.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(ids.to(device), normalise(tiles_u8, device))
+            logits = model(ids.to(device), normalise(tiles_u8, device), image_rows=rows.to(device))
         ok = ((logits.argmax(-1) == labels) | (labels < 0)).all(1).tolist()
         for t, k in zip(tasks, ok):
             c = acc.setdefault(t, [0, 0])
@@ -386,17 +401,19 @@ def main():
         lr = a.lr * min(1.0, (step + 1) / a.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(prog, 1.0))))
         for g in opt.param_groups:
             g["lr"] = lr
-        ids, labels, tiles_u8, seen = (torch.from_numpy(t) if isinstance(t, np.ndarray) else t for t in next(it))
+        ids, labels, tiles_u8, seen, rows = (torch.from_numpy(t) if isinstance(t, np.ndarray) else t
+                                             for t in next(it))
         at = (ids.reshape(-1) == tk.img_context).nonzero().squeeze(1).to(dev, non_blocking=True)
         ids, labels = ids.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
+        rows = rows.to(dev, non_blocking=True)
         tiles = normalise(tiles_u8, dev) if tiles_u8.shape[0] else None
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            logits, img_h = model(ids, tiles, at, image_hidden=True)
+            logits, img_h = model(ids, tiles, at, image_hidden=True, image_rows=rows)
             z = aux_head(img_h).float()
         loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-1)
         aux = torch.zeros((), device=dev)
         if z.shape[0]:
-            seen = seen.to(dev, non_blocking=True).long()
+            seen = seen.to(dev, non_blocking=True).long().index_select(0, rows)
             aux = sum(F.cross_entropy(zk, seen[:, k]) for k, zk in enumerate(z.split(shapes.AUX_CLASSES, 1)))
         opt.zero_grad(set_to_none=True)
         (loss + a.aux * aux).backward()
