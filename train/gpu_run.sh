@@ -7,7 +7,11 @@
 # $OUT (8 at most), so it holds four: log.txt (the summary), train.log, mmmamba-shapes.tar (the
 # checkpoint with its model card and loss.tsv) and details.tar (build, daemon and eval logs,
 # the answers as JSON). TRAIN_S: seconds of training (default 340); TRAIN_ARGS: more train.py flags.
+# Two calls instead of one, for a longer training: MODE=train (train and tar the checkpoint only:
+# TRAIN_S up to ~560 in a 600 s call), then MODE=eval MODEL=DIR (build, serve and measure a
+# checkpoint that travelled with the tree, e.g. models/mmmamba-shapes: ~200 s).
 set -u
+MODE=${MODE:-all}
 L=$OUT/log.txt
 D=/tmp/details
 mkdir -p $D
@@ -15,17 +19,29 @@ log() { echo "[$(date +%T)] $*" | tee -a "$L"; }
 nvidia-smi -L >> "$L" 2>&1
 log "python: $(python3 -c 'import sys, torch, PIL; print(sys.version.split()[0], torch.__version__, PIL.__version__)' 2>&1)"
 M=/tmp/mmmamba-shapes
-# shellcheck disable=SC2086
-( python3 train/train.py --out $M --device cuda --workers 12 --steps 0 --time-budget "${TRAIN_S:-340}" \
-    --seed 1 --probe-every 250 --eval-n 100 ${TRAIN_ARGS:-} > "$OUT/train.log" 2>&1; echo "train rc $?" >> "$L" ) &
-TR=$!
-. .device/env.sh
-( autoreconf -fi && ./configure --enable-werror && nice -n 15 make -j6 ) > /tmp/build.log 2>&1 ||
-  tail -40 /tmp/build.log > "$D/build-fail.log"
-log "built: $(ls mmmambad mmmamba 2>/dev/null | tr '\n' ' ')"
-wait $TR
-log "training done: $(grep -E 'speed|ended by|^eval ' "$OUT/train.log" | tr '\n' ';')"
-tar -C /tmp -cf "$OUT/mmmamba-shapes.tar" mmmamba-shapes
+if [ "$MODE" != eval ]; then
+  # shellcheck disable=SC2086
+  ( python3 train/train.py --out $M --device cuda --workers "${WORKERS:-13}" --steps 0 --time-budget "${TRAIN_S:-340}" \
+      --seed 1 --probe-every 250 --eval-n 100 ${TRAIN_ARGS:-} > "$OUT/train.log" 2>&1; echo "train rc $?" >> "$L" ) &
+  TR=$!
+else
+  M=$(cd "$MODEL" && pwd)
+fi
+if [ "$MODE" != train ]; then
+  . .device/env.sh
+  ( autoreconf -fi && ./configure --enable-werror && nice -n 15 make -j6 ) > /tmp/build.log 2>&1 ||
+    tail -40 /tmp/build.log > "$D/build-fail.log"
+  log "built: $(ls mmmambad mmmamba 2>/dev/null | tr '\n' ' ')"
+fi
+if [ "$MODE" != eval ]; then
+  wait $TR
+  log "training done: $(grep -E 'speed|ended by|^eval ' "$OUT/train.log" | tr '\n' ';')"
+  tar -C /tmp -cf "$OUT/mmmamba-shapes.tar" mmmamba-shapes
+fi
+if [ "$MODE" = train ]; then
+  log "done"
+  exit 0
+fi
 ./mmmamba inspect $M > "$D/inspect.txt" 2>&1
 log "inspect rc $?"
 serve() { # backend port
