@@ -63,6 +63,22 @@ def ssd_chunked(x, dt, A, Bm, Cm, L):
     return y.reshape(b, nc * L, h, p)[:, :T]
 
 
+def position_init(G, H, scale=0.7):
+    """Initial position embedding (1, G*G+1, H): 2-D sine/cosine of the patch row (first half of
+    the channels) and column (second half), as in ViT/MAE, so that where a patch lies is readable
+    from the first step (a small random one takes hundreds of steps to outgrow the patch content);
+    slot 0 (the unused class position) and a little noise as before."""
+    q = H // 4
+    freq = 1.0 / (100.0 ** (torch.arange(q, dtype=torch.float32) / q))
+    r = torch.arange(G, dtype=torch.float32)[:, None] * freq[None]            # (G, q)
+    row = torch.cat([r.sin(), r.cos()], 1)[:, None, :].expand(G, G, 2 * q)
+    col = torch.cat([r.sin(), r.cos()], 1)[None, :, :].expand(G, G, 2 * q)
+    grid = torch.cat([row, col], -1).reshape(G * G, 4 * q)
+    pe = torch.randn(1, G * G + 1, H) * 0.02
+    pe[0, 1:, :4 * q] += scale * grid
+    return pe
+
+
 class Stack(nn.Module):
     """One layer stack; parameters named like the checkpoint under `prefix`."""
 
@@ -174,7 +190,7 @@ class DemoModel(nn.Module):
             "embedding_model.vision_embeddings.patch_embedding.weight":
                 torch.randn(H, 3, self.patch, self.patch) / math.sqrt(3 * self.patch ** 2),
             "embedding_model.vision_embeddings.patch_embedding.bias": torch.zeros(H),
-            "embedding_model.vision_embeddings.position_embedding": torch.randn(1, g2 + 1, H) * 0.02,
+            "embedding_model.vision_embeddings.position_embedding": position_init(self.G, H),
             "embedding_model.llm_text_embeddings.weight": torch.randn(self.Ve, H) * 0.02,
             "embedding_model.special_text_embeddings.weight": torch.randn(self.V - self.Ve, H) * 0.02,
             "embedding_model.pixel_shuffle_proj.0.weight": torch.randn(H, 4 * H) * 0.02,
@@ -222,18 +238,30 @@ class DemoModel(nn.Module):
                      self.fw("embedding_model.pixel_shuffle_proj.2.bias"))
         return x.reshape(-1, H)
 
-    def forward(self, ids, tiles=None, n_prompt_img=None):
+    def forward(self, ids, tiles=None, n_prompt_img=None, image_hidden=False, image_rows=None):
         """ids (B,T) long, tiles (N,3,S,S): the <IMG_CONTEXT> positions of ids, in row-major
-        order, take the image tokens of the tiles in order. -> logits (B,T,V) fp32."""
+        order, take the image tokens of the tiles in order; n_prompt_img, when given, says which
+        positions instead: a (B,T) bool mask, or the flat positions b*T+t as a long tensor (no
+        device sync); image_rows, when given, which image token (among the tiles') each of those
+        positions takes, so that tiles shared by several sequences are embedded once. -> logits
+        (B,T,V) fp32; with image_hidden, (logits, the embedding stack's output at the image
+        positions)."""
+        B, T = ids.shape
         table = torch.cat([self.fw("embedding_model.llm_text_embeddings.weight"),
                            self.fw("embedding_model.special_text_embeddings.weight")], 0)
-        h = F.embedding(ids, table)
+        h = F.embedding(ids, table).reshape(B * T, self.H)
+        at = None
         if tiles is not None and tiles.shape[0]:
-            mask = ids == self.img_id if n_prompt_img is None else n_prompt_img
+            at = ids == self.img_id if n_prompt_img is None else n_prompt_img
+            if at.dtype == torch.bool:
+                at = at.reshape(-1).nonzero().squeeze(1)
             img = self.image_tokens(tiles)
-            h = h.clone()
-            h[mask] = img.to(h.dtype)
-        h = self.emb(h)
+            if image_rows is not None:
+                img = img.index_select(0, image_rows)
+            h = h.index_put((at,), img.to(h.dtype))
+        h = self.emb(h.reshape(B, T, self.H))
+        seen = h.reshape(B * T, self.H).index_select(0, at) if image_hidden and at is not None else h[:0, 0]
         h = self.llm(h)
         h = rms_norm(h, self.fw("language_model.model.norm.weight"), self.llm_eps)
-        return F.linear(h, self.fw("language_model.output.weight")).float()
+        logits = F.linear(h, self.fw("language_model.output.weight")).float()
+        return (logits, seen) if image_hidden else logits

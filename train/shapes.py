@@ -109,7 +109,8 @@ def _rotated(pts, cx, cy, rot):
 
 
 def render(objs, style, rng):
-    """Draws the scene 2x supersampled, returns an RGB Pillow image of style w x h."""
+    """Draws the scene 2x supersampled, returns an RGB Pillow image of style w x h. Each object
+    keeps its outline in picture pixels as o.outline: ("ellipse", box) or ("polygon", points)."""
     W, H = style["w"], style["h"]
     ss = 2
     img = Image.new("RGB", (W * ss, H * ss), style["bg"][0])
@@ -135,26 +136,32 @@ def render(objs, style, rng):
         fill = tuple(max(0, min(255, c + rng.randint(-18, 18))) for c in base)
         rot = math.radians(rng.uniform(-10, 10))
         if o.shape == "circle":
-            d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+            kind, pts = "ellipse", [cx - r, cy - r, cx + r, cy + r]
         elif o.shape == "square":
             s = r * 0.9
-            d.polygon(_rotated([(cx - s, cy - s), (cx + s, cy - s), (cx + s, cy + s), (cx - s, cy + s)],
-                               cx, cy, rot), fill=fill)
+            kind, pts = "polygon", _rotated([(cx - s, cy - s), (cx + s, cy - s), (cx + s, cy + s), (cx - s, cy + s)],
+                                            cx, cy, rot)
         elif o.shape == "triangle":
             pts = [(cx + r * math.cos(a), cy + r * math.sin(a))
                    for a in (-math.pi / 2, math.pi / 6, 5 * math.pi / 6)]
-            d.polygon(_rotated([(x, y + r * 0.15) for x, y in pts], cx, cy, rot), fill=fill)
+            kind, pts = "polygon", _rotated([(x, y + r * 0.15) for x, y in pts], cx, cy, rot)
         elif o.shape == "star":
-            d.polygon(_star(cx, cy, r, rot), fill=fill)
+            kind, pts = "polygon", _star(cx, cy, r, rot)
         elif o.shape == "diamond":
-            d.polygon(_rotated([(cx, cy - r), (cx + r * 0.75, cy), (cx, cy + r), (cx - r * 0.75, cy)],
-                               cx, cy, rot), fill=fill)
-        elif o.shape == "cross":
+            kind, pts = "polygon", _rotated([(cx, cy - r), (cx + r * 0.75, cy), (cx, cy + r), (cx - r * 0.75, cy)],
+                                            cx, cy, rot)
+        else:  # cross
             t = r * 0.33
             pts = [(cx - t, cy - r), (cx + t, cy - r), (cx + t, cy - t), (cx + r, cy - t), (cx + r, cy + t),
                    (cx + t, cy + t), (cx + t, cy + r), (cx - t, cy + r), (cx - t, cy + t), (cx - r, cy + t),
                    (cx - r, cy - t), (cx - t, cy - t)]
-            d.polygon(_rotated(pts, cx, cy, rot), fill=fill)
+            kind, pts = "polygon", _rotated(pts, cx, cy, rot)
+        if kind == "ellipse":
+            d.ellipse(pts, fill=fill)
+            o.outline = (kind, [v / ss for v in pts])
+        else:
+            d.polygon(pts, fill=fill)
+            o.outline = (kind, [(x / ss, y / ss) for x, y in pts])
     return img.resize((W, H), Image.BOX)
 
 
@@ -249,7 +256,7 @@ def conversation(objs, rng, turns, tasks=None):
     for _ in range(turns * 3):
         if len(out) == turns:
             break
-        task = rng.choice(tasks or TASKS + ["colour", "shape", "position"])
+        task = rng.choice(tasks or TASKS + ["caption", "colour", "shape", "position"])
         q, a, _ = question(task, objs, rng)
         if q in seen:
             continue
@@ -301,6 +308,47 @@ def tiles_u8(img, size, lo, hi, thumbnail=True):
     if thumbnail and len(out) > 1:
         out.append(np.asarray(img.resize((size, size), Image.BICUBIC), dtype=np.uint8))
     return np.stack(out)
+
+
+AUX_CLASSES = (1 + len(COLOURS), 1 + len(SHAPES), 1 + len(SIZES), 9)  # token_labels' columns
+
+
+def token_labels(objs, w, h, size, lo, hi, per_side, thumbnail=True, cover=0.2):
+    """What each image token of the tiles of a w x h picture shows (tiles_u8's order; a token is
+    one cell of a per_side x per_side grid over a tile), for the training loss that teaches the
+    front end to see (not part of the model): a uint8 array (tokens, 4) of classes (AUX_CLASSES):
+    colour, shape and size of the object covering at least `cover` of the token (0: none, else 1 +
+    the index in COLOUR_NAMES / SHAPES / SIZE_NAMES), and the cell of the picture's 3x3 grid
+    (row * 3 + col) the token lies in (the object's cell on its tokens). Needs the outlines
+    render() leaves on the objects."""
+    import numpy as np
+    cols, rows = grid_for(w, h, lo, hi, size)
+    thumb = thumbnail and cols * rows > 1
+    out = np.zeros((cols * rows * per_side ** 2 + (per_side ** 2 if thumb else 0), 4), np.uint8)
+    k = (np.arange(per_side) + 0.5) / per_side   # token centres within a tile, 0..1
+    cells = []
+    for r in range(rows):
+        for c in range(cols):
+            y = np.minimum(2, (3 * (r + k) / rows).astype(int))
+            x = np.minimum(2, (3 * (c + k) / cols).astype(int))
+            cells.append((y[:, None] * 3 + x[None, :]).reshape(-1))
+    if thumb:
+        y = np.minimum(2, (3 * k).astype(int))
+        cells.append((y[:, None] * 3 + y[None, :]).reshape(-1))
+    out[:, 3] = np.concatenate(cells)
+    for o in objs:
+        m = Image.new("L", (w, h), 0)
+        kind, pts = o.outline
+        getattr(ImageDraw.Draw(m), kind)(pts, fill=255)
+        big = np.asarray(m.resize((per_side * cols, per_side * rows), Image.BOX))
+        parts = [big[r * per_side:(r + 1) * per_side, c * per_side:(c + 1) * per_side].reshape(-1)
+                 for r in range(rows) for c in range(cols)]
+        if thumb:
+            parts.append(np.asarray(m.resize((per_side, per_side), Image.BOX)).reshape(-1))
+        hit = np.concatenate(parts) >= cover * 255
+        out[hit] = (1 + COLOUR_NAMES.index(o.colour), 1 + SHAPES.index(o.shape), 1 + SIZE_NAMES.index(o.size),
+                    o.cell[0] * 3 + o.cell[1])
+    return out
 
 
 def task_of(key):

@@ -1,17 +1,22 @@
 #!/usr/bin/env python3
 """train.py: trains the demo mmMamba (pictures of simple shapes) and writes the checkpoint.
 
-    python3 train/train.py --out DIR [--steps N] [--time-budget S] [--device cuda] ...
+    python3 train/train.py --out DIR [--steps N | --time-budget S] [--device cuda] ...
 
 Data are made on the fly by --workers processes (train/shapes.py: picture, PNG/JPEG round trip,
 MODEL.md section 4 tiling; train/tokenizer.py: chat template ids and answer labels), bucketed by
 tile count so that batches hold about --batch-tokens tokens. The loss is the cross entropy of
-the assistant answers (and their <|im_end|>). AdamW, linear warm-up then cosine decay; the
-schedule runs on max(step/steps, elapsed/time-budget), so a slow machine still finishes the
-decay in time (the log says which bound ended the run; with the step bound the run is a
-function of --seed). At the end: DIR holds config.json, model.safetensors (bf16), the tokenizer
-files, loss.tsv and README.md (the model card, with the loss curve and the accuracy measured
-here by greedy decoding of the exported bf16 weights on --eval-n fresh pictures).
+the assistant answers (and their <|im_end|>), plus --aux times the auxiliary loss that teaches
+the front end to see (the colour, shape, size and picture cell each image token shows, from the
+embedding stack's output, by a linear head that is not exported). AdamW: linear warm-up, the peak lr until step
+--hold, then cosine decay to 10 % at step --steps. With --steps 0 and --time-budget S the
+run measures its speed from step 100 to --hold and fixes --steps there (printed: pass it as
+--steps to repeat the run); the time budget also caps the run and, should the steps be slower than
+measured, the decay follows elapsed time instead (the log says which bound ended the run; with
+the step bound the run is a function of --seed and --steps). At the end: DIR holds config.json,
+model.safetensors (bf16), the tokenizer files, loss.tsv and README.md (the model card, with the
+loss curve and the accuracy measured here by greedy decoding of the exported bf16 weights on
+--eval-n fresh pictures).
 """
 import argparse
 import json
@@ -62,7 +67,7 @@ def make_config(a, tk):
 # ---- data ----------------------------------------------------------------------------------------
 
 class Batches(torch.utils.data.IterableDataset):
-    """Endless batches: (ids (B,T) long, labels (B,T) long, tiles (N,S,S,3) uint8)."""
+    """Endless batches, see collate()."""
 
     def __init__(self, a, tk, tokens_per_tile):
         self.a, self.tk, self.tpt = a, tk, tokens_per_tile
@@ -74,25 +79,27 @@ class Batches(torch.utils.data.IterableDataset):
             if rng.random() < a.text_only:
                 turns = shapes.text_only(rng)
                 ids, labels = self.tk.render(turns, 0, self.tpt)
-                yield ids, labels, None
+                yield ids, labels, None, None
                 continue
             objs, style = shapes.random_scene(rng, a.max_objects)
             data, _ = shapes.encode(shapes.render(objs, style, rng), style)
             tiles = shapes.tiles_u8(shapes.decode(data), a.image_size, 1, a.max_tiles)
-            for _ in range(a.reuse):
+            seen = shapes.token_labels(objs, style["w"], style["h"], a.image_size, 1, a.max_tiles,
+                                       a.image_size // 28)
+            for _ in range(a.reuse):  # the same arrays: collate() sends them once
                 turns = shapes.conversation(objs, rng, rng.randint(1, a.max_turns), self.tasks)
                 ids, labels = self.tk.render(turns, len(tiles), self.tpt)
-                yield ids, labels, tiles
+                yield ids, labels, tiles, seen
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         wid = info.id if info else 0
         rng = random.Random(self.a.seed * 1000 + wid)
         buckets = {}
-        for ids, labels, tiles in self.samples(rng):
-            n = 0 if tiles is None else len(tiles)
+        for item in self.samples(rng):
+            n = 0 if item[2] is None else len(item[2])
             b = buckets.setdefault(n, [])
-            b.append((ids, labels, tiles))
+            b.append(item)
             T = max(len(x[0]) for x in b)
             if T * (len(b) + 1) > self.a.batch_tokens:
                 buckets[n] = []
@@ -102,15 +109,32 @@ class Batches(torch.utils.data.IterableDataset):
 
 
 def collate(b):
+    """[(ids, labels, tiles u8 (n,S,S,3) or None, token labels or None)] -> (ids (B,T) long,
+    labels (B,T) long, tiles (N,S,S,3) uint8, seen (N*G*G/4, 4) uint8: what each image token
+    shows (shapes.token_labels, for the auxiliary loss), rows long: for each <IMG_CONTEXT>
+    position of ids in row-major order, its image token among the N tiles'). The conversations
+    about one picture (--reuse) share its tiles (the same array): they travel and are embedded once."""
     T = max(len(x[0]) for x in b)
     ids = torch.zeros(len(b), T, dtype=torch.long)
     labels = torch.full((len(b), T), -1, dtype=torch.long)
-    for k, (i, l, _) in enumerate(b):
-        ids[k, :len(i)] = torch.tensor(i)
-        labels[k, :len(l)] = torch.tensor(l)
-    t = [x[2] for x in b if x[2] is not None]
+    for k, x in enumerate(b):
+        ids[k, :len(x[0])] = torch.tensor(x[0])
+        labels[k, :len(x[1])] = torch.tensor(x[1])
+    start, t, s, rows = {}, [], [], []
+    n = 0
+    for x in b:
+        if x[2] is None:
+            continue
+        if id(x[2]) not in start:
+            start[id(x[2])] = n
+            t.append(x[2])
+            s.append(x[3])
+            n += len(x[3])
+        rows.append(torch.arange(start[id(x[2])], start[id(x[2])] + len(x[3])))
     tiles = torch.from_numpy(np.concatenate(t)) if t else torch.zeros(0, 1, 1, 3, dtype=torch.uint8)
-    return ids, labels, tiles
+    seen = torch.from_numpy(np.concatenate(s)) if s else torch.zeros(0, len(shapes.AUX_CLASSES), dtype=torch.uint8)
+    rows = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.long)
+    return ids, labels, tiles, seen, rows
 
 
 def keep_as_is(batch):
@@ -229,17 +253,53 @@ def evaluate(model, tk, cfg, device, n, max_objects=3, seed=EVAL_SEED):
     return acc, examples
 
 
+def make_probe(tk, cfg, n, max_objects, seed=EVAL_SEED + 1):
+    """Batches of one-turn conversations (one per task and picture) about n held-out pictures,
+    grouped by tile count: [(ids, labels, tiles u8, tasks)]."""
+    S = cfg["force_image_size"]
+    rng = random.Random(seed)
+    groups = {}
+    for _ in range(n):
+        objs, style = shapes.random_scene(rng, max_objects)
+        data, _ = shapes.encode(shapes.render(objs, style, rng), style)
+        tiles = shapes.tiles_u8(shapes.decode(data), S, 1, cfg["max_dynamic_patch"])
+        for task in shapes.TASKS:
+            q, ans, key = shapes.question(task, objs, rng)
+            ids, labels = tk.render([(q, ans)], len(tiles), (S // 14) ** 2 // 4)
+            seen = np.zeros((len(tiles) * (S // 28) ** 2, 1), np.uint8)  # only its length matters
+            groups.setdefault(len(tiles), []).append((ids, labels, tiles, seen, shapes.task_of(key)))
+    return [collate(g) + ([x[4] for x in g],) for g in groups.values()]
+
+
+@torch.no_grad()
+def run_probe(model, probe, device):
+    """{task: [right, asked]}: an answer is right when every answer token (and <|im_end|>) is the
+    model's first choice given the ones before, i.e. greedy decoding gives exactly that answer."""
+    acc = {}
+    for ids, labels, tiles_u8, _, rows, tasks in probe:
+        labels = labels.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(ids.to(device), normalise(tiles_u8, device), image_rows=rows.to(device))
+        ok = ((logits.argmax(-1) == labels) | (labels < 0)).all(1).tolist()
+        for t, k in zip(tasks, ok):
+            c = acc.setdefault(t, [0, 0])
+            c[0] += k
+            c[1] += 1
+    return acc
+
+
 # ---- main ----------------------------------------------------------------------------------------
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--time-budget", type=float, default=0, help="seconds of training (0: no bound)")
+    ap.add_argument("--steps", type=int, default=3000, help="optimiser steps (0: fit them to --time-budget)")
+    ap.add_argument("--time-budget", type=float, default=0, help="seconds of training at most (0: no bound)")
     ap.add_argument("--batch-tokens", type=int, default=49152)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--hold", type=int, default=400, help="steps at the peak lr before the decay")
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--hidden", type=int, default=256)
@@ -250,16 +310,25 @@ def main():
     ap.add_argument("--llm-layers", default="mamba2,mha,mamba2,mamba2")
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--max-tiles", type=int, default=4)
-    ap.add_argument("--max-turns", type=int, default=5)
-    ap.add_argument("--reuse", type=int, default=2, help="conversations per rendered picture")
+    ap.add_argument("--max-turns", type=int, default=3)
+    ap.add_argument("--reuse", type=int, default=4, help="conversations per rendered picture")
+    ap.add_argument("--aux", type=float, default=0.5,
+                    help="weight of the auxiliary loss: the colour, shape, size and picture cell each image "
+                         "token shows, read from the embedding stack's output by a linear head that is not exported")
     ap.add_argument("--text-only", type=float, default=0.03)
     ap.add_argument("--tasks", default="", help="train only these tasks (comma list; quick CPU checks)")
     ap.add_argument("--max-objects", type=int, default=3, help="at most this many shapes (quick CPU checks)")
     ap.add_argument("--tokenizer", default=os.path.join(HERE, "tokenizer.model"))
     ap.add_argument("--eval-n", type=int, default=100, help="fresh pictures for the final check")
     ap.add_argument("--log-every", type=int, default=25)
+    ap.add_argument("--probe-every", type=int, default=0,
+                    help="every N steps, teacher-forced exact-answer accuracy per task on 100 held-out pictures")
     a = ap.parse_args()
     a.via_pipe = False
+    if a.steps <= 0 and (a.time_budget <= 0 or a.hold <= 100):
+        ap.error("--steps 0 needs --time-budget and --hold > 100")
+    if a.hold < a.warmup:
+        ap.error("need --warmup <= --hold")
 
     t_start = time.time()
     random.seed(a.seed)
@@ -273,11 +342,12 @@ def main():
     tpt = (a.image_size // 14) ** 2 // 4
     model = DemoModel(cfg).to(dev)
     n_params = sum(p.numel() for p in model.parameters())
+    aux_head = torch.nn.Linear(a.hidden, sum(shapes.AUX_CLASSES)).to(dev)
     print("model: %d parameters, hidden %d, emb %s, llm %s, vocab %d, %d tokens/tile, device %s, torch %s"
           % (n_params, a.hidden, a.emb_layers, a.llm_layers, tk.vocab_size, tpt, dev, torch.__version__),
           flush=True)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2] + [aux_head.weight]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2] + [aux_head.bias]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=a.lr, betas=(0.9, 0.95), eps=1e-8)
     # Batches go through shared memory (/dev/shm) unless it is small (a container's default
@@ -299,54 +369,82 @@ def main():
                                          pin_memory=dev.type == "cuda", **par)
     os.makedirs(a.out, exist_ok=True)
     log = open(os.path.join(a.out, "loss.tsv"), "w")
-    log.write("step\tseconds\tloss\tlr\tsequences\ttokens\n")
+    log.write("step\tseconds\tloss\tlr\tsequences\ttokens\taux_loss\n")
+    probe = make_probe(tk, cfg, 100, a.max_objects) if a.probe_every else None
     curve = []
     t0 = time.time()
-    acc_loss = acc_n = 0.0
+    acc_loss = acc_aux = acc_n = 0.0
     seqs = toks = 0
     step = 0
     ended_by = "steps"
     it = iter(loader)
-    while step < a.steps:
+    t_100 = t_hold = None
+    while a.steps <= 0 or step < a.steps:
         el = time.time() - t0
-        prog = step / a.steps
-        if a.time_budget:
-            prog = max(prog, el / a.time_budget)
-            if prog >= 1.0:
-                ended_by = "time"
-                break
+        if step == 100:
+            t_100 = el
+        if step == a.hold:
+            t_hold = el
+            if a.steps <= 0:  # fit the steps to the time left, at the speed since step 100
+                rate = (a.hold - 100) / max(1e-3, el - t_100)
+                a.steps = a.hold + max(1, int(0.9 * rate * (a.time_budget - el)))
+                print("speed %.1f steps/s: --steps %d fits --time-budget %g" % (rate, a.steps, a.time_budget),
+                      flush=True)
+        if a.time_budget and el >= a.time_budget:
+            ended_by = "time"
+            break
+        prog = 0.0
+        if a.hold < step < a.steps:
+            prog = (step - a.hold) / (a.steps - a.hold)
+            if a.time_budget:
+                prog = max(prog, (el - t_hold) / max(1e-3, a.time_budget - t_hold))
         lr = a.lr * min(1.0, (step + 1) / a.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(prog, 1.0))))
         for g in opt.param_groups:
             g["lr"] = lr
-        ids, labels, tiles_u8 = (torch.from_numpy(t) if isinstance(t, np.ndarray) else t for t in next(it))
+        ids, labels, tiles_u8, seen, rows = (torch.from_numpy(t) if isinstance(t, np.ndarray) else t
+                                             for t in next(it))
+        at = (ids.reshape(-1) == tk.img_context).nonzero().squeeze(1).to(dev, non_blocking=True)
         ids, labels = ids.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
+        rows = rows.to(dev, non_blocking=True)
         tiles = normalise(tiles_u8, dev) if tiles_u8.shape[0] else None
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            logits = model(ids, tiles)
+            logits, img_h = model(ids, tiles, at, image_hidden=True, image_rows=rows)
+            z = aux_head(img_h).float()
         loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-1)
+        aux = torch.zeros((), device=dev)
+        if z.shape[0]:
+            seen = seen.to(dev, non_blocking=True).long().index_select(0, rows)
+            aux = sum(F.cross_entropy(zk, seen[:, k]) for k, zk in enumerate(z.split(shapes.AUX_CLASSES, 1)))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        (loss + a.aux * aux).backward()
+        torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(aux_head.parameters()), 1.0)
         opt.step()
         step += 1
-        acc_loss += float(loss)
+        acc_loss += loss.detach()  # tensors: no device sync per step
+        acc_aux += aux.detach()
         acc_n += 1
         seqs += ids.shape[0]
         toks += ids.numel()
         if step % a.log_every == 0 or step == a.steps:
             el = time.time() - t0
-            row = (step, el, acc_loss / acc_n, lr, seqs, toks)
+            row = (step, el, float(acc_loss) / acc_n, lr, seqs, toks, float(acc_aux) / acc_n)
             curve.append(row)
-            log.write("%d\t%.1f\t%.4f\t%.2e\t%d\t%d\n" % row)
+            log.write("%d\t%.1f\t%.4f\t%.2e\t%d\t%d\t%.4f\n" % row)
             log.flush()
-            print("step %5d  %6.1fs  loss %.4f  lr %.2e  seqs %d  tokens %d" % row, flush=True)
-            acc_loss = acc_n = 0.0
+            print("step %5d  %6.1fs  loss %.4f  lr %.2e  seqs %d  tokens %d  aux %.4f" % row, flush=True)
+            acc_loss = acc_aux = acc_n = 0.0
+        if probe and step % a.probe_every == 0:
+            model.eval()
+            acc = run_probe(model, probe, dev)
+            model.train()
+            print("probe step %d: %s" % (step, "  ".join("%s %.0f%%" % (t, 100.0 * acc[t][0] / acc[t][1])
+                                                        for t in shapes.TASKS if t in acc)), flush=True)
     train_s = time.time() - t0
     if acc_n:  # the steps since the last log row
-        row = (step, train_s, acc_loss / acc_n, lr, seqs, toks)
+        row = (step, train_s, float(acc_loss) / acc_n, lr, seqs, toks, float(acc_aux) / acc_n)
         curve.append(row)
-        log.write("%d\t%.1f\t%.4f\t%.2e\t%d\t%d\n" % row)
-        print("step %5d  %6.1fs  loss %.4f  lr %.2e  seqs %d  tokens %d" % row, flush=True)
+        log.write("%d\t%.1f\t%.4f\t%.2e\t%d\t%d\t%.4f\n" % row)
+        print("step %5d  %6.1fs  loss %.4f  lr %.2e  seqs %d  tokens %d  aux %.4f" % row, flush=True)
     print("training ended by the %s bound after %d steps, %.1f s" % (ended_by, step, train_s), flush=True)
     del it, loader
 
@@ -416,8 +514,9 @@ def write_card(a, cfg, n_params, curve, train_s, ended_by, steps, seqs, toks, ac
         "",
         "`%s` on %s: %d steps (ended by the %s bound), %.0f s of training (%.0f s in all),"
         % (" ".join(["train/train.py"] + sys.argv[1:]), device, steps, ended_by, train_s, total_s),
-        "%d conversations, %d tokens (padding included); AdamW lr %g, warm-up %d, cosine to 10%%, seed %d."
-        % (seqs, toks, a.lr, a.warmup, a.seed),
+        "%d conversations, %d tokens (padding included); AdamW lr %g, warm-up %d, peak until step %d, cosine"
+        % (seqs, toks, a.lr, a.warmup, a.hold),
+        "to 10%% at step %d; seed %d; auxiliary loss weight %g (see train/train.py)." % (a.steps, a.seed, a.aux),
         "",
         "Loss (cross entropy of the answer tokens, mean over the last %d steps):" % a.log_every,
         "",
