@@ -3,7 +3,7 @@
 # while the engine builds on the other cores, then serves the checkpoint with the CUDA (bf16) and
 # the CPU backends at once and measures, through HTTP: the shipped samples, the accuracy per task
 # on 200 fresh pictures, and how often the greedy answers of the two backends agree.
-# Run from the project root on the GPU machine (see GPU_RUN.md). Only a few files come back from
+# Run from the project root on the GPU machine (see train/GPU_RUN.md). Only a few files come back from
 # $OUT (8 at most), so it holds four: log.txt (the summary), train.log, mmmamba-shapes.tar (the
 # checkpoint with its model card and loss.tsv) and details.tar (build, daemon and eval logs,
 # the answers as JSON). TRAIN_S: seconds of training (default 340); TRAIN_ARGS: more train.py flags.
