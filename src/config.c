@@ -67,8 +67,10 @@ static const struct option_row options[] = {
      "systemd unit expects it here."},
     {"served_model_name", OPT_STRING, OFF(served_model_name), "", 0, 0, NULL, NULL, NULL,
      "Model id clients send and /v1/models lists (empty: the directory's name)."},
-    {"backend", OPT_ENUM, OFF(backend), "auto", 0, 0, "auto|cpu|cuda", NULL, NULL,
-     "Compute backend; auto is cuda when this build has it, else cpu."},
+    {"backend", OPT_ENUM, OFF(backend), "auto", 0, 0, "auto|cpu|cuda|cuda-fp32", NULL, NULL,
+     "Compute backend; auto is cuda when this build has it, else cpu. cuda-fp32\n"
+     "keeps fp32 weights and activations on the GPU (twice the memory, slower): a\n"
+     "sequence's tokens then do not depend on what it is batched with, as on cpu."},
     {"devices", OPT_STRING, OFF(devices), "0", 0, 0, NULL, NULL, NULL,
      "GPUs to serve on: CUDA device indices (\"0,1\") or all. Each gets its own\n"
      "engine (a full copy of the weights, its own state slots, KV blocks and engine\n"

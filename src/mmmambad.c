@@ -104,10 +104,10 @@ struct daemon {
     struct mm_chat_template *tpl;
     int n_engines;
     struct mm_engine *engines[MM_MAX_DEVICES];
-    struct mm_dispatch *dispatch; /* owns one scheduler per engine */
+    struct mm_dispatch *dispatch;       /* owns one scheduler per engine */
     struct mm_state_cache *state_cache; /* the host tier, shared by every scheduler */
-    char *responses_path; /* with a disk tier: the stored responses at shutdown */
-    uint64_t model_id;    /* with a disk tier: what its files are of */
+    char *responses_path;               /* with a disk tier: the stored responses at shutdown */
+    uint64_t model_id;                  /* with a disk tier: what its files are of */
     struct mm_http_app app;
     bool sem_ready;
     char *model_name;
@@ -303,12 +303,15 @@ static enum mm_status load_model(struct daemon *d, struct mm_err *err)
     struct mm_engine_options eo;
     mm_engine_options_default(&eo);
     const bool want_cuda = strcmp(o->backend, "cuda") == 0;
+    const bool want_fp32 = strcmp(o->backend, "cuda-fp32") == 0;
 #ifdef MM_HAVE_CUDA
     const bool auto_cuda = strcmp(o->backend, "auto") == 0;
 #else
     const bool auto_cuda = false;
 #endif
-    eo.backend = want_cuda || auto_cuda ? MM_BACKEND_CUDA : MM_BACKEND_CPU;
+    eo.backend = want_fp32                ? MM_BACKEND_CUDA_FP32
+                 : want_cuda || auto_cuda ? MM_BACKEND_CUDA
+                                          : MM_BACKEND_CPU;
     eo.max_seqs = (int32_t)o->max_seqs;
     eo.max_tokens = o->max_batch_tokens;
     eo.max_tiles = d->cfg.max_dynamic_patch + 1;
@@ -386,8 +389,11 @@ static enum mm_status load_model(struct daemon *d, struct mm_err *err)
             "context %lld",
             o->model, (long long)d->cfg.llm.num_layers, (long long)d->cfg.llm.hidden,
             (long long)d->cfg.vocab_size, d->n_engines,
-            eo.backend == MM_BACKEND_CUDA ? "cuda" : "cpu", d->n_engines > 1 ? "s" : "",
-            (long long)d->engines[0]->opt.max_seqs, (long long)mm_dispatch_max_model_len(d->dispatch));
+            eo.backend == MM_BACKEND_CPU         ? "cpu"
+            : eo.backend == MM_BACKEND_CUDA_FP32 ? "cuda-fp32"
+                                                 : "cuda",
+            d->n_engines > 1 ? "s" : "", (long long)d->engines[0]->opt.max_seqs,
+            (long long)mm_dispatch_max_model_len(d->dispatch));
     return MM_OK;
 }
 

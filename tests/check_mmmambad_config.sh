@@ -32,7 +32,8 @@ expect_error "unknown file option" "$tmp/b.conf:2: unknown option \"nosuch\"" sh
 expect_error "bad file value" "$tmp/c.conf:1: max_queue" sh -c "printf 'max_queue -4\n' > $tmp/c.conf; \"$bin\" --config $tmp/c.conf"
 expect_error "bad port" "port: \"99999\" is not an integer" "$bin" --port 99999
 expect_error "bad size" "max_body_bytes" "$bin" --max-body-bytes 12q
-expect_error "bad enum" "backend: \"tpu\" is not one of auto|cpu|cuda" "$bin" --backend tpu
+expect_error "bad enum" "backend: \"tpu\" is not one of auto|cpu|cuda|cuda-fp32" "$bin" --backend tpu
+expect_error "cuda-fp32 is a backend" "no model" "$bin" --backend cuda-fp32 --port 1
 expect_error "bad bool" "access_log: \"maybe\" is not yes or no" "$bin" --access-log maybe
 expect_error "missing value" "--port needs a value" "$bin" --port
 expect_error "positional" "unexpected argument \"extra\"" "$bin" extra

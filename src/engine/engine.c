@@ -144,8 +144,8 @@ enum mm_status mm_engine_open(const char *dir, const struct mm_engine_options *o
      * step, which a decode step of every slot needs) is the upper bound */
     const bool sized = opt->mem_fraction > 0 && e->be.ops->limits;
     struct mm_backend_limits lim = {
-        .n_slots = sized && opt->max_tokens < opt->max_seqs ? (int32_t)opt->max_tokens
-                                                          : opt->max_seqs,
+        .n_slots =
+            sized && opt->max_tokens < opt->max_seqs ? (int32_t)opt->max_tokens : opt->max_seqs,
         .max_tokens = max_rows,
         .max_tiles = opt->max_tiles,
         .max_context = emb_context,
@@ -359,8 +359,8 @@ void mm_engine_kv_need(const struct mm_engine *e, int32_t slot, int64_t n, int64
             const int64_t want = mm_kv_blocks_for(kv_end(e, slot, s, n, n_tiles));
             const int64_t have = mm_kv_pool_used(e->kv[s], slot, 0);
             const int64_t pos = s == MM_STACK_EMB ? e->slots[slot].emb_pos : e->slots[slot].pos;
-            need[s] = (want > have ? want - have : 0) +
-                      mm_kv_pool_shared_from(e->kv[s], slot, 0, pos);
+            need[s] =
+                (want > have ? want - have : 0) + mm_kv_pool_shared_from(e->kv[s], slot, 0, pos);
         }
     }
 }
@@ -437,8 +437,7 @@ void mm_engine_slot_save(struct mm_engine *e, int32_t slot, void *host)
         if (!e->kv[s])
             continue;
         const int64_t nb = mm_kv_blocks_for(s == MM_STACK_EMB ? sl->emb_pos : sl->pos);
-        e->be.ops->kv_save(e->be.ctx, (enum mm_stack)s, mm_kv_pool_table(e->kv[s], slot, 0), nb,
-                           p);
+        e->be.ops->kv_save(e->be.ctx, (enum mm_stack)s, mm_kv_pool_table(e->kv[s], slot, 0), nb, p);
         p += (size_t)nb * e->be.ops->kv_block_bytes(e->be.ctx, (enum mm_stack)s);
     }
 }
@@ -469,8 +468,8 @@ enum mm_status mm_engine_slot_restore(struct mm_engine *e, int32_t slot, int64_t
         if (!e->kv[s])
             continue;
         const int64_t nb = mm_kv_blocks_for(s == MM_STACK_EMB ? emb_pos : pos);
-        e->be.ops->kv_restore(e->be.ctx, (enum mm_stack)s, mm_kv_pool_table(e->kv[s], slot, 0),
-                              nb, p);
+        e->be.ops->kv_restore(e->be.ctx, (enum mm_stack)s, mm_kv_pool_table(e->kv[s], slot, 0), nb,
+                              p);
         p += (size_t)nb * e->be.ops->kv_block_bytes(e->be.ctx, (enum mm_stack)s);
     }
     e->slots[slot].pos = pos;

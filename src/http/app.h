@@ -26,7 +26,6 @@
 #include "model/image_source.h"
 #include "model/tokenizer.h"
 
-
 struct mm_state_cache;
 struct mm_dispatch;
 struct mm_response_store;
@@ -38,7 +37,7 @@ struct mm_http_app {
     const struct mm_tokenizer *tok;
     const struct mm_chat_template *tpl;
     struct mm_state_cache *state_cache; /* the state cache's host tier (for /metrics); NULL: none */
-    struct mm_dispatch *dispatch; /* every submission goes through it (serve/dispatch.h) */
+    struct mm_dispatch *dispatch;       /* every submission goes through it (serve/dispatch.h) */
     struct mm_response_store *responses; /* /v1/responses (thread-safe itself) */
     /* request limits */
     int64_t max_model_len;

@@ -9,7 +9,7 @@
 #      succeed on engine 0;
 #   3. with every engine faulted, /health answers 503.
 # CI runs it on two CPU engines (the defaults). tests/serve/gpu_dispatch.sh
-# runs it on two GPUs: BACKEND=cuda DEVICES=0,1 REF_DEVICES=0.
+# runs it on two GPUs: BACKEND=cuda-fp32 DEVICES=0,1 REF_DEVICES=0 (exact tokens).
 set -eu
 top_builddir=${top_builddir:-.}
 top_srcdir=${top_srcdir:-.}

@@ -29,11 +29,13 @@ else
   MK=""
 fi
 
-# 1. the dispatch suite on two GPUs (bf16: kernels chosen by batch size may
-#    change a greedy token between the daemons; the count identical is reported)
-BACKEND=cuda DEVICES=0,1 REF_DEVICES=0 top_srcdir=. top_builddir=. \
+# 1. the dispatch suite on two GPUs in the CUDA backend's fp32 mode, where a
+#    sequence's tokens do not depend on its batch (in bf16 the kernels chosen by
+#    batch size change greedy tokens of the random tiny model between the
+#    daemons: 23 of 32 identical on 2026-11-30)
+BACKEND=cuda-fp32 DEVICES=0,1 REF_DEVICES=0 top_srcdir=. top_builddir=. \
   timeout 150 sh tests/serve/check_dispatch.sh >"$OUT/dispatch.log" 2>&1
-log "check_dispatch.sh on cuda:0+1: rc=$? ($(grep -E 'identical|placed:|fault:|passed|FAIL' "$OUT/dispatch.log" | tr '\n' ';'))"
+log "check_dispatch.sh on cuda-fp32:0+1: rc=$? ($(grep -E 'identical|placed:|fault:|passed|FAIL' "$OUT/dispatch.log" | tr '\n' ';'))"
 [ -n "$MK" ] && { wait "$MK" || { log "mkmodel failed"; tail -5 "$OUT/mkmodel.log" | tee -a "$S"; exit 1; }; }
 log "model ready: $MODEL"
 
