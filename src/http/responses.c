@@ -940,7 +940,7 @@ static void start_response(struct mm_http_exchange *ex, struct prep *w)
     struct mm_err err;
     struct mm_api_error ae;
     int64_t max_tokens = w->p.max_tokens;
-    if (!mm_api_check_length(app, w->prompt.ids.n, &max_tokens, &ae)) {
+    if (!mm_api_check_length(app, w->prompt.ids.n, w->p.default_max_tokens, &max_tokens, &ae)) {
         if (strcmp(ae.param, "messages") == 0)
             snprintf(ae.param, sizeof ae.param, "input");
         else if (strcmp(ae.param, "max_tokens") == 0)
