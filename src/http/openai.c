@@ -357,8 +357,9 @@ static void apply_event(struct mm_http_exchange *ex, struct gen_job *j, int64_t 
         snprintf(j->fail_msg, sizeof j->fail_msg, "%s",
                  ev->finish == MM_FINISH_ERROR
                      ? (ev->message ? ev->message : "engine error")
-                     : "the request was cancelled (its client went away, or the server is "
-                       "shutting down)");
+                     : "the request was cancelled: its client closed the connection (a buffered "
+                       "answer counts a half-close, shutdown of the client's write side, as "
+                       "one: stream it instead), or the server is shutting down");
     }
     if (j->stream) {
         if (j->chat && !c->role_sent) {

@@ -823,11 +823,13 @@ static void apply_event(struct mm_http_exchange *ex, struct resp_job *j, const s
     default:
         j->status = RS_FAILED;
         if (!j->error[0])
-            snprintf(j->error, sizeof j->error, "%s",
-                     ev->finish == MM_FINISH_ERROR
-                         ? (ev->message && ev->message[0] ? ev->message : "engine error")
-                         : "the response was cancelled (its client went away, or the server is "
-                           "shutting down)");
+            snprintf(
+                j->error, sizeof j->error, "%s",
+                ev->finish == MM_FINISH_ERROR
+                    ? (ev->message && ev->message[0] ? ev->message : "engine error")
+                    : "the response was cancelled: its client closed the connection (a buffered "
+                      "answer counts a half-close, shutdown of the client's write side, as "
+                      "one: stream it instead), or the server is shutting down");
         j->error_code = ev->finish == MM_FINISH_ERROR ? "engine_error" : "cancelled";
     }
 }
