@@ -125,7 +125,7 @@ struct gen_job {
     int64_t n_choices, n_finished;
     int64_t prompt_tokens, completion_tokens;
     int64_t cached_tokens; /* prompt tokens served from the state cache */
-    bool failed; /* an engine error or a shutdown ended a choice */
+    bool failed;           /* an engine error or a shutdown ended a choice */
     enum mm_finish_reason fail_reason;
     char fail_msg[256];
     bool saw_token;
@@ -357,8 +357,9 @@ static void apply_event(struct mm_http_exchange *ex, struct gen_job *j, int64_t 
         snprintf(j->fail_msg, sizeof j->fail_msg, "%s",
                  ev->finish == MM_FINISH_ERROR
                      ? (ev->message ? ev->message : "engine error")
-                     : "the request was cancelled (its client went away, or the server is "
-                       "shutting down)");
+                     : "the request was cancelled: its client closed the connection (a buffered "
+                       "answer counts a half-close, shutdown of the client's write side, as "
+                       "one: stream it instead), or the server is shutting down");
     }
     if (j->stream) {
         if (j->chat && !c->role_sent) {
@@ -538,7 +539,7 @@ static void start_generation(struct mm_http_exchange *ex, bool chat, const struc
     for (int64_t i = 0; i < n_prompts && !status; i++) {
         int64_t max_tokens = p->max_tokens;
         struct mm_api_error ae;
-        if (!mm_api_check_length(app, prompts[i].ids.n, &max_tokens, &ae)) {
+        if (!mm_api_check_length(app, prompts[i].ids.n, p->default_max_tokens, &max_tokens, &ae)) {
             reply_api_error(ex, &ae);
             status = -1;
             break;
@@ -698,61 +699,86 @@ void mm_http_handle_models(struct mm_http_exchange *ex)
     mm_http_reply_json(ex, 200, o);
 }
 
-/* vLLM: {"prompt": "..."} or {"messages": [...]} -> {count, max_model_len, tokens} */
-void mm_http_handle_tokenize(struct mm_http_exchange *ex)
-{
-    struct mm_http_app *app = mm_http_app(ex);
-    struct mm_api_error e;
+/* vLLM: {"prompt": "..."} or {"messages": [...]} -> {count, max_model_len,
+ * tokens}. Its images are decoded and tiled exactly as for a chat (the count
+ * must match the chat's usage), so like the generation endpoints it is
+ * prepared on a worker (mm_http_offload): a large image must not stall the
+ * other connections of the event loop. */
+struct tokenize_prep {
+    struct mm_http_app *app;
+    const char *body; /* borrowed from the exchange, which outlives the prep */
     size_t len;
-    const char *body = mm_http_body(ex, &len);
+    struct mm_api_prompt prompt;
+    bool ok;
+    struct mm_api_error e;
+};
+
+static void tokenize_work(void *arg)
+{
+    struct tokenize_prep *w = arg;
+    struct mm_http_app *app = w->app;
+    struct mm_api_error *e = &w->e;
     cJSON *root = NULL;
-    struct mm_api_prompt prompt = {0};
-    bool ok = mm_api_parse_body(body, len, &root, &e) && mm_api_check_model(app, root, &e);
-    if (ok) {
+    w->ok = mm_api_parse_body(w->body, w->len, &root, e) && mm_api_check_model(app, root, e);
+    if (w->ok) {
         const cJSON *messages = cJSON_GetObjectItemCaseSensitive(root, "messages");
         const cJSON *text = cJSON_GetObjectItemCaseSensitive(root, "prompt");
         const cJSON *special = cJSON_GetObjectItemCaseSensitive(root, "add_special_tokens");
         const cJSON *gen = cJSON_GetObjectItemCaseSensitive(root, "add_generation_prompt");
         if ((special && !cJSON_IsBool(special)) || (gen && !cJSON_IsBool(gen))) {
-            ok = false;
-            e = (struct mm_api_error){.status = 400, .code = "invalid_type"};
-            snprintf(e.param, sizeof e.param, "%s",
-                     special && !cJSON_IsBool(special) ? "add_special_tokens"
-                                                       : "add_generation_prompt");
-            snprintf(e.message, sizeof e.message, "%s must be true or false", e.param);
+            const char *key =
+                special && !cJSON_IsBool(special) ? "add_special_tokens" : "add_generation_prompt";
+            w->ok = mm_api_fail(e, 400, key, "invalid_type", "%s must be true or false", key);
         } else if (messages && !cJSON_IsNull(messages)) {
-            ok = mm_api_chat_prompt(app, messages, !gen || cJSON_IsTrue(gen), &prompt, &e);
+            w->ok = mm_api_chat_prompt(app, messages, !gen || cJSON_IsTrue(gen), &w->prompt, e);
         } else if (cJSON_IsString(text)) {
             struct mm_api_prompt *ps = NULL;
             int64_t n = 0;
-            ok = mm_api_completion_prompts(app, text, !special || cJSON_IsTrue(special), &ps, &n,
-                                           &e);
-            if (ok) {
-                prompt = ps[0];
+            w->ok =
+                mm_api_completion_prompts(app, text, !special || cJSON_IsTrue(special), &ps, &n, e);
+            if (w->ok) {
+                w->prompt = ps[0];
                 free(ps);
             }
         } else {
-            ok = false;
-            e = (struct mm_api_error){.status = 400, .code = "missing_required_parameter"};
-            snprintf(e.param, sizeof e.param, "prompt");
-            snprintf(e.message, sizeof e.message,
-                     "send `prompt` (a string) or `messages` (a chat)");
+            w->ok = mm_api_fail(e, 400, "prompt", "missing_required_parameter",
+                                "send `prompt` (a string) or `messages` (a chat)");
         }
     }
-    if (!ok) {
-        reply_api_error(ex, &e);
+    cJSON_Delete(root);
+}
+
+static void tokenize_done(struct mm_http_exchange *ex, void *arg)
+{
+    struct tokenize_prep *w = arg;
+    if (!ex) {
+        /* the client left while its prompt was being tokenized */
+    } else if (!w->ok) {
+        reply_api_error(ex, &w->e);
     } else {
         cJSON *o = cJSON_CreateObject();
-        cJSON_AddNumberToObject(o, "count", (double)prompt.ids.n);
-        cJSON_AddNumberToObject(o, "max_model_len", (double)app->max_model_len);
+        cJSON_AddNumberToObject(o, "count", (double)w->prompt.ids.n);
+        cJSON_AddNumberToObject(o, "max_model_len", (double)w->app->max_model_len);
         cJSON *t = cJSON_AddArrayToObject(o, "tokens");
-        for (int64_t i = 0; i < prompt.ids.n; i++)
-            cJSON_AddItemToArray(t, cJSON_CreateNumber(prompt.ids.ids[i]));
+        for (int64_t i = 0; i < w->prompt.ids.n; i++)
+            cJSON_AddItemToArray(t, cJSON_CreateNumber(w->prompt.ids.ids[i]));
         cJSON_AddNullToObject(o, "token_strs");
         mm_http_reply_json(ex, 200, o);
     }
-    mm_api_prompt_free(&prompt);
-    cJSON_Delete(root);
+    mm_api_prompt_free(&w->prompt);
+    free(w);
+}
+
+void mm_http_handle_tokenize(struct mm_http_exchange *ex)
+{
+    struct tokenize_prep *w = calloc(1, sizeof *w);
+    if (!w) {
+        mm_http_reply_error(ex, 503, NULL, "out_of_memory", "out of memory");
+        return;
+    }
+    w->app = mm_http_app(ex);
+    w->body = mm_http_body(ex, &w->len);
+    mm_http_offload(ex, tokenize_work, tokenize_done, w);
 }
 
 /* vLLM: {"tokens": [ids]} -> {"prompt": "text"} */

@@ -255,8 +255,11 @@ static bool parse_stop(const cJSON *root, struct mm_api_params *p, struct mm_api
 bool mm_api_parse_params(const struct mm_http_app *app, const cJSON *root, bool chat,
                          struct mm_api_params *p, struct mm_api_error *e)
 {
+    /* an unset max_tokens: 16 on /v1/completions (OpenAI's and vLLM's
+     * default there), up to the context for chat (theirs too) */
     *p = (struct mm_api_params){.n = 1,
                                 .max_tokens = -1,
+                                .default_max_tokens = chat ? -1 : MM_API_COMPLETION_MAX_TOKENS,
                                 .temperature = 1.0,
                                 .top_p = 1.0,
                                 .repetition_penalty = 1.0,
@@ -291,6 +294,18 @@ bool mm_api_parse_params(const struct mm_http_app *app, const cJSON *root, bool 
         !get_number(root, "frequency_penalty", -2, 2, &p->frequency_penalty, e) ||
         !get_number(root, "repetition_penalty", 0.01, 10, &p->repetition_penalty, e))
         return false;
+    /* logit_bias would need the sampling kernels to take a bias list;
+     * accepting it and ignoring it would silently change what a client
+     * asked for, so a non-empty map is refused (an empty one asks for
+     * nothing) */
+    const cJSON *lb = field(root, "logit_bias");
+    if (lb && !cJSON_IsObject(lb))
+        return fail(e, 400, "logit_bias", "invalid_type",
+                    "logit_bias must be an object mapping token ids to biases");
+    if (lb && lb->child)
+        return fail(e, 400, "logit_bias", "unsupported_parameter",
+                    "logit_bias is not supported by this server; send an empty object or leave "
+                    "it out");
     if (field(root, "top_p") && p->top_p <= 0)
         return fail(e, 400, "top_p", "invalid_value", "top_p must be greater than 0");
     /* seed: any integer a JSON double holds exactly */
@@ -728,8 +743,8 @@ bool mm_api_completion_prompts(const struct mm_http_app *app, const cJSON *promp
     return true;
 }
 
-bool mm_api_check_length(const struct mm_http_app *app, int64_t prompt_tokens, int64_t *max_tokens,
-                         struct mm_api_error *e)
+bool mm_api_check_length(const struct mm_http_app *app, int64_t prompt_tokens, int64_t default_max,
+                         int64_t *max_tokens, struct mm_api_error *e)
 {
     const int64_t ctx = app->max_model_len;
     if (prompt_tokens >= ctx)
@@ -738,7 +753,10 @@ bool mm_api_check_length(const struct mm_http_app *app, int64_t prompt_tokens, i
                     "tokens, leaving no room for a completion",
                     (long long)ctx, (long long)prompt_tokens);
     if (*max_tokens < 0) {
+        /* a default never makes a request fail: it shrinks to the room left */
         *max_tokens = ctx - prompt_tokens;
+        if (default_max > 0 && default_max < *max_tokens)
+            *max_tokens = default_max;
     } else if (prompt_tokens + *max_tokens > ctx) {
         return fail(e, 400, "max_tokens", "context_length_exceeded",
                     "this model's maximum context length is %lld tokens; the prompt has %lld "

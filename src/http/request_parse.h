@@ -26,6 +26,9 @@
 #define MM_API_MAX_STOP_LEN 256
 #define MM_API_MAX_PROMPTS 64
 #define MM_API_MAX_TOP_LOGPROBS 20
+/* max_tokens when a /v1/completions request leaves it unset (OpenAI's
+ * CreateCompletionRequest default, and vLLM's) */
+#define MM_API_COMPLETION_MAX_TOKENS 16
 
 /* A client error: HTTP status, the request field at fault (may be ""), an
  * OpenAI `code` (may be NULL) and the message. */
@@ -39,9 +42,10 @@ struct mm_api_error {
 /* Sampling and output fields shared by both endpoints. */
 struct mm_api_params {
     bool stream, include_usage, ignore_eos, logprobs, echo;
-    int64_t top_logprobs; /* 0..20 */
-    int64_t n;            /* choices per prompt */
-    int64_t max_tokens;   /* -1: up to the context */
+    int64_t top_logprobs;       /* 0..20 */
+    int64_t n;                  /* choices per prompt */
+    int64_t max_tokens;         /* -1: unset (default_max_tokens applies) */
+    int64_t default_max_tokens; /* for an unset max_tokens; -1: up to the context */
     double temperature, top_p, min_p;
     double presence_penalty, frequency_penalty, repetition_penalty;
     int64_t top_k; /* <= 0: off */
@@ -104,9 +108,10 @@ bool mm_api_completion_prompts(const struct mm_http_app *app, const cJSON *promp
                                struct mm_api_prompt **out, int64_t *n, struct mm_api_error *e);
 void mm_api_prompts_free(struct mm_api_prompt *p, int64_t n);
 
-/* Context check: prompt + max_tokens within max_model_len; fills
- * *max_tokens when the client left it unset. */
-bool mm_api_check_length(const struct mm_http_app *app, int64_t prompt_tokens, int64_t *max_tokens,
-                         struct mm_api_error *e);
+/* Context check: prompt + max_tokens within max_model_len. When the client
+ * left *max_tokens unset (< 0) it becomes default_max (-1: no default),
+ * capped at the room the context leaves. */
+bool mm_api_check_length(const struct mm_http_app *app, int64_t prompt_tokens, int64_t default_max,
+                         int64_t *max_tokens, struct mm_api_error *e);
 
 #endif

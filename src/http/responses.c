@@ -823,11 +823,13 @@ static void apply_event(struct mm_http_exchange *ex, struct resp_job *j, const s
     default:
         j->status = RS_FAILED;
         if (!j->error[0])
-            snprintf(j->error, sizeof j->error, "%s",
-                     ev->finish == MM_FINISH_ERROR
-                         ? (ev->message && ev->message[0] ? ev->message : "engine error")
-                         : "the response was cancelled (its client went away, or the server is "
-                           "shutting down)");
+            snprintf(
+                j->error, sizeof j->error, "%s",
+                ev->finish == MM_FINISH_ERROR
+                    ? (ev->message && ev->message[0] ? ev->message : "engine error")
+                    : "the response was cancelled: its client closed the connection (a buffered "
+                      "answer counts a half-close, shutdown of the client's write side, as "
+                      "one: stream it instead), or the server is shutting down");
         j->error_code = ev->finish == MM_FINISH_ERROR ? "engine_error" : "cancelled";
     }
 }
@@ -940,7 +942,7 @@ static void start_response(struct mm_http_exchange *ex, struct prep *w)
     struct mm_err err;
     struct mm_api_error ae;
     int64_t max_tokens = w->p.max_tokens;
-    if (!mm_api_check_length(app, w->prompt.ids.n, &max_tokens, &ae)) {
+    if (!mm_api_check_length(app, w->prompt.ids.n, w->p.default_max_tokens, &max_tokens, &ae)) {
         if (strcmp(ae.param, "messages") == 0)
             snprintf(ae.param, sizeof ae.param, "input");
         else if (strcmp(ae.param, "max_tokens") == 0)

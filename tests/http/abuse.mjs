@@ -54,6 +54,15 @@ await expectError('text part without text', C, { model, messages: [{ role: 'user
 await expectError('second message bad', C, { model, messages: [{ role: 'user', content: 'a' }, { role: 'user', content: null }] }, 400, 'messages[1].content');
 await expectError('tools', C, chat({ tools: [{ type: 'function', function: { name: 'f' } }] }), 400, 'tools');
 await expectError('json response_format', C, chat({ response_format: { type: 'json_object' } }), 400, 'response_format');
+// logit_bias would be ignored (the sampler has no bias list): refused, never silently dropped
+await expectError('logit_bias', C, chat({ logit_bias: { 50: -100 } }), 400, 'logit_bias', { code: 'unsupported_parameter' });
+await expectError('logit_bias on completions', '/v1/completions', { model, prompt: 'a', max_tokens: 2, logit_bias: { 50: 100 } }, 400, 'logit_bias', { code: 'unsupported_parameter' });
+await expectError('logit_bias on responses', '/v1/responses', { model, input: 'a', max_output_tokens: 2, logit_bias: { 50: 100 } }, 400, 'logit_bias', { code: 'unsupported_parameter' });
+await expectError('logit_bias not an object', C, chat({ logit_bias: [1] }), 400, 'logit_bias');
+for (const [name, path, b] of [['chat', C, chat({ logit_bias: {} })], ['completions', '/v1/completions', { model, prompt: 'a', max_tokens: 2, logit_bias: null }]]) {
+  const r = await post(path, b);
+  check(r.status === 200, `an empty or null logit_bias is accepted (${name})`, r.text.slice(0, 200));
+}
 // ---- numbers and types -------------------------------------------------------------------------
 for (const [field, value] of [['temperature', 'hot'], ['temperature', -1], ['temperature', 1e308], ['top_p', 2], ['top_p', 0],
   ['top_k', -5], ['min_p', 1.5], ['n', 0], ['n', 1e9], ['n', 2.5], ['max_tokens', -5], ['max_tokens', 0], ['max_tokens', 1.5],

@@ -113,6 +113,10 @@ printf '{"model":"tiny","max_tokens":2,"messages":[{"role":"user","content":[{"t
   fail "file:// outside file_root must be 400"
 curl -s -H "$H" "$url/v1/completions" -d '{"model":"tiny","prompt":[1,1029,17,40],"max_tokens":4}' > "$tmp/c3"
 grep -q '"object":"text_completion"' "$tmp/c3" && ok || { fail "curl completions"; cat "$tmp/c3"; }
+# no max_tokens on /v1/completions: 16 tokens, OpenAI's and vLLM's default there
+curl -s -H "$H" "$url/v1/completions" -d '{"model":"tiny","prompt":[1,1029,17,40],"ignore_eos":true}' > "$tmp/c16"
+grep -q '"completion_tokens":16,' "$tmp/c16" && grep -q '"finish_reason":"length"' "$tmp/c16" && ok ||
+  { fail "completions without max_tokens must stop at 16 tokens"; cat "$tmp/c16"; }
 # a NUL byte (the byte piece <0x00>, id 3) is text like any other: escaped, never a cut
 curl -s -H "$H" "$url/detokenize" -d '{"model":"tiny","tokens":[68,3,68]}' > "$tmp/nul"
 grep -q '"prompt":"A\\u0000A"' "$tmp/nul" && ok || { fail "a NUL byte cut /detokenize"; cat "$tmp/nul"; }
@@ -194,6 +198,11 @@ stop
 start abuse --max-queue 8 --max-seqs 2 --max-body-bytes 1m --max-prompt-bytes 64k \
   --max-model-len 4096 --max-images 3 --connection-timeout 2 --ping-interval 100 --max-connections 1000 --max-header-bytes 16k
 MMD_URL="http://127.0.0.1:$port" node "$here/abuse.mjs" || fail "abuse.mjs"
+stop
+
+# ---- one event loop: slow preparation (large images on /tokenize) runs on a worker ---------
+start oneloop --http-threads 1
+MMD_URL="http://127.0.0.1:$port" node "$here/one_loop.mjs" || fail "one_loop.mjs"
 stop
 
 # ---- SIGTERM during streams, and the notify socket ----------------------------------------------

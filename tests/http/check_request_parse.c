@@ -105,6 +105,18 @@ START_TEST(params)
     struct mm_api_error e;
     ck_assert(mm_api_parse_params(&app, root, true, &p, &e));
     ck_assert(p.n == 1 && p.max_tokens == -1 && p.temperature == 1.0 && p.top_k == -1 && !p.stream);
+    ck_assert_int_eq(p.default_max_tokens, -1); /* chat: up to the context */
+    ck_assert(mm_api_parse_params(&app, root, false, &p, &e));
+    ck_assert_int_eq(p.max_tokens, -1);
+    ck_assert_int_eq(p.default_max_tokens, 16); /* completions: OpenAI's default */
+    cJSON_Delete(root);
+    /* logit_bias: an empty map or null asks for nothing */
+    root = parse_ok("{\"logit_bias\":{}}");
+    ck_assert(mm_api_parse_params(&app, root, true, &p, &e));
+    ck_assert(mm_api_parse_params(&app, root, false, &p, &e));
+    cJSON_Delete(root);
+    root = parse_ok("{\"logit_bias\":null}");
+    ck_assert(mm_api_parse_params(&app, root, false, &p, &e));
     cJSON_Delete(root);
     root = parse_ok("{\"n\":3,\"max_completion_tokens\":9,\"max_tokens\":5,\"temperature\":0,"
                     "\"top_p\":0.5,\"top_k\":7,\"min_p\":0.1,\"seed\":-3,\"stop\":[\"a\",\"bc\"],"
@@ -141,6 +153,14 @@ START_TEST(params)
     expect_param_error("{\"logprobs\":true}", false, "logprobs");
     expect_param_error("{\"echo\":true}", false, "echo");
     expect_param_error("{\"best_of\":2}", false, "best_of");
+    /* logit_bias is refused, never silently ignored */
+    expect_param_error("{\"logit_bias\":{\"50256\":-100}}", true, "logit_bias");
+    expect_param_error("{\"logit_bias\":{\"50256\":-100}}", false, "logit_bias");
+    expect_param_error("{\"logit_bias\":[1]}", true, "logit_bias");
+    root = parse_ok("{\"logit_bias\":{\"7\":5}}");
+    ck_assert(!mm_api_parse_params(&app, root, false, &p, &e));
+    ck_assert_str_eq(e.code, "unsupported_parameter");
+    cJSON_Delete(root);
 }
 END_TEST
 
@@ -343,15 +363,25 @@ START_TEST(context_length)
 {
     struct mm_api_error e;
     int64_t max = -1;
-    ck_assert(mm_api_check_length(&app, 100, &max, &e));
+    ck_assert(mm_api_check_length(&app, 100, -1, &max, &e));
     ck_assert_int_eq(max, 3996);
     max = 3996;
-    ck_assert(mm_api_check_length(&app, 100, &max, &e));
+    ck_assert(mm_api_check_length(&app, 100, -1, &max, &e));
     max = 3997;
-    ck_assert(!mm_api_check_length(&app, 100, &max, &e));
+    ck_assert(!mm_api_check_length(&app, 100, -1, &max, &e));
     ck_assert_str_eq(e.param, "max_tokens");
+    /* a default applies only when max_tokens is unset, and shrinks to the room left */
     max = -1;
-    ck_assert(!mm_api_check_length(&app, 4096, &max, &e));
+    ck_assert(mm_api_check_length(&app, 100, 16, &max, &e));
+    ck_assert_int_eq(max, 16);
+    max = 40;
+    ck_assert(mm_api_check_length(&app, 100, 16, &max, &e));
+    ck_assert_int_eq(max, 40);
+    max = -1;
+    ck_assert(mm_api_check_length(&app, 4090, 16, &max, &e));
+    ck_assert_int_eq(max, 6);
+    max = -1;
+    ck_assert(!mm_api_check_length(&app, 4096, -1, &max, &e));
     ck_assert_str_eq(e.code, "context_length_exceeded");
 }
 END_TEST
