@@ -3,12 +3,14 @@
  * engine thread (the scheduler) and the HTTP server, tells systemd it is
  * ready, then sleeps until SIGTERM/SIGINT; then drains: stops accepting,
  * lets running requests finish until the drain deadline, cancels the rest,
- * frees everything and exits 0.
+ * frees everything and exits 0. If every engine fails (a device fault that
+ * no step recovers), it drains the same way and exits 1, so that systemd's
+ * Restart=on-failure brings up a fresh process.
  *
  * Design: the signal handlers only set a flag. SIGTERM and SIGINT are
  * blocked in every thread but this one, which waits for them in ppoll()
- * with the signals unblocked only there, so a signal wakes it at once and
- * no thread polls. The $NOTIFY_SOCKET protocol (READY=1, STATUS=,
+ * with the signals unblocked only there, so a signal wakes it at once; it
+ * also wakes twice a second to see whether any engine still serves. The $NOTIFY_SOCKET protocol (READY=1, STATUS=,
  * STOPPING=1, WATCHDOG=1) is a datagram written here directly: no
  * libsystemd. */
 #include <dirent.h>
@@ -613,15 +615,26 @@ int main(int argc, char **argv)
 
     const double wd = watchdog_interval();
     double next_wd = now_s();
+    bool engines_lost = false;
     while (!stop_signals) {
+        if (mm_dispatch_serving(d.dispatch) == 0) {
+            /* a device fault in every engine: nothing here can recover it (a
+             * CUDA context stays broken), so stop and let the service
+             * manager start a fresh process (Restart=on-failure) */
+            MM_ERROR("every engine failed; stopping so that the daemon can be restarted");
+            sd_notify_line("STATUS=every engine failed");
+            engines_lost = true;
+            break;
+        }
         if (wd > 0 && now_s() >= next_wd) {
             sd_notify_line("WATCHDOG=1");
             next_wd = now_s() + wd;
         }
-        wait_for_signal(&unblocked, wd > 0 ? wd : 3600.0);
+        const double until_wd = wd > 0 ? next_wd - now_s() : 1.0;
+        wait_for_signal(&unblocked, until_wd < 0.5 ? (until_wd > 0 ? until_wd : 0) : 0.5);
     }
     drain(&d, &unblocked);
-    rc = 0;
+    rc = engines_lost ? 1 : 0;
 done:
     free_daemon(&d);
     MM_INFO("mmmambad: exit %d", rc);

@@ -7,7 +7,8 @@
 #      only its own requests fail (500 engine_error), engine 0 has no error,
 #      /health stays 200, engine 1 reports up 0, and the next requests all
 #      succeed on engine 0;
-#   3. with every engine faulted, /health answers 503.
+#   3. with every engine faulted, requests fail and the daemon exits 1 by
+#      itself (for systemd's Restart=on-failure).
 # CI runs it on two CPU engines (the defaults). tests/serve/gpu_dispatch.sh
 # runs it on two GPUs: BACKEND=cuda-fp32 DEVICES=0,1 REF_DEVICES=0 (exact tokens).
 set -eu
@@ -158,11 +159,25 @@ stop
 # ---- 3. every engine faults ---------------------------------------------------------
 MMMAMBA_FAIL_ENGINE=0:1,1:1 start dead --devices "$DEVICES"
 burst "$tmp/d" 2 4
-code=$(curl -s -o "$tmp/h" -w '%{http_code}' "$url/health")
-[ "$code" = 503 ] && grep -q engine_failed "$tmp/h" || fail "/health with every engine failed: $code $(cat "$tmp/h")"
-[ "$(curl -s -o /dev/null -w '%{http_code}' "$url/v1/completions" -d "$(body 1 4)")" = 503 ] ||
-  fail "a request with no engine serving is not 503"
-stop
+k=0
+while [ $k -lt 2 ]; do
+  [ "$(cat "$tmp/d/$k.code")" = 500 ] || [ "$(cat "$tmp/d/$k.code")" = 503 ] ||
+    fail "request $k with every engine failing: $(cat "$tmp/d/$k")"
+  k=$((k + 1))
+done
+# nothing can serve any more: the daemon stops by itself, exit status 1, so
+# that systemd (Restart=on-failure) starts a fresh one
+i=0
+while kill -0 "$pid" 2>/dev/null && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
+if kill -0 "$pid" 2>/dev/null; then
+  fail "the daemon keeps running with every engine failed"
+  stop
+else
+  st=0
+  wait "$pid" || st=$?
+  [ "$st" = 1 ] || fail "exit status $st with every engine failed (want 1)"
+  grep -q "every engine failed" "$tmp/dead.log" || fail "the log does not say every engine failed"
+fi
 
 [ "$fails" -eq 0 ] || exit 1
 echo "dispatch checks passed"
