@@ -10,9 +10,9 @@
  * Design: the signal handlers only set a flag. SIGTERM and SIGINT are
  * blocked in every thread but this one, which waits for them in ppoll()
  * with the signals unblocked only there, so a signal wakes it at once; it
- * also wakes twice a second to see whether any engine still serves. The $NOTIFY_SOCKET protocol (READY=1, STATUS=,
- * STOPPING=1, WATCHDOG=1) is a datagram written here directly: no
- * libsystemd. */
+ * also wakes twice a second to see whether any engine still serves. The
+ * $NOTIFY_SOCKET protocol (READY=1, STATUS=, STOPPING=1, WATCHDOG=1) is a
+ * datagram written here directly: no libsystemd. */
 #include <dirent.h>
 #include <errno.h>
 #include <poll.h>
