@@ -202,8 +202,8 @@ static void collect(struct mm_request *r, struct out *o)
     }
 }
 
-static void run_params(struct mm_scheduler *s, const struct mm_config *cfg,
-                       const struct prompt *pr, const struct mm_request_params *p, struct out *o)
+static void run_params(struct mm_scheduler *s, const struct mm_config *cfg, const struct prompt *pr,
+                       const struct mm_request_params *p, struct out *o)
 {
     struct mm_request *r = make_request(pr, cfg, p);
     struct mm_err err;
@@ -652,7 +652,7 @@ START_TEST(test_host_tier_pins_and_bounds)
     struct mm_state_cache *c = host_tier(4 * per);
     put(c, keys, 10, 1000, 0xAA);
     put(c, keys, 20, 1000, 0xBB);
-    ck_assert_ptr_null(mm_state_cache_begin(c, 1, keys, 20, 20, 20, 1000)); /* kept already */
+    ck_assert_ptr_null(mm_state_cache_begin(c, 1, keys, 20, 20, 20, 1000));  /* kept already */
     ck_assert_ptr_null(mm_state_cache_begin(c, 1, keys, 5, 5, 5, 10 * per)); /* never fits */
     struct mm_state_entry *en;
     ck_assert_int_eq(mm_state_cache_find(c, 1, keys, ph, 64, &en), 20);
@@ -769,8 +769,10 @@ START_TEST(test_disk_tier)
         put(c, k, 8, 1000, (unsigned char)i);
     }
     struct mm_state_cache_stats st;
+    mm_state_cache_flush(c); /* the writer thread has written them */
     mm_state_cache_stats(c, &st);
     ck_assert(st.disk);
+    ck_assert_int_eq(st.disk_queued, 0);
     ck_assert_uint_ge(st.disk_writes, 2);
     ck_assert_int_eq(st.disk_entries, (int64_t)st.disk_writes);
     ck_assert_int_eq(count_files(dir, ".state"), (int)st.disk_entries);
@@ -794,6 +796,9 @@ START_TEST(test_disk_tier)
         mm_state_cache_stats(c, &st);
         ck_assert_uint_le(st.disk_bytes, 8 * file);
     }
+    mm_state_cache_flush(c);
+    mm_state_cache_stats(c, &st);
+    ck_assert_uint_le(st.disk_bytes, 8 * file);
     ck_assert_uint_gt(st.disk_evictions, 20);
     ck_assert_int_eq(count_files(dir, ".state"), (int)st.disk_entries);
     ck_assert_int_eq(mm_state_cache_find(c, 1, keys, ph, 19, NULL), 0); /* 10 aged out */
@@ -832,7 +837,7 @@ START_TEST(test_disk_tier)
     ck_assert_uint_eq(st.disk_bad, 1); /* the cut one, at start */
     ck_assert_int_eq(mm_state_cache_find(c, 1, keys, ph, 64, NULL), 16);
     ck_assert_int_eq(mm_state_cache_find(c, 1, keys, ph, 15, NULL), 14); /* the index says so */
-    ck_assert_int_eq(mm_state_cache_find(c, 1, keys, ph, 15, &en), 0);  /* the read refuses */
+    ck_assert_int_eq(mm_state_cache_find(c, 1, keys, ph, 15, &en), 0);   /* the read refuses */
     ck_assert_ptr_null(en);
     mm_state_cache_stats(c, &st);
     ck_assert_uint_eq(st.disk_bad, 2);
@@ -877,6 +882,7 @@ START_TEST(test_disk_tier_scheduler)
         run(ws, cfg, &other, 4, &c);
     }
     struct mm_state_cache_stats hs;
+    mm_state_cache_flush(host);
     mm_state_cache_stats(host, &hs);
     ck_assert_uint_ge(hs.disk_writes, 2);
     run(cs, cfg, &pr, 8, &c);
