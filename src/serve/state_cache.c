@@ -5,8 +5,9 @@
  * recently used); room is made from the tail, skipping pinned entries.
  * Bytes are counted when an entry is begun, so an entry being filled
  * already counts against the bound. With a disk tier, the entries room is
- * made from are unlinked under the mutex and written to files after it is
- * released (file I/O never holds up another engine's lookup); the disk
+ * made from move to a write queue (a second list, still searched by
+ * lookups) that the writer thread empties into files without the mutex
+ * (file I/O never holds up a step loop or another engine's lookup); the disk
  * tier's index (layout, key hash, length per file) lives in memory, so a
  * lookup's hint costs no I/O, and a hit reads the file back into a new
  * host entry (promotion), verifying everything before it is used. */

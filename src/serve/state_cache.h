@@ -18,8 +18,9 @@
  * hold (a radix tree would pay off only far beyond that).
  *
  * With a disk tier (mm_state_cache_open_disk) the entries evicted from host
- * RAM go to files in a directory instead of away, are found by the same
- * lookup and read back on a hit, and survive a restart.
+ * RAM go to files in a directory instead of away (written by a writer
+ * thread the cache owns, from a bounded queue whose entries stay findable),
+ * are found by the same lookup and read back on a hit, and survive a restart.
  *
  * Threads: every function is safe from any thread (open_disk before the
  * cache is shared). An entry handed out by
