@@ -56,6 +56,8 @@ struct mm_request {
     bool keys_done;
     enum mm_status keys_status;
     uint64_t *keys, *ph;
+    uint64_t *digests; /* [n_tiles][2] given by the caller, or NULL */
+    int64_t digests_tile_floats;
     int64_t keys_tile_floats, keys_tpt;
     int32_t keys_img_id;
 };
@@ -180,6 +182,7 @@ static void free_request(struct mm_request *r)
     free(r->cons.text);
     free(r->keys);
     free(r->ph);
+    free(r->digests);
     pthread_mutex_destroy(&r->keys_mu);
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
@@ -376,6 +379,13 @@ const float *mm_request_tiles(const struct mm_request *r, int64_t *n_tiles)
 
 void mm_request_set_seed(struct mm_request *r, uint64_t seed) { r->p.sample.seed = seed; }
 
+void mm_request_set_tile_digests(struct mm_request *r, uint64_t *digests, int64_t tile_floats)
+{
+    free(r->digests);
+    r->digests = digests;
+    r->digests_tile_floats = tile_floats;
+}
+
 enum mm_status mm_request_state_keys(const struct mm_request *cr, int64_t tile_floats,
                                      int32_t img_id, int64_t tokens_per_tile, const uint64_t **keys,
                                      const uint64_t **ph, struct mm_err *err)
@@ -385,8 +395,10 @@ enum mm_status mm_request_state_keys(const struct mm_request *cr, int64_t tile_f
     enum mm_status st = MM_OK;
     pthread_mutex_lock(&r->keys_mu);
     if (!r->keys_done) {
-        st = mm_state_keys(r->ids, r->n_ids, r->tiles, r->n_tiles, tile_floats, img_id,
-                           tokens_per_tile, &r->keys, err);
+        const uint64_t *dg =
+            r->digests && r->digests_tile_floats == tile_floats ? r->digests : NULL;
+        st = mm_state_keys_digested(r->ids, r->n_ids, r->tiles, dg, r->n_tiles, tile_floats, img_id,
+                                    tokens_per_tile, &r->keys, err);
         if (st == MM_OK && !(r->ph = malloc((size_t)r->n_ids * sizeof *r->ph))) {
             free(r->keys);
             r->keys = NULL;

@@ -42,7 +42,7 @@ static uint64_t fmix64(uint64_t x)
 uint64_t mm_state_text_key(int32_t id) { return (uint64_t)(uint32_t)id; }
 
 /* 128 bits of a tile's pixels (two independent lanes over its bytes). */
-static void tile_digest(const float *tile, int64_t n_floats, uint64_t d[2])
+void mm_state_tile_digest(const float *tile, int64_t n_floats, uint64_t d[2])
 {
     uint64_t a = 0x243F6A8885A308D3ull, b = 0x13198A2E03707344ull;
     const unsigned char *p = (const unsigned char *)tile;
@@ -68,6 +68,15 @@ enum mm_status mm_state_keys(const int32_t *ids, int64_t n_ids, const float *til
                              int64_t tile_floats, int32_t img_id, int64_t tokens_per_tile,
                              uint64_t **out, struct mm_err *err)
 {
+    return mm_state_keys_digested(ids, n_ids, tiles, NULL, n_tiles, tile_floats, img_id,
+                                  tokens_per_tile, out, err);
+}
+
+enum mm_status mm_state_keys_digested(const int32_t *ids, int64_t n_ids, const float *tiles,
+                                      const uint64_t *digests, int64_t n_tiles, int64_t tile_floats,
+                                      int32_t img_id, int64_t tokens_per_tile, uint64_t **out,
+                                      struct mm_err *err)
+{
     uint64_t *k = malloc((size_t)(n_ids > 0 ? n_ids : 1) * sizeof *k);
     if (!k)
         return mm_err_set(err, MM_ERR_NOMEM, "out of memory");
@@ -79,11 +88,16 @@ enum mm_status mm_state_keys(const int32_t *ids, int64_t n_ids, const float *til
             continue;
         }
         if (off == tokens_per_tile) { /* the next tile starts here */
-            if (++tile >= n_tiles || !tiles) {
+            if (++tile >= n_tiles || (!tiles && !digests)) {
                 free(k);
                 return mm_err_set(err, MM_ERR_INVALID, "state keys: more image runs than tiles");
             }
-            tile_digest(tiles + tile * tile_floats, tile_floats, d);
+            if (digests) {
+                d[0] = digests[2 * tile];
+                d[1] = digests[2 * tile + 1];
+            } else {
+                mm_state_tile_digest(tiles + tile * tile_floats, tile_floats, d);
+            }
             off = 0;
         }
         k[i] = (fmix64(d[0] ^ fmix64(d[1] + (uint64_t)off))) | IMAGE_KEY_BIT;

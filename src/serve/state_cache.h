@@ -44,6 +44,15 @@
 enum mm_status mm_state_keys(const int32_t *ids, int64_t n_ids, const float *tiles, int64_t n_tiles,
                              int64_t tile_floats, int32_t img_id, int64_t tokens_per_tile,
                              uint64_t **out, struct mm_err *err);
+/* The same with each tile's pixel digest given (digests [n_tiles][2], as
+ * mm_state_tile_digest makes them; tiles is then not read): for a caller
+ * that keeps the digests of images it has seen before. NULL: hashed. */
+enum mm_status mm_state_keys_digested(const int32_t *ids, int64_t n_ids, const float *tiles,
+                                      const uint64_t *digests, int64_t n_tiles, int64_t tile_floats,
+                                      int32_t img_id, int64_t tokens_per_tile, uint64_t **out,
+                                      struct mm_err *err);
+/* The 128-bit digest of one tile's pixels that image keys are made from. */
+void mm_state_tile_digest(const float *tile, int64_t n_floats, uint64_t d[2]);
 /* The key of a text position (also generated ids: always text). */
 uint64_t mm_state_text_key(int32_t id);
 /* out[i] = hash of keys[0..i] (n hashes). */

@@ -268,8 +268,31 @@ START_TEST(test_state_keys_once)
     ck_assert_ptr_eq(k, calls[0].keys);
     /* other parameters: refused (the caller computes its own) */
     ck_assert_int_eq(mm_request_state_keys(r, 6, 9, 2, &k, &h, &err), MM_ERR_INVALID);
-    free(want);
     mm_request_release(r);
+
+    /* given tile digests (a stored conversation's): the keys are made from them */
+    for (int wrong = 0; wrong < 3; wrong++) {
+        ids = malloc(7 * sizeof *ids);
+        memcpy(ids, want_ids, sizeof want_ids);
+        tiles = malloc(2 * 12 * sizeof *tiles);
+        for (int i = 0; i < 24; i++)
+            tiles[i] = (float)i * 0.25f;
+        uint64_t *dg = malloc(4 * sizeof *dg);
+        mm_state_tile_digest(tiles, 12, dg);
+        mm_state_tile_digest(tiles + 12, 12, dg + 2);
+        dg[2] ^= wrong == 1; /* a digest of other pixels: other keys, so they are used */
+        ck_assert_int_eq(mm_request_create(&p, ids, 7, tiles, 2, &r, &err), MM_OK);
+        mm_request_set_tile_digests(r, dg, wrong == 2 ? 6 : 12); /* 2: for other tiles */
+        ck_assert_int_eq(mm_request_state_keys(r, 12, 9, 2, &k, &h, &err), MM_OK);
+        if (wrong == 1) {
+            ck_assert_mem_eq(k, want, 4 * sizeof *k); /* the first tile's are the same */
+            ck_assert_uint_ne(k[4], want[4]);
+        } else {
+            ck_assert_mem_eq(k, want, 7 * sizeof *k);
+        }
+        mm_request_release(r);
+    }
+    free(want);
 
     /* image positions that do not match the tiles: refused, every time */
     ids = malloc(3 * sizeof *ids);
