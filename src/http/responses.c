@@ -936,6 +936,26 @@ static enum mm_http_pump job_pump(struct mm_http_exchange *ex, void *job)
 static const struct mm_http_job_ops resp_ops = {job_pump, job_cancel, job_release};
 
 /* Submits the prepared request and becomes its job (on the HTTP thread). */
+/* The prompt's tile digests from its images' (each computed once, when the
+ * image was stored or read back), when the images cover every tile in
+ * prompt order (a request that stores nothing keeps no new images: then
+ * NULL, and the keys hash the pixels). Malloc'ed, or NULL. */
+static uint64_t *image_digests(const struct prep *w)
+{
+    int64_t n = 0;
+    for (int64_t i = 0; i < w->n_images; i++)
+        n += mm_response_image_tiles(w->images[i]);
+    if (n == 0 || n != w->prompt.n_tiles)
+        return NULL;
+    uint64_t *d = malloc((size_t)n * 2 * sizeof *d);
+    for (int64_t i = 0, at = 0; d && i < w->n_images; i++) {
+        const int64_t k = mm_response_image_tiles(w->images[i]);
+        memcpy(d + 2 * at, mm_response_image_digests(w->images[i]), (size_t)k * 2 * sizeof *d);
+        at += k;
+    }
+    return d;
+}
+
 static void start_response(struct mm_http_exchange *ex, struct prep *w)
 {
     struct mm_http_app *app = w->app;
@@ -1005,8 +1025,14 @@ static void start_response(struct mm_http_exchange *ex, struct prep *w)
     rp.has_seed = w->p.has_seed;
     rp.ignore_eos = w->p.ignore_eos;
     rp.max_tokens = max_tokens;
+    uint64_t *digests = image_digests(w); /* before the tiles are the request's */
+    const int64_t digest_floats = 3 * app->image_params.tile_size * app->image_params.tile_size;
     enum mm_status st = mm_request_create(&rp, w->prompt.ids.ids, w->prompt.ids.n, w->prompt.tiles,
                                           w->prompt.n_tiles, &j->req, &err);
+    if (st == MM_OK && digests)
+        mm_request_set_tile_digests(j->req, digests, digest_floats);
+    else
+        free(digests);
     w->prompt.ids = (struct mm_tokens){0}; /* the request's now */
     w->prompt.tiles = NULL;
     w->prompt.n_tiles = 0;

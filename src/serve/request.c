@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "base/buffer.h"
+#include "serve/state_cache.h"
 
 struct ev_buf {
     struct mm_event *ev; /* text holds an offset into `text` until handed out */
@@ -50,6 +51,15 @@ struct mm_request {
     pthread_t notify_thread;
     char message[MM_ERR_MSG_MAX];
     bool has_message;
+    /* the state-cache keys, computed once (mm_request_state_keys) */
+    pthread_mutex_t keys_mu;
+    bool keys_done;
+    enum mm_status keys_status;
+    uint64_t *keys, *ph;
+    uint64_t *digests; /* [n_tiles][2] given by the caller, or NULL */
+    int64_t digests_tile_floats;
+    int64_t keys_tile_floats, keys_tpt;
+    int32_t keys_img_id;
 };
 
 const char *mm_finish_reason_str(enum mm_finish_reason f)
@@ -170,6 +180,10 @@ static void free_request(struct mm_request *r)
     free(r->prod.text);
     free(r->cons.ev);
     free(r->cons.text);
+    free(r->keys);
+    free(r->ph);
+    free(r->digests);
+    pthread_mutex_destroy(&r->keys_mu);
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
     free(r);
@@ -194,6 +208,7 @@ enum mm_status mm_request_create(const struct mm_request_params *p, int32_t *ids
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->keys_mu, NULL);
     pthread_cond_init(&r->cv, &ca);
     pthread_condattr_destroy(&ca);
     atomic_init(&r->refs, 1);
@@ -363,6 +378,52 @@ const float *mm_request_tiles(const struct mm_request *r, int64_t *n_tiles)
 }
 
 void mm_request_set_seed(struct mm_request *r, uint64_t seed) { r->p.sample.seed = seed; }
+
+void mm_request_set_tile_digests(struct mm_request *r, uint64_t *digests, int64_t tile_floats)
+{
+    free(r->digests);
+    r->digests = digests;
+    r->digests_tile_floats = tile_floats;
+}
+
+enum mm_status mm_request_state_keys(const struct mm_request *cr, int64_t tile_floats,
+                                     int32_t img_id, int64_t tokens_per_tile, const uint64_t **keys,
+                                     const uint64_t **ph, struct mm_err *err)
+{
+    /* a memo: the request is logically unchanged (and was created writable) */
+    struct mm_request *r = (struct mm_request *)cr;
+    enum mm_status st = MM_OK;
+    pthread_mutex_lock(&r->keys_mu);
+    if (!r->keys_done) {
+        const uint64_t *dg =
+            r->digests && r->digests_tile_floats == tile_floats ? r->digests : NULL;
+        st = mm_state_keys_digested(r->ids, r->n_ids, r->tiles, dg, r->n_tiles, tile_floats, img_id,
+                                    tokens_per_tile, &r->keys, err);
+        if (st == MM_OK && !(r->ph = malloc((size_t)r->n_ids * sizeof *r->ph))) {
+            free(r->keys);
+            r->keys = NULL;
+            st = mm_err_set(err, MM_ERR_NOMEM, "out of memory");
+        }
+        if (st == MM_OK)
+            mm_state_prefix_hashes(r->keys, r->n_ids, r->ph);
+        if (st != MM_ERR_NOMEM) { /* out of memory: the next call tries again */
+            r->keys_done = true;
+            r->keys_status = st;
+            r->keys_tile_floats = tile_floats;
+            r->keys_img_id = img_id;
+            r->keys_tpt = tokens_per_tile;
+        }
+    } else if (r->keys_tile_floats != tile_floats || r->keys_img_id != img_id ||
+               r->keys_tpt != tokens_per_tile) {
+        st = mm_err_set(err, MM_ERR_INVALID, "state keys were computed for another model");
+    } else if ((st = r->keys_status) != MM_OK) {
+        mm_err_set(err, st, "state keys: the image positions do not match the tiles");
+    }
+    *keys = r->keys;
+    *ph = r->ph;
+    pthread_mutex_unlock(&r->keys_mu);
+    return st;
+}
 
 /* Appends text to prod's buffer; false when it cannot grow. */
 static bool put_text(struct ev_buf *b, const char *text, size_t len, size_t *off)

@@ -119,6 +119,12 @@ struct mm_request;
  * Checks the parameters alone (ranges, counts, sizes: MM_ERR_INVALID); what
  * depends on the model (ids in the vocabulary, image runs against tiles,
  * the context) is checked by mm_scheduler_submit. */
+/* Hands the request its tiles' pixel digests (digests [n_tiles][2], as
+ * mm_state_tile_digest makes them from tiles of tile_floats floats; taken
+ * over, malloc'ed): its state-cache keys are then made from them instead
+ * of hashing the pixels again (a stored conversation's images). After
+ * create, before the request is shared. */
+void mm_request_set_tile_digests(struct mm_request *r, uint64_t *digests, int64_t tile_floats);
 enum mm_status mm_request_create(const struct mm_request_params *p, int32_t *ids, int64_t n_ids,
                                  float *tiles, int64_t n_tiles, struct mm_request **out,
                                  struct mm_err *err);

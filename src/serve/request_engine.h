@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "base/status.h"
 #include "serve/request.h"
 
 /* Marks the request submitted; false if it already was (a second submit). */
@@ -24,6 +25,18 @@ const int32_t *mm_request_prompt(const struct mm_request *r, int64_t *n);
 const float *mm_request_tiles(const struct mm_request *r, int64_t *n_tiles);
 /* The seed the engine draws with (params' when has_seed, else set at submission). */
 void mm_request_set_seed(struct mm_request *r, uint64_t seed);
+
+/* The state-cache keys of the prompt (mm_state_keys with these parameters)
+ * and their prefix hashes (mm_state_prefix_hashes), n keys each: computed
+ * by the first call and kept in the request, so that every cache query of
+ * a request (dispatch, placement, admission) hashes its tiles once. Any
+ * thread (a mutex guards the first computation); *keys and *ph are
+ * borrowed, valid while the request is. MM_ERR_INVALID when the image
+ * positions do not match the tiles, or for parameters other than the first
+ * call's (then the caller computes its own). */
+enum mm_status mm_request_state_keys(const struct mm_request *r, int64_t tile_floats,
+                                     int32_t img_id, int64_t tokens_per_tile, const uint64_t **keys,
+                                     const uint64_t **ph, struct mm_err *err);
 
 /* Queues a token event (its text and top list are copied). MM_ERR_NOMEM
  * when the channel cannot grow (then nothing was queued). */

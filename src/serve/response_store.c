@@ -17,6 +17,7 @@
 
 #include "base/checked.h"
 #include "model/image_preprocess.h"
+#include "serve/state_cache.h"
 
 enum mm_status mm_response_id_new(char out[MM_RESPONSE_ID_LEN + 1], struct mm_err *err)
 {
@@ -43,10 +44,34 @@ enum mm_status mm_response_id_new(char out[MM_RESPONSE_ID_LEN + 1], struct mm_er
 struct mm_response_image {
     atomic_long refs;
     int64_t n_tiles, tile_size;
-    size_t bytes;    /* pixels */
-    int64_t stored;  /* stored entries holding it (the store's mutex) */
-    uint8_t *pixels; /* [n_tiles][3][S][S] */
+    size_t bytes;      /* pixels */
+    int64_t stored;    /* stored entries holding it (the store's mutex) */
+    uint8_t *pixels;   /* [n_tiles][3][S][S] */
+    uint64_t *digests; /* [n_tiles][2] mm_state_tile_digest of the unpacked tiles */
 };
+
+/* The tiles' digests: of `tiles` (what was packed: they unpack to the same
+ * floats), or of the unpacked pixels when NULL. */
+static bool image_digest(struct mm_response_image *im, const float *tiles)
+{
+    const size_t tile_floats = 3 * (size_t)im->tile_size * (size_t)im->tile_size;
+    float *one = tiles ? NULL : malloc(tile_floats * sizeof *one);
+    im->digests = malloc((size_t)im->n_tiles * 2 * sizeof *im->digests);
+    if ((!tiles && !one) || !im->digests) {
+        free(one);
+        free(im->digests);
+        im->digests = NULL;
+        return false;
+    }
+    for (int64_t t = 0; t < im->n_tiles; t++) {
+        const float *tile = tiles ? tiles + (size_t)t * tile_floats : one;
+        if (!tiles)
+            mm_image_tiles_unpack(im->pixels + (size_t)t * tile_floats, 1, im->tile_size, one);
+        mm_state_tile_digest(tile, (int64_t)tile_floats, im->digests + 2 * t);
+    }
+    free(one);
+    return true;
+}
 
 enum mm_status mm_response_image_create(const float *tiles, int64_t n_tiles, int64_t tile_size,
                                         struct mm_response_image **out, struct mm_err *err)
@@ -71,6 +96,11 @@ enum mm_status mm_response_image_create(const float *tiles, int64_t n_tiles, int
     im->n_tiles = n_tiles;
     im->tile_size = tile_size;
     im->bytes = bytes;
+    if (!image_digest(im, tiles)) {
+        free(im->pixels);
+        free(im);
+        return mm_err_set(err, MM_ERR_NOMEM, "out of memory for a stored image");
+    }
     *out = im;
     return MM_OK;
 }
@@ -80,12 +110,18 @@ void mm_response_image_ref(struct mm_response_image *im) { atomic_fetch_add(&im-
 void mm_response_image_release(struct mm_response_image *im)
 {
     if (im && atomic_fetch_sub(&im->refs, 1) == 1) {
+        free(im->digests);
         free(im->pixels);
         free(im);
     }
 }
 
 int64_t mm_response_image_tiles(const struct mm_response_image *im) { return im->n_tiles; }
+
+const uint64_t *mm_response_image_digests(const struct mm_response_image *im)
+{
+    return im->digests;
+}
 
 void mm_response_image_unpack(const struct mm_response_image *im, float *out)
 {
@@ -373,8 +409,17 @@ void mm_response_store_stats(struct mm_response_store *s, struct mm_response_sto
  * version and the model, and carries a digest of the payload and one of
  * itself: a damaged file, another model's or another format's is refused
  * whole. */
-enum { RH_MAGIC, RH_VERSION, RH_MODEL, RH_IMAGES, RH_RESPONSES, RH_BYTES, RH_DIGEST, RH_CHECK,
-       RH_WORDS };
+enum {
+    RH_MAGIC,
+    RH_VERSION,
+    RH_MODEL,
+    RH_IMAGES,
+    RH_RESPONSES,
+    RH_BYTES,
+    RH_DIGEST,
+    RH_CHECK,
+    RH_WORDS
+};
 #define RFILE_MAGIC 0x000a505345522d4dull /* "M-RESP\n\0" */
 #define RFILE_VERSION 1
 
@@ -414,8 +459,8 @@ static void put_bytes(struct wbuf *w, const void *p, size_t n)
 
 static void put_i64(struct wbuf *w, int64_t v) { put_bytes(w, &v, sizeof v); }
 
-enum mm_status mm_response_store_save(struct mm_response_store *s, const char *path,
-                                      uint64_t model, struct mm_err *err)
+enum mm_status mm_response_store_save(struct mm_response_store *s, const char *path, uint64_t model,
+                                      struct mm_err *err)
 {
     struct wbuf w = {0};
     uint64_t h[RH_WORDS] = {0};
@@ -530,6 +575,11 @@ static struct mm_response_image *read_image(struct rbuf *r)
     im->n_tiles = n;
     im->tile_size = sz;
     im->bytes = bytes;
+    if (!image_digest(im, NULL)) {
+        free(im->pixels);
+        free(im);
+        return NULL;
+    }
     return im;
 }
 
@@ -542,9 +592,9 @@ static bool read_response(struct rbuf *r, struct mm_response_image **ims, int64_
     if (!get_bytes(r, out->id, MM_RESPONSE_ID_LEN) || memcmp(out->id, "resp_", 5) != 0 ||
         memchr(out->id, 0, MM_RESPONSE_ID_LEN) || !get_i64(r, &out->created_at, 0, INT64_MAX) ||
         !get_i64(r, &out->completed_at, 0, INT64_MAX) ||
-        !get_i64(r, &n_ids, 0, (int64_t)(r->left / 4)) ||
-        !get_i64(r, &out->n_state, 0, n_ids) || !get_i64(r, &n_images, 0, n_ims) ||
-        !get_i64(r, &owner_len, -1, 4096) || !get_i64(r, &view_len, 0, (int64_t)r->left))
+        !get_i64(r, &n_ids, 0, (int64_t)(r->left / 4)) || !get_i64(r, &out->n_state, 0, n_ids) ||
+        !get_i64(r, &n_images, 0, n_ims) || !get_i64(r, &owner_len, -1, 4096) ||
+        !get_i64(r, &view_len, 0, (int64_t)r->left))
         return false;
     out->id[MM_RESPONSE_ID_LEN] = '\0';
     out->ids = malloc(((size_t)n_ids + 1) * sizeof *out->ids);
@@ -569,8 +619,8 @@ static bool read_response(struct rbuf *r, struct mm_response_image **ims, int64_
     return ok;
 }
 
-enum mm_status mm_response_store_load(struct mm_response_store *s, const char *path,
-                                      uint64_t model, int64_t *loaded, struct mm_err *err)
+enum mm_status mm_response_store_load(struct mm_response_store *s, const char *path, uint64_t model,
+                                      int64_t *loaded, struct mm_err *err)
 {
     *loaded = 0;
     FILE *f = fopen(path, "rb");

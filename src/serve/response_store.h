@@ -52,6 +52,10 @@ void mm_response_image_release(struct mm_response_image *im); /* NULL is fine */
 int64_t mm_response_image_tiles(const struct mm_response_image *im);
 /* Writes its tiles, normalised again (the very floats it was made of), to
  * out [tiles][3][S][S]. */
+/* Its tiles' pixel digests ([n_tiles][2], mm_state_tile_digest of the
+ * unpacked tiles: computed once, when the image was made or read), for the
+ * state-cache keys of a request carrying it (mm_request_set_tile_digests). */
+const uint64_t *mm_response_image_digests(const struct mm_response_image *im);
 void mm_response_image_unpack(const struct mm_response_image *im, float *out);
 
 /* ---- responses -------------------------------------------------------------------- */
@@ -131,15 +135,15 @@ void mm_response_store_stats(struct mm_response_store *s, struct mm_response_sto
  * and digests of the payload and of itself. The file holds the owners' API
  * keys: it is made 0600 (umask permitting) in the caller's private
  * directory. Any thread. */
-enum mm_status mm_response_store_save(struct mm_response_store *s, const char *path,
-                                      uint64_t model, struct mm_err *err);
+enum mm_status mm_response_store_save(struct mm_response_store *s, const char *path, uint64_t model,
+                                      struct mm_err *err);
 /* Puts the responses of a file mm_response_store_save wrote (oldest first,
  * so the store's bounds keep the newest) and says how many in *loaded. No
  * file: MM_OK with 0. A damaged or cut-short file, another model's or
  * format's: MM_ERR_INVALID naming why; nothing of it is trusted beyond the
  * responses read before a damaged record (the payload digest is checked
  * first, so that takes a forged digest). Any thread. */
-enum mm_status mm_response_store_load(struct mm_response_store *s, const char *path,
-                                      uint64_t model, int64_t *loaded, struct mm_err *err);
+enum mm_status mm_response_store_load(struct mm_response_store *s, const char *path, uint64_t model,
+                                      int64_t *loaded, struct mm_err *err);
 
 #endif

@@ -57,8 +57,11 @@ struct pf {
 
 struct job {
     struct mm_request *r;
-    uint64_t *keys, *ph; /* state cache: the prompt's keys and prefix hashes (NULL: off) */
-    int64_t cached;      /* prompt tokens the last admission restored from a snapshot */
+    /* state cache: the prompt's keys and prefix hashes (NULL: off), the
+     * request's (borrowed) unless own_keys / own_ph hold this engine's */
+    const uint64_t *keys, *ph;
+    uint64_t *own_keys, *own_ph;
+    int64_t cached; /* prompt tokens the last admission restored from a snapshot */
     const struct mm_request_params *p;
     const int32_t *prompt;
     int64_t n_prompt;
@@ -343,7 +346,8 @@ static int32_t lru_snap(const struct mm_scheduler *s)
 {
     int32_t v = -1;
     for (int32_t i = 0; i < s->e->opt.max_seqs; i++)
-        if (s->snaps[i].keys && s->snaps[i].pins == 0 && (v < 0 || s->snaps[i].used < s->snaps[v].used))
+        if (s->snaps[i].keys && s->snaps[i].pins == 0 &&
+            (v < 0 || s->snaps[i].used < s->snaps[v].used))
             v = i;
     return v;
 }
@@ -546,8 +550,8 @@ static void finish_job(struct mm_scheduler *s, struct job *j, enum mm_finish_rea
 
 static void free_job(struct job *j)
 {
-    free(j->keys);
-    free(j->ph);
+    free(j->own_keys);
+    free(j->own_ph);
     for (int32_t c = 0; j->ch && c < j->p->n; c++) {
         free(j->ch[c].gen);
         mm_detok_free(j->ch[c].detok);
@@ -1221,7 +1225,7 @@ enum mm_status mm_scheduler_create(struct mm_engine *e, const struct mm_tokenize
     s->snaps = calloc(ms, sizeof *s->snaps);
     s->host = o->state_cache;
     s->gpu_tier = o->state_cache_gpu;
-    {   /* the snapshot format: two engines agreeing on these read each other's */
+    { /* the snapshot format: two engines agreeing on these read each other's */
         const struct mm_backend_ops *ops = e->be.ops;
         uint64_t f[8] = {ops->slot_bytes(e->be.ctx),
                          ops->kv_block_bytes(e->be.ctx, MM_STACK_EMB),
@@ -1325,26 +1329,36 @@ static uint64_t splitmix64(uint64_t x)
     return x ^ (x >> 31);
 }
 
-/* The state-cache keys of r's prompt and their prefix hashes (malloc'ed). */
+/* The state-cache keys of r's prompt and their prefix hashes: the
+ * request's own (computed once per request, request_engine.h), or, for a
+ * request whose keys were computed with another model's parameters, new
+ * ones in *own_keys / *own_ph (malloc'ed, the caller's; else NULL). */
 static enum mm_status prompt_keys(const struct mm_scheduler *s, const struct mm_request *r,
-                                  uint64_t **keys, uint64_t **ph, struct mm_err *err)
+                                  const uint64_t **keys, const uint64_t **ph, uint64_t **own_keys,
+                                  uint64_t **own_ph, struct mm_err *err)
 {
     const struct mm_config *cfg = &s->e->cfg;
-    int64_t n, n_tiles;
+    const int64_t tile_floats = 3 * cfg->force_image_size * cfg->force_image_size;
+    const int32_t img_id = (int32_t)cfg->img_context_token_id;
+    *own_keys = *own_ph = NULL;
+    enum mm_status st =
+        mm_request_state_keys(r, tile_floats, img_id, cfg->tokens_per_tile, keys, ph, err);
+    if (st != MM_ERR_INVALID || !*keys)
+        return st;
+    int64_t n, n_tiles; /* computed for other parameters: this engine's own */
     const int32_t *ids = mm_request_prompt(r, &n);
     const float *tiles = mm_request_tiles(r, &n_tiles);
-    const int64_t tile_floats = 3 * cfg->force_image_size * cfg->force_image_size;
-    enum mm_status st = mm_state_keys(ids, n, tiles, n_tiles, tile_floats,
-                                      (int32_t)cfg->img_context_token_id, cfg->tokens_per_tile,
-                                      keys, err);
-    if (st != MM_OK)
+    if ((st = mm_state_keys(ids, n, tiles, n_tiles, tile_floats, img_id, cfg->tokens_per_tile,
+                            own_keys, err)) != MM_OK)
         return st;
-    if (!(*ph = malloc((size_t)(n > 0 ? n : 1) * sizeof **ph))) {
-        free(*keys);
-        *keys = NULL;
+    if (!(*own_ph = malloc((size_t)(n > 0 ? n : 1) * sizeof **own_ph))) {
+        free(*own_keys);
+        *own_keys = NULL;
         return mm_err_set(err, MM_ERR_NOMEM, "out of memory");
     }
-    mm_state_prefix_hashes(*keys, n, *ph);
+    mm_state_prefix_hashes(*own_keys, n, *own_ph);
+    *keys = *own_keys;
+    *ph = *own_ph;
     return MM_OK;
 }
 
@@ -1352,9 +1366,10 @@ int64_t mm_scheduler_cached_prefix(struct mm_scheduler *s, const struct mm_reque
 {
     int64_t n;
     mm_request_prompt(r, &n);
-    uint64_t *keys, *ph;
+    const uint64_t *keys, *ph;
+    uint64_t *own_keys, *own_ph;
     struct mm_err err;
-    if (!s->host || n < 2 || prompt_keys(s, r, &keys, &ph, &err) != MM_OK)
+    if (!s->host || n < 2 || prompt_keys(s, r, &keys, &ph, &own_keys, &own_ph, &err) != MM_OK)
         return 0;
     const int64_t max = n - 1;
     int64_t best = 0;
@@ -1367,8 +1382,8 @@ int64_t mm_scheduler_cached_prefix(struct mm_scheduler *s, const struct mm_reque
     }
     pthread_mutex_unlock(&s->cache_mu);
     const int64_t host = mm_state_cache_find(s->host, s->layout, keys, ph, max, NULL);
-    free(keys);
-    free(ph);
+    free(own_keys);
+    free(own_ph);
     return host > best ? host : best;
 }
 
@@ -1398,7 +1413,8 @@ enum mm_status mm_scheduler_submit(struct mm_scheduler *s, struct mm_request *r,
     j->p = p;
     j->prompt = mm_request_prompt(r, &j->n_prompt);
     j->tiles = mm_request_tiles(r, &j->n_tiles);
-    if (s->host && (st = prompt_keys(s, r, &j->keys, &j->ph, err)) != MM_OK) {
+    if (s->host &&
+        (st = prompt_keys(s, r, &j->keys, &j->ph, &j->own_keys, &j->own_ph, err)) != MM_OK) {
         free_job(j);
         return st;
     }
@@ -1556,4 +1572,3 @@ void mm_scheduler_load(const struct mm_scheduler *s, struct mm_scheduler_load *o
     for (int k = 0; k < 2; k++)
         out->kv_total[k] = s->e->kv[k] ? s->e->kv_blocks[k] : 0;
 }
-

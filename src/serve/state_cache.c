@@ -5,8 +5,9 @@
  * recently used); room is made from the tail, skipping pinned entries.
  * Bytes are counted when an entry is begun, so an entry being filled
  * already counts against the bound. With a disk tier, the entries room is
- * made from are unlinked under the mutex and written to files after it is
- * released (file I/O never holds up another engine's lookup); the disk
+ * made from move to a write queue (a second list, still searched by
+ * lookups) that the writer thread empties into files without the mutex
+ * (file I/O never holds up a step loop or another engine's lookup); the disk
  * tier's index (layout, key hash, length per file) lives in memory, so a
  * lookup's hint costs no I/O, and a hit reads the file back into a new
  * host entry (promotion), verifying everything before it is used. */
@@ -41,7 +42,7 @@ static uint64_t fmix64(uint64_t x)
 uint64_t mm_state_text_key(int32_t id) { return (uint64_t)(uint32_t)id; }
 
 /* 128 bits of a tile's pixels (two independent lanes over its bytes). */
-static void tile_digest(const float *tile, int64_t n_floats, uint64_t d[2])
+void mm_state_tile_digest(const float *tile, int64_t n_floats, uint64_t d[2])
 {
     uint64_t a = 0x243F6A8885A308D3ull, b = 0x13198A2E03707344ull;
     const unsigned char *p = (const unsigned char *)tile;
@@ -63,9 +64,18 @@ static void tile_digest(const float *tile, int64_t n_floats, uint64_t d[2])
     d[1] = fmix64(b + bytes);
 }
 
-enum mm_status mm_state_keys(const int32_t *ids, int64_t n_ids, const float *tiles,
-                             int64_t n_tiles, int64_t tile_floats, int32_t img_id,
-                             int64_t tokens_per_tile, uint64_t **out, struct mm_err *err)
+enum mm_status mm_state_keys(const int32_t *ids, int64_t n_ids, const float *tiles, int64_t n_tiles,
+                             int64_t tile_floats, int32_t img_id, int64_t tokens_per_tile,
+                             uint64_t **out, struct mm_err *err)
+{
+    return mm_state_keys_digested(ids, n_ids, tiles, NULL, n_tiles, tile_floats, img_id,
+                                  tokens_per_tile, out, err);
+}
+
+enum mm_status mm_state_keys_digested(const int32_t *ids, int64_t n_ids, const float *tiles,
+                                      const uint64_t *digests, int64_t n_tiles, int64_t tile_floats,
+                                      int32_t img_id, int64_t tokens_per_tile, uint64_t **out,
+                                      struct mm_err *err)
 {
     uint64_t *k = malloc((size_t)(n_ids > 0 ? n_ids : 1) * sizeof *k);
     if (!k)
@@ -78,11 +88,16 @@ enum mm_status mm_state_keys(const int32_t *ids, int64_t n_ids, const float *til
             continue;
         }
         if (off == tokens_per_tile) { /* the next tile starts here */
-            if (++tile >= n_tiles || !tiles) {
+            if (++tile >= n_tiles || (!tiles && !digests)) {
                 free(k);
                 return mm_err_set(err, MM_ERR_INVALID, "state keys: more image runs than tiles");
             }
-            tile_digest(tiles + tile * tile_floats, tile_floats, d);
+            if (digests) {
+                d[0] = digests[2 * tile];
+                d[1] = digests[2 * tile + 1];
+            } else {
+                mm_state_tile_digest(tiles + tile * tile_floats, tile_floats, d);
+            }
             off = 0;
         }
         k[i] = (fmix64(d[0] ^ fmix64(d[1] + (uint64_t)off))) | IMAGE_KEY_BIT;
@@ -122,6 +137,8 @@ struct mm_state_entry {
     size_t bytes; /* counted against the bound: data, keys, this struct */
     int pins;
     bool committed;
+    bool queued;  /* on the write queue (evicted, waiting for the writer) */
+    bool retired; /* written and off every list while pinned: the last unpin frees it */
     void *data;
 };
 
@@ -148,6 +165,14 @@ struct mm_state_cache {
     int64_t dentries;
     uint64_t dwrites, dreads, devictions, dbad;
     uint64_t tmp_ctr;
+    /* the write queue (through prev/next: head newest, tail next to write)
+     * and its writer thread */
+    struct mm_state_entry *qhead, *qtail;
+    size_t qbytes, qmax_bytes;
+    int64_t qentries;
+    pthread_cond_t qwork, qdone; /* an entry queued or stop; an entry written */
+    pthread_t writer;
+    bool writer_on, writer_stop;
 };
 
 enum mm_status mm_state_cache_create(size_t max_bytes, struct mm_state_cache **out,
@@ -159,6 +184,8 @@ enum mm_status mm_state_cache_create(size_t max_bytes, struct mm_state_cache **o
     if (!c)
         return mm_err_set(err, MM_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->qwork, NULL);
+    pthread_cond_init(&c->qdone, NULL);
     c->max_bytes = max_bytes;
     *out = c;
     return MM_OK;
@@ -177,6 +204,14 @@ void mm_state_cache_free(struct mm_state_cache *c)
 {
     if (!c)
         return;
+    if (c->writer_on) { /* it writes everything queued, then ends */
+        pthread_mutex_lock(&c->mu);
+        c->writer_stop = true;
+        pthread_cond_signal(&c->qwork);
+        pthread_mutex_unlock(&c->mu);
+        pthread_join(c->writer, NULL);
+        c->writer_on = false;
+    }
     if (c->dir) { /* what host RAM holds goes to disk, oldest first (newest survive the bound) */
         struct mm_state_entry *list = NULL;
         for (struct mm_state_entry *en = c->head, *next; en; en = next) {
@@ -196,21 +231,29 @@ void mm_state_cache_free(struct mm_state_cache *c)
         free(r);
     }
     free(c->dir);
+    pthread_cond_destroy(&c->qwork);
+    pthread_cond_destroy(&c->qdone);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
 
-static void unlink_entry(struct mm_state_cache *c, struct mm_state_entry *en)
+static void list_unlink(struct mm_state_entry **head, struct mm_state_entry **tail,
+                        struct mm_state_entry *en)
 {
     if (en->prev)
         en->prev->next = en->next;
     else
-        c->head = en->next;
+        *head = en->next;
     if (en->next)
         en->next->prev = en->prev;
     else
-        c->tail = en->prev;
+        *tail = en->prev;
     en->prev = en->next = NULL;
+}
+
+static void unlink_entry(struct mm_state_cache *c, struct mm_state_entry *en)
+{
+    list_unlink(&c->head, &c->tail, en);
 }
 
 static void push_head(struct mm_state_cache *c, struct mm_state_entry *en)
@@ -237,17 +280,27 @@ static bool same_keys(const struct mm_state_entry *en, uint64_t layout, const ui
            memcmp(en->keys, keys, (size_t)n * sizeof *keys) == 0;
 }
 
-/* The longest committed host entry of this layout that begins keys and is
- * at most max_len long, or NULL. Under mu. */
+/* The longest entry of this layout in host RAM (committed, or on the write
+ * queue: not yet on disk) that begins keys and is at most max_len long, or
+ * NULL. Under mu. */
 static struct mm_state_entry *host_best(struct mm_state_cache *c, uint64_t layout,
                                         const uint64_t *keys, const uint64_t *ph, int64_t max_len)
 {
     struct mm_state_entry *best = NULL;
-    for (struct mm_state_entry *en = c->head; en; en = en->next)
-        if (en->n <= max_len && (!best || en->n > best->n) &&
-            same_keys(en, layout, keys, en->n, ph[en->n - 1]))
-            best = en;
+    for (int q = 0; q < 2; q++)
+        for (struct mm_state_entry *en = q ? c->qhead : c->head; en; en = en->next)
+            if (en->n <= max_len && (!best || en->n > best->n) &&
+                same_keys(en, layout, keys, en->n, ph[en->n - 1]))
+                best = en;
     return best;
+}
+
+/* A found entry counts as used: a committed one moves to the head; a
+ * queued one stays where it is (the writer has it). Under mu. */
+static void touch_found(struct mm_state_cache *c, struct mm_state_entry *en)
+{
+    if (!en->queued)
+        touch(c, en);
 }
 
 /* The longest file of this layout whose key hash is that of a prefix of at
@@ -288,7 +341,7 @@ int64_t mm_state_cache_find(struct mm_state_cache *c, uint64_t layout, const uin
         }
         if (!r) {
             if (best) {
-                touch(c, best);
+                touch_found(c, best);
                 if (out) {
                     best->pins++;
                     *out = best;
@@ -321,7 +374,7 @@ int64_t mm_state_cache_find(struct mm_state_cache *c, uint64_t layout, const uin
         }
         /* no room in host RAM, or another stream with the same hash: the host's best */
         if (best && (best = host_best(c, layout, keys, ph, max_len)) != NULL) {
-            touch(c, best);
+            touch_found(c, best);
             best->pins++;
             *out = best;
         }
@@ -329,16 +382,20 @@ int64_t mm_state_cache_find(struct mm_state_cache *c, uint64_t layout, const uin
         return best ? best->n : 0;
     }
 }
-bool mm_state_cache_has(struct mm_state_cache *c, uint64_t layout, const uint64_t *keys,
-                        int64_t n)
+bool mm_state_cache_has(struct mm_state_cache *c, uint64_t layout, const uint64_t *keys, int64_t n)
 {
     const uint64_t h = mm_state_hash(keys, n);
     pthread_mutex_lock(&c->mu);
     struct mm_state_entry *en = c->head;
     while (en && !same_keys(en, layout, keys, n, h))
         en = en->next;
-    if (en)
+    if (en) {
         touch(c, en);
+    } else { /* on its way to disk: kept too */
+        en = c->qhead;
+        while (en && !same_keys(en, layout, keys, n, h))
+            en = en->next;
+    }
     pthread_mutex_unlock(&c->mu);
     return en != NULL;
 }
@@ -348,8 +405,10 @@ void mm_state_cache_unpin(struct mm_state_cache *c, struct mm_state_entry *en)
     if (!en)
         return;
     pthread_mutex_lock(&c->mu);
-    en->pins--;
+    const bool last = --en->pins == 0 && en->retired;
     pthread_mutex_unlock(&c->mu);
+    if (last)
+        entry_free(en);
 }
 
 const void *mm_state_entry_data(const struct mm_state_entry *en, int64_t *pos, int64_t *emb_pos)
@@ -362,23 +421,39 @@ const void *mm_state_entry_data(const struct mm_state_entry *en, int64_t *pos, i
 void *mm_state_entry_buffer(struct mm_state_entry *en) { return en->data; }
 
 /* Evicts unpinned entries from the tail until `bytes` more fit; false when
- * they cannot. With a disk tier the evicted entries are pushed on *victims
- * (through `next`) for disk_spill once mu is released; else freed. Under mu. */
-static bool make_room(struct mm_state_cache *c, size_t bytes, struct mm_state_entry **victims)
+ * they cannot. With a disk tier an evicted entry goes on the write queue
+ * (still findable) for the writer thread; when the queue is full this
+ * waits for the writer to make room (mu released meanwhile: the list is
+ * walked again). Else it is freed. Under mu. */
+static bool make_room(struct mm_state_cache *c, size_t bytes)
 {
     if (bytes > c->max_bytes)
         return false;
     struct mm_state_entry *en = c->tail;
     while (c->bytes + bytes > c->max_bytes && en) {
         struct mm_state_entry *prev = en->prev;
+        if (en->pins == 0 && c->writer_on && c->qhead && c->qbytes + en->bytes > c->qmax_bytes) {
+            pthread_cond_wait(&c->qdone, &c->mu); /* the queue is full: the writer makes room */
+            en = c->tail;
+            continue;
+        }
         if (en->pins == 0) {
             unlink_entry(c, en);
             c->bytes -= en->bytes;
             c->entries--;
             c->evictions++;
-            if (c->dir) {
-                en->next = *victims;
-                *victims = en;
+            if (c->writer_on) {
+                en->queued = true;
+                en->prev = NULL;
+                en->next = c->qhead;
+                if (c->qhead)
+                    c->qhead->prev = en;
+                else
+                    c->qtail = en;
+                c->qhead = en;
+                c->qbytes += en->bytes;
+                c->qentries++;
+                pthread_cond_signal(&c->qwork);
             } else {
                 entry_free(en);
             }
@@ -406,13 +481,11 @@ struct mm_state_entry *mm_state_cache_begin(struct mm_state_cache *c, uint64_t l
     bool ok = !en;
     if (en)
         touch(c, en);
-    struct mm_state_entry *victims = NULL;
-    if (ok && !(ok = make_room(c, bytes, &victims)))
+    if (ok && !(ok = make_room(c, bytes)))
         c->rejects++;
     if (ok)
         c->bytes += bytes; /* counted now: the buffers below are part of the bound */
     pthread_mutex_unlock(&c->mu);
-    disk_spill(c, victims);
     if (!ok)
         return NULL;
     en = calloc(1, sizeof *en);
@@ -492,7 +565,10 @@ void mm_state_cache_stats(struct mm_state_cache *c, struct mm_state_cache_stats 
                                          .disk_writes = c->dwrites,
                                          .disk_hits = c->dreads,
                                          .disk_evictions = c->devictions,
-                                         .disk_bad = c->dbad};
+                                         .disk_bad = c->dbad,
+                                         .disk_queued = c->qentries,
+                                         .disk_queued_bytes = c->qbytes,
+                                         .disk_queue_max_bytes = c->qmax_bytes};
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -667,9 +743,8 @@ static bool disk_write(struct mm_state_cache *c, const struct mm_state_entry *en
              __atomic_fetch_add(&c->tmp_ctr, 1, __ATOMIC_RELAXED));
     file_path(c, en->layout, en->hash, path, sizeof path);
     const int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    bool ok = fd >= 0 && write_all(fd, h, sizeof h) &&
-              write_all(fd, en->keys, (size_t)en->n * 8) && write_all(fd, en->data, data_bytes) &&
-              fdatasync(fd) == 0;
+    bool ok = fd >= 0 && write_all(fd, h, sizeof h) && write_all(fd, en->keys, (size_t)en->n * 8) &&
+              write_all(fd, en->data, data_bytes) && fdatasync(fd) == 0;
     if (fd >= 0 && close(fd) != 0)
         ok = false;
     if (ok && rename(tmp, path) != 0)
@@ -682,45 +757,93 @@ static bool disk_write(struct mm_state_cache *c, const struct mm_state_entry *en
     return ok;
 }
 
+/* Writes one entry (out of the host list, nobody else frees it meanwhile)
+ * to disk unless a file of the same keys is there, and files its record.
+ * Not under mu. */
+static void disk_store(struct mm_state_cache *c, const struct mm_state_entry *en)
+{
+    const size_t data_bytes = en->bytes - (size_t)en->n * 8 - sizeof *en;
+    const size_t fb = file_bytes(en->n, data_bytes);
+    pthread_mutex_lock(&c->mu);
+    struct disk_rec *have = disk_find(c, en->layout, en->hash, en->n);
+    if (have)
+        disk_touch(c, have);
+    pthread_mutex_unlock(&c->mu);
+    if (have || fb > c->dmax_bytes || !disk_write(c, en))
+        return;
+    struct disk_rec *r = calloc(1, sizeof *r);
+    pthread_mutex_lock(&c->mu);
+    if (r && !disk_find(c, en->layout, en->hash, en->n)) {
+        *r = (struct disk_rec){.layout = en->layout, .hash = en->hash, .n = en->n, .bytes = fb};
+        disk_push_head(c, r);
+        c->dbytes += fb;
+        c->dentries++;
+        c->dwrites++;
+        r = NULL;
+        disk_trim(c);
+    }
+    pthread_mutex_unlock(&c->mu);
+    free(r);
+}
+
 /* Writes the entries (a list through `next`, already out of host RAM) to
- * disk unless a file of the same keys is there, then frees them. Not under mu. */
+ * disk, then frees them (at free, once the writer has ended). Not under mu. */
 static void disk_spill(struct mm_state_cache *c, struct mm_state_entry *victims)
 {
     for (struct mm_state_entry *en = victims, *next; en; en = next) {
         next = en->next;
-        const size_t data_bytes = en->bytes - (size_t)en->n * 8 - sizeof *en;
-        const size_t fb = file_bytes(en->n, data_bytes);
-        pthread_mutex_lock(&c->mu);
-        struct disk_rec *have = disk_find(c, en->layout, en->hash, en->n);
-        if (have)
-            disk_touch(c, have);
-        pthread_mutex_unlock(&c->mu);
-        if (!have && fb <= c->dmax_bytes && disk_write(c, en)) {
-            struct disk_rec *r = calloc(1, sizeof *r);
-            pthread_mutex_lock(&c->mu);
-            if (r && !disk_find(c, en->layout, en->hash, en->n)) {
-                *r = (struct disk_rec){.layout = en->layout, .hash = en->hash, .n = en->n,
-                                       .bytes = fb};
-                disk_push_head(c, r);
-                c->dbytes += fb;
-                c->dentries++;
-                c->dwrites++;
-                r = NULL;
-                disk_trim(c);
-            }
-            pthread_mutex_unlock(&c->mu);
-            free(r);
-        }
+        disk_store(c, en);
         entry_free(en);
     }
+}
+
+/* The writer thread: writes the queue's oldest entry while it stays on the
+ * queue (findable in RAM until its file is recorded), then takes it off
+ * and frees it, or leaves it to the last unpin of a reader holding it.
+ * Ends when stopped with the queue empty. */
+static void *disk_writer(void *arg)
+{
+    struct mm_state_cache *c = arg;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->qtail && !c->writer_stop)
+            pthread_cond_wait(&c->qwork, &c->mu);
+        struct mm_state_entry *en = c->qtail;
+        if (!en)
+            break;
+        pthread_mutex_unlock(&c->mu);
+        disk_store(c, en);
+        pthread_mutex_lock(&c->mu);
+        list_unlink(&c->qhead, &c->qtail, en);
+        c->qbytes -= en->bytes;
+        c->qentries--;
+        en->queued = false;
+        en->retired = en->pins > 0;
+        pthread_cond_broadcast(&c->qdone);
+        if (!en->retired) {
+            pthread_mutex_unlock(&c->mu);
+            entry_free(en);
+            pthread_mutex_lock(&c->mu);
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+void mm_state_cache_flush(struct mm_state_cache *c)
+{
+    pthread_mutex_lock(&c->mu);
+    while (c->qhead)
+        pthread_cond_wait(&c->qdone, &c->mu);
+    pthread_mutex_unlock(&c->mu);
 }
 
 /* Reads and checks a file's header. */
 static bool read_header(int fd, uint64_t h[H_WORDS], size_t file_size)
 {
     return read_all(fd, h, H_WORDS * 8) && h[H_MAGIC] == FILE_MAGIC &&
-           h[H_VERSION] == FILE_VERSION && h[H_CHECK] == header_check(h) &&
-           h[H_N] >= 1 && h[H_N] <= (uint64_t)1 << 40 && h[H_DATA_BYTES] <= SIZE_MAX / 4 &&
+           h[H_VERSION] == FILE_VERSION && h[H_CHECK] == header_check(h) && h[H_N] >= 1 &&
+           h[H_N] <= (uint64_t)1 << 40 && h[H_DATA_BYTES] <= SIZE_MAX / 4 &&
            file_size == file_bytes((int64_t)h[H_N], (size_t)h[H_DATA_BYTES]);
 }
 
@@ -819,14 +942,14 @@ static struct disk_rec *disk_scan_one(struct mm_state_cache *c, const char *name
         c->dbad++;
         return NULL;
     }
-    *r = (struct disk_rec){.layout = layout, .hash = hash, .n = (int64_t)h[H_N],
-                           .bytes = (size_t)sb.st_size};
+    *r = (struct disk_rec){
+        .layout = layout, .hash = hash, .n = (int64_t)h[H_N], .bytes = (size_t)sb.st_size};
     *mtime = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
     return r;
 }
 
-enum mm_status mm_state_cache_open_disk(struct mm_state_cache *c, const char *dir,
-                                        size_t max_bytes, uint64_t model, struct mm_err *err)
+enum mm_status mm_state_cache_open_disk(struct mm_state_cache *c, const char *dir, size_t max_bytes,
+                                        uint64_t model, struct mm_err *err)
 {
     if (c->dir)
         return mm_err_set(err, MM_ERR_INVALID, "state cache: the disk tier is open already");
@@ -844,6 +967,14 @@ enum mm_status mm_state_cache_open_disk(struct mm_state_cache *c, const char *di
     }
     c->model = model;
     c->dmax_bytes = max_bytes;
+    c->qmax_bytes = c->max_bytes / 4 > 0 ? c->max_bytes / 4 : 1;
+    if (pthread_create(&c->writer, NULL, disk_writer, c) != 0) {
+        closedir(dp);
+        free(c->dir);
+        c->dir = NULL;
+        return mm_err_set(err, MM_ERR_NOMEM, "state cache: cannot start the disk writer");
+    }
+    c->writer_on = true;
     struct found *f = NULL;
     size_t n = 0, cap = 0;
     int foreign = 0;

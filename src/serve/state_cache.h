@@ -18,8 +18,9 @@
  * hold (a radix tree would pay off only far beyond that).
  *
  * With a disk tier (mm_state_cache_open_disk) the entries evicted from host
- * RAM go to files in a directory instead of away, are found by the same
- * lookup and read back on a hit, and survive a restart.
+ * RAM go to files in a directory instead of away (written by a writer
+ * thread the cache owns, from a bounded queue whose entries stay findable),
+ * are found by the same lookup and read back on a hit, and survive a restart.
  *
  * Threads: every function is safe from any thread (open_disk before the
  * cache is shared). An entry handed out by
@@ -40,9 +41,18 @@
  * tokens_per_tile per tile, tiles [n_tiles][tile_floats] in the order of
  * the runs. *out (malloc'ed, n_ids keys) is the caller's. MM_ERR_INVALID
  * when the image positions do not match the tiles. */
-enum mm_status mm_state_keys(const int32_t *ids, int64_t n_ids, const float *tiles,
-                             int64_t n_tiles, int64_t tile_floats, int32_t img_id,
-                             int64_t tokens_per_tile, uint64_t **out, struct mm_err *err);
+enum mm_status mm_state_keys(const int32_t *ids, int64_t n_ids, const float *tiles, int64_t n_tiles,
+                             int64_t tile_floats, int32_t img_id, int64_t tokens_per_tile,
+                             uint64_t **out, struct mm_err *err);
+/* The same with each tile's pixel digest given (digests [n_tiles][2], as
+ * mm_state_tile_digest makes them; tiles is then not read): for a caller
+ * that keeps the digests of images it has seen before. NULL: hashed. */
+enum mm_status mm_state_keys_digested(const int32_t *ids, int64_t n_ids, const float *tiles,
+                                      const uint64_t *digests, int64_t n_tiles, int64_t tile_floats,
+                                      int32_t img_id, int64_t tokens_per_tile, uint64_t **out,
+                                      struct mm_err *err);
+/* The 128-bit digest of one tile's pixels that image keys are made from. */
+void mm_state_tile_digest(const float *tile, int64_t n_floats, uint64_t d[2]);
 /* The key of a text position (also generated ids: always text). */
 uint64_t mm_state_text_key(int32_t id);
 /* out[i] = hash of keys[0..i] (n hashes). */
@@ -69,6 +79,8 @@ struct mm_state_cache_stats {
     uint64_t disk_hits;      /* entries read back into host RAM */
     uint64_t disk_evictions; /* files removed to keep the bound */
     uint64_t disk_bad;       /* damaged files found and removed */
+    int64_t disk_queued;     /* evicted entries waiting for the writer thread */
+    size_t disk_queued_bytes, disk_queue_max_bytes; /* their bytes, the queue's bound */
 };
 
 /* max_bytes >= 1. *out is the caller's (mm_state_cache_free). */
@@ -92,8 +104,11 @@ void mm_state_cache_free(struct mm_state_cache *c);
  * with a warning, another model's (or format's) ignored with a warning and
  * left alone, a leftover temporary file removed. MM_ERR_IO when dir cannot
  * be made or read. */
-enum mm_status mm_state_cache_open_disk(struct mm_state_cache *c, const char *dir,
-                                        size_t max_bytes, uint64_t model, struct mm_err *err);
+enum mm_status mm_state_cache_open_disk(struct mm_state_cache *c, const char *dir, size_t max_bytes,
+                                        uint64_t model, struct mm_err *err);
+/* Waits until every entry evicted so far is written (the write queue is
+ * empty). No-op without a disk tier. */
+void mm_state_cache_flush(struct mm_state_cache *c);
 /* Whether a disk tier is open (what is kept may outlive the process). */
 bool mm_state_cache_persistent(const struct mm_state_cache *c);
 
@@ -105,8 +120,7 @@ bool mm_state_cache_persistent(const struct mm_state_cache *c);
 int64_t mm_state_cache_find(struct mm_state_cache *c, uint64_t layout, const uint64_t *keys,
                             const uint64_t *ph, int64_t max_len, struct mm_state_entry **out);
 /* Whether an entry with exactly these n keys exists (it counts as used). */
-bool mm_state_cache_has(struct mm_state_cache *c, uint64_t layout, const uint64_t *keys,
-                        int64_t n);
+bool mm_state_cache_has(struct mm_state_cache *c, uint64_t layout, const uint64_t *keys, int64_t n);
 void mm_state_cache_unpin(struct mm_state_cache *c, struct mm_state_entry *en);
 
 /* A pinned entry's saved bytes and positions (engine.h: LLM and embedding

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "serve/state_cache.h"
 #include "testutil.h"
 
 static int32_t *ids_of(int n)
@@ -201,13 +202,105 @@ START_TEST(test_notify_detach_and_refs)
         nanosleep(&(struct timespec){0, 1000000}, NULL);
     mm_request_set_notify(r, NULL, NULL);
     ck_assert_int_eq(atomic_load(&n.running), 0); /* not running after the detach */
-    const int calls = atomic_load(&n.calls); /* 1, or 2 if the second flush won the lock */
+    const int calls = atomic_load(&n.calls);      /* 1, or 2 if the second flush won the lock */
     ck_assert(calls == 1 || calls == 2);
     mm_request_cancel(r);
     ck_assert(mm_request_cancelled(r));
     mm_request_release(r); /* the consumer goes first */
     pthread_join(t, NULL);
     ck_assert_int_eq(atomic_load(&n.calls), calls); /* none after the detach */
+}
+END_TEST
+
+/* The state-cache keys are computed once and kept: the same arrays on
+ * every call (from several threads), equal to mm_state_keys'. */
+struct keys_call {
+    struct mm_request *r;
+    const uint64_t *keys, *ph;
+    enum mm_status st;
+};
+
+static void *keys_thread(void *arg)
+{
+    struct keys_call *k = arg;
+    struct mm_err err;
+    k->st = mm_request_state_keys(k->r, 12, 9, 2, &k->keys, &k->ph, &err);
+    return NULL;
+}
+
+START_TEST(test_state_keys_once)
+{
+    struct mm_request_params p;
+    mm_request_params_default(&p);
+    struct mm_err err;
+    struct mm_request *r;
+    int32_t *ids = malloc(7 * sizeof *ids);
+    const int32_t want_ids[7] = {1, 9, 9, 2, 9, 9, 3}; /* two tiles of 2 tokens */
+    memcpy(ids, want_ids, sizeof want_ids);
+    float *tiles = malloc(2 * 12 * sizeof *tiles);
+    for (int i = 0; i < 24; i++)
+        tiles[i] = (float)i * 0.25f;
+    ck_assert_int_eq(mm_request_create(&p, ids, 7, tiles, 2, &r, &err), MM_OK);
+    struct keys_call calls[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        calls[i] = (struct keys_call){.r = r};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, keys_thread, &calls[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    int64_t n, n_tiles;
+    const int32_t *rid = mm_request_prompt(r, &n);
+    const float *rt = mm_request_tiles(r, &n_tiles);
+    uint64_t *want, ph[7];
+    ck_assert_int_eq(mm_state_keys(rid, n, rt, n_tiles, 12, 9, 2, &want, &err), MM_OK);
+    mm_state_prefix_hashes(want, n, ph);
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(calls[i].st, MM_OK);
+        ck_assert_ptr_eq(calls[i].keys, calls[0].keys); /* one computation, kept */
+        ck_assert_ptr_eq(calls[i].ph, calls[0].ph);
+    }
+    ck_assert_mem_eq(calls[0].keys, want, sizeof ph);
+    ck_assert_mem_eq(calls[0].ph, ph, sizeof ph);
+    ck_assert_uint_ne(want[1], want[4]); /* different tiles, different keys */
+    const uint64_t *k, *h;
+    ck_assert_int_eq(mm_request_state_keys(r, 12, 9, 2, &k, &h, &err), MM_OK);
+    ck_assert_ptr_eq(k, calls[0].keys);
+    /* other parameters: refused (the caller computes its own) */
+    ck_assert_int_eq(mm_request_state_keys(r, 6, 9, 2, &k, &h, &err), MM_ERR_INVALID);
+    mm_request_release(r);
+
+    /* given tile digests (a stored conversation's): the keys are made from them */
+    for (int wrong = 0; wrong < 3; wrong++) {
+        ids = malloc(7 * sizeof *ids);
+        memcpy(ids, want_ids, sizeof want_ids);
+        tiles = malloc(2 * 12 * sizeof *tiles);
+        for (int i = 0; i < 24; i++)
+            tiles[i] = (float)i * 0.25f;
+        uint64_t *dg = malloc(4 * sizeof *dg);
+        mm_state_tile_digest(tiles, 12, dg);
+        mm_state_tile_digest(tiles + 12, 12, dg + 2);
+        dg[2] ^= wrong == 1; /* a digest of other pixels: other keys, so they are used */
+        ck_assert_int_eq(mm_request_create(&p, ids, 7, tiles, 2, &r, &err), MM_OK);
+        mm_request_set_tile_digests(r, dg, wrong == 2 ? 6 : 12); /* 2: for other tiles */
+        ck_assert_int_eq(mm_request_state_keys(r, 12, 9, 2, &k, &h, &err), MM_OK);
+        if (wrong == 1) {
+            ck_assert_mem_eq(k, want, 4 * sizeof *k); /* the first tile's are the same */
+            ck_assert_uint_ne(k[4], want[4]);
+        } else {
+            ck_assert_mem_eq(k, want, 7 * sizeof *k);
+        }
+        mm_request_release(r);
+    }
+    free(want);
+
+    /* image positions that do not match the tiles: refused, every time */
+    ids = malloc(3 * sizeof *ids);
+    ids[0] = 9, ids[1] = 9, ids[2] = 9;
+    ck_assert_int_eq(mm_request_create(&p, ids, 3, NULL, 0, &r, &err), MM_OK);
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(mm_request_state_keys(r, 12, 9, 2, &k, &h, &err), MM_ERR_INVALID);
+    mm_request_release(r);
 }
 END_TEST
 
@@ -218,6 +311,7 @@ int main(void)
     tcase_add_test(tc, test_params_checked);
     tcase_add_test(tc, test_events_in_order);
     tcase_add_test(tc, test_notify_detach_and_refs);
+    tcase_add_test(tc, test_state_keys_once);
     suite_add_tcase(s, tc);
     return mm_test_run(s);
 }

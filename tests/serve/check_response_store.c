@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "model/image_preprocess.h"
+#include "serve/state_cache.h"
 #include "testutil.h"
 
 enum { S = 8 }; /* tile size: small tiles keep the byte arithmetic readable */
@@ -339,6 +340,12 @@ START_TEST(test_save_load)
     float *want = tiles_of(2, 5), *back = malloc(2 * TILE_BYTES * sizeof *back);
     mm_response_image_unpack(got.images[0], back);
     ck_assert_mem_eq(back, want, 2 * TILE_BYTES * sizeof *back);
+    /* the tiles' digests: made when stored and when read back, equal to the pixels' */
+    uint64_t d[4];
+    for (int t = 0; t < 2; t++)
+        mm_state_tile_digest(want + t * TILE_BYTES, TILE_BYTES, d + 2 * t);
+    ck_assert_mem_eq(mm_response_image_digests(got.images[0]), d, sizeof d);
+    ck_assert_mem_eq(mm_response_image_digests(im), d, sizeof d);
     free(want);
     free(back);
     mm_response_free(&got);

@@ -202,8 +202,8 @@ static void collect(struct mm_request *r, struct out *o)
     }
 }
 
-static void run_params(struct mm_scheduler *s, const struct mm_config *cfg,
-                       const struct prompt *pr, const struct mm_request_params *p, struct out *o)
+static void run_params(struct mm_scheduler *s, const struct mm_config *cfg, const struct prompt *pr,
+                       const struct mm_request_params *p, struct out *o)
 {
     struct mm_request *r = make_request(pr, cfg, p);
     struct mm_err err;
@@ -652,7 +652,7 @@ START_TEST(test_host_tier_pins_and_bounds)
     struct mm_state_cache *c = host_tier(4 * per);
     put(c, keys, 10, 1000, 0xAA);
     put(c, keys, 20, 1000, 0xBB);
-    ck_assert_ptr_null(mm_state_cache_begin(c, 1, keys, 20, 20, 20, 1000)); /* kept already */
+    ck_assert_ptr_null(mm_state_cache_begin(c, 1, keys, 20, 20, 20, 1000));  /* kept already */
     ck_assert_ptr_null(mm_state_cache_begin(c, 1, keys, 5, 5, 5, 10 * per)); /* never fits */
     struct mm_state_entry *en;
     ck_assert_int_eq(mm_state_cache_find(c, 1, keys, ph, 64, &en), 20);
@@ -747,6 +747,114 @@ static void damage(const char *dir, const uint64_t *keys, int64_t n, long at, lo
     fclose(f);
 }
 
+/* A lookup racing the writer thread: every state put is found, intact,
+ * at every moment (in host RAM, on the write queue or on disk), while the
+ * host bound, the queue's bound and the disk bound hold. */
+enum { RACE_N = 120, RACE_KEYS = 8, RACE_BYTES = 4000 };
+
+struct race {
+    struct mm_state_cache *c;
+    atomic_int published; /* states put so far */
+    atomic_bool done;
+    int lookups, misses, damaged;
+};
+
+static void race_keys(int i, uint64_t k[RACE_KEYS])
+{
+    for (int j = 0; j < RACE_KEYS; j++)
+        k[j] = (uint64_t)(i * 131 + j * 7 + 1);
+}
+
+static void *race_reader(void *arg)
+{
+    struct race *rc = arg;
+    for (unsigned x = 1; !atomic_load(&rc->done);) {
+        const int n = atomic_load(&rc->published);
+        if (n == 0)
+            continue;
+        x = x * 1103515245u + 12345u;
+        const int back = (int)((x >> 12) % 10); /* the recent ones: just evicted, or queued */
+        const int i =
+            (x >> 8) % 2 ? (n - 1 - back > 0 ? n - 1 - back : 0) : (int)((x >> 16) % (unsigned)n);
+        uint64_t k[RACE_KEYS], ph[RACE_KEYS];
+        race_keys(i, k);
+        mm_state_prefix_hashes(k, RACE_KEYS, ph);
+        struct mm_state_entry *en;
+        rc->lookups++;
+        if (mm_state_cache_find(rc->c, 1, k, ph, RACE_KEYS, &en) != RACE_KEYS) {
+            rc->misses++;
+            continue;
+        }
+        int64_t pos, emb;
+        const unsigned char *d = mm_state_entry_data(en, &pos, &emb);
+        for (int b = 0; b < RACE_BYTES; b++)
+            if (d[b] != (unsigned char)i) {
+                rc->damaged++;
+                break;
+            }
+        mm_state_cache_unpin(rc->c, en);
+    }
+    return NULL;
+}
+
+START_TEST(test_disk_writer_race)
+{
+    char dir[256];
+    mm_test_tmpdir(dir, sizeof dir);
+    const size_t per = RACE_BYTES + RACE_KEYS * 8 + 256;
+    const size_t file = 11 * 8 + RACE_KEYS * 8 + RACE_BYTES;
+    struct mm_state_cache *c = disk_cache(6 * per, dir, (RACE_N + 1) * file, 9);
+    struct race rc = {.c = c};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, race_reader, &rc), 0);
+    struct mm_state_cache_stats st;
+    for (int i = 0; i < RACE_N; i++) {
+        uint64_t k[RACE_KEYS];
+        race_keys(i, k);
+        struct mm_state_entry *en = NULL;
+        while (!(en = mm_state_cache_begin(c, 1, k, RACE_KEYS, RACE_KEYS, 0, RACE_BYTES)))
+            ; /* every room pinned by the reader this instant: again */
+        memset(mm_state_entry_buffer(en), i, RACE_BYTES);
+        mm_state_cache_commit(c, en);
+        atomic_store(&rc.published, i + 1);
+        mm_state_cache_stats(c, &st);
+        ck_assert_uint_le(st.bytes, st.max_bytes);
+        ck_assert(st.disk_queued <= 1 || st.disk_queued_bytes <= st.disk_queue_max_bytes);
+        ck_assert_uint_le(st.disk_bytes, st.disk_max_bytes);
+    }
+    struct timespec t = {0, 20000000};
+    nanosleep(&t, NULL); /* lookups while the queue drains */
+    atomic_store(&rc.done, true);
+    pthread_join(th, NULL);
+    ck_assert_int_gt(rc.lookups, RACE_N);
+    ck_assert_int_eq(rc.misses, 0);
+    ck_assert_int_eq(rc.damaged, 0);
+    mm_state_cache_flush(c);
+    mm_state_cache_stats(c, &st);
+    ck_assert_int_eq(st.disk_queued, 0);
+    ck_assert_uint_ge(st.disk_writes, RACE_N - 6);
+    ck_assert_uint_le(st.disk_bytes, st.disk_max_bytes);
+    for (int i = 0; i < RACE_N; i++) { /* every one kept somewhere, intact */
+        uint64_t k[RACE_KEYS], ph[RACE_KEYS];
+        race_keys(i, k);
+        mm_state_prefix_hashes(k, RACE_KEYS, ph);
+        struct mm_state_entry *en;
+        ck_assert_int_eq(mm_state_cache_find(c, 1, k, ph, RACE_KEYS, &en), RACE_KEYS);
+        int64_t pos, emb;
+        const unsigned char *d = mm_state_entry_data(en, &pos, &emb);
+        ck_assert_uint_eq(d[RACE_BYTES - 1], (unsigned char)i);
+        mm_state_cache_unpin(c, en);
+    }
+    mm_state_cache_free(c); /* drains the queue and writes host RAM: every file there */
+    c = disk_cache(6 * per, dir, (RACE_N + 1) * file, 9);
+    mm_state_cache_stats(c, &st);
+    ck_assert_int_eq(st.disk_entries, RACE_N);
+    ck_assert_int_eq(count_files(dir, ".state"), RACE_N);
+    mm_state_cache_free(c);
+    mm_test_rmdir(dir);
+}
+END_TEST
+
 /* Host evictions go to files, come back intact (promoted) on a hit, the
  * bound holds; a restart over the directory finds them; another model's
  * files are ignored and kept, damaged or cut-short ones and leftover
@@ -769,8 +877,10 @@ START_TEST(test_disk_tier)
         put(c, k, 8, 1000, (unsigned char)i);
     }
     struct mm_state_cache_stats st;
+    mm_state_cache_flush(c); /* the writer thread has written them */
     mm_state_cache_stats(c, &st);
     ck_assert(st.disk);
+    ck_assert_int_eq(st.disk_queued, 0);
     ck_assert_uint_ge(st.disk_writes, 2);
     ck_assert_int_eq(st.disk_entries, (int64_t)st.disk_writes);
     ck_assert_int_eq(count_files(dir, ".state"), (int)st.disk_entries);
@@ -794,6 +904,9 @@ START_TEST(test_disk_tier)
         mm_state_cache_stats(c, &st);
         ck_assert_uint_le(st.disk_bytes, 8 * file);
     }
+    mm_state_cache_flush(c);
+    mm_state_cache_stats(c, &st);
+    ck_assert_uint_le(st.disk_bytes, 8 * file);
     ck_assert_uint_gt(st.disk_evictions, 20);
     ck_assert_int_eq(count_files(dir, ".state"), (int)st.disk_entries);
     ck_assert_int_eq(mm_state_cache_find(c, 1, keys, ph, 19, NULL), 0); /* 10 aged out */
@@ -832,7 +945,7 @@ START_TEST(test_disk_tier)
     ck_assert_uint_eq(st.disk_bad, 1); /* the cut one, at start */
     ck_assert_int_eq(mm_state_cache_find(c, 1, keys, ph, 64, NULL), 16);
     ck_assert_int_eq(mm_state_cache_find(c, 1, keys, ph, 15, NULL), 14); /* the index says so */
-    ck_assert_int_eq(mm_state_cache_find(c, 1, keys, ph, 15, &en), 0);  /* the read refuses */
+    ck_assert_int_eq(mm_state_cache_find(c, 1, keys, ph, 15, &en), 0);   /* the read refuses */
     ck_assert_ptr_null(en);
     mm_state_cache_stats(c, &st);
     ck_assert_uint_eq(st.disk_bad, 2);
@@ -877,6 +990,7 @@ START_TEST(test_disk_tier_scheduler)
         run(ws, cfg, &other, 4, &c);
     }
     struct mm_state_cache_stats hs;
+    mm_state_cache_flush(host);
     mm_state_cache_stats(host, &hs);
     ck_assert_uint_ge(hs.disk_writes, 2);
     run(cs, cfg, &pr, 8, &c);
@@ -961,6 +1075,7 @@ int main(void)
     tcase_add_test(tc, test_keys);
     tcase_add_test(tc, test_host_tier_pins_and_bounds);
     tcase_add_test(tc, test_disk_tier);
+    tcase_add_test(tc, test_disk_writer_race);
     tcase_add_loop_test(tc, test_disk_tier_scheduler, 0, 3);
     tcase_add_loop_test(tc, test_conversation, 0, 3);
     tcase_add_loop_test(tc, test_conversation_host_only, 0, 3);
