@@ -31,18 +31,7 @@ fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 KEY=test-key-$$
 
 # ---- node and the npm packages -----------------------------------------------
-deps="$(cd "$top_builddir" && pwd)/node_deps"
-have_node=yes
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  have_node=no
-elif [ ! -f "$deps/node_modules/openai/package.json" ] ||
-     ! cmp -s "$here/package.json" "$deps/package.json"; then
-  mkdir -p "$deps"
-  cp "$here/package.json" "$deps/package.json"
-  (cd "$deps" && npm install --no-audit --no-fund --loglevel=error >npm.log 2>&1) ||
-    { cat "$deps/npm.log"; have_node=no; }
-fi
-[ "$have_node" = yes ] || mm_skip "node, npm or the npm packages (openai, ajv) unavailable"
+. "$top_srcdir/tests/http/node_deps.sh"
 command -v python3 >/dev/null 2>&1 || mm_skip "python3 (the notify-socket listener) missing"
 command -v curl >/dev/null 2>&1 || mm_skip "curl missing"
 

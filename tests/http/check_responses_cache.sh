@@ -13,8 +13,7 @@ top_srcdir=${top_srcdir:-.}
 bin="$top_builddir/mmmambad"
 tool="$top_builddir/mmmamba"
 here="$top_srcdir/tests/http"
-deps="$(cd "$top_builddir" && pwd)/node_deps"
-[ -f "$deps/node_modules/openai/package.json" ] || mm_skip "the npm packages (run check_daemon.sh first)"
+. "$top_srcdir/tests/http/node_deps.sh"
 tmp=$(mktemp -d)
 pid=""
 cleanup() {
