@@ -420,6 +420,15 @@ const void *mm_state_entry_data(const struct mm_state_entry *en, int64_t *pos, i
 
 void *mm_state_entry_buffer(struct mm_state_entry *en) { return en->data; }
 
+/* What the LRU list may hold: the whole bound, or with a disk tier the
+ * bound less the write queue's share, so that entries waiting to be written
+ * and entries kept together stay within state_cache_bytes. Under mu. */
+static size_t host_limit(const struct mm_state_cache *c)
+{
+    return c->writer_on && c->qmax_bytes < c->max_bytes ? c->max_bytes - c->qmax_bytes
+                                                        : c->max_bytes;
+}
+
 /* Evicts unpinned entries from the tail until `bytes` more fit; false when
  * they cannot. With a disk tier an evicted entry goes on the write queue
  * (still findable) for the writer thread; when the queue is full this
@@ -427,10 +436,11 @@ void *mm_state_entry_buffer(struct mm_state_entry *en) { return en->data; }
  * walked again). Else it is freed. Under mu. */
 static bool make_room(struct mm_state_cache *c, size_t bytes)
 {
-    if (bytes > c->max_bytes)
+    const size_t limit = host_limit(c);
+    if (bytes > limit)
         return false;
     struct mm_state_entry *en = c->tail;
-    while (c->bytes + bytes > c->max_bytes && en) {
+    while (c->bytes + bytes > limit && en) {
         struct mm_state_entry *prev = en->prev;
         if (en->pins == 0 && c->writer_on && c->qhead && c->qbytes + en->bytes > c->qmax_bytes) {
             pthread_cond_wait(&c->qdone, &c->mu); /* the queue is full: the writer makes room */
@@ -460,7 +470,7 @@ static bool make_room(struct mm_state_cache *c, size_t bytes)
         }
         en = prev;
     }
-    return c->bytes + bytes <= c->max_bytes;
+    return c->bytes + bytes <= limit;
 }
 
 struct mm_state_entry *mm_state_cache_begin(struct mm_state_cache *c, uint64_t layout,

@@ -21,6 +21,8 @@
  * RAM go to files in a directory instead of away (written by a writer
  * thread the cache owns, from a bounded queue whose entries stay findable),
  * are found by the same lookup and read back on a hit, and survive a restart.
+ * The queue's bound (a quarter of max_bytes) is taken out of what host RAM
+ * keeps, so the two together never exceed max_bytes.
  *
  * Threads: every function is safe from any thread (open_disk before the
  * cache is shared). An entry handed out by

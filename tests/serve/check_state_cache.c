@@ -820,6 +820,8 @@ START_TEST(test_disk_writer_race)
         mm_state_cache_stats(c, &st);
         ck_assert_uint_le(st.bytes, st.max_bytes);
         ck_assert(st.disk_queued <= 1 || st.disk_queued_bytes <= st.disk_queue_max_bytes);
+        if (st.disk_queued_bytes <= st.disk_queue_max_bytes) /* kept + queued: the bound */
+            ck_assert_uint_le(st.bytes + st.disk_queued_bytes, st.max_bytes);
         ck_assert_uint_le(st.disk_bytes, st.disk_max_bytes);
     }
     struct timespec t = {0, 20000000};
