@@ -140,6 +140,12 @@ static void state_cache_metrics(struct buf *b, const char *label,
     metric(b, "mmmamba:state_cache_disk_damaged_total", "counter",
            "Damaged or cut-short files of the disk tier found and removed.", label,
            (double)hs.disk_bad);
+    metric(b, "mmmamba:state_cache_disk_queue_entries", "gauge",
+           "States evicted from host RAM waiting for the disk writer (still findable).", label,
+           (double)hs.disk_queued);
+    metric(b, "mmmamba:state_cache_disk_queue_bytes", "gauge",
+           "Bytes of the states waiting for the disk writer (within state_cache_bytes).", label,
+           (double)hs.disk_queued_bytes);
 }
 
 /* The per-engine families: counters and gauges of each engine, labelled. */

@@ -89,6 +89,7 @@ echo "after a restart: state $(state "$tmp/b3"), cached $(field "$tmp/b3" cached
 [ "$(field "$tmp/b3" ids)" = "$(field "$tmp/r3" ids)" ] || fail "tokens after a restart differ"
 [ "${hits:=$(metric mmmamba:state_cache_disk_hits_total)}" -ge 1 ] 2>/dev/null ||
   fail "no disk hit counted ($hits)"
+[ -n "$(metric mmmamba:state_cache_disk_queue_bytes)" ] || fail "no disk write queue gauge"
 code=$(curl -s -o /dev/null -w '%{http_code}' "$url/v1/responses/$(field "$tmp/a1" id)")
 [ "$code" = 200 ] || fail "GET of a response from before the restart: $code"
 stop
