@@ -29,7 +29,7 @@ enum mm_status mm_cli_image_tiles(const char *image, const struct mm_image_param
     if (st != MM_OK)
         return st;
     const double t1 = mm_cli_now();
-    st = mm_image_tiles_for_request(&img, params, lim, used, tiles, err);
+    st = mm_image_tiles_for_request(&img, params, lim, used, false, tiles, err);
     if (tm)
         *tm = (struct mm_cli_image_timing){img.width, img.height, (t1 - t0) * 1e3,
                                            (mm_cli_now() - t1) * 1e3};

@@ -371,7 +371,7 @@ struct msg_view {
 };
 
 bool mm_api_load_image(struct mm_http_app *app, const char *url, const char *param, int64_t *used,
-                       float **tiles, int64_t *n_tiles, int64_t *count, struct mm_api_error *e)
+                       uint8_t **tiles, int64_t *n_tiles, int64_t *count, struct mm_api_error *e)
 {
     struct mm_err err;
     struct mm_image_bytes bytes;
@@ -394,8 +394,8 @@ bool mm_api_load_image(struct mm_http_app *app, const char *url, const char *par
     mm_image_bytes_free(&bytes);
     struct mm_image_tiles t = {0};
     if (st == MM_OK) {
-        st = mm_image_tiles_for_request(&img, &app->image_params, &app->image_limits, used, &t,
-                                        &err);
+        st = mm_image_tiles_for_request(&img, &app->image_params, &app->image_limits, used, true,
+                                        &t, &err);
         mm_image_free(&img);
     }
     sem_post(&app->image_slots);
@@ -406,12 +406,12 @@ bool mm_api_load_image(struct mm_http_app *app, const char *url, const char *par
                     st == MM_ERR_LIMIT ? "image_too_large" : "invalid_image", "%s", err.msg);
     }
     const size_t tile_floats = 3 * (size_t)t.size * (size_t)t.size;
-    float *grown = realloc(*tiles, (size_t)(*n_tiles + t.count) * tile_floats * sizeof **tiles);
+    uint8_t *grown = realloc(*tiles, (size_t)(*n_tiles + t.count) * tile_floats * sizeof **tiles);
     if (!grown) {
         mm_image_tiles_free(&t);
         return fail(e, 503, param, "out_of_memory", "no memory for the image tiles now");
     }
-    memcpy(grown + (size_t)*n_tiles * tile_floats, t.data,
+    memcpy(grown + (size_t)*n_tiles * tile_floats, t.pixels,
            (size_t)t.count * tile_floats * sizeof *grown);
     *tiles = grown;
     *n_tiles += t.count;

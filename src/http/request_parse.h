@@ -59,7 +59,7 @@ struct mm_api_params {
  * released with mm_api_prompt_free. */
 struct mm_api_prompt {
     struct mm_tokens ids;
-    float *tiles; /* [n_tiles][3][S][S] */
+    uint8_t *tiles; /* [n_tiles][3][S][S] 8-bit pixels (mm_request_create_pixels) */
     int64_t n_tiles;
 };
 
@@ -79,9 +79,9 @@ bool mm_api_get_bool(const cJSON *obj, const char *key, bool *out, struct mm_api
 /* Loads, decodes and tiles one image URL (param names it in errors) under
  * the app's limits, charging its tiles to *used (the request's tile budget,
  * 413 past it); appends them to *tiles (realloc'ed, *n_tiles grows) and
- * sets *count to how many. */
+ * sets *count to how many: 8-bit pixels (mm_image_preprocess_pixels). */
 bool mm_api_load_image(struct mm_http_app *app, const char *url, const char *param, int64_t *used,
-                       float **tiles, int64_t *n_tiles, int64_t *count, struct mm_api_error *e);
+                       uint8_t **tiles, int64_t *n_tiles, int64_t *count, struct mm_api_error *e);
 
 /* Parses the body into a JSON object: invalid UTF-8, bad JSON or a
  * non-object are 400. *out is the caller's (cJSON_Delete). */

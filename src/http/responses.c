@@ -424,8 +424,8 @@ static bool load_previous(struct prep *w, int64_t *used, struct mm_api_error *e)
         if (!w->prompt.tiles)
             ok = mm_api_fail(e, 503, NULL, "out_of_memory", "no memory for the image tiles now");
     }
-    for (int64_t i = 0; ok && i < r.n_images; i++) {
-        mm_response_image_unpack(r.images[i],
+    for (int64_t i = 0; ok && i < r.n_images; i++) { /* pixels: normalised only when prefilled */
+        mm_response_image_pixels(r.images[i],
                                  w->prompt.tiles + (size_t)w->prompt.n_tiles * tile_floats);
         w->prompt.n_tiles += mm_response_image_tiles(r.images[i]);
     }
@@ -465,8 +465,8 @@ static bool build_prompt(struct prep *w, struct turns *t, int64_t used, struct m
             return mm_api_fail(e, 503, NULL, "out_of_memory", "out of memory");
         w->images = g;
         struct mm_err err;
-        if (mm_response_image_create(w->prompt.tiles + (size_t)at * tile_floats, count, tile_size,
-                                     &w->images[w->n_images], &err) != MM_OK)
+        if (mm_response_image_create_pixels(w->prompt.tiles + (size_t)at * tile_floats, count,
+                                            tile_size, &w->images[w->n_images], &err) != MM_OK)
             return mm_api_fail(e, 503, NULL, "out_of_memory", "%s", err.msg);
         w->n_images++;
     }
@@ -1027,8 +1027,8 @@ static void start_response(struct mm_http_exchange *ex, struct prep *w)
     rp.max_tokens = max_tokens;
     uint64_t *digests = image_digests(w); /* before the tiles are the request's */
     const int64_t digest_floats = 3 * app->image_params.tile_size * app->image_params.tile_size;
-    enum mm_status st = mm_request_create(&rp, w->prompt.ids.ids, w->prompt.ids.n, w->prompt.tiles,
-                                          w->prompt.n_tiles, &j->req, &err);
+    enum mm_status st = mm_request_create_pixels(&rp, w->prompt.ids.ids, w->prompt.ids.n,
+                                                 w->prompt.tiles, w->prompt.n_tiles, &j->req, &err);
     if (st == MM_OK && digests)
         mm_request_set_tile_digests(j->req, digests, digest_floats);
     else

@@ -230,7 +230,7 @@ static const float norm_mean[3] = {0.485f, 0.456f, 0.406f};
 static const float norm_std[3] = {0.229f, 0.224f, 0.225f};
 
 /* value/255 then (x - mean) / std, in fp32 as torchvision computes it. */
-static void build_lut(float lut[3][256])
+void mm_image_norm_lut(float lut[3][256])
 {
     const float *mean = norm_mean, *std = norm_std;
     for (int c = 0; c < 3; c++)
@@ -238,24 +238,35 @@ static void build_lut(float lut[3][256])
             lut[c][v] = ((float)v / 255.0f - mean[c]) / std[c];
 }
 
-/* Copies the S x S square at (x0, y0) of img into one CHW tile. */
+/* Copies the S x S square at (x0, y0) of img into one CHW tile: normalised
+ * through lut into fdst, or as its 8-bit pixels into pdst (fdst NULL). */
 static void emit_tile(const struct mm_image *img, int64_t x0, int64_t y0, int64_t s,
-                      const float lut[3][256], float *dst)
+                      const float lut[3][256], float *fdst, uint8_t *pdst)
 {
     const size_t plane = (size_t)s * (size_t)s;
     for (int64_t y = 0; y < s; y++) {
         const uint8_t *src = img->rgb + ((size_t)(y0 + y) * (size_t)img->width + (size_t)x0) * 3;
-        float *r = dst + (size_t)y * (size_t)s, *g = r + plane, *b = g + plane;
-        for (int64_t x = 0; x < s; x++) {
-            r[x] = lut[0][src[3 * x]];
-            g[x] = lut[1][src[3 * x + 1]];
-            b[x] = lut[2][src[3 * x + 2]];
+        const size_t row = (size_t)y * (size_t)s;
+        if (fdst) {
+            float *r = fdst + row, *g = r + plane, *b = g + plane;
+            for (int64_t x = 0; x < s; x++) {
+                r[x] = lut[0][src[3 * x]];
+                g[x] = lut[1][src[3 * x + 1]];
+                b[x] = lut[2][src[3 * x + 2]];
+            }
+        } else {
+            uint8_t *r = pdst + row, *g = r + plane, *b = g + plane;
+            for (int64_t x = 0; x < s; x++) {
+                r[x] = src[3 * x];
+                g[x] = src[3 * x + 1];
+                b[x] = src[3 * x + 2];
+            }
         }
     }
 }
 
-enum mm_status mm_image_preprocess(const struct mm_image *img, const struct mm_image_params *p,
-                                   struct mm_image_tiles *out, struct mm_err *err)
+static enum mm_status preprocess(const struct mm_image *img, const struct mm_image_params *p,
+                                 bool pixels, struct mm_image_tiles *out, struct mm_err *err)
 {
     memset(out, 0, sizeof *out);
     struct mm_tile_grid g;
@@ -264,18 +275,21 @@ enum mm_status mm_image_preprocess(const struct mm_image *img, const struct mm_i
         return st;
     const int64_t s = p->tile_size, n = g.cols * g.rows;
     const int64_t count = n + (p->use_thumbnail && n != 1);
-    size_t floats;
-    if (!mm_size_mul((size_t)count * 3, (size_t)s * (size_t)s, &floats) ||
-        !mm_size_mul(floats, sizeof(float), &floats))
+    size_t bytes;
+    if (!mm_size_mul((size_t)count * 3, (size_t)s * (size_t)s, &bytes) ||
+        !mm_size_mul(bytes, pixels ? 1 : sizeof(float), &bytes))
         return mm_err_set(err, MM_ERR_OVERFLOW, "image: tile buffer size overflows");
-    out->data = malloc(floats);
-    if (!out->data)
-        return mm_err_set(err, MM_ERR_NOMEM, "image: cannot allocate %zu bytes of tiles", floats);
+    if (pixels)
+        out->pixels = malloc(bytes);
+    else
+        out->data = malloc(bytes);
+    if (!out->data && !out->pixels)
+        return mm_err_set(err, MM_ERR_NOMEM, "image: cannot allocate %zu bytes of tiles", bytes);
     out->grid = g;
     out->count = count;
     out->size = s;
     float lut[3][256];
-    build_lut(lut);
+    mm_image_norm_lut(lut);
     const size_t tile_floats = 3 * (size_t)s * (size_t)s;
 
     struct mm_image resized;
@@ -283,13 +297,15 @@ enum mm_status mm_image_preprocess(const struct mm_image *img, const struct mm_i
         goto fail;
     for (int64_t t = 0; t < n; t++)
         emit_tile(&resized, t % g.cols * s, t / g.cols * s, s, lut,
-                  out->data + (size_t)t * tile_floats);
+                  pixels ? NULL : out->data + (size_t)t * tile_floats,
+                  pixels ? out->pixels + (size_t)t * tile_floats : NULL);
     mm_image_free(&resized);
     if (count > n) {
         struct mm_image thumb;
         if ((st = mm_image_resize(img, s, s, &thumb, err)) != MM_OK)
             goto fail;
-        emit_tile(&thumb, 0, 0, s, lut, out->data + (size_t)n * tile_floats);
+        emit_tile(&thumb, 0, 0, s, lut, pixels ? NULL : out->data + (size_t)n * tile_floats,
+                  pixels ? out->pixels + (size_t)n * tile_floats : NULL);
         mm_image_free(&thumb);
     }
     return MM_OK;
@@ -298,10 +314,24 @@ fail:
     return st;
 }
 
+enum mm_status mm_image_preprocess(const struct mm_image *img, const struct mm_image_params *p,
+                                   struct mm_image_tiles *out, struct mm_err *err)
+{
+    return preprocess(img, p, false, out, err);
+}
+
+enum mm_status mm_image_preprocess_pixels(const struct mm_image *img,
+                                          const struct mm_image_params *p,
+                                          struct mm_image_tiles *out, struct mm_err *err)
+{
+    return preprocess(img, p, true, out, err);
+}
+
 enum mm_status mm_image_tiles_for_request(const struct mm_image *img,
                                           const struct mm_image_params *p,
                                           const struct mm_image_limits *lim, int64_t *used,
-                                          struct mm_image_tiles *out, struct mm_err *err)
+                                          bool pixels, struct mm_image_tiles *out,
+                                          struct mm_err *err)
 {
     memset(out, 0, sizeof *out);
     int64_t count, charged = *used;
@@ -309,7 +339,7 @@ enum mm_status mm_image_tiles_for_request(const struct mm_image *img,
     if (st == MM_OK)
         st = mm_image_request_add_tiles(lim, &charged, count, err);
     if (st == MM_OK)
-        st = mm_image_preprocess(img, p, out, err);
+        st = preprocess(img, p, pixels, out, err);
     if (st == MM_OK)
         *used = charged;
     return st;
@@ -320,6 +350,7 @@ void mm_image_tiles_free(struct mm_image_tiles *t)
     if (!t)
         return;
     free(t->data);
+    free(t->pixels);
     memset(t, 0, sizeof *t);
 }
 
@@ -327,7 +358,7 @@ enum mm_status mm_image_tiles_pack(const float *tiles, int64_t n, int64_t size, 
                                    struct mm_err *err)
 {
     float lut[3][256];
-    build_lut(lut);
+    mm_image_norm_lut(lut);
     const size_t plane = (size_t)size * (size_t)size, total = (size_t)n * 3 * plane;
     for (size_t i = 0; i < total; i++) {
         const int c = (int)(i / plane % 3);
@@ -353,7 +384,7 @@ enum mm_status mm_image_tiles_pack(const float *tiles, int64_t n, int64_t size, 
 void mm_image_tiles_unpack(const uint8_t *pixels, int64_t n, int64_t size, float *out)
 {
     float lut[3][256];
-    build_lut(lut);
+    mm_image_norm_lut(lut);
     const size_t plane = (size_t)size * (size_t)size;
     for (int64_t t = 0; t < n * 3; t++) {
         const float *l = lut[t % 3];

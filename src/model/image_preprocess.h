@@ -54,7 +54,9 @@ struct mm_image_tiles {
     struct mm_tile_grid grid;
     int64_t count; /* cols * rows, + 1 with a thumbnail */
     int64_t size;  /* S */
-    float *data;   /* [count][3][S][S], normalised */
+    float *data;   /* [count][3][S][S], normalised (mm_image_preprocess), or NULL */
+    uint8_t *pixels; /* [count][3][S][S], the 8-bit pixels data would be normalised
+                        from (mm_image_preprocess_pixels), or NULL */
 };
 
 /* Fills *p from the config, with max_tiles lowered to lim->max_tiles_per_image
@@ -85,6 +87,17 @@ enum mm_status mm_image_count_tiles(int64_t width, int64_t height, const struct 
 enum mm_status mm_image_preprocess(const struct mm_image *img, const struct mm_image_params *p,
                                    struct mm_image_tiles *out, struct mm_err *err);
 
+/* The same, keeping the tiles as their 8-bit pixels (out->pixels; a
+ * quarter of the memory): mm_image_tiles_unpack gives exactly the floats
+ * mm_image_preprocess writes. */
+enum mm_status mm_image_preprocess_pixels(const struct mm_image *img,
+                                          const struct mm_image_params *p,
+                                          struct mm_image_tiles *out, struct mm_err *err);
+
+/* lut[c][v]: the normalised value of 8-bit value v in channel c (what
+ * mm_image_preprocess writes for it). */
+void mm_image_norm_lut(float lut[3][256]);
+
 /* Per-request accounting: adds n tiles to *used, refusing (MM_ERR_LIMIT,
  * *used unchanged) past lim->max_tiles_per_request (lim may be NULL). */
 enum mm_status mm_image_request_add_tiles(const struct mm_image_limits *lim, int64_t *used,
@@ -92,12 +105,14 @@ enum mm_status mm_image_request_add_tiles(const struct mm_image_limits *lim, int
 
 /* The request path in one call: counts the tiles img will give, charges them
  * to the request (*used, MM_ERR_LIMIT past lim->max_tiles_per_request) before
- * anything is allocated, then preprocesses. On failure *used is unchanged
- * and *out holds nothing. */
+ * anything is allocated, then preprocesses (pixels: into out->pixels, as
+ * mm_image_preprocess_pixels; else out->data). On failure *used is
+ * unchanged and *out holds nothing. */
 enum mm_status mm_image_tiles_for_request(const struct mm_image *img,
                                           const struct mm_image_params *p,
                                           const struct mm_image_limits *lim, int64_t *used,
-                                          struct mm_image_tiles *out, struct mm_err *err);
+                                          bool pixels, struct mm_image_tiles *out,
+                                          struct mm_err *err);
 
 void mm_image_tiles_free(struct mm_image_tiles *t);
 

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "base/buffer.h"
+#include "model/image_preprocess.h"
 #include "serve/state_cache.h"
 
 struct ev_buf {
@@ -35,7 +36,8 @@ struct mm_request {
     int32_t *stop_ids;
     int32_t *ids;
     int64_t n_ids;
-    float *tiles;
+    float *tiles;     /* [n_tiles][3][S][S] normalised, or NULL */
+    uint8_t *pixels;  /* [n_tiles][3][S][S] 8-bit, or NULL (one of the two with tiles) */
     int64_t n_tiles;
     /* channel */
     pthread_mutex_t mu;
@@ -176,6 +178,7 @@ static void free_request(struct mm_request *r)
     free(r->stop_ids);
     free(r->ids);
     free(r->tiles);
+    free(r->pixels);
     free(r->prod.ev);
     free(r->prod.text);
     free(r->cons.ev);
@@ -189,12 +192,13 @@ static void free_request(struct mm_request *r)
     free(r);
 }
 
-enum mm_status mm_request_create(const struct mm_request_params *p, int32_t *ids, int64_t n_ids,
-                                 float *tiles, int64_t n_tiles, struct mm_request **out,
-                                 struct mm_err *err)
+/* Either form: tiles (floats) or pixels (8-bit), the other NULL. */
+static enum mm_status create(const struct mm_request_params *p, int32_t *ids, int64_t n_ids,
+                             float *tiles, uint8_t *pixels, int64_t n_tiles,
+                             struct mm_request **out, struct mm_err *err)
 {
     enum mm_status st = check_params(p, err);
-    if (st == MM_OK && (n_ids < 1 || !ids || n_tiles < 0 || (n_tiles > 0 && !tiles)))
+    if (st == MM_OK && (n_ids < 1 || !ids || n_tiles < 0 || (n_tiles > 0 && !tiles && !pixels)))
         st = mm_err_set(err, MM_ERR_INVALID, "a request needs prompt ids (and tiles for images)");
     struct mm_request *r = st == MM_OK ? calloc(1, sizeof *r) : NULL;
     if (st == MM_OK && !r)
@@ -202,6 +206,7 @@ enum mm_status mm_request_create(const struct mm_request_params *p, int32_t *ids
     if (st != MM_OK) {
         free(ids);
         free(tiles);
+        free(pixels);
         return st;
     }
     pthread_condattr_t ca;
@@ -217,8 +222,11 @@ enum mm_status mm_request_create(const struct mm_request_params *p, int32_t *ids
     r->ids = ids;
     r->n_ids = n_ids;
     r->tiles = n_tiles > 0 ? tiles : NULL;
-    if (n_tiles == 0)
+    r->pixels = n_tiles > 0 ? pixels : NULL;
+    if (n_tiles == 0) {
         free(tiles);
+        free(pixels);
+    }
     r->n_tiles = n_tiles;
     r->p = *p;
     snprintf(r->id, sizeof r->id, "%s", p->id ? p->id : "");
@@ -249,6 +257,20 @@ enum mm_status mm_request_create(const struct mm_request_params *p, int32_t *ids
     }
     *out = r;
     return MM_OK;
+}
+
+enum mm_status mm_request_create(const struct mm_request_params *p, int32_t *ids, int64_t n_ids,
+                                 float *tiles, int64_t n_tiles, struct mm_request **out,
+                                 struct mm_err *err)
+{
+    return create(p, ids, n_ids, tiles, NULL, n_tiles, out, err);
+}
+
+enum mm_status mm_request_create_pixels(const struct mm_request_params *p, int32_t *ids,
+                                        int64_t n_ids, uint8_t *pixels, int64_t n_tiles,
+                                        struct mm_request **out, struct mm_err *err)
+{
+    return create(p, ids, n_ids, NULL, pixels, n_tiles, out, err);
 }
 
 void mm_request_ref(struct mm_request *r) { atomic_fetch_add(&r->refs, 1); }
@@ -377,6 +399,22 @@ const float *mm_request_tiles(const struct mm_request *r, int64_t *n_tiles)
     return r->tiles;
 }
 
+const uint8_t *mm_request_pixels(const struct mm_request *r, int64_t *n_tiles)
+{
+    *n_tiles = r->n_tiles;
+    return r->pixels;
+}
+
+const float *mm_request_tiles_f32(const struct mm_request *r, int64_t first, int64_t count,
+                                  int64_t tile_size, float *scratch)
+{
+    const size_t tile_floats = 3 * (size_t)tile_size * (size_t)tile_size;
+    if (r->tiles)
+        return r->tiles + (size_t)first * tile_floats;
+    mm_image_tiles_unpack(r->pixels + (size_t)first * tile_floats, count, tile_size, scratch);
+    return scratch;
+}
+
 void mm_request_set_seed(struct mm_request *r, uint64_t seed) { r->p.sample.seed = seed; }
 
 void mm_request_set_tile_digests(struct mm_request *r, uint64_t *digests, int64_t tile_floats)
@@ -397,8 +435,8 @@ enum mm_status mm_request_state_keys(const struct mm_request *cr, int64_t tile_f
     if (!r->keys_done) {
         const uint64_t *dg =
             r->digests && r->digests_tile_floats == tile_floats ? r->digests : NULL;
-        st = mm_state_keys_digested(r->ids, r->n_ids, r->tiles, dg, r->n_tiles, tile_floats, img_id,
-                                    tokens_per_tile, &r->keys, err);
+        st = mm_state_keys_digested(r->ids, r->n_ids, r->tiles, r->pixels, dg, r->n_tiles,
+                                    tile_floats, img_id, tokens_per_tile, &r->keys, err);
         if (st == MM_OK && !(r->ph = malloc((size_t)r->n_ids * sizeof *r->ph))) {
             free(r->keys);
             r->keys = NULL;

@@ -128,6 +128,16 @@ void mm_request_set_tile_digests(struct mm_request *r, uint64_t *digests, int64_
 enum mm_status mm_request_create(const struct mm_request_params *p, int32_t *ids, int64_t n_ids,
                                  float *tiles, int64_t n_tiles, struct mm_request **out,
                                  struct mm_err *err);
+/* The same with the tiles as their 8-bit pixels (pixels [n_tiles][3][S][S],
+ * as mm_image_preprocess_pixels makes them; a quarter of the memory): the
+ * scheduler normalises a prefill chunk's tiles just before the step that
+ * embeds them (never those a state-cache hit covers), into exactly the
+ * floats mm_image_preprocess would have given, and the state-cache keys
+ * are the same. The HTTP layer's form; the float one is for tiles that are
+ * not 8-bit pixels (`generate --tiles`, tests). */
+enum mm_status mm_request_create_pixels(const struct mm_request_params *p, int32_t *ids,
+                                        int64_t n_ids, uint8_t *pixels, int64_t n_tiles,
+                                        struct mm_request **out, struct mm_err *err);
 
 /* Reference counting; the last release frees everything (events not yet
  * taken included). Any thread. */

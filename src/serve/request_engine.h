@@ -22,7 +22,15 @@ bool mm_request_submitted(const struct mm_request *r);
  * stop strings and ids point into the request's own copies). */
 const struct mm_request_params *mm_request_params_of(const struct mm_request *r);
 const int32_t *mm_request_prompt(const struct mm_request *r, int64_t *n);
+/* Its tiles in the form they were given: floats (mm_request_create) or
+ * 8-bit pixels (mm_request_create_pixels); the other is NULL. */
 const float *mm_request_tiles(const struct mm_request *r, int64_t *n_tiles);
+const uint8_t *mm_request_pixels(const struct mm_request *r, int64_t *n_tiles);
+/* Tiles first..first+count-1 as normalised floats: the request's own when
+ * it holds floats, else scratch (room for count tiles of S = tile_size)
+ * filled from the pixels. */
+const float *mm_request_tiles_f32(const struct mm_request *r, int64_t first, int64_t count,
+                                  int64_t tile_size, float *scratch);
 /* The seed the engine draws with (params' when has_seed, else set at submission). */
 void mm_request_set_seed(struct mm_request *r, uint64_t seed);
 

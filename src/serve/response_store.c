@@ -55,21 +55,17 @@ struct mm_response_image {
 static bool image_digest(struct mm_response_image *im, const float *tiles)
 {
     const size_t tile_floats = 3 * (size_t)im->tile_size * (size_t)im->tile_size;
-    float *one = tiles ? NULL : malloc(tile_floats * sizeof *one);
     im->digests = malloc((size_t)im->n_tiles * 2 * sizeof *im->digests);
-    if ((!tiles && !one) || !im->digests) {
-        free(one);
-        free(im->digests);
-        im->digests = NULL;
+    if (!im->digests)
         return false;
-    }
     for (int64_t t = 0; t < im->n_tiles; t++) {
-        const float *tile = tiles ? tiles + (size_t)t * tile_floats : one;
-        if (!tiles)
-            mm_image_tiles_unpack(im->pixels + (size_t)t * tile_floats, 1, im->tile_size, one);
-        mm_state_tile_digest(tile, (int64_t)tile_floats, im->digests + 2 * t);
+        if (tiles)
+            mm_state_tile_digest(tiles + (size_t)t * tile_floats, (int64_t)tile_floats,
+                                 im->digests + 2 * t);
+        else
+            mm_state_tile_digest_pixels(im->pixels + (size_t)t * tile_floats,
+                                        (int64_t)tile_floats, im->digests + 2 * t);
     }
-    free(one);
     return true;
 }
 
@@ -105,6 +101,34 @@ enum mm_status mm_response_image_create(const float *tiles, int64_t n_tiles, int
     return MM_OK;
 }
 
+enum mm_status mm_response_image_create_pixels(const uint8_t *pixels, int64_t n_tiles,
+                                               int64_t tile_size, struct mm_response_image **out,
+                                               struct mm_err *err)
+{
+    *out = NULL;
+    size_t bytes;
+    if (n_tiles < 1 || tile_size < 1 ||
+        !mm_size_mul((size_t)n_tiles * 3, (size_t)tile_size * (size_t)tile_size, &bytes))
+        return mm_err_set(err, MM_ERR_INVALID, "bad image size");
+    struct mm_response_image *im = calloc(1, sizeof *im);
+    if (!im || !(im->pixels = malloc(bytes))) {
+        free(im);
+        return mm_err_set(err, MM_ERR_NOMEM, "out of memory for a stored image");
+    }
+    memcpy(im->pixels, pixels, bytes);
+    atomic_init(&im->refs, 1);
+    im->n_tiles = n_tiles;
+    im->tile_size = tile_size;
+    im->bytes = bytes;
+    if (!image_digest(im, NULL)) {
+        free(im->pixels);
+        free(im);
+        return mm_err_set(err, MM_ERR_NOMEM, "out of memory for a stored image");
+    }
+    *out = im;
+    return MM_OK;
+}
+
 void mm_response_image_ref(struct mm_response_image *im) { atomic_fetch_add(&im->refs, 1); }
 
 void mm_response_image_release(struct mm_response_image *im)
@@ -126,6 +150,11 @@ const uint64_t *mm_response_image_digests(const struct mm_response_image *im)
 void mm_response_image_unpack(const struct mm_response_image *im, float *out)
 {
     mm_image_tiles_unpack(im->pixels, im->n_tiles, im->tile_size, out);
+}
+
+void mm_response_image_pixels(const struct mm_response_image *im, uint8_t *out)
+{
+    memcpy(out, im->pixels, im->bytes);
 }
 
 /* ---- responses -------------------------------------------------------------------- */

@@ -47,6 +47,11 @@ struct mm_response_image;
  * reference, the caller's. tiles is only read. */
 enum mm_status mm_response_image_create(const float *tiles, int64_t n_tiles, int64_t tile_size,
                                         struct mm_response_image **out, struct mm_err *err);
+/* The same from the 8-bit pixels (pixels [n][3][S][S], as
+ * mm_image_preprocess_pixels made them; copied). */
+enum mm_status mm_response_image_create_pixels(const uint8_t *pixels, int64_t n_tiles,
+                                               int64_t tile_size, struct mm_response_image **out,
+                                               struct mm_err *err);
 void mm_response_image_ref(struct mm_response_image *im);
 void mm_response_image_release(struct mm_response_image *im); /* NULL is fine */
 int64_t mm_response_image_tiles(const struct mm_response_image *im);
@@ -57,6 +62,8 @@ int64_t mm_response_image_tiles(const struct mm_response_image *im);
  * state-cache keys of a request carrying it (mm_request_set_tile_digests). */
 const uint64_t *mm_response_image_digests(const struct mm_response_image *im);
 void mm_response_image_unpack(const struct mm_response_image *im, float *out);
+/* Copies its 8-bit pixels to out [tiles][3][S][S] (what unpack normalises). */
+void mm_response_image_pixels(const struct mm_response_image *im, uint8_t *out);
 
 /* ---- responses -------------------------------------------------------------------- */
 

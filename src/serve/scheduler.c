@@ -65,7 +65,6 @@ struct job {
     const struct mm_request_params *p;
     const int32_t *prompt;
     int64_t n_prompt;
-    const float *tiles;
     int64_t n_tiles;
     int64_t max_gen; /* per choice: max_tokens and the context */
     struct choice *ch;
@@ -142,6 +141,7 @@ struct mm_scheduler {
     struct job **touched;
     int64_t n_touched, cap_touched;
     struct mm_seq_step *steps;                       /* [max_seqs] */
+    float *tile_buf; /* [opt.max_tiles][3][S][S]: a step's tiles normalised from pixels */
     struct owner *owners;                            /* [max_seqs] */
     struct mm_engine_sample *samples;                /* [max_seqs] */
     struct run *sowners;                             /* [max_seqs]: job and choice of each sample */
@@ -975,7 +975,12 @@ static void step(struct mm_scheduler *s)
             .slot = pf->slot,
             .ids = pf->ids + pf->done,
             .n = pf->chunk,
-            .tiles = pf->chunk_tiles ? pf->job->tiles + (size_t)pf->tiles_done * tile_floats : NULL,
+            /* normalised here, from pixels: tiles a state-cache hit covers never are */
+            .tiles = pf->chunk_tiles ? mm_request_tiles_f32(pf->job->r, pf->tiles_done,
+                                                            pf->chunk_tiles,
+                                                            e->cfg.force_image_size,
+                                                            s->tile_buf + (size_t)tiles * tile_floats)
+                                     : NULL,
             .n_tiles = pf->chunk_tiles,
             .text_only = pf->done >= pf->n_prompt,
         };
@@ -1223,6 +1228,9 @@ enum mm_status mm_scheduler_create(struct mm_engine *e, const struct mm_tokenize
     s->outs = calloc(ms, sizeof *s->outs);
     s->fail_jobs = calloc(ms, sizeof *s->fail_jobs);
     s->snaps = calloc(ms, sizeof *s->snaps);
+    const size_t side = (size_t)e->cfg.force_image_size;
+    if (e->opt.max_tiles > 0) /* pages are touched by the first step with pixels */
+        s->tile_buf = malloc((size_t)e->opt.max_tiles * 3 * side * side * sizeof *s->tile_buf);
     s->host = o->state_cache;
     s->gpu_tier = o->state_cache_gpu;
     { /* the snapshot format: two engines agreeing on these read each other's */
@@ -1241,7 +1249,7 @@ enum mm_status mm_scheduler_create(struct mm_engine *e, const struct mm_tokenize
     }
     enum mm_status st = MM_OK;
     if (!s->pre || !s->run || !s->steps || !s->owners || !s->samples || !s->sowners || !s->outs ||
-        !s->fail_jobs || !s->snaps)
+        !s->fail_jobs || !s->snaps || (e->opt.max_tiles > 0 && !s->tile_buf))
         st = mm_err_set(err, MM_ERR_NOMEM, "out of memory");
     if (st == MM_OK)
         st = mm_metrics_create(s->max_model_len, &s->m, err);
@@ -1348,8 +1356,9 @@ static enum mm_status prompt_keys(const struct mm_scheduler *s, const struct mm_
     int64_t n, n_tiles; /* computed for other parameters: this engine's own */
     const int32_t *ids = mm_request_prompt(r, &n);
     const float *tiles = mm_request_tiles(r, &n_tiles);
-    if ((st = mm_state_keys(ids, n, tiles, n_tiles, tile_floats, img_id, cfg->tokens_per_tile,
-                            own_keys, err)) != MM_OK)
+    const uint8_t *pixels = mm_request_pixels(r, &n_tiles);
+    if ((st = mm_state_keys_digested(ids, n, tiles, pixels, NULL, n_tiles, tile_floats, img_id,
+                                     cfg->tokens_per_tile, own_keys, err)) != MM_OK)
         return st;
     if (!(*own_ph = malloc((size_t)(n > 0 ? n : 1) * sizeof **own_ph))) {
         free(*own_keys);
@@ -1412,7 +1421,7 @@ enum mm_status mm_scheduler_submit(struct mm_scheduler *s, struct mm_request *r,
     j->r = r;
     j->p = p;
     j->prompt = mm_request_prompt(r, &j->n_prompt);
-    j->tiles = mm_request_tiles(r, &j->n_tiles);
+    mm_request_tiles(r, &j->n_tiles);
     if (s->host &&
         (st = prompt_keys(s, r, &j->keys, &j->ph, &j->own_keys, &j->own_ph, err)) != MM_OK) {
         free_job(j);
@@ -1541,6 +1550,7 @@ void mm_scheduler_free(struct mm_scheduler *s, int64_t timeout_ms)
     free(s->run);
     free(s->touched);
     free(s->steps);
+    free(s->tile_buf);
     free(s->owners);
     free(s->samples);
     free(s->sowners);

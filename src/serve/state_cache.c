@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "model/image_preprocess.h"
 
 /* Image keys carry the top bit; text keys are ids (< 2^31): never equal. */
 #define IMAGE_KEY_BIT (1ull << 63)
@@ -64,16 +65,54 @@ void mm_state_tile_digest(const float *tile, int64_t n_floats, uint64_t d[2])
     d[1] = fmix64(b + bytes);
 }
 
+void mm_state_tile_digest_pixels(const uint8_t *pixels, int64_t n_values, uint64_t d[2])
+{
+    /* the very bytes mm_state_tile_digest reads from the normalised tile,
+     * made a block at a time (blocks of whole 8-byte words) */
+    float lut[3][256], block[1024];
+    mm_image_norm_lut(lut);
+    uint64_t a = 0x243F6A8885A308D3ull, b = 0x13198A2E03707344ull;
+    const size_t n = (size_t)n_values, plane = n / 3, bytes = n * sizeof(float);
+    size_t c = 0, next = plane; /* the channel of value at, where the next one starts */
+    for (size_t at = 0; at < n; at += 1024) {
+        const size_t m = n - at < 1024 ? n - at : 1024;
+        for (size_t i = 0; i < m; i++) {
+            while (at + i >= next && c < 2) {
+                c++;
+                next += plane;
+            }
+            block[i] = lut[c][pixels[at + i]];
+        }
+        const unsigned char *p = (const unsigned char *)block;
+        const size_t len = m * sizeof(float);
+        size_t i = 0;
+        for (; i + 8 <= len; i += 8) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            a = (a ^ w) * 0x9E3779B97F4A7C15ull;
+            a ^= a >> 29;
+            b = (b + w) * 0xD6E8FEB86659FD93ull;
+            b ^= b >> 31;
+        }
+        for (; i < len; i++) { /* the last block only (every other is whole words) */
+            a = (a ^ p[i]) * 0x9E3779B97F4A7C15ull;
+            b = (b + p[i]) * 0xD6E8FEB86659FD93ull;
+        }
+    }
+    d[0] = fmix64(a ^ bytes);
+    d[1] = fmix64(b + bytes);
+}
+
 enum mm_status mm_state_keys(const int32_t *ids, int64_t n_ids, const float *tiles, int64_t n_tiles,
                              int64_t tile_floats, int32_t img_id, int64_t tokens_per_tile,
                              uint64_t **out, struct mm_err *err)
 {
-    return mm_state_keys_digested(ids, n_ids, tiles, NULL, n_tiles, tile_floats, img_id,
+    return mm_state_keys_digested(ids, n_ids, tiles, NULL, NULL, n_tiles, tile_floats, img_id,
                                   tokens_per_tile, out, err);
 }
 
 enum mm_status mm_state_keys_digested(const int32_t *ids, int64_t n_ids, const float *tiles,
-                                      const uint64_t *digests, int64_t n_tiles, int64_t tile_floats,
+                                      const uint8_t *pixels, const uint64_t *digests, int64_t n_tiles, int64_t tile_floats,
                                       int32_t img_id, int64_t tokens_per_tile, uint64_t **out,
                                       struct mm_err *err)
 {
@@ -88,13 +127,15 @@ enum mm_status mm_state_keys_digested(const int32_t *ids, int64_t n_ids, const f
             continue;
         }
         if (off == tokens_per_tile) { /* the next tile starts here */
-            if (++tile >= n_tiles || (!tiles && !digests)) {
+            if (++tile >= n_tiles || (!tiles && !pixels && !digests)) {
                 free(k);
                 return mm_err_set(err, MM_ERR_INVALID, "state keys: more image runs than tiles");
             }
             if (digests) {
                 d[0] = digests[2 * tile];
                 d[1] = digests[2 * tile + 1];
+            } else if (pixels) {
+                mm_state_tile_digest_pixels(pixels + tile * tile_floats, tile_floats, d);
             } else {
                 mm_state_tile_digest(tiles + tile * tile_floats, tile_floats, d);
             }

@@ -48,13 +48,18 @@ enum mm_status mm_state_keys(const int32_t *ids, int64_t n_ids, const float *til
                              uint64_t **out, struct mm_err *err);
 /* The same with each tile's pixel digest given (digests [n_tiles][2], as
  * mm_state_tile_digest makes them; tiles is then not read): for a caller
- * that keeps the digests of images it has seen before. NULL: hashed. */
+ * that keeps the digests of images it has seen before. NULL: hashed, from
+ * tiles, or from pixels (tiles NULL: the 8-bit pixels the tiles are
+ * normalised from, mm_image_preprocess_pixels; the same keys). */
 enum mm_status mm_state_keys_digested(const int32_t *ids, int64_t n_ids, const float *tiles,
-                                      const uint64_t *digests, int64_t n_tiles, int64_t tile_floats,
+                                      const uint8_t *pixels, const uint64_t *digests, int64_t n_tiles, int64_t tile_floats,
                                       int32_t img_id, int64_t tokens_per_tile, uint64_t **out,
                                       struct mm_err *err);
 /* The 128-bit digest of one tile's pixels that image keys are made from. */
 void mm_state_tile_digest(const float *tile, int64_t n_floats, uint64_t d[2]);
+/* The same digest from the tile's 8-bit pixels (n_values = 3 * S * S, CHW):
+ * equal to mm_state_tile_digest of the tile mm_image_tiles_unpack makes. */
+void mm_state_tile_digest_pixels(const uint8_t *pixels, int64_t n_values, uint64_t d[2]);
 /* The key of a text position (also generated ids: always text). */
 uint64_t mm_state_text_key(int32_t id);
 /* out[i] = hash of keys[0..i] (n hashes). */
