@@ -174,12 +174,12 @@ START_TEST(test_tiles_for_request_budget)
     struct mm_image_tiles t;
     struct mm_err err;
     int64_t used = 0;
-    ck_assert_int_eq(mm_image_tiles_for_request(&img, &p, &lim, &used, &t, &err), MM_OK);
+    ck_assert_int_eq(mm_image_tiles_for_request(&img, &p, &lim, &used, false, &t, &err), MM_OK);
     ck_assert_int_eq(used, 41);
     ck_assert_int_eq(t.count, 41);
     mm_image_tiles_free(&t);
     /* a second such image would pass the budget: refused, nothing charged or allocated */
-    ck_assert_int_eq(mm_image_tiles_for_request(&img, &p, &lim, &used, &t, &err), MM_ERR_LIMIT);
+    ck_assert_int_eq(mm_image_tiles_for_request(&img, &p, &lim, &used, false, &t, &err), MM_ERR_LIMIT);
     ck_assert_int_eq(used, 41);
     ck_assert_ptr_null(t.data);
     mm_image_tiles_free(&t);
@@ -229,6 +229,43 @@ START_TEST(test_tiles_pack_round_trip)
 }
 END_TEST
 
+/* The 8-bit form: the same tiles (grid, count, thumbnail) as their pixels,
+ * which unpack to exactly the floats mm_image_preprocess writes, through
+ * either entry point; the LUT is those floats. */
+START_TEST(test_preprocess_pixels)
+{
+    struct mm_image img = mm_test_image(3, 900, 5);
+    const struct mm_image_params p = {
+        .tile_size = 16, .min_tiles = 1, .max_tiles = 6, .use_thumbnail = true};
+    struct mm_image_tiles f, px, rq;
+    struct mm_err err;
+    ck_assert_int_eq(mm_image_preprocess(&img, &p, &f, &err), MM_OK);
+    ck_assert_int_eq(mm_image_preprocess_pixels(&img, &p, &px, &err), MM_OK);
+    ck_assert_ptr_null(px.data);
+    ck_assert_int_eq(px.count, f.count);
+    ck_assert_int_eq(px.grid.cols, f.grid.cols);
+    ck_assert_int_eq(px.grid.rows, f.grid.rows);
+    const size_t n = (size_t)f.count * 3 * 16 * 16;
+    float *back = malloc(n * sizeof *back);
+    mm_image_tiles_unpack(px.pixels, px.count, 16, back);
+    ck_assert_int_eq(memcmp(back, f.data, n * sizeof *back), 0);
+    int64_t used = 0;
+    ck_assert_int_eq(mm_image_tiles_for_request(&img, &p, NULL, &used, true, &rq, &err), MM_OK);
+    ck_assert_int_eq(used, f.count);
+    ck_assert_ptr_null(rq.data);
+    ck_assert_int_eq(memcmp(rq.pixels, px.pixels, n), 0);
+    float lut[3][256];
+    mm_image_norm_lut(lut);
+    for (size_t i = 0; i < n; i++)
+        ck_assert(lut[i / (16 * 16) % 3][px.pixels[i]] == f.data[i]);
+    free(back);
+    mm_image_tiles_free(&rq);
+    mm_image_tiles_free(&px);
+    mm_image_tiles_free(&f);
+    mm_image_free(&img);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("model/image_preprocess");
@@ -241,6 +278,7 @@ int main(void)
     tcase_add_test(tc, test_preprocess_small_tiles_extreme_aspect);
     tcase_add_test(tc, test_tiles_for_request_budget);
     tcase_add_test(tc, test_tiles_pack_round_trip);
+    tcase_add_test(tc, test_preprocess_pixels);
     suite_add_tcase(s, tc);
     return mm_test_run(s);
 }

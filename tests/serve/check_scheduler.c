@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "base/log.h"
+#include "model/image_preprocess.h"
 #include "model/synthetic.h"
 #include "serve/detokenizer.h"
 #include "testutil.h"
@@ -331,6 +332,57 @@ static void run_against_reference(int p, int N, int64_t budget, size_t kv_memory
     free(r);
     free(res);
 }
+
+/* Requests carrying 8-bit pixels (mm_request_create_pixels), several at
+ * once so that one step normalises tiles of two prefills into the scratch
+ * buffer, whole or in chunks: each == the oracle fed the floats
+ * mm_image_tiles_unpack gives (what mm_image_preprocess would have made). */
+START_TEST(test_pixel_tiles)
+{
+    const int p = _i % 2 ? HYBRID : LINEAR;
+    struct mm_engine *ref = open_engine(p, 1, 0);
+    struct mm_engine *e = open_engine(p, 8, 0);
+    const int64_t tpt = e->cfg.tokens_per_tile, side = e->cfg.force_image_size;
+    struct mm_scheduler *s = start(e, NULL, _i / 2 ? tpt + 8 : 0, 64);
+    enum { N = 6 };
+    struct prompt pr[N];
+    struct mm_request *r[N];
+    struct result *res = malloc(sizeof *res);
+    int32_t want[16];
+    struct mm_err err;
+    const size_t tile_px = 3 * (size_t)side * (size_t)side;
+    for (int i = 0; i < N; i++) {
+        pr[i] = make_prompt(&e->cfg, 5 + 3 * i, i % 3 == 2 ? 0 : 1 + i % 2, (uint32_t)(40 + i));
+        uint8_t *px = NULL;
+        if (pr[i].n_tiles) { /* pixels; the prompt's floats become what they normalise to */
+            px = malloc((size_t)pr[i].n_tiles * tile_px);
+            uint32_t x = (uint32_t)(7 + i);
+            for (size_t k = 0; k < (size_t)pr[i].n_tiles * tile_px; k++)
+                px[k] = (uint8_t)(lcg(&x) >> 4);
+            mm_image_tiles_unpack(px, pr[i].n_tiles, side, pr[i].tiles);
+        }
+        int32_t *ids = malloc((size_t)pr[i].n * sizeof *ids);
+        memcpy(ids, pr[i].ids, (size_t)pr[i].n * sizeof *ids);
+        const struct mm_request_params par = greedy(6 + i);
+        ck_assert_int_eq(mm_request_create_pixels(&par, ids, pr[i].n, px, pr[i].n_tiles, &r[i], &err),
+                         MM_OK);
+        ck_assert_msg(mm_scheduler_submit(s, r[i], &err) == MM_OK, "%s", err.msg);
+    }
+    for (int i = 0; i < N; i++) {
+        collect(r[i], res);
+        ck_assert_int_eq(res->ch[0].n, 6 + i);
+        reference_greedy(ref, &pr[i], 6 + i, want);
+        ck_assert_mem_eq(res->ch[0].ids, want, (size_t)(6 + i) * sizeof *want);
+        mm_request_release(r[i]);
+        free_prompt(&pr[i]);
+    }
+    assert_all_free(s);
+    mm_scheduler_free(s, 1000);
+    mm_engine_close(e);
+    mm_engine_close(ref);
+    free(res);
+}
+END_TEST
 
 START_TEST(test_concurrent_equals_sequential)
 {
@@ -1141,6 +1193,7 @@ int main(void)
     tcase_add_loop_test(tc, test_n_choices, 0, 2);
     tcase_add_test(tc, test_long_prefill_does_not_stall_decodes);
     tcase_add_test(tc, test_cancellation);
+    tcase_add_loop_test(tc, test_pixel_tiles, 0, 4);
     tcase_add_test(tc, test_full_slots_and_queue);
     tcase_add_test(tc, test_stops_and_text);
     tcase_add_test(tc, test_eos);

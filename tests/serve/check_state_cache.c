@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "engine/cuda_backend.h"
+#include "model/image_preprocess.h"
 #include "model/synthetic.h"
 #include "serve/scheduler.h"
 #include "testutil.h"
@@ -1054,6 +1055,45 @@ START_TEST(test_keys)
 }
 END_TEST
 
+/* Keys from 8-bit pixels are the keys of the floats they normalise to:
+ * the digest over every size (odd planes, words across channels, a last
+ * partial block), and whole prompts. */
+START_TEST(test_keys_from_pixels)
+{
+    const int64_t sides[] = {1, 3, 5, 16, 19, 37, 448};
+    for (size_t k = 0; k < sizeof sides / sizeof *sides; k++) {
+        const int64_t S = sides[k], n = 3 * S * S;
+        uint8_t *px = malloc((size_t)n);
+        float *f = malloc((size_t)n * sizeof *f);
+        for (int64_t i = 0; i < n; i++)
+            px[i] = (uint8_t)(i * 131 + k * 7 + (i >> 9));
+        mm_image_tiles_unpack(px, 1, S, f);
+        uint64_t a[2], b[2];
+        mm_state_tile_digest(f, n, a);
+        mm_state_tile_digest_pixels(px, n, b);
+        ck_assert_msg(a[0] == b[0] && a[1] == b[1], "tile side %lld", (long long)S);
+        free(px);
+        free(f);
+    }
+    enum { S = 4, TF = 3 * S * S, TPT = 4 };
+    const int32_t img = 9;
+    const int32_t ids[] = {1, 2, img, img, img, img, img, img, img, img, 3};
+    uint8_t px[2 * TF];
+    float f[2 * TF];
+    for (int i = 0; i < 2 * TF; i++)
+        px[i] = (uint8_t)(i * 37);
+    mm_image_tiles_unpack(px, 2, S, f);
+    uint64_t *a, *b;
+    struct mm_err err;
+    ck_assert_int_eq(mm_state_keys(ids, 11, f, 2, TF, img, TPT, &a, &err), MM_OK);
+    ck_assert_int_eq(mm_state_keys_digested(ids, 11, NULL, px, NULL, 2, TF, img, TPT, &b, &err),
+                     MM_OK);
+    ck_assert_mem_eq(a, b, 11 * sizeof *a);
+    free(a);
+    free(b);
+}
+END_TEST
+
 static bool have_gpu(void)
 {
     struct mm_backend b;
@@ -1075,6 +1115,7 @@ int main(void)
     tcase_set_timeout(tc, 900);
     tcase_add_unchecked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_keys);
+    tcase_add_test(tc, test_keys_from_pixels);
     tcase_add_test(tc, test_host_tier_pins_and_bounds);
     tcase_add_test(tc, test_disk_tier);
     tcase_add_test(tc, test_disk_writer_race);
