@@ -76,12 +76,18 @@ void mm_state_tile_digest_pixels(const uint8_t *pixels, int64_t n_values, uint64
     size_t c = 0, next = plane; /* the channel of value at, where the next one starts */
     for (size_t at = 0; at < n; at += 1024) {
         const size_t m = n - at < 1024 ? n - at : 1024;
-        for (size_t i = 0; i < m; i++) {
-            while (at + i >= next && c < 2) {
+        for (size_t i = 0; i < m;) { /* runs of one channel */
+            if (at + i >= next && c < 2) {
                 c++;
                 next += plane;
+                continue;
             }
-            block[i] = lut[c][pixels[at + i]];
+            const size_t run = c < 2 && next - (at + i) < m - i ? next - (at + i) : m - i;
+            const float *l = lut[c];
+            const uint8_t *src = pixels + at + i;
+            for (size_t k = 0; k < run; k++)
+                block[i + k] = l[src[k]];
+            i += run;
         }
         const unsigned char *p = (const unsigned char *)block;
         const size_t len = m * sizeof(float);
