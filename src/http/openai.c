@@ -546,9 +546,9 @@ static void start_generation(struct mm_http_exchange *ex, bool chat, const struc
         }
         rp.max_tokens = max_tokens;
         struct mm_request *r;
-        enum mm_status st = mm_request_create_pixels(&rp, prompts[i].ids.ids, prompts[i].ids.n,
-                                                     prompts[i].tiles, prompts[i].n_tiles, &r,
-                                                     &err);
+        enum mm_status st =
+            mm_request_create_pixels(&rp, prompts[i].ids.ids, prompts[i].ids.n, prompts[i].tiles,
+                                     prompts[i].n_tiles, &r, &err);
         prompts[i].ids = (struct mm_tokens){0}; /* owned by the request now */
         prompts[i].tiles = NULL;
         prompts[i].n_tiles = 0;

@@ -52,9 +52,9 @@ struct mm_tile_grid {
  * mm_image_tiles_free. Tiles are row-major over the grid, thumbnail last. */
 struct mm_image_tiles {
     struct mm_tile_grid grid;
-    int64_t count; /* cols * rows, + 1 with a thumbnail */
-    int64_t size;  /* S */
-    float *data;   /* [count][3][S][S], normalised (mm_image_preprocess), or NULL */
+    int64_t count;   /* cols * rows, + 1 with a thumbnail */
+    int64_t size;    /* S */
+    float *data;     /* [count][3][S][S], normalised (mm_image_preprocess), or NULL */
     uint8_t *pixels; /* [count][3][S][S], the 8-bit pixels data would be normalised
                         from (mm_image_preprocess_pixels), or NULL */
 };

@@ -36,8 +36,8 @@ struct mm_request {
     int32_t *stop_ids;
     int32_t *ids;
     int64_t n_ids;
-    float *tiles;     /* [n_tiles][3][S][S] normalised, or NULL */
-    uint8_t *pixels;  /* [n_tiles][3][S][S] 8-bit, or NULL (one of the two with tiles) */
+    float *tiles;    /* [n_tiles][3][S][S] normalised, or NULL */
+    uint8_t *pixels; /* [n_tiles][3][S][S] 8-bit, or NULL (one of the two with tiles) */
     int64_t n_tiles;
     /* channel */
     pthread_mutex_t mu;

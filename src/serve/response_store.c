@@ -63,8 +63,8 @@ static bool image_digest(struct mm_response_image *im, const float *tiles)
             mm_state_tile_digest(tiles + (size_t)t * tile_floats, (int64_t)tile_floats,
                                  im->digests + 2 * t);
         else
-            mm_state_tile_digest_pixels(im->pixels + (size_t)t * tile_floats,
-                                        (int64_t)tile_floats, im->digests + 2 * t);
+            mm_state_tile_digest_pixels(im->pixels + (size_t)t * tile_floats, (int64_t)tile_floats,
+                                        im->digests + 2 * t);
     }
     return true;
 }

@@ -140,9 +140,9 @@ struct mm_scheduler {
     int32_t free_slots;
     struct job **touched;
     int64_t n_touched, cap_touched;
-    struct mm_seq_step *steps;                       /* [max_seqs] */
-    float *tile_buf; /* [opt.max_tiles][3][S][S]: a step's tiles normalised from pixels */
-    struct owner *owners;                            /* [max_seqs] */
+    struct mm_seq_step *steps; /* [max_seqs] */
+    float *tile_buf;           /* [opt.max_tiles][3][S][S]: a step's tiles normalised from pixels */
+    struct owner *owners;      /* [max_seqs] */
     struct mm_engine_sample *samples;                /* [max_seqs] */
     struct run *sowners;                             /* [max_seqs]: job and choice of each sample */
     struct mm_sample_out *outs;                      /* [max_seqs] */
@@ -976,11 +976,11 @@ static void step(struct mm_scheduler *s)
             .ids = pf->ids + pf->done,
             .n = pf->chunk,
             /* normalised here, from pixels: tiles a state-cache hit covers never are */
-            .tiles = pf->chunk_tiles ? mm_request_tiles_f32(pf->job->r, pf->tiles_done,
-                                                            pf->chunk_tiles,
-                                                            e->cfg.force_image_size,
-                                                            s->tile_buf + (size_t)tiles * tile_floats)
-                                     : NULL,
+            .tiles = pf->chunk_tiles
+                         ? mm_request_tiles_f32(pf->job->r, pf->tiles_done, pf->chunk_tiles,
+                                                e->cfg.force_image_size,
+                                                s->tile_buf + (size_t)tiles * tile_floats)
+                         : NULL,
             .n_tiles = pf->chunk_tiles,
             .text_only = pf->done >= pf->n_prompt,
         };

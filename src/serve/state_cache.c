@@ -118,9 +118,9 @@ enum mm_status mm_state_keys(const int32_t *ids, int64_t n_ids, const float *til
 }
 
 enum mm_status mm_state_keys_digested(const int32_t *ids, int64_t n_ids, const float *tiles,
-                                      const uint8_t *pixels, const uint64_t *digests, int64_t n_tiles, int64_t tile_floats,
-                                      int32_t img_id, int64_t tokens_per_tile, uint64_t **out,
-                                      struct mm_err *err)
+                                      const uint8_t *pixels, const uint64_t *digests,
+                                      int64_t n_tiles, int64_t tile_floats, int32_t img_id,
+                                      int64_t tokens_per_tile, uint64_t **out, struct mm_err *err)
 {
     uint64_t *k = malloc((size_t)(n_ids > 0 ? n_ids : 1) * sizeof *k);
     if (!k)

@@ -52,9 +52,9 @@ enum mm_status mm_state_keys(const int32_t *ids, int64_t n_ids, const float *til
  * tiles, or from pixels (tiles NULL: the 8-bit pixels the tiles are
  * normalised from, mm_image_preprocess_pixels; the same keys). */
 enum mm_status mm_state_keys_digested(const int32_t *ids, int64_t n_ids, const float *tiles,
-                                      const uint8_t *pixels, const uint64_t *digests, int64_t n_tiles, int64_t tile_floats,
-                                      int32_t img_id, int64_t tokens_per_tile, uint64_t **out,
-                                      struct mm_err *err);
+                                      const uint8_t *pixels, const uint64_t *digests,
+                                      int64_t n_tiles, int64_t tile_floats, int32_t img_id,
+                                      int64_t tokens_per_tile, uint64_t **out, struct mm_err *err);
 /* The 128-bit digest of one tile's pixels that image keys are made from. */
 void mm_state_tile_digest(const float *tile, int64_t n_floats, uint64_t d[2]);
 /* The same digest from the tile's 8-bit pixels (n_values = 3 * S * S, CHW):

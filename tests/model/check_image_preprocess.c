@@ -179,7 +179,8 @@ START_TEST(test_tiles_for_request_budget)
     ck_assert_int_eq(t.count, 41);
     mm_image_tiles_free(&t);
     /* a second such image would pass the budget: refused, nothing charged or allocated */
-    ck_assert_int_eq(mm_image_tiles_for_request(&img, &p, &lim, &used, false, &t, &err), MM_ERR_LIMIT);
+    ck_assert_int_eq(mm_image_tiles_for_request(&img, &p, &lim, &used, false, &t, &err),
+                     MM_ERR_LIMIT);
     ck_assert_int_eq(used, 41);
     ck_assert_ptr_null(t.data);
     mm_image_tiles_free(&t);

@@ -364,8 +364,8 @@ START_TEST(test_pixel_tiles)
         int32_t *ids = malloc((size_t)pr[i].n * sizeof *ids);
         memcpy(ids, pr[i].ids, (size_t)pr[i].n * sizeof *ids);
         const struct mm_request_params par = greedy(6 + i);
-        ck_assert_int_eq(mm_request_create_pixels(&par, ids, pr[i].n, px, pr[i].n_tiles, &r[i], &err),
-                         MM_OK);
+        ck_assert_int_eq(
+            mm_request_create_pixels(&par, ids, pr[i].n, px, pr[i].n_tiles, &r[i], &err), MM_OK);
         ck_assert_msg(mm_scheduler_submit(s, r[i], &err) == MM_OK, "%s", err.msg);
     }
     for (int i = 0; i < N; i++) {
