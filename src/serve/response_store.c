@@ -50,14 +50,46 @@ struct mm_response_image {
     uint64_t *digests; /* [n_tiles][2] mm_state_tile_digest of the unpacked tiles */
 };
 
-/* The tiles' digests: of `tiles` (what was packed: they unpack to the same
- * floats), or of the unpacked pixels when NULL. */
-static bool image_digest(struct mm_response_image *im, const float *tiles)
+/* *out: a new image of n_tiles tiles of tile_size, its pixels not yet
+ * filled in. */
+static enum mm_status image_alloc(int64_t n_tiles, int64_t tile_size,
+                                  struct mm_response_image **out, struct mm_err *err)
+{
+    size_t bytes;
+    if (n_tiles < 1 || tile_size < 1 ||
+        !mm_size_mul((size_t)n_tiles * 3, (size_t)tile_size * (size_t)tile_size, &bytes))
+        return mm_err_set(err, MM_ERR_INVALID, "bad image size");
+    struct mm_response_image *im = calloc(1, sizeof *im);
+    if (!im || !(im->pixels = malloc(bytes))) {
+        free(im);
+        return mm_err_set(err, MM_ERR_NOMEM, "out of memory for a stored image");
+    }
+    atomic_init(&im->refs, 1);
+    im->n_tiles = n_tiles;
+    im->tile_size = tile_size;
+    im->bytes = bytes;
+    *out = im;
+    return MM_OK;
+}
+
+static void image_free(struct mm_response_image *im)
+{
+    free(im->digests);
+    free(im->pixels);
+    free(im);
+}
+
+/* Fills in the tiles' digests: of `tiles` when given (what was packed: they
+ * unpack to the same floats), else of the pixels. Frees im on failure. */
+static enum mm_status image_digest(struct mm_response_image *im, const float *tiles,
+                                   struct mm_err *err)
 {
     const size_t tile_floats = 3 * (size_t)im->tile_size * (size_t)im->tile_size;
     im->digests = malloc((size_t)im->n_tiles * 2 * sizeof *im->digests);
-    if (!im->digests)
-        return false;
+    if (!im->digests) {
+        image_free(im);
+        return mm_err_set(err, MM_ERR_NOMEM, "out of memory for a stored image");
+    }
     for (int64_t t = 0; t < im->n_tiles; t++) {
         if (tiles)
             mm_state_tile_digest(tiles + (size_t)t * tile_floats, (int64_t)tile_floats,
@@ -66,39 +98,25 @@ static bool image_digest(struct mm_response_image *im, const float *tiles)
             mm_state_tile_digest_pixels(im->pixels + (size_t)t * tile_floats, (int64_t)tile_floats,
                                         im->digests + 2 * t);
     }
-    return true;
+    return MM_OK;
 }
 
 enum mm_status mm_response_image_create(const float *tiles, int64_t n_tiles, int64_t tile_size,
                                         struct mm_response_image **out, struct mm_err *err)
 {
     *out = NULL;
-    size_t bytes;
-    if (n_tiles < 1 || tile_size < 1 ||
-        !mm_size_mul((size_t)n_tiles * 3, (size_t)tile_size * (size_t)tile_size, &bytes))
-        return mm_err_set(err, MM_ERR_INVALID, "bad image size");
-    struct mm_response_image *im = calloc(1, sizeof *im);
-    if (!im || !(im->pixels = malloc(bytes))) {
-        free(im);
-        return mm_err_set(err, MM_ERR_NOMEM, "out of memory for a stored image");
-    }
-    const enum mm_status st = mm_image_tiles_pack(tiles, n_tiles, tile_size, im->pixels, err);
+    struct mm_response_image *im;
+    enum mm_status st = image_alloc(n_tiles, tile_size, &im, err);
+    if (st != MM_OK)
+        return st;
+    st = mm_image_tiles_pack(tiles, n_tiles, tile_size, im->pixels, err);
     if (st != MM_OK) {
-        free(im->pixels);
-        free(im);
+        image_free(im);
         return st;
     }
-    atomic_init(&im->refs, 1);
-    im->n_tiles = n_tiles;
-    im->tile_size = tile_size;
-    im->bytes = bytes;
-    if (!image_digest(im, tiles)) {
-        free(im->pixels);
-        free(im);
-        return mm_err_set(err, MM_ERR_NOMEM, "out of memory for a stored image");
-    }
-    *out = im;
-    return MM_OK;
+    if ((st = image_digest(im, tiles, err)) == MM_OK)
+        *out = im;
+    return st;
 }
 
 enum mm_status mm_response_image_create_pixels(const uint8_t *pixels, int64_t n_tiles,
@@ -106,38 +124,23 @@ enum mm_status mm_response_image_create_pixels(const uint8_t *pixels, int64_t n_
                                                struct mm_err *err)
 {
     *out = NULL;
-    size_t bytes;
-    if (n_tiles < 1 || tile_size < 1 ||
-        !mm_size_mul((size_t)n_tiles * 3, (size_t)tile_size * (size_t)tile_size, &bytes))
-        return mm_err_set(err, MM_ERR_INVALID, "bad image size");
-    struct mm_response_image *im = calloc(1, sizeof *im);
-    if (!im || !(im->pixels = malloc(bytes))) {
-        free(im);
-        return mm_err_set(err, MM_ERR_NOMEM, "out of memory for a stored image");
-    }
-    memcpy(im->pixels, pixels, bytes);
-    atomic_init(&im->refs, 1);
-    im->n_tiles = n_tiles;
-    im->tile_size = tile_size;
-    im->bytes = bytes;
-    if (!image_digest(im, NULL)) {
-        free(im->pixels);
-        free(im);
-        return mm_err_set(err, MM_ERR_NOMEM, "out of memory for a stored image");
-    }
-    *out = im;
-    return MM_OK;
+    struct mm_response_image *im;
+    enum mm_status st = image_alloc(n_tiles, tile_size, &im, err);
+    if (st != MM_OK)
+        return st;
+    memcpy(im->pixels, pixels, im->bytes);
+    st = image_digest(im, NULL, err);
+    if (st == MM_OK)
+        *out = im;
+    return st;
 }
 
 void mm_response_image_ref(struct mm_response_image *im) { atomic_fetch_add(&im->refs, 1); }
 
 void mm_response_image_release(struct mm_response_image *im)
 {
-    if (im && atomic_fetch_sub(&im->refs, 1) == 1) {
-        free(im->digests);
-        free(im->pixels);
-        free(im);
-    }
+    if (im && atomic_fetch_sub(&im->refs, 1) == 1)
+        image_free(im);
 }
 
 int64_t mm_response_image_tiles(const struct mm_response_image *im) { return im->n_tiles; }
@@ -594,21 +597,12 @@ static struct mm_response_image *read_image(struct rbuf *r)
     if (!get_i64(r, &n, 1, 1 << 20) || !get_i64(r, &sz, 1, 1 << 16) ||
         !mm_size_mul((size_t)n * 3, (size_t)sz * (size_t)sz, &bytes) || bytes > r->left)
         return NULL;
-    struct mm_response_image *im = calloc(1, sizeof *im);
-    if (!im || !(im->pixels = malloc(bytes))) {
-        free(im);
+    struct mm_response_image *im = NULL;
+    struct mm_err err;
+    if (mm_response_image_create_pixels(r->p, n, sz, &im, &err) != MM_OK)
         return NULL;
-    }
-    get_bytes(r, im->pixels, bytes);
-    atomic_init(&im->refs, 1);
-    im->n_tiles = n;
-    im->tile_size = sz;
-    im->bytes = bytes;
-    if (!image_digest(im, NULL)) {
-        free(im->pixels);
-        free(im);
-        return NULL;
-    }
+    r->p += bytes;
+    r->left -= bytes;
     return im;
 }
 

@@ -298,6 +298,18 @@ static void list_unlink(struct mm_state_entry **head, struct mm_state_entry **ta
     en->prev = en->next = NULL;
 }
 
+static void list_push_head(struct mm_state_entry **head, struct mm_state_entry **tail,
+                           struct mm_state_entry *en)
+{
+    en->prev = NULL;
+    en->next = *head;
+    if (*head)
+        (*head)->prev = en;
+    else
+        *tail = en;
+    *head = en;
+}
+
 static void unlink_entry(struct mm_state_cache *c, struct mm_state_entry *en)
 {
     list_unlink(&c->head, &c->tail, en);
@@ -305,13 +317,7 @@ static void unlink_entry(struct mm_state_cache *c, struct mm_state_entry *en)
 
 static void push_head(struct mm_state_cache *c, struct mm_state_entry *en)
 {
-    en->prev = NULL;
-    en->next = c->head;
-    if (c->head)
-        c->head->prev = en;
-    else
-        c->tail = en;
-    c->head = en;
+    list_push_head(&c->head, &c->tail, en);
 }
 
 static void touch(struct mm_state_cache *c, struct mm_state_entry *en)
@@ -501,13 +507,7 @@ static bool make_room(struct mm_state_cache *c, size_t bytes)
             c->evictions++;
             if (c->writer_on) {
                 en->queued = true;
-                en->prev = NULL;
-                en->next = c->qhead;
-                if (c->qhead)
-                    c->qhead->prev = en;
-                else
-                    c->qtail = en;
-                c->qhead = en;
+                list_push_head(&c->qhead, &c->qtail, en);
                 c->qbytes += en->bytes;
                 c->qentries++;
                 pthread_cond_signal(&c->qwork);
