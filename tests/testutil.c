@@ -6,11 +6,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/config.h"
+#include "model/synthetic.h"
+
 void mm_test_tmpdir(char *buf, size_t cap)
 {
     const char *base = getenv("TMPDIR");
     snprintf(buf, cap, "%s/mmtest.XXXXXX", base && *base ? base : "/tmp");
     ck_assert_ptr_nonnull(mkdtemp(buf));
+}
+
+void mm_test_synthetic_model(char *buf, size_t cap, const char *preset, uint64_t seed)
+{
+    struct mm_config cfg;
+    struct mm_err err;
+    const struct mm_synthetic_options opt = {.seed = seed, .shards = 1};
+    mm_test_tmpdir(buf, cap);
+    ck_assert_msg(mm_synthetic_preset(preset, &cfg, &err) == MM_OK, "%s", err.msg);
+    ck_assert_msg(mm_synthetic_write(buf, &cfg, &opt, &err) == MM_OK, "%s", err.msg);
 }
 
 void mm_test_rmdir(const char *dir)

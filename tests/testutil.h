@@ -14,6 +14,10 @@
 void mm_test_tmpdir(char *buf, size_t cap);
 /* Removes a directory tree created by mm_test_tmpdir. */
 void mm_test_rmdir(const char *dir);
+/* Writes the synthetic checkpoint of `preset` (mmmamba mkmodel's presets,
+ * one shard, weights from `seed`) into a fresh mm_test_tmpdir; its path to
+ * buf. Aborts the test on failure. */
+void mm_test_synthetic_model(char *buf, size_t cap, const char *preset, uint64_t seed);
 /* Writes len bytes to path (aborts the test on failure). */
 void mm_test_write_file(const char *path, const void *data, size_t len);
 /* Reads a whole file; caller frees. NULL if it cannot be read. */

@@ -15,14 +15,8 @@ static const char *const presets[2] = {"tiny-linear", "tiny-hybrid"};
 
 static void setup(void)
 {
-    for (int p = 0; p < 2; p++) {
-        struct mm_config cfg;
-        struct mm_err err;
-        const struct mm_synthetic_options opt = {.seed = 5, .shards = 1};
-        mm_test_tmpdir(dirs[p], sizeof dirs[p]);
-        ck_assert_int_eq(mm_synthetic_preset(presets[p], &cfg, &err), MM_OK);
-        ck_assert_int_eq(mm_synthetic_write(dirs[p], &cfg, &opt, &err), MM_OK);
-    }
+    for (int p = 0; p < 2; p++)
+        mm_test_synthetic_model(dirs[p], sizeof dirs[p], presets[p], 5);
 }
 
 static void teardown(void)

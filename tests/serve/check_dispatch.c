@@ -112,15 +112,7 @@ END_TEST
 
 static char dir[256];
 
-static void setup(void)
-{
-    struct mm_config cfg;
-    struct mm_err err;
-    const struct mm_synthetic_options opt = {.seed = 3, .shards = 1};
-    mm_test_tmpdir(dir, sizeof dir);
-    ck_assert_int_eq(mm_synthetic_preset("tiny-linear", &cfg, &err), MM_OK);
-    ck_assert_int_eq(mm_synthetic_write(dir, &cfg, &opt, &err), MM_OK);
-}
+static void setup(void) { mm_test_synthetic_model(dir, sizeof dir, "tiny-linear", 3); }
 
 static void teardown(void) { mm_test_rmdir(dir); }
 
