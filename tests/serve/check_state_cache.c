@@ -262,6 +262,20 @@ static void assert_engine_free(struct mm_engine *e)
         ck_assert_msg(!e->slots[i].used, "slot %d still used", i);
 }
 
+/* Ends a test's warm (cache) and cold (reference) pair: both schedulers
+ * stopped, the warm engine left with no slot or KV block in use, both
+ * engines closed, then the host tier they shared. */
+static void close_pair(struct mm_scheduler *ws, struct mm_scheduler *cs, struct mm_engine *we,
+                       struct mm_engine *ce, struct mm_state_cache *host)
+{
+    mm_scheduler_free(ws, 1000);
+    mm_scheduler_free(cs, 1000);
+    assert_engine_free(we);
+    mm_engine_close(we);
+    mm_engine_close(ce);
+    mm_state_cache_free(host);
+}
+
 /* ---- tests ----------------------------------------------------------------------------- */
 
 /* Three turns: each re-sends the history (prompt + every generated id) and
@@ -319,12 +333,7 @@ static void conversation(int p, bool gpu, bool penalties)
         ck_assert_int_gt(hs.entries, 0);
         ck_assert_int_eq(m.cache_gpu_entries, 0);
     }
-    mm_scheduler_free(ws, 1000);
-    mm_scheduler_free(cs, 1000);
-    assert_engine_free(we);
-    mm_engine_close(we);
-    mm_engine_close(ce);
-    mm_state_cache_free(host);
+    close_pair(ws, cs, we, ce, host);
     free(pr.tiles);
 }
 
@@ -360,12 +369,7 @@ START_TEST(test_odd_lengths)
         ck_assert_int_eq(w.cached, lens[k]);
         assert_same(&w, &c, "odd length");
     }
-    mm_scheduler_free(ws, 1000);
-    mm_scheduler_free(cs, 1000);
-    assert_engine_free(we);
-    mm_engine_close(we);
-    mm_engine_close(ce);
-    mm_state_cache_free(host);
+    close_pair(ws, cs, we, ce, host);
 }
 END_TEST
 
@@ -420,12 +424,7 @@ START_TEST(test_images)
     ck_assert_int_eq(w.cached, 0);
     assert_same(&w, &c, "another image");
 
-    mm_scheduler_free(ws, 1000);
-    mm_scheduler_free(cs, 1000);
-    assert_engine_free(we);
-    mm_engine_close(we);
-    mm_engine_close(ce);
-    mm_state_cache_free(host);
+    close_pair(ws, cs, we, ce, host);
     free(a.tiles);
     free(b.tiles);
     free(in.tiles);
@@ -498,12 +497,7 @@ START_TEST(test_eviction_and_miss)
     mm_scheduler_free(ms, 1000);
     mm_state_cache_free(tiny);
 out:
-    mm_scheduler_free(ws, 1000);
-    mm_scheduler_free(cs, 1000);
-    assert_engine_free(we);
-    mm_engine_close(we);
-    mm_engine_close(ce);
-    mm_state_cache_free(host);
+    close_pair(ws, cs, we, ce, host);
 }
 END_TEST
 
@@ -543,12 +537,7 @@ START_TEST(test_concurrent_continuations)
         assert_same(&w, &c, "concurrent continuation");
     }
 out:
-    mm_scheduler_free(ws, 1000);
-    mm_scheduler_free(cs, 1000);
-    assert_engine_free(we);
-    mm_engine_close(we);
-    mm_engine_close(ce);
-    mm_state_cache_free(host);
+    close_pair(ws, cs, we, ce, host);
 }
 END_TEST
 
