@@ -39,13 +39,7 @@ def load_demo(model_dir):
     with open(os.path.join(model_dir, "config.json")) as f:
         cfg = json.load(f)
     m = DemoModel(cfg)
-    ck = mmmamba_ref.Checkpoint(model_dir)
-    with torch.no_grad():
-        for name, p in list(m.front.items()):
-            p.copy_(ck.get(name.replace("__", ".")))
-        for st in (m.emb, m.llm):
-            for name, p in st.p.items():
-                p.copy_(ck.get(st.prefix + name.replace("__", ".")))
+    m.load_tensors(mmmamba_ref.Checkpoint(model_dir).get)
     m.eval()
     return cfg, m
 

@@ -9,7 +9,9 @@
 # the answers as JSON). TRAIN_S: seconds of training (default 340); TRAIN_ARGS: more train.py flags.
 # Two calls instead of one, for a longer training: MODE=train (train and tar the checkpoint only:
 # TRAIN_S up to ~560 in a 600 s call), then MODE=eval MODEL=DIR (build, serve and measure a
-# checkpoint that travelled with the tree, e.g. models/mmmamba-shapes: ~200 s).
+# checkpoint that travelled with the tree, e.g. models/mmmamba-shapes: ~200 s). On a machine of two
+# GPUs, MODE=train with TRAIN_ARGS_B trains a second recipe on the second GPU at the same time
+# (train-b.log, mmmamba-shapes-b.tar); give each WORKERS=14 of the 32 cores.
 set -u
 MODE=${MODE:-all}
 L=$OUT/log.txt
@@ -19,11 +21,22 @@ log() { echo "[$(date +%T)] $*" | tee -a "$L"; }
 nvidia-smi -L >> "$L" 2>&1
 log "python: $(python3 -c 'import sys, torch, PIL; print(sys.version.split()[0], torch.__version__, PIL.__version__)' 2>&1)"
 M=/tmp/mmmamba-shapes
+train() { # gpu out log args...: one training run on one GPU
+  local gpu=$1 out=$2 tlog=$3
+  shift 3
+  ( CUDA_VISIBLE_DEVICES=$gpu python3 train/train.py --out "$out" --device cuda --workers "${WORKERS:-13}" --steps 0 \
+      --time-budget "${TRAIN_S:-340}" --seed 1 --probe-every 250 --eval-n 100 "$@" > "$tlog" 2>&1
+    echo "train $out rc $?" >> "$L" ) &
+}
 if [ "$MODE" != eval ]; then
   # shellcheck disable=SC2086
-  ( python3 train/train.py --out $M --device cuda --workers "${WORKERS:-13}" --steps 0 --time-budget "${TRAIN_S:-340}" \
-      --seed 1 --probe-every 250 --eval-n 100 ${TRAIN_ARGS:-} > "$OUT/train.log" 2>&1; echo "train rc $?" >> "$L" ) &
+  train 0 $M "$OUT/train.log" ${TRAIN_ARGS:-}
   TR=$!
+  if [ -n "${TRAIN_ARGS_B:-}" ]; then # MODE=train on two GPUs: a second recipe beside the first
+    # shellcheck disable=SC2086
+    train 1 $M-b "$OUT/train-b.log" ${TRAIN_ARGS_B}
+    TRB=$!
+  fi
 else
   M=$(cd "$MODEL" && pwd)
 fi
@@ -37,6 +50,11 @@ if [ "$MODE" != eval ]; then
   wait $TR
   log "training done: $(grep -E 'speed|ended by|^eval ' "$OUT/train.log" | tr '\n' ';')"
   tar -C /tmp -cf "$OUT/mmmamba-shapes.tar" mmmamba-shapes
+  if [ -n "${TRB:-}" ]; then
+    wait $TRB
+    log "training b done: $(grep -E 'speed|ended by|^eval ' "$OUT/train-b.log" | tr '\n' ';')"
+    tar -C /tmp -cf "$OUT/mmmamba-shapes-b.tar" mmmamba-shapes-b
+  fi
 fi
 if [ "$MODE" = train ]; then
   log "done"

@@ -224,6 +224,15 @@ class DemoModel(nn.Module):
              out["embedding_model.special_text_embeddings.weight"]], 0)
         return out
 
+    def load_tensors(self, get):
+        """Copies every trained tensor from get(name) (a checkpoint of the published layout)."""
+        with torch.no_grad():
+            for name, p in list(self.front.items()):
+                p.copy_(get(name.replace("__", ".")))
+            for st in (self.emb, self.llm):
+                for name, p in st.p.items():
+                    p.copy_(get(st.prefix + name.replace("__", ".")))
+
     def image_tokens(self, tiles):
         """tiles (N,3,S,S) normalised -> (N*G*G/4, H)."""
         w = self.fw("embedding_model.vision_embeddings.patch_embedding.weight")

@@ -320,6 +320,10 @@ def main():
     ap.add_argument("--max-objects", type=int, default=3, help="at most this many shapes (quick CPU checks)")
     ap.add_argument("--tokenizer", default=os.path.join(HERE, "tokenizer.model"))
     ap.add_argument("--eval-n", type=int, default=100, help="fresh pictures for the final check")
+    ap.add_argument("--init", default="",
+                    help="start from this checkpoint (a folder this script wrote, same architecture flags) "
+                         "instead of random weights: a second training session continues the first (give it another --seed, "
+                         "or it sees the first session's pictures again)")
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--probe-every", type=int, default=0,
                     help="every N steps, teacher-forced exact-answer accuracy per task on 100 held-out pictures")
@@ -340,9 +344,21 @@ def main():
     tk = tokmod.Tokenizer(a.tokenizer)
     cfg = make_config(a, tk)
     tpt = (a.image_size // 14) ** 2 // 4
-    model = DemoModel(cfg).to(dev)
+    model = DemoModel(cfg)
+    if a.init:
+        with open(os.path.join(a.init, "config.json")) as f:
+            if json.load(f) != json.loads(json.dumps(cfg)):
+                sys.exit("--init %s: its config.json differs from the one these flags give" % a.init)
+        sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "reference"))
+        import mmmamba_ref  # noqa: E402 (the independent reader of the published layout)
+        model.load_tensors(mmmamba_ref.Checkpoint(a.init).get)
+        print("initialised from %s" % a.init, flush=True)
+    model = model.to(dev)
     n_params = sum(p.numel() for p in model.parameters())
     aux_head = torch.nn.Linear(a.hidden, sum(shapes.AUX_CLASSES)).to(dev)
+    if a.init:  # a random head on trained features starts with a huge loss that would swamp the answers'
+        torch.nn.init.zeros_(aux_head.weight)
+        torch.nn.init.zeros_(aux_head.bias)
     print("model: %d parameters, hidden %d, emb %s, llm %s, vocab %d, %d tokens/tile, device %s, torch %s"
           % (n_params, a.hidden, a.emb_layers, a.llm_layers, tk.vocab_size, tpt, dev, torch.__version__),
           flush=True)
