@@ -250,13 +250,15 @@ def question(task, objs, rng, variant=None):
     raise ValueError(task)
 
 
-def conversation(objs, rng, turns, tasks=None):
-    """[(question, answer)] about one picture: a first question of a random task, then more."""
+def conversation(objs, rng, turns, tasks=None, count_weight=1):
+    """[(question, answer)] about one picture: a first question of a random task, then more.
+    Tasks are drawn with weight 2 each, count with weight count_weight."""
     out, seen = [], set()
+    mix = tasks or TASKS + ["caption", "colour", "shape", "position"] + ["count"] * (count_weight - 1)
     for _ in range(turns * 3):
         if len(out) == turns:
             break
-        task = rng.choice(tasks or TASKS + ["caption", "colour", "shape", "position"])
+        task = rng.choice(mix)
         q, a, _ = question(task, objs, rng)
         if q in seen:
             continue

@@ -87,7 +87,7 @@ class Batches(torch.utils.data.IterableDataset):
             seen = shapes.token_labels(objs, style["w"], style["h"], a.image_size, 1, a.max_tiles,
                                        a.image_size // 28)
             for _ in range(a.reuse):  # the same arrays: collate() sends them once
-                turns = shapes.conversation(objs, rng, rng.randint(1, a.max_turns), self.tasks)
+                turns = shapes.conversation(objs, rng, rng.randint(1, a.max_turns), self.tasks, a.count_weight)
                 ids, labels = self.tk.render(turns, len(tiles), self.tpt)
                 yield ids, labels, tiles, seen
 
@@ -315,6 +315,8 @@ def main():
     ap.add_argument("--aux", type=float, default=0.5,
                     help="weight of the auxiliary loss: the colour, shape, size and picture cell each image "
                          "token shows, read from the embedding stack's output by a linear head that is not exported")
+    ap.add_argument("--count-weight", type=int, default=1,
+                    help="weight of count questions in the task mix (the other tasks weigh 2 each)")
     ap.add_argument("--text-only", type=float, default=0.03)
     ap.add_argument("--tasks", default="", help="train only these tasks (comma list; quick CPU checks)")
     ap.add_argument("--max-objects", type=int, default=3, help="at most this many shapes (quick CPU checks)")
