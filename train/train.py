@@ -96,8 +96,12 @@ class Batches(torch.utils.data.IterableDataset):
         wid = info.id if info else 0
         rng = random.Random(self.a.seed * 1000 + wid)
         buckets = {}
+        last = 1
         for item in self.samples(rng):
-            n = 0 if item[2] is None else len(item[2])
+            # text-only conversations ride in the bucket of the last picture: alone in a bucket
+            # of their own they would wait for a whole batch of them, which few runs ever reach
+            n = last if item[2] is None else len(item[2])
+            last = n
             b = buckets.setdefault(n, [])
             b.append(item)
             T = max(len(x[0]) for x in b)

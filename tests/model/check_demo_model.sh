@@ -3,12 +3,15 @@
 # daemon on the CPU backend: every shipped sample picture (train/samples/answers.tsv) gets exactly
 # its answer with greedy decoding, and train/eval.py on 50 fresh pictures (seed 2026, never used in
 # training) reaches at least 90 % on every task (caption, colour, shape, count, position) through
-# the HTTP API. DEMO_MODEL=DIR checks another checkpoint. About 1-2 minutes on two cores. Needs
-# python3 with Pillow (train/eval.py uses nothing else).
+# the HTTP API. Before that, the checkpoint passes `mmmamba inspect`, and train/check_engine.py
+# finds the C engine, the training model (train/model.py) and the independent PyTorch reference
+# (tests/reference/) giving the same greedy answers to five questions about one fresh picture.
+# DEMO_MODEL=DIR checks another checkpoint. About 3 minutes on two cores. Needs Python with
+# Pillow, numpy and torch ($PYTHON, default /usr/bin/python3).
 set -eu
 src=${top_srcdir:-.}
 bin="${top_builddir:-.}/mmmambad"
-py=${PYTHON:-python3}
+py=${PYTHON:-/usr/bin/python3}
 . "$src/tests/skip.sh"
 PYTHONDONTWRITEBYTECODE=1; export PYTHONDONTWRITEBYTECODE
 model=${DEMO_MODEL:-$src/models/mmmamba-shapes}
@@ -16,9 +19,12 @@ if [ ! -f "$model/model.safetensors" ]; then
   echo "FAIL: no demo model in $model"
   exit 1
 fi
-if ! "$py" -c 'import PIL' 2>/dev/null; then
-  mm_skip "$py with Pillow is needed"
+if ! "$py" -c 'import PIL, numpy, torch' 2>/dev/null; then
+  mm_skip "$py with Pillow, numpy and torch is needed"
 fi
+"${top_builddir:-.}/mmmamba" inspect "$model" >/dev/null || { echo "FAIL: mmmamba inspect $model"; exit 1; }
+"$py" "$src/train/check_engine.py" --model "$model" --mmmamba "${top_builddir:-.}/mmmamba" --n 1 ||
+  { echo "FAIL: the engine, the training model and the reference disagree"; exit 1; }
 tmp=$(mktemp -d)
 pid=""
 trap '[ -z "$pid" ] || kill "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
