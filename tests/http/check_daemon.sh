@@ -118,14 +118,14 @@ grep -q 'access id=.* POST /v1/chat/completions status=200 prompt_tokens=[0-9]* 
 main_pid=$pid
 main_port=$port
 : >"$tmp/readme.log"
-"$bin" --model "$tmp/tiny" --served-model-name tiny-linear --port 0 --backend cpu --threads 1 \
+"$bin" --model "$top_srcdir/models/mmmamba-shapes" --port 0 --backend cpu --threads 1 \
   >"$tmp/readme.log" 2>&1 &
 pid=$!
 pids="$pids $pid"
 name=readme
 i=0
-while [ $i -lt 600 ] && ! grep -q "serving tiny-linear" "$tmp/readme.log"; do sleep 0.1; i=$((i + 1)); done
-rport=$(sed -n 's|.*serving tiny-linear on http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$tmp/readme.log")
+while [ $i -lt 600 ] && ! grep -q "serving mmmamba-shapes" "$tmp/readme.log"; do sleep 0.1; i=$((i + 1)); done
+rport=$(sed -n 's|.*serving mmmamba-shapes on http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$tmp/readme.log")
 sed -n '/^<!-- curl examples/,/^<!-- end of curl examples/p' "$top_srcdir/README.md" | grep '^    ' |
   sed "s/^    //; s/127.0.0.1:8000/127.0.0.1:$rport/g" > "$tmp/readme.sh"
 [ "$(grep -c curl "$tmp/readme.sh")" -ge 4 ] && ok || fail "README curl examples not found"
@@ -134,8 +134,14 @@ while IFS= read -r line; do
   k=$((k + 1))
   (cd "$top_srcdir" && sh -c "$line") > "$tmp/readme.$k" 2>"$tmp/readme.$k.err" || fail "README example $k failed: $line"
   case "$line" in
-  *metrics*) grep -q '^vllm:generation_tokens_total{model_name="tiny-linear"} [1-9]' "$tmp/readme.$k" && ok ||
+  *metrics*) grep -q '^vllm:generation_tokens_total{model_name="mmmamba-shapes"} [1-9]' "$tmp/readme.$k" && ok ||
     fail "README metrics example" ;;
+  *red-circle-blue-square*) # the demo model's true answer, as the README says
+    grep -q '"content":"A red circle to the left of a small blue square."' "$tmp/readme.$k" && ok ||
+      { fail "README picture example: not the answer the README shows"; cat "$tmp/readme.$k"; } ;;
+  *three-shapes*)
+    grep -q '"content":"Green."' "$tmp/readme.$k" && ok ||
+      { fail "README second picture example: not the answer the README shows"; cat "$tmp/readme.$k"; } ;;
   *'"stream": true'*) [ "$(tail -n 2 "$tmp/readme.$k" | head -n 1)" = "data: [DONE]" ] && ok ||
     { fail "README streaming example"; cat "$tmp/readme.$k"; } ;;
   *) grep -q '"choices":\[{' "$tmp/readme.$k" && ok || { fail "README example $k: $line"; cat "$tmp/readme.$k"; } ;;
