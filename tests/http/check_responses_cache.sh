@@ -28,6 +28,7 @@ KEY=test-key-$$
 run() { # NAME EXPECT FLAGS...
   name=$1 expect=$2
   shift 2
+  : >"$tmp/$name.log" # exists before the background start opens it (the loop reads it at once)
   "$bin" --model "$tmp/tiny" --served-model-name tiny --host 127.0.0.1 --port 0 --backend cpu \
     --threads 1 --api-keys "$KEY" --max-batch-tokens 16384 "$@" >"$tmp/$name.log" 2>&1 &
   pid=$!

@@ -28,6 +28,7 @@ fi
 tmp=$(mktemp -d)
 pid=""
 trap '[ -z "$pid" ] || kill "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
+: >"$tmp/daemon.log" # exists before the background start opens it (the loop reads it at once)
 "$bin" --model "$model" --host 127.0.0.1 --port 0 --backend cpu --max-seqs 8 --access-log no \
   >"$tmp/daemon.log" 2>&1 &
 pid=$!
