@@ -14,6 +14,7 @@ set -eu
 top_builddir=${top_builddir:-.}
 top_srcdir=${top_srcdir:-.}
 . "$top_srcdir/tests/skip.sh"
+. "$top_srcdir/tests/daemon.sh"
 bin="$top_builddir/mmmambad"
 tool="$top_builddir/mmmamba"
 here="$top_srcdir/tests/http"
@@ -42,23 +43,9 @@ command -v curl >/dev/null 2>&1 || mm_skip "curl missing"
 start() {
   name=$1
   shift
-  : >"$tmp/$name.log"
-  "$bin" --model "$tmp/tiny" --served-model-name tiny --host 127.0.0.1 --port 0 --backend cpu \
-    --threads 1 --http-threads 2 --api-keys "$KEY" "$@" >"$tmp/$name.log" 2>&1 &
-  pid=$!
-  pids="$pids $pid"
-  port=""
-  i=0
-  while [ $i -lt 600 ]; do
-    port=$(sed -n 's|.*serving tiny on http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$tmp/$name.log")
-    [ -n "$port" ] && return 0
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-    i=$((i + 1))
-  done
-  echo "FAIL: daemon $name did not start"
-  cat "$tmp/$name.log"
-  exit 1
+  mm_daemon "$name" "$bin" --model "$tmp/tiny" --served-model-name tiny --backend cpu --threads 1 \
+    --http-threads 2 --api-keys "$KEY" "$@"
+  pid=$mm_pid port=$mm_port
 }
 # stop: SIGTERM, expect exit 0
 stop() {
@@ -117,15 +104,8 @@ grep -q 'access id=.* POST /v1/chat/completions status=200 prompt_tokens=[0-9]* 
 # ---- the README's curl examples, as written (its daemon has no keys) --------------------
 main_pid=$pid
 main_port=$port
-: >"$tmp/readme.log"
-"$bin" --model "$top_srcdir/models/mmmamba-shapes" --port 0 --backend cpu --threads 1 \
-  >"$tmp/readme.log" 2>&1 &
-pid=$!
-pids="$pids $pid"
-name=readme
-i=0
-while [ $i -lt 600 ] && ! grep -q "serving mmmamba-shapes" "$tmp/readme.log"; do sleep 0.1; i=$((i + 1)); done
-rport=$(sed -n 's|.*serving mmmamba-shapes on http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$tmp/readme.log")
+mm_daemon readme "$bin" --model "$top_srcdir/models/mmmamba-shapes" --backend cpu --threads 1
+pid=$mm_pid rport=$mm_port name=readme
 sed -n '/^<!-- curl examples/,/^<!-- end of curl examples/p' "$top_srcdir/README.md" | grep '^    ' |
   sed "s/^    //; s/127.0.0.1:8000/127.0.0.1:$rport/g" > "$tmp/readme.sh"
 [ "$(grep -c curl "$tmp/readme.sh")" -ge 4 ] && ok || fail "README curl examples not found"
@@ -167,14 +147,8 @@ stop
 
 # ---- a hybrid checkpoint (attention layers: KV blocks) with a small KV pool ----------------
 "$tool" mkmodel --preset tiny-hybrid --seed 4 --out "$tmp/hybrid" >/dev/null
-: >"$tmp/hybrid.log"
-"$bin" --model "$tmp/hybrid" --port 0 --backend cpu --threads 1 --kv-memory 4m --max-seqs 3 >"$tmp/hybrid.log" 2>&1 &
-pid=$!
-pids="$pids $pid"
-name=hybrid
-i=0
-while [ $i -lt 600 ] && ! grep -q "serving hybrid" "$tmp/hybrid.log"; do sleep 0.1; i=$((i + 1)); done
-hport=$(sed -n 's|.*serving hybrid on http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$tmp/hybrid.log")
+mm_daemon hybrid "$bin" --model "$tmp/hybrid" --backend cpu --threads 1 --kv-memory 4m --max-seqs 3
+pid=$mm_pid hport=$mm_port name=hybrid
 sed 's/"model":"tiny"/"model":"hybrid"/' "$tmp/img.json" > "$tmp/himg.json"
 curl -s "http://127.0.0.1:$hport/v1/chat/completions" -d @"$tmp/himg.json" > "$tmp/h1"
 grep -q '"finish_reason":"' "$tmp/h1" && ok || { fail "hybrid image chat"; cat "$tmp/h1"; tail "$tmp/hybrid.log"; }

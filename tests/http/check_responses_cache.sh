@@ -10,6 +10,7 @@ set -eu
 top_builddir=${top_builddir:-.}
 top_srcdir=${top_srcdir:-.}
 . "$top_srcdir/tests/skip.sh"
+. "$top_srcdir/tests/daemon.sh"
 bin="$top_builddir/mmmambad"
 tool="$top_builddir/mmmamba"
 here="$top_srcdir/tests/http"
@@ -28,18 +29,9 @@ KEY=test-key-$$
 run() { # NAME EXPECT FLAGS...
   name=$1 expect=$2
   shift 2
-  : >"$tmp/$name.log" # exists before the background start opens it (the loop reads it at once)
-  "$bin" --model "$tmp/tiny" --served-model-name tiny --host 127.0.0.1 --port 0 --backend cpu \
-    --threads 1 --api-keys "$KEY" --max-batch-tokens 16384 "$@" >"$tmp/$name.log" 2>&1 &
-  pid=$!
-  port=""
-  i=0
-  while [ $i -lt 600 ] && [ -z "$port" ]; do
-    port=$(sed -n 's|.*serving tiny on http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$tmp/$name.log")
-    sleep 0.1
-    i=$((i + 1))
-  done
-  [ -n "$port" ] || { echo "FAIL: daemon $name did not start"; cat "$tmp/$name.log"; exit 1; }
+  mm_daemon "$name" "$bin" --model "$tmp/tiny" --served-model-name tiny --backend cpu --threads 1 \
+    --api-keys "$KEY" --max-batch-tokens 16384 "$@"
+  pid=$mm_pid port=$mm_port
   NODE_DEPS_DIR="$deps" MMD_URL="http://127.0.0.1:$port" MMD_KEY="$KEY" MMD_MODEL=tiny \
     MMD_TOOL="$tool" MMD_MODEL_DIR="$tmp/tiny" MMD_TMP="$tmp" MMD_EXPECT_STATE="$expect" \
     node "$here/responses_cache.mjs" || { fails=$((fails + 1)); tail -20 "$tmp/$name.log"; }

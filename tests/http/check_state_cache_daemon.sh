@@ -12,6 +12,7 @@ set -eu
 top_builddir=${top_builddir:-.}
 top_srcdir=${top_srcdir:-.}
 . "$top_srcdir/tests/skip.sh"
+. "$top_srcdir/tests/daemon.sh"
 bin="$top_builddir/mmmambad"
 tool="$top_builddir/mmmamba"
 tmp=$(mktemp -d)
@@ -28,20 +29,9 @@ command -v curl >/dev/null 2>&1 || mm_skip "curl missing"
 start() {
   name=$1 model=$2
   shift 2
-  : >"$tmp/$name.log"
-  "$bin" --model "$tmp/$model" --served-model-name m --host 127.0.0.1 --port 0 --backend cpu \
-    --threads 1 --http-threads 2 --max-seqs 4 "$@" >"$tmp/$name.log" 2>&1 &
-  pids="$pids $!"
-  i=0
-  while [ $i -lt 600 ]; do
-    port=$(sed -n 's|.*serving m on http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$tmp/$name.log")
-    if [ -n "$port" ]; then echo "$port" >"$tmp/$name.port"; return 0; fi
-    sleep 0.1
-    i=$((i + 1))
-  done
-  echo "FAIL: daemon $name did not start"
-  cat "$tmp/$name.log"
-  exit 1
+  mm_daemon "$name" "$bin" --model "$tmp/$model" --served-model-name m --backend cpu --threads 1 \
+    --http-threads 2 --max-seqs 4 "$@"
+  echo "$mm_port" >"$tmp/$name.port"
 }
 
 "$tool" mkmodel --preset tiny-linear --seed 3 --out "$tmp/linear" >/dev/null

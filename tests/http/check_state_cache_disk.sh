@@ -11,6 +11,7 @@ set -eu
 top_builddir=${top_builddir:-.}
 top_srcdir=${top_srcdir:-.}
 . "$top_srcdir/tests/skip.sh"
+. "$top_srcdir/tests/daemon.sh"
 bin="$top_builddir/mmmambad"
 tool="$top_builddir/mmmamba"
 command -v python3 >/dev/null 2>&1 || mm_skip "python3 missing"
@@ -31,20 +32,8 @@ fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 start() {
   name=$1 model=$2
   shift 2
-  : >"$tmp/$name.log"
-  "$bin" --model "$tmp/$model" --served-model-name m --host 127.0.0.1 --port 0 --backend cpu \
-    --threads 1 "$@" >"$tmp/$name.log" 2>&1 &
-  pid=$!
-  i=0
-  while [ $i -lt 600 ]; do
-    port=$(sed -n 's|.*serving m on http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$tmp/$name.log")
-    if [ -n "$port" ]; then url="http://127.0.0.1:$port"; return 0; fi
-    sleep 0.1
-    i=$((i + 1))
-  done
-  echo "FAIL: daemon $name did not start"
-  cat "$tmp/$name.log"
-  exit 1
+  mm_daemon "$name" "$bin" --model "$tmp/$model" --served-model-name m --backend cpu --threads 1 "$@"
+  pid=$mm_pid url="http://127.0.0.1:$mm_port"
 }
 stop() { kill -TERM "$pid"; wait "$pid" || fail "daemon exited $? after SIGTERM"; pid=""; }
 

@@ -13,6 +13,7 @@ src=${top_srcdir:-.}
 bin="${top_builddir:-.}/mmmambad"
 py=${PYTHON:-/usr/bin/python3}
 . "$src/tests/skip.sh"
+. "$src/tests/daemon.sh"
 PYTHONDONTWRITEBYTECODE=1; export PYTHONDONTWRITEBYTECODE
 model=${DEMO_MODEL:-$src/models/mmmamba-shapes}
 if [ ! -f "$model/model.safetensors" ]; then
@@ -28,24 +29,8 @@ fi
 tmp=$(mktemp -d)
 pid=""
 trap '[ -z "$pid" ] || kill "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
-: >"$tmp/daemon.log" # exists before the background start opens it (the loop reads it at once)
-"$bin" --model "$model" --host 127.0.0.1 --port 0 --backend cpu --max-seqs 8 --access-log no \
-  >"$tmp/daemon.log" 2>&1 &
-pid=$!
-port=""
-i=0
-while [ $i -lt 600 ] && [ -z "$port" ]; do
-  port=$(sed -n 's|.*serving .* on http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$tmp/daemon.log")
-  kill -0 "$pid" 2>/dev/null || break
-  [ -n "$port" ] || sleep 0.1
-  i=$((i + 1))
-done
-if [ -z "$port" ]; then
-  echo "FAIL: the daemon did not start"
-  cat "$tmp/daemon.log"
-  exit 1
-fi
-url=http://127.0.0.1:$port
+mm_daemon daemon "$bin" --model "$model" --backend cpu --max-seqs 8 --access-log no
+pid=$mm_pid url=http://127.0.0.1:$mm_port
 rc=0
 "$py" "$src/train/eval.py" --url "$url" --samples "$src/train/samples" --min-accuracy 1 || rc=1
 "$py" "$src/train/eval.py" --url "$url" --n 50 --seed 2026 --min-accuracy 0.9 || rc=1

@@ -15,6 +15,7 @@ set -eu
 top_builddir=${top_builddir:-.}
 top_srcdir=${top_srcdir:-.}
 . "$top_srcdir/tests/skip.sh"
+. "$top_srcdir/tests/daemon.sh"
 bin="$top_builddir/mmmambad"
 tool="$top_builddir/mmmamba"
 BACKEND=${BACKEND:-cpu}
@@ -37,25 +38,9 @@ fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 start() {
   name=$1
   shift
-  : >"$tmp/$name.log"
-  "$bin" --model "$tmp/m" --served-model-name m --host 127.0.0.1 --port 0 --backend "$BACKEND" \
-    --threads 2 --http-threads 4 --max-seqs 8 --max-model-len 4096 "$@" >"$tmp/$name.log" 2>&1 &
-  pid=$!
-  pids="$pids $pid"
-  i=0
-  while [ $i -lt 1200 ]; do
-    port=$(sed -n 's|.*serving m on http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$tmp/$name.log")
-    if [ -n "$port" ]; then
-      url="http://127.0.0.1:$port"
-      return 0
-    fi
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-    i=$((i + 1))
-  done
-  echo "FAIL: daemon $name did not start"
-  cat "$tmp/$name.log"
-  exit 1
+  mm_daemon "$name" "$bin" --model "$tmp/m" --served-model-name m --backend "$BACKEND" --threads 2 \
+    --http-threads 4 --max-seqs 8 --max-model-len 4096 "$@"
+  pid=$mm_pid url="http://127.0.0.1:$mm_port"
 }
 stop() { kill -TERM "$pid" && wait "$pid" || fail "daemon exited $? after SIGTERM"; }
 

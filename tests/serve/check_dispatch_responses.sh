@@ -15,6 +15,7 @@ set -eu
 top_builddir=${top_builddir:-.}
 top_srcdir=${top_srcdir:-.}
 . "$top_srcdir/tests/skip.sh"
+. "$top_srcdir/tests/daemon.sh"
 bin="$top_builddir/mmmambad"
 tool="$top_builddir/mmmamba"
 drive="$top_srcdir/tests/serve/dispatch_responses.py"
@@ -33,20 +34,9 @@ fails=0
 start() {
   name=$1
   shift
-  : >"$tmp/$name.log"
-  "$bin" --model "$tmp/m" --served-model-name m --host 127.0.0.1 --port 0 --backend cpu \
-    --threads 1 --http-threads 4 --max-model-len 65536 "$@" >"$tmp/$name.log" 2>&1 &
-  pids="$pids $!"
-  i=0
-  while [ $i -lt 1200 ]; do
-    port=$(sed -n 's|.*serving m on http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$tmp/$name.log")
-    if [ -n "$port" ]; then echo "$port" >"$tmp/$name.port"; return 0; fi
-    sleep 0.1
-    i=$((i + 1))
-  done
-  echo "FAIL: daemon $name did not start"
-  cat "$tmp/$name.log"
-  exit 1
+  mm_daemon "$name" "$bin" --model "$tmp/m" --served-model-name m --backend cpu --threads 1 \
+    --http-threads 4 --max-model-len 65536 "$@"
+  echo "$mm_port" >"$tmp/$name.port"
 }
 p() { cat "$tmp/$1.port"; }
 drive() { python3 "$drive" "$@" || fails=$((fails + 1)); }
