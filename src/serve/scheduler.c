@@ -12,11 +12,9 @@
  * engine thread touches the lists, the engine and the choices; `mu` guards
  * the submission queue and the counters other threads read.
  *
- * The state cache's GPU tier is `snaps`, indexed by slot: a slot that holds
- * a snapshot is neither free nor running (free_slots + n_snaps + running
- * slots = max_seqs). Its keys are read by mm_scheduler_cached_prefix from
- * other threads, so the engine thread changes them under `cache_mu`. Pins
- * keep the snapshot an admission is restoring from out of eviction. */
+ * Admission and preemption are in admission.c, the state cache's GPU tier
+ * (snapshots in free slots) in snapshots.c; the types the three files share
+ * are in scheduler_internal.h. */
 #include "serve/scheduler.h"
 
 #include <pthread.h>
@@ -27,139 +25,10 @@
 #include "base/log.h"
 #include "serve/detokenizer.h"
 #include "serve/request_engine.h"
+#include "serve/scheduler_internal.h"
 #include "serve/stops.h"
 
-struct job;
-
-/* One choice of a request. */
-struct choice {
-    int32_t slot; /* -1 while it holds none */
-    bool done;
-    int32_t *gen; /* generated ids; the last one is fed by the next decode */
-    int64_t n_gen, cap_gen;
-    struct mm_detok *detok; /* NULL without a tokenizer */
-    struct mm_stops stops;
-    double t_first, t_last;
-};
-
-/* A prefill, waiting or admitted. */
-struct pf {
-    struct job *job;
-    int32_t choice; /* -1: the prompt, for every choice; else one resumed choice */
-    int32_t *own;   /* resumed: prompt + generated ids (owned) */
-    const int32_t *ids;
-    int64_t n_ids, n_prompt; /* ids past n_prompt are generated text */
-    int64_t done, tiles_done;
-    int64_t chunk, chunk_tiles; /* this step's */
-    int32_t slot;               /* where it prefills */
-    uint64_t admitted;          /* admission order (preemption picks the latest) */
-};
-
-struct job {
-    struct mm_request *r;
-    /* state cache: the prompt's keys and prefix hashes (NULL: off), the
-     * request's (borrowed) unless own_keys / own_ph hold this engine's */
-    const uint64_t *keys, *ph;
-    uint64_t *own_keys, *own_ph;
-    int64_t cached; /* prompt tokens the last admission restored from a snapshot */
-    const struct mm_request_params *p;
-    const int32_t *prompt;
-    int64_t n_prompt;
-    int64_t n_tiles;
-    int64_t max_gen; /* per choice: max_tokens and the context */
-    struct choice *ch;
-    int32_t n_done;
-    struct pf first;
-    double t_submit, t_admit;
-    bool admitted_once, touched;
-    uint64_t mark;
-    struct job *next; /* submission queue */
-};
-
-/* A decoding choice. */
-struct run {
-    struct job *job;
-    int32_t choice;
-    uint64_t admitted;
-};
-
-/* A snapshot in a state slot (GPU tier); keys NULL: the slot holds none. */
-struct snap {
-    uint64_t *keys;
-    int64_t n;
-    uint64_t hash, used; /* hash of the keys; recency (larger: more recent) */
-    int pins;
-};
-
-/* Where an admission starts from: len prompt tokens (tiles of them) from
- * the snapshot in slot `slot`, or from host entry `en`, or from nothing. */
-struct hit {
-    int64_t len, tiles;
-    int32_t slot;
-    struct mm_state_entry *en;
-};
-
-/* What a step row belongs to. */
-struct owner {
-    struct pf *pf; /* NULL: run[idx] */
-    int idx;
-};
-
-struct mm_scheduler {
-    struct mm_engine *e;
-    const struct mm_tokenizer *tok;
-    struct mm_scheduler_options o;
-    int64_t budget, hard, max_model_len, id_limit;
-    int32_t eos[MM_ENGINE_MAX_EOS + 1];
-    int n_eos;
-    struct mm_metrics *m;
-    pthread_t thread;
-    bool started;
-    /* shared, under mu */
-    pthread_mutex_t mu;
-    pthread_cond_t wake;     /* the engine thread's */
-    pthread_cond_t finished; /* in_flight went down */
-    struct job *in_head, *in_tail;
-    int64_t n_incoming, queued, in_flight;
-    int64_t seqs;            /* choices of the requests in flight */
-    int64_t incoming_tokens; /* prompt tokens of the requests in in_head */
-    int64_t pending_tokens;  /* ids left to prefill in waiting and pre, as of the last step */
-    int64_t kv_used[2];      /* as of the last step */
-    bool draining, stopping;
-    bool failed; /* the backend failed: out of service (mm_scheduler_load) */
-    char fail_msg[MM_ERR_MSG_MAX];
-    uint64_t cancel_gen, seed_ctr;
-    /* engine thread only */
-    uint64_t seen_cancel_gen, admit_ctr, mark_ctr;
-    struct pf **waiting;
-    int64_t n_waiting, cap_waiting;
-    struct pf **pre;
-    int n_pre;
-    struct run *run;
-    int n_run;
-    int32_t free_slots;
-    struct job **touched;
-    int64_t n_touched, cap_touched;
-    struct mm_seq_step *steps; /* [max_seqs] */
-    float *tile_buf;           /* [opt.max_tiles][3][S][S]: a step's tiles normalised from pixels */
-    struct owner *owners;      /* [max_seqs] */
-    struct mm_engine_sample *samples;                /* [max_seqs] */
-    struct run *sowners;                             /* [max_seqs]: job and choice of each sample */
-    struct mm_sample_out *outs;                      /* [max_seqs] */
-    struct job **fail_jobs;                          /* [max_seqs] */
-    uint64_t gen_tokens, prompt_tokens, preemptions; /* since the last publish */
-    /* state cache */
-    struct mm_state_cache *host; /* NULL: no state cache */
-    bool gpu_tier;
-    uint64_t layout; /* this engine's snapshot format (state_cache.h) */
-    pthread_mutex_t cache_mu;
-    struct snap *snaps; /* [max_seqs] */
-    int32_t n_snaps;
-    uint64_t snap_clock;
-    uint64_t c_queries, c_hits, c_query_tokens, c_hit_tokens, c_snapshots, c_evictions;
-};
-
-static double now_s(void)
+double mm_sched_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -209,26 +78,26 @@ static bool is_stop_id(const struct job *j, int32_t id)
     return false;
 }
 
-static void remove_run(struct mm_scheduler *s, int idx)
+void mm_sched_remove_run(struct mm_scheduler *s, int idx)
 {
     memmove(&s->run[idx], &s->run[idx + 1], (size_t)(s->n_run - idx - 1) * sizeof *s->run);
     s->n_run--;
 }
 
-static void remove_pre(struct mm_scheduler *s, int idx)
+void mm_sched_remove_pre(struct mm_scheduler *s, int idx)
 {
     memmove(&s->pre[idx], &s->pre[idx + 1], (size_t)(s->n_pre - idx - 1) * sizeof *s->pre);
     s->n_pre--;
 }
 
-static void remove_waiting(struct mm_scheduler *s, int64_t idx)
+void mm_sched_remove_waiting(struct mm_scheduler *s, int64_t idx)
 {
     memmove(&s->waiting[idx], &s->waiting[idx + 1],
             (size_t)(s->n_waiting - idx - 1) * sizeof *s->waiting);
     s->n_waiting--;
 }
 
-static enum mm_status push_waiting(struct mm_scheduler *s, struct pf *pf, bool front)
+enum mm_status mm_sched_push_waiting(struct mm_scheduler *s, struct pf *pf, bool front)
 {
     if (s->n_waiting == s->cap_waiting) {
         const int64_t cap = s->cap_waiting ? 2 * s->cap_waiting : 64;
@@ -248,7 +117,7 @@ static enum mm_status push_waiting(struct mm_scheduler *s, struct pf *pf, bool f
     return MM_OK;
 }
 
-static void release_slot(struct mm_scheduler *s, struct choice *c)
+void mm_sched_release_slot(struct mm_scheduler *s, struct choice *c)
 {
     if (c->slot < 0)
         return;
@@ -257,7 +126,7 @@ static void release_slot(struct mm_scheduler *s, struct choice *c)
     s->free_slots++;
 }
 
-static void free_pf(struct pf *pf)
+void mm_sched_free_prefill(struct pf *pf)
 {
     if (pf->choice >= 0) { /* resumed ones are allocated; the first is in the job */
         free(pf->own);
@@ -271,227 +140,26 @@ static void drop_prefills(struct mm_scheduler *s, struct job *j)
     for (int64_t i = s->n_waiting - 1; i >= 0; i--)
         if (s->waiting[i]->job == j) {
             struct pf *pf = s->waiting[i];
-            remove_waiting(s, i);
+            mm_sched_remove_waiting(s, i);
             if (pf->choice < 0 && !j->admitted_once) {
                 pthread_mutex_lock(&s->mu);
                 s->queued--;
                 pthread_mutex_unlock(&s->mu);
             }
-            free_pf(pf);
+            mm_sched_free_prefill(pf);
         }
     for (int i = s->n_pre - 1; i >= 0; i--)
         if (s->pre[i]->job == j) {
             struct pf *pf = s->pre[i];
-            remove_pre(s, i);
-            free_pf(pf);
+            mm_sched_remove_pre(s, i);
+            mm_sched_free_prefill(pf);
         }
-}
-
-/* ---- the state cache (engine thread) ------------------------------------------------ */
-
-static size_t slot_snapshot_bytes(const struct mm_scheduler *s, int32_t slot)
-{
-    const struct mm_engine_slot *sl = &s->e->slots[slot];
-    return mm_engine_snapshot_bytes(s->e, sl->pos, sl->emb_pos);
-}
-
-/* Saves a slot into the host tier under keys[0..n) unless it is kept
- * there already or there is no room. */
-static void save_to_host(struct mm_scheduler *s, int32_t slot, const uint64_t *keys, int64_t n)
-{
-    const struct mm_engine_slot *sl = &s->e->slots[slot];
-    struct mm_state_entry *en = mm_state_cache_begin(s->host, s->layout, keys, n, sl->pos,
-                                                     sl->emb_pos, slot_snapshot_bytes(s, slot));
-    if (!en)
-        return;
-    mm_engine_slot_save(s->e, slot, mm_state_entry_buffer(en));
-    struct mm_err err;
-    if (mm_engine_check(s->e, &err) != MM_OK) {
-        MM_ERROR("state cache: saving a snapshot failed: %s", err.msg);
-        mm_state_cache_abort(s->host, en);
-        return;
-    }
-    mm_state_cache_commit(s->host, en);
-}
-
-/* Files the snapshot held by `slot` (keys owned from now on). */
-static void add_snap(struct mm_scheduler *s, int32_t slot, uint64_t *keys, int64_t n)
-{
-    pthread_mutex_lock(&s->cache_mu);
-    s->snaps[slot] = (struct snap){keys, n, mm_state_hash(keys, n), ++s->snap_clock, 0};
-    s->n_snaps++;
-    pthread_mutex_unlock(&s->cache_mu);
-    s->c_snapshots++;
-}
-
-/* Gives up the snapshot in `slot` (to the host tier first when save). */
-static void drop_snap(struct mm_scheduler *s, int32_t slot, bool save)
-{
-    struct snap *sn = &s->snaps[slot];
-    if (save && s->host)
-        save_to_host(s, slot, sn->keys, sn->n);
-    pthread_mutex_lock(&s->cache_mu);
-    uint64_t *keys = sn->keys;
-    *sn = (struct snap){0};
-    s->n_snaps--;
-    pthread_mutex_unlock(&s->cache_mu);
-    free(keys);
-    mm_engine_slot_release(s->e, slot);
-    s->free_slots++;
-    s->c_evictions++;
-}
-
-/* The least recently used snapshot nobody is restoring from, or -1. */
-static int32_t lru_snap(const struct mm_scheduler *s)
-{
-    int32_t v = -1;
-    for (int32_t i = 0; i < s->e->opt.max_seqs; i++)
-        if (s->snaps[i].keys && s->snaps[i].pins == 0 &&
-            (v < 0 || s->snaps[i].used < s->snaps[v].used))
-            v = i;
-    return v;
-}
-
-/* The slot whose snapshot has exactly keys[0..n), or -1. */
-static int32_t find_snap(const struct mm_scheduler *s, const uint64_t *keys, int64_t n,
-                         uint64_t hash)
-{
-    for (int32_t i = 0; i < s->e->opt.max_seqs; i++) {
-        const struct snap *sn = &s->snaps[i];
-        if (sn->keys && sn->n == n && sn->hash == hash &&
-            memcmp(sn->keys, keys, (size_t)n * sizeof *keys) == 0)
-            return i;
-    }
-    return -1;
-}
-
-/* Keeps the state of running `slot` (it consumed keys[0..n), borrowed):
- * copied into a free slot (one is made by demoting the oldest snapshot),
- * else saved to the host tier. */
-static void snapshot_running(struct mm_scheduler *s, int32_t slot, const uint64_t *keys, int64_t n)
-{
-    const uint64_t hash = mm_state_hash(keys, n);
-    const int32_t have = find_snap(s, keys, n, hash);
-    if (have >= 0) {
-        s->snaps[have].used = ++s->snap_clock;
-        return;
-    }
-    if (s->gpu_tier && s->free_slots == 0) {
-        const int32_t v = lru_snap(s);
-        if (v >= 0)
-            drop_snap(s, v, true);
-    }
-    struct mm_err err;
-    int32_t dst;
-    uint64_t *own = NULL;
-    if (s->gpu_tier && s->free_slots > 0 && (own = malloc((size_t)n * sizeof *own)) &&
-        mm_engine_slot_acquire(s->e, &dst, &err) == MM_OK) {
-        s->free_slots--;
-        if (mm_engine_slot_copy(s->e, slot, dst, &err) == MM_OK) {
-            memcpy(own, keys, (size_t)n * sizeof *own);
-            add_snap(s, dst, own, n);
-            return;
-        }
-        mm_engine_slot_release(s->e, dst);
-        s->free_slots++;
-    }
-    free(own);
-    save_to_host(s, slot, keys, n);
-    s->c_snapshots++;
-}
-
-/* A choice finished: keeps its slot as a snapshot of what it consumed
- * (prompt and output but the last sampled token, never fed) instead of
- * freeing it. False: the caller frees the slot. */
-static bool snapshot_finished(struct mm_scheduler *s, struct job *j, struct choice *ch)
-{
-    const int64_t n = j->n_prompt + ch->n_gen - 1;
-    if (!s->host || ch->n_gen < 1 || s->e->slots[ch->slot].pos != n)
-        return false;
-    uint64_t *keys = malloc((size_t)n * sizeof *keys);
-    if (!keys)
-        return false;
-    memcpy(keys, j->keys, (size_t)j->n_prompt * sizeof *keys);
-    for (int64_t i = 0; i < ch->n_gen - 1; i++)
-        keys[j->n_prompt + i] = mm_state_text_key(ch->gen[i]);
-    const int32_t have = find_snap(s, keys, n, mm_state_hash(keys, n));
-    if (have >= 0 || !s->gpu_tier) {
-        if (have >= 0)
-            s->snaps[have].used = ++s->snap_clock;
-        else
-            save_to_host(s, ch->slot, keys, n), s->c_snapshots++;
-        free(keys);
-        return false;
-    }
-    mm_engine_kv_trim(s->e, ch->slot); /* blocks reserved ahead go back */
-    add_snap(s, ch->slot, keys, n);
-    ch->slot = -1; /* the slot is the snapshot's now: neither free nor running */
-    return true;
-}
-
-/* The longest snapshot that begins j's prompt (pinned), leaving at least
- * the last prompt token to run. */
-static void find_hit(struct mm_scheduler *s, const struct job *j, struct hit *h)
-{
-    *h = (struct hit){0, 0, -1, NULL};
-    const int64_t max = j->n_prompt - 1;
-    if (!s->host || max < 1)
-        return;
-    for (int32_t i = 0; i < s->e->opt.max_seqs; i++) {
-        const struct snap *sn = &s->snaps[i];
-        if (sn->keys && sn->n <= max && sn->n > h->len && sn->hash == j->ph[sn->n - 1] &&
-            memcmp(sn->keys, j->keys, (size_t)sn->n * sizeof *sn->keys) == 0)
-            h->len = sn->n, h->slot = i;
-    }
-    struct mm_state_entry *en;
-    const int64_t len = mm_state_cache_find(s->host, s->layout, j->keys, j->ph, max, &en);
-    if (len > h->len)
-        h->len = len, h->slot = -1, h->en = en;
-    else
-        mm_state_cache_unpin(s->host, en);
-    if (h->slot >= 0) {
-        s->snaps[h->slot].pins++;
-        s->snaps[h->slot].used = ++s->snap_clock;
-    }
-    int64_t img = 0;
-    for (int64_t i = 0; i < h->len; i++)
-        img += j->prompt[i] == s->e->cfg.img_context_token_id;
-    h->tiles = img / s->e->cfg.tokens_per_tile;
-}
-
-static void unpin_hit(struct mm_scheduler *s, const struct hit *h)
-{
-    if (h->slot >= 0)
-        s->snaps[h->slot].pins--;
-    if (h->en)
-        mm_state_cache_unpin(s->host, h->en);
-}
-
-/* Starts the acquired slot from the hit (state, positions, KV) with clean
- * token counts; false (the slot still fresh) when that fails. */
-static bool restore_hit(struct mm_scheduler *s, const struct hit *h, int32_t slot)
-{
-    struct mm_err err;
-    enum mm_status st;
-    if (h->slot >= 0) {
-        st = mm_engine_slot_copy(s->e, h->slot, slot, &err);
-    } else {
-        int64_t pos, emb_pos;
-        const void *data = mm_state_entry_data(h->en, &pos, &emb_pos);
-        st = mm_engine_slot_restore(s->e, slot, pos, emb_pos, data, &err);
-    }
-    if (st != MM_OK) {
-        MM_ERROR("state cache: restoring a snapshot failed: %s", err.msg);
-        return false;
-    }
-    mm_engine_slot_clear_counts(s->e, slot); /* admission counts the whole prompt */
-    return true;
 }
 
 /* Ends one choice: its FINISH event, its slot and blocks freed at once. */
-static void finish_choice(struct mm_scheduler *s, struct job *j, int32_t c,
-                          enum mm_finish_reason why, bool flush, enum mm_status status,
-                          const char *message)
+void mm_sched_finish_choice(struct mm_scheduler *s, struct job *j, int32_t c,
+                            enum mm_finish_reason why, bool flush, enum mm_status status,
+                            const char *message)
 {
     struct choice *ch = &j->ch[c];
     if (ch->done)
@@ -509,7 +177,7 @@ static void finish_choice(struct mm_scheduler *s, struct job *j, int32_t c,
         else if (matched && why == MM_FINISH_LENGTH) /* the flushed bytes ended a stop string */
             why = MM_FINISH_STOP;
     }
-    const double t = now_s();
+    const double t = mm_sched_now();
     const struct mm_event ev = {
         .kind = MM_EVENT_FINISH,
         .choice = c,
@@ -528,24 +196,24 @@ static void finish_choice(struct mm_scheduler *s, struct job *j, int32_t c,
     mm_metrics_finished(s->m, why);
     for (int i = 0; i < s->n_run; i++)
         if (s->run[i].job == j && s->run[i].choice == c) {
-            remove_run(s, i);
+            mm_sched_remove_run(s, i);
             break;
         }
     const bool ok = status == MM_OK && (why == MM_FINISH_STOP || why == MM_FINISH_LENGTH);
-    if (!(ok && ch->slot >= 0 && snapshot_finished(s, j, ch)))
-        release_slot(s, ch);
+    if (!(ok && ch->slot >= 0 && mm_sched_snapshot_finished(s, j, ch)))
+        mm_sched_release_slot(s, ch);
     ch->done = true;
     j->n_done++;
     touch(s, j);
 }
 
 /* Ends every unfinished choice of j (cancellation, failures). */
-static void finish_job(struct mm_scheduler *s, struct job *j, enum mm_finish_reason why,
-                       enum mm_status status, const char *message)
+void mm_sched_finish_job(struct mm_scheduler *s, struct job *j, enum mm_finish_reason why,
+                         enum mm_status status, const char *message)
 {
     drop_prefills(s, j);
     for (int32_t c = 0; c < j->p->n; c++)
-        finish_choice(s, j, c, why, false, status, message);
+        mm_sched_finish_choice(s, j, c, why, false, status, message);
 }
 
 static void free_job(struct job *j)
@@ -567,7 +235,7 @@ static void retire_job(struct mm_scheduler *s, struct job *j)
     int64_t gen = 0;
     for (int32_t c = 0; c < j->p->n; c++)
         gen += j->ch[c].n_gen;
-    mm_metrics_observe(s->m, MM_HIST_E2E, now_s() - j->t_submit);
+    mm_metrics_observe(s->m, MM_HIST_E2E, mm_sched_now() - j->t_submit);
     mm_metrics_observe(s->m, MM_HIST_PROMPT_TOKENS, (double)j->n_prompt);
     mm_metrics_observe(s->m, MM_HIST_GEN_TOKENS, (double)gen);
     struct mm_request *r = j->r;
@@ -579,230 +247,6 @@ static void retire_job(struct mm_scheduler *s, struct job *j)
     s->seqs -= n;
     pthread_cond_broadcast(&s->finished);
     pthread_mutex_unlock(&s->mu);
-}
-
-/* ---- admission and preemption ----------------------------------------------------- */
-
-static int64_t kv_free(const struct mm_scheduler *s, int st)
-{
-    int64_t used[2], total[2];
-    mm_engine_kv_usage(s->e, used, total);
-    return total[st] - used[st];
-}
-
-/* KV blocks a prefill of n ids with n_tiles tiles takes in a stack. */
-static int64_t blocks_for_prefill(const struct mm_scheduler *s, int st, int64_t n, int64_t n_tiles)
-{
-    if (!s->e->kv[st])
-        return 0;
-    return mm_kv_blocks_for(st == MM_STACK_EMB ? mm_engine_emb_rows(&s->e->cfg, n, n_tiles) : n);
-}
-
-/* Evicts snapshots (least recently used first, never a pinned one) until
- * need_slots slots and need[] KV blocks are free; whether they are. */
-static bool make_room(struct mm_scheduler *s, int32_t need_slots, const int64_t need[2])
-{
-    for (;;) {
-        if (s->free_slots >= need_slots && kv_free(s, 0) >= need[0] && kv_free(s, 1) >= need[1])
-            return true;
-        if (s->free_slots + s->n_snaps < need_slots)
-            return false; /* running sequences hold the rest: evicting cannot help */
-        const int32_t v = lru_snap(s);
-        if (v < 0)
-            return false;
-        drop_snap(s, v, true);
-    }
-}
-
-static void admit(struct mm_scheduler *s)
-{
-    while (s->n_waiting > 0) {
-        struct pf *pf = s->waiting[0];
-        struct job *j = pf->job;
-        const int32_t n_slots = pf->choice < 0 ? j->p->n : 1;
-        struct hit h = {0, 0, -1, NULL};
-        if (pf->choice < 0)
-            find_hit(s, j, &h);
-        int64_t need[2];
-        for (int st = 0; st < 2; st++) {
-            need[st] = n_slots * blocks_for_prefill(s, st, pf->n_ids, j->n_tiles);
-            if (h.slot >= 0 && s->e->kv[st]) { /* choice 0 shares the snapshot's blocks */
-                const struct mm_engine_slot *sl = &s->e->slots[h.slot];
-                const int64_t at = st == MM_STACK_EMB ? sl->emb_pos : sl->pos;
-                need[st] -= mm_kv_blocks_for(at) - (at % MM_KV_BLOCK != 0); /* partial: COW */
-            }
-        }
-        const bool fits = make_room(s, n_slots, need);
-        if (!fits && h.slot >= 0) {
-            /* the pinned snapshot itself is in the way (every other slot
-             * runs): it goes to the host tier (or away) and admission retries */
-            unpin_hit(s, &h);
-            drop_snap(s, h.slot, true);
-            continue;
-        }
-        if (!fits) {
-            unpin_hit(s, &h);
-            MM_DEBUG("admit: head %s needs %d slots (free %d), kv free %lld/%lld, pre %d run %d",
-                     mm_request_id(j->r), n_slots, s->free_slots, (long long)kv_free(s, 0),
-                     (long long)kv_free(s, 1), s->n_pre, s->n_run);
-            if (s->n_pre > 0 || s->n_run > 0)
-                return; /* FCFS: it waits for what the running ones free */
-            /* alone and still too big: only a resumed sequence grown past the
-             * pool can get here (submit refuses prompts that cannot fit) */
-            remove_waiting(s, 0);
-            if (pf->choice >= 0) {
-                const int32_t c = pf->choice;
-                free_pf(pf);
-                finish_choice(s, j, c, MM_FINISH_LENGTH, true, MM_OK, NULL);
-            } else { /* (submit refuses these; kept for safety) */
-                if (!j->admitted_once) {
-                    pthread_mutex_lock(&s->mu);
-                    s->queued--;
-                    pthread_mutex_unlock(&s->mu);
-                }
-                finish_job(s, j, MM_FINISH_ERROR, MM_ERR_LIMIT, "the KV cache cannot hold it");
-            }
-            continue;
-        }
-        remove_waiting(s, 0);
-        for (int32_t i = 0; i < n_slots; i++) {
-            struct choice *ch = &j->ch[pf->choice < 0 ? i : pf->choice];
-            struct mm_err err;
-            /* all succeed: a free slot and blocks were counted above */
-            if (mm_engine_slot_acquire(s->e, &ch->slot, &err) != MM_OK)
-                MM_ERROR("scheduler: admission failed after the check: %s", err.msg);
-            if (i == 0 && h.len > 0 && !restore_hit(s, &h, ch->slot))
-                h.len = h.tiles = 0;
-            const int64_t from = i == 0 ? h.len : 0, from_tiles = i == 0 ? h.tiles : 0;
-            if (mm_engine_kv_reserve(s->e, ch->slot, pf->n_ids - from, j->n_tiles - from_tiles,
-                                     &err) != MM_OK)
-                MM_ERROR("scheduler: admission failed after the check: %s", err.msg);
-            s->free_slots--;
-        }
-        unpin_hit(s, &h);
-        if (pf->choice < 0) {
-            if (!j->admitted_once) {
-                s->c_queries++;
-                s->c_query_tokens += (uint64_t)j->n_prompt;
-                s->c_hits += h.len > 0;
-                s->c_hit_tokens += (uint64_t)h.len;
-            }
-            j->cached = h.len;
-        }
-        pf->slot = j->ch[pf->choice < 0 ? 0 : pf->choice].slot;
-        pf->done = h.len;
-        pf->tiles_done = h.tiles;
-        pf->admitted = ++s->admit_ctr;
-        mm_engine_slot_count(s->e, pf->slot, j->prompt, j->n_prompt, false);
-        if (pf->choice >= 0) /* a resumed choice re-counts its output */
-            mm_engine_slot_count(s->e, pf->slot, pf->ids + j->n_prompt, pf->n_ids - j->n_prompt,
-                                 true);
-        s->pre[s->n_pre++] = pf;
-        if (!j->admitted_once) {
-            j->admitted_once = true;
-            j->t_admit = now_s();
-            mm_metrics_observe(s->m, MM_HIST_QUEUE_TIME, j->t_admit - j->t_submit);
-            pthread_mutex_lock(&s->mu);
-            s->queued--;
-            pthread_mutex_unlock(&s->mu);
-        }
-    }
-}
-
-/* Puts a decoding choice back in the queue (front) as a prefill of its
- * prompt and generated ids. */
-static void preempt_run(struct mm_scheduler *s, int idx)
-{
-    struct job *j = s->run[idx].job;
-    const int32_t c = s->run[idx].choice;
-    struct choice *ch = &j->ch[c];
-    struct pf *pf = calloc(1, sizeof *pf);
-    int32_t *own = malloc((size_t)(j->n_prompt + ch->n_gen) * sizeof *own);
-    if (!pf || !own || push_waiting(s, pf, true) != MM_OK) {
-        free(pf);
-        free(own);
-        finish_choice(s, j, c, MM_FINISH_ERROR, false, MM_ERR_NOMEM,
-                      "out of memory preempting the sequence");
-        return;
-    }
-    memcpy(own, j->prompt, (size_t)j->n_prompt * sizeof *own);
-    memcpy(own + j->n_prompt, ch->gen, (size_t)ch->n_gen * sizeof *own);
-    *pf = (struct pf){.job = j,
-                      .choice = c,
-                      .own = own,
-                      .ids = own,
-                      .n_ids = j->n_prompt + ch->n_gen,
-                      .n_prompt = j->n_prompt,
-                      .slot = -1};
-    remove_run(s, idx);
-    release_slot(s, ch);
-    s->preemptions++;
-    MM_DEBUG("scheduler: preempted request %s choice %d after %lld tokens", mm_request_id(j->r), c,
-             (long long)ch->n_gen);
-}
-
-/* Puts an admitted prefill back in the queue (front), from its start. */
-static void preempt_pre(struct mm_scheduler *s, int idx)
-{
-    struct pf *pf = s->pre[idx];
-    struct job *j = pf->job;
-    remove_pre(s, idx);
-    if (push_waiting(s, pf, true) != MM_OK) {
-        free_pf(pf);
-        finish_job(s, j, MM_FINISH_ERROR, MM_ERR_NOMEM, "out of memory preempting the sequence");
-        return;
-    }
-    if (pf->choice < 0)
-        for (int32_t c = 0; c < j->p->n; c++)
-            release_slot(s, &j->ch[c]);
-    else
-        release_slot(s, &j->ch[pf->choice]);
-    pf->done = pf->tiles_done = 0;
-    pf->slot = -1;
-    s->preemptions++;
-}
-
-/* Every decoding choice gets the block its next token needs; when the pool
- * runs dry the most recently admitted sequence gives its blocks back. */
-static void grow_decodes(struct mm_scheduler *s)
-{
-    for (int i = 0; i < s->n_run; i++) {
-        for (;;) {
-            struct mm_err err;
-            const int32_t slot = s->run[i].job->ch[s->run[i].choice].slot;
-            if (mm_engine_kv_reserve(s->e, slot, 1, 0, &err) == MM_OK)
-                break;
-            const int32_t snap = lru_snap(s); /* snapshots give way first */
-            if (snap >= 0) {
-                drop_snap(s, snap, true);
-                continue;
-            }
-            int vr = -1, vp = -1;
-            uint64_t latest = 0;
-            for (int k = 0; k < s->n_run; k++)
-                if (s->run[k].admitted >= latest)
-                    latest = s->run[k].admitted, vr = k, vp = -1;
-            for (int k = 0; k < s->n_pre; k++)
-                if (s->pre[k]->admitted >= latest)
-                    latest = s->pre[k]->admitted, vp = k, vr = -1;
-            if (vp >= 0) {
-                preempt_pre(s, vp);
-                continue;
-            }
-            if (vr == i) {
-                if (s->n_run == 1 && s->n_pre == 0) /* alone: the pool is its limit */
-                    finish_choice(s, s->run[i].job, s->run[i].choice, MM_FINISH_LENGTH, true, MM_OK,
-                                  NULL);
-                else
-                    preempt_run(s, i);
-                i--; /* run[i] went away: the next one moved here */
-                break;
-            }
-            preempt_run(s, vr);
-            if (vr < i)
-                i--; /* run[i] moved down one; retry it */
-        }
-    }
 }
 
 /* ---- one step ------------------------------------------------------------------------ */
@@ -857,7 +301,7 @@ static void fail_step(struct mm_scheduler *s, int n_steps, const struct mm_err *
         }
     }
     for (int k = 0; k < nj; k++)
-        finish_job(s, s->fail_jobs[k], MM_FINISH_ERROR, err->status, err->msg);
+        mm_sched_finish_job(s, s->fail_jobs[k], MM_FINISH_ERROR, err->status, err->msg);
     struct mm_err again;
     if (err->status == MM_ERR_BACKEND && mm_engine_check(s->e, &again) != MM_OK) {
         /* the fault persists (a sticky CUDA error, a lost device): the
@@ -879,7 +323,7 @@ static void fail_all(struct mm_scheduler *s, const char *msg)
                 : s->n_pre > 0   ? s->pre[0]->job
                 : s->n_run > 0   ? s->run[0].job
                                  : NULL))
-        finish_job(s, j, MM_FINISH_ERROR, MM_ERR_BACKEND, msg);
+        mm_sched_finish_job(s, j, MM_FINISH_ERROR, MM_ERR_BACKEND, msg);
 }
 
 /* A sampled token: event, stops, limits. */
@@ -891,7 +335,7 @@ static void handle_token(struct mm_scheduler *s, struct job *j, int32_t c,
         const int64_t cap = ch->cap_gen ? 2 * ch->cap_gen : 64;
         int32_t *ng = realloc(ch->gen, (size_t)cap * sizeof *ng);
         if (!ng) {
-            finish_choice(s, j, c, MM_FINISH_ERROR, false, MM_ERR_NOMEM, "out of memory");
+            mm_sched_finish_choice(s, j, c, MM_FINISH_ERROR, false, MM_ERR_NOMEM, "out of memory");
             return;
         }
         ch->gen = ng;
@@ -900,7 +344,7 @@ static void handle_token(struct mm_scheduler *s, struct job *j, int32_t c,
     const int32_t id = out->id;
     ch->gen[ch->n_gen++] = id;
     s->gen_tokens++;
-    const double t = now_s();
+    const double t = mm_sched_now();
     if (ch->n_gen == 1) {
         ch->t_first = t;
         mm_metrics_observe(s->m, MM_HIST_TTFT, t - j->t_submit);
@@ -909,7 +353,7 @@ static void handle_token(struct mm_scheduler *s, struct job *j, int32_t c,
     }
     ch->t_last = t;
     if ((!j->p->ignore_eos && is_eos(s, id)) || is_stop_id(j, id)) {
-        finish_choice(s, j, c, MM_FINISH_STOP, true, MM_OK, NULL);
+        mm_sched_finish_choice(s, j, c, MM_FINISH_STOP, true, MM_OK, NULL);
         return;
     }
     struct mm_event ev = {.kind = MM_EVENT_TOKEN,
@@ -927,7 +371,7 @@ static void handle_token(struct mm_scheduler *s, struct job *j, int32_t c,
             plen = 0; /* an id without text (validated by the engine already) */
         if (mm_stops_feed(&ch->stops, plen ? piece : "", plen, &ev.text, &ev.len, &matched, &err) !=
             MM_OK) {
-            finish_choice(s, j, c, MM_FINISH_ERROR, false, err.status, err.msg);
+            mm_sched_finish_choice(s, j, c, MM_FINISH_ERROR, false, err.status, err.msg);
             return;
         }
     }
@@ -938,20 +382,20 @@ static void handle_token(struct mm_scheduler *s, struct job *j, int32_t c,
             ev.top[k] = (struct mm_token_logprob){out->top_ids[k], out->top_logprobs[k]};
     }
     if (mm_request_push_token(j->r, &ev, &err) != MM_OK) {
-        finish_choice(s, j, c, MM_FINISH_ERROR, false, err.status, err.msg);
+        mm_sched_finish_choice(s, j, c, MM_FINISH_ERROR, false, err.status, err.msg);
         return;
     }
     touch(s, j);
     if (matched)
-        finish_choice(s, j, c, MM_FINISH_STOP, false, MM_OK, NULL);
+        mm_sched_finish_choice(s, j, c, MM_FINISH_STOP, false, MM_OK, NULL);
     else if (ch->n_gen >= j->max_gen)
-        finish_choice(s, j, c, MM_FINISH_LENGTH, true, MM_OK, NULL);
+        mm_sched_finish_choice(s, j, c, MM_FINISH_LENGTH, true, MM_OK, NULL);
 }
 
 static void step(struct mm_scheduler *s)
 {
     struct mm_engine *e = s->e;
-    grow_decodes(s);
+    mm_sched_grow_decodes(s);
     /* decodes first, then prefill chunks in admission order within the budget */
     int n = 0;
     int64_t tokens = 0, tiles = 0;
@@ -1044,13 +488,13 @@ static void step(struct mm_scheduler *s)
         struct pf *pf = s->pre[i];
         if (pf->done < pf->n_ids)
             continue;
-        remove_pre(s, i);
+        mm_sched_remove_pre(s, i);
         if (pf->choice < 0 && s->host)
-            snapshot_running(s, pf->slot, pf->job->keys, pf->job->n_prompt);
+            mm_sched_snapshot_running(s, pf->slot, pf->job->keys, pf->job->n_prompt);
         for (int32_t c = 0; c < pf->job->p->n; c++)
             if (pf->choice < 0 || pf->choice == c)
                 s->run[s->n_run++] = (struct run){pf->job, c, pf->admitted};
-        free_pf(pf);
+        mm_sched_free_prefill(pf);
     }
     for (int i = 0; i < ns; i++)
         if (!s->sowners[i].job->ch[s->sowners[i].choice].done)
@@ -1112,7 +556,7 @@ static void publish(struct mm_scheduler *s)
     int64_t snap_bytes = 0;
     for (int32_t i = 0; i < s->e->opt.max_seqs && s->n_snaps > 0; i++)
         if (s->snaps[i].keys)
-            snap_bytes += (int64_t)slot_snapshot_bytes(s, i);
+            snap_bytes += (int64_t)mm_sched_snapshot_bytes(s, i);
     mm_metrics_cache(s->m, s->c_queries, s->c_hits, s->c_query_tokens, s->c_hit_tokens,
                      s->c_snapshots, s->c_evictions, s->n_snaps, snap_bytes);
     s->c_queries = s->c_hits = s->c_query_tokens = s->c_hit_tokens = 0;
@@ -1137,7 +581,7 @@ static void *engine_main(void *arg)
         for (;;) {
             while (s->in_head) { /* new requests join the queue's tail */
                 struct job *j = s->in_head;
-                if (push_waiting(s, &j->first, false) != MM_OK)
+                if (mm_sched_push_waiting(s, &j->first, false) != MM_OK)
                     break; /* retried next round */
                 s->in_head = j->next;
                 s->n_incoming--;
@@ -1163,7 +607,7 @@ static void *engine_main(void *arg)
                 /* with a disk tier the states in free slots outlive the process too */
                 for (int32_t i = 0; keep && i < s->e->opt.max_seqs; i++)
                     if (s->snaps[i].keys)
-                        drop_snap(s, i, true);
+                        mm_sched_drop_snapshot(s, i, true);
                 return NULL;
             }
             pthread_cond_wait(&s->wake, &s->mu);
@@ -1173,11 +617,11 @@ static void *engine_main(void *arg)
             snprintf(fail_msg, sizeof fail_msg, "the engine failed: %s", s->fail_msg);
         pthread_mutex_unlock(&s->mu);
         for (struct job *j; (j = find_cancelled(s));)
-            finish_job(s, j, MM_FINISH_CANCELLED, MM_OK, NULL);
+            mm_sched_finish_job(s, j, MM_FINISH_CANCELLED, MM_OK, NULL);
         if (failed) {
             fail_all(s, fail_msg);
         } else {
-            admit(s);
+            mm_sched_admit(s);
             step(s);
         }
         publish(s);
@@ -1317,7 +761,7 @@ static enum mm_status check_request(const struct mm_scheduler *s, const struct m
                           (long long)s->max_model_len, (long long)n,
                           (long long)(p->max_tokens > 0 ? p->max_tokens : 1));
     for (int st = 0; st < 2; st++) { /* (pool sizes are fixed at open: no race) */
-        const int64_t need = p->n * blocks_for_prefill(s, st, n, n_tiles);
+        const int64_t need = p->n * mm_sched_blocks_for_prefill(s, st, n, n_tiles);
         const int64_t total = s->e->kv[st] ? s->e->kv_blocks[st] : 0;
         if (need > total)
             return mm_err_set(err, MM_ERR_INVALID,
@@ -1465,7 +909,7 @@ enum mm_status mm_scheduler_submit(struct mm_scheduler *s, struct mm_request *r,
     if (!p->has_seed)
         mm_request_set_seed(r, splitmix64(s->seed_ctr++));
     mm_request_ref(r);
-    j->t_submit = now_s();
+    j->t_submit = mm_sched_now();
     if (s->in_tail)
         s->in_tail->next = j;
     else

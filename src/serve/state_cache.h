@@ -12,7 +12,7 @@
  * per GPU) behind one mutex, bounded in bytes (keys and bookkeeping
  * included), evicting the least recently used entry that nobody is reading.
  * The GPU tier (snapshots left in free state slots) is each scheduler's own
- * (scheduler.c). A lookup is a scan of the entries comparing one prefix
+ * (snapshots.c). A lookup is a scan of the entries comparing one prefix
  * hash each, then the keys of the candidate: token-exact at any length, no
  * block alignment, and cheap for the thousands of entries host memory can
  * hold (a radix tree would pay off only far beyond that).

@@ -1,5 +1,5 @@
 /* check_state_cache.c: the state cache (src/serve/state_cache.c and its use
- * in src/serve/scheduler.c) with tiny models: a request that starts from a
+ * in src/serve/snapshots.c) with tiny models: a request that starts from a
  * snapshot gives exactly the greedy tokens of a cold run (a scheduler with
  * no cache on its own engine) for linear, hybrid (KV blocks shared with
  * copy-on-write) and teacher models; multi-turn continuations hit the
