@@ -29,25 +29,11 @@ from model import DemoModel  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     ap.add_argument("--data-seconds", type=float, default=12)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--batch-tokens", type=int, default=49152)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--kv-heads", type=int, default=2)
-    ap.add_argument("--intermediate", type=int, default=512)
-    ap.add_argument("--emb-layers", default="mha,mamba2")
-    ap.add_argument("--llm-layers", default="mamba2,mha,mamba2,mamba2")
-    ap.add_argument("--image-size", type=int, default=224)
-    ap.add_argument("--max-tiles", type=int, default=4)
-    ap.add_argument("--max-turns", type=int, default=3)
-    ap.add_argument("--reuse", type=int, default=4)
-    ap.add_argument("--text-only", type=float, default=0.03)
-    ap.add_argument("--max-objects", type=int, default=3)
+    T.add_recipe_args(ap)
     a = ap.parse_args()
-    a.tasks, a.seed, a.via_pipe = "", 1, False
+    a.seed, a.via_pipe = 1, False
     tk = tokmod.Tokenizer(os.path.join(HERE, "tokenizer.model"))
     tpt = (a.image_size // 14) ** 2 // 4
 
@@ -71,7 +57,8 @@ def main():
         shapes.token_labels(objs, style["w"], style["h"], a.image_size, 1, a.max_tiles, a.image_size // 28)
         t.append(time.perf_counter())
         for _ in range(a.reuse):
-            tk.render(shapes.conversation(objs, rng, rng.randint(1, a.max_turns)), len(tiles), tpt)
+            turns = shapes.conversation(objs, rng, rng.randint(1, a.max_turns), None, a.count_weight)
+            tk.render(turns, len(tiles), tpt)
         t.append(time.perf_counter())
         n_tiles += len(tiles)
         for k, name in enumerate(names):

@@ -294,16 +294,10 @@ def run_probe(model, probe, device):
 
 # ---- main ----------------------------------------------------------------------------------------
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=3000, help="optimiser steps (0: fit them to --time-budget)")
-    ap.add_argument("--time-budget", type=float, default=0, help="seconds of training at most (0: no bound)")
+def add_recipe_args(ap):
+    """The flags that say what is trained and on what data, and where the work runs: train.py's
+    and bench.py's (which times the same model on the same batches)."""
     ap.add_argument("--batch-tokens", type=int, default=49152)
-    ap.add_argument("--lr", type=float, default=1.5e-3)
-    ap.add_argument("--warmup", type=int, default=200)
-    ap.add_argument("--hold", type=int, default=400, help="steps at the peak lr before the decay")
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--hidden", type=int, default=256)
@@ -316,20 +310,32 @@ def main():
     ap.add_argument("--max-tiles", type=int, default=4)
     ap.add_argument("--max-turns", type=int, default=3)
     ap.add_argument("--reuse", type=int, default=4, help="conversations per rendered picture")
-    ap.add_argument("--aux", type=float, default=0.5,
-                    help="weight of the auxiliary loss: the colour, shape, size and picture cell each image "
-                         "token shows, read from the embedding stack's output by a linear head that is not exported")
     ap.add_argument("--count-weight", type=int, default=1,
                     help="weight of count questions in the task mix (the other tasks weigh 2 each)")
     ap.add_argument("--text-only", type=float, default=0.03)
     ap.add_argument("--tasks", default="", help="train only these tasks (comma list; quick CPU checks)")
     ap.add_argument("--max-objects", type=int, default=3, help="at most this many shapes (quick CPU checks)")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=3000, help="optimiser steps (0: fit them to --time-budget)")
+    ap.add_argument("--time-budget", type=float, default=0, help="seconds of training at most (0: no bound)")
+    ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--hold", type=int, default=400, help="steps at the peak lr before the decay")
+    add_recipe_args(ap)
+    ap.add_argument("--aux", type=float, default=0.5,
+                    help="weight of the auxiliary loss: the colour, shape, size and picture cell each image "
+                         "token shows, read from the embedding stack's output by a linear head that is not exported")
     ap.add_argument("--tokenizer", default=os.path.join(HERE, "tokenizer.model"))
     ap.add_argument("--eval-n", type=int, default=100, help="fresh pictures for the final check")
     ap.add_argument("--init", default="",
                     help="start from this checkpoint (a folder this script wrote, same architecture flags) "
-                         "instead of random weights: a second training session continues the first (give it another --seed, "
-                         "or it sees the first session's pictures again)")
+                         "instead of random weights: a second training session continues the first (give it "
+                         "another --seed, or it sees the first session's pictures again)")
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--probe-every", type=int, default=0,
                     help="every N steps, teacher-forced exact-answer accuracy per task on 100 held-out pictures")
