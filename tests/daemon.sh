@@ -1,5 +1,12 @@
-# daemon.sh: sourced by the script tests that start real daemons (after tests/skip.sh;
-# they set $tmp, their scratch folder).
+# daemon.sh: sourced by the script tests that start real daemons (after tests/skip.sh).
+
+# mm_scratch: $tmp, a fresh scratch folder, and an exit trap that kills every daemon in $pids
+# (mm_daemon adds each one it starts) and removes $tmp. Call it before the first mm_daemon.
+mm_scratch() {
+  tmp=$(mktemp -d)
+  pids=""
+  trap 'for p in $pids; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$tmp"' EXIT
+}
 
 # mm_daemon NAME BIN ARGS...: starts BIN ARGS... --host 127.0.0.1 --port 0 in the background
 # with its output in $tmp/NAME.log and returns once the log says it serves: its pid in

@@ -18,13 +18,7 @@ top_srcdir=${top_srcdir:-.}
 bin="$top_builddir/mmmambad"
 tool="$top_builddir/mmmamba"
 here="$top_srcdir/tests/http"
-tmp=$(mktemp -d)
-pids=""
-cleanup() {
-  for p in $pids; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+mm_scratch
 fails=0
 pass=0
 ok() { pass=$((pass + 1)); }

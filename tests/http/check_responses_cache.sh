@@ -15,13 +15,7 @@ bin="$top_builddir/mmmambad"
 tool="$top_builddir/mmmamba"
 here="$top_srcdir/tests/http"
 . "$top_srcdir/tests/http/node_deps.sh"
-tmp=$(mktemp -d)
-pid=""
-cleanup() {
-  [ -z "$pid" ] || kill -9 "$pid" 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+mm_scratch
 fails=0
 "$tool" mkmodel --preset tiny-linear --seed 3 --out "$tmp/tiny" >/dev/null
 KEY=test-key-$$
@@ -37,7 +31,6 @@ run() { # NAME EXPECT FLAGS...
     node "$here/responses_cache.mjs" || { fails=$((fails + 1)); tail -20 "$tmp/$name.log"; }
   kill -TERM "$pid"
   wait "$pid" || true
-  pid=""
 }
 run cache resumed
 run nocache rebuilt --state-cache-bytes 0

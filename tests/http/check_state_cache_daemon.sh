@@ -15,13 +15,7 @@ top_srcdir=${top_srcdir:-.}
 . "$top_srcdir/tests/daemon.sh"
 bin="$top_builddir/mmmambad"
 tool="$top_builddir/mmmamba"
-tmp=$(mktemp -d)
-pids=""
-cleanup() {
-  for p in $pids; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+mm_scratch
 command -v python3 >/dev/null 2>&1 || mm_skip "python3 missing"
 command -v curl >/dev/null 2>&1 || mm_skip "curl missing"
 

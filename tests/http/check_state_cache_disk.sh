@@ -16,13 +16,7 @@ bin="$top_builddir/mmmambad"
 tool="$top_builddir/mmmamba"
 command -v python3 >/dev/null 2>&1 || mm_skip "python3 missing"
 command -v curl >/dev/null 2>&1 || mm_skip "curl missing"
-tmp=$(mktemp -d)
-pid=""
-cleanup() {
-  [ -z "$pid" ] || kill -9 "$pid" 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+mm_scratch
 fails=0
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 "$tool" mkmodel --preset tiny-linear --seed 3 --out "$tmp/m" >/dev/null
@@ -35,7 +29,7 @@ start() {
   mm_daemon "$name" "$bin" --model "$tmp/$model" --served-model-name m --backend cpu --threads 1 "$@"
   pid=$mm_pid url="http://127.0.0.1:$mm_port"
 }
-stop() { kill -TERM "$pid"; wait "$pid" || fail "daemon exited $? after SIGTERM"; pid=""; }
+stop() { kill -TERM "$pid"; wait "$pid" || fail "daemon exited $? after SIGTERM"; }
 
 # turn FILE TEXT [PREV]: one /v1/responses turn; the body in FILE, the headers in FILE.h
 turn() {

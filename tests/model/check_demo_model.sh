@@ -26,11 +26,9 @@ fi
 "${top_builddir:-.}/mmmamba" inspect "$model" >/dev/null || { echo "FAIL: mmmamba inspect $model"; exit 1; }
 "$py" "$src/train/check_engine.py" --model "$model" --mmmamba "${top_builddir:-.}/mmmamba" --n 1 ||
   { echo "FAIL: the engine, the training model and the reference disagree"; exit 1; }
-tmp=$(mktemp -d)
-pid=""
-trap '[ -z "$pid" ] || kill "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
+mm_scratch
 mm_daemon daemon "$bin" --model "$model" --backend cpu --max-seqs 8 --access-log no
-pid=$mm_pid url=http://127.0.0.1:$mm_port
+url=http://127.0.0.1:$mm_port
 rc=0
 "$py" "$src/train/eval.py" --url "$url" --samples "$src/train/samples" --min-accuracy 1 || rc=1
 # Under ASan+UBSan (mm_sanitizers=yes, from ./configure) the CPU engine runs about 17x slower:

@@ -23,13 +23,7 @@ DEVICES=${DEVICES:-2}         # the two-engine daemon
 REF_DEVICES=${REF_DEVICES:-1} # the one-engine reference
 PRESET=${PRESET:-tiny-linear}
 command -v curl >/dev/null 2>&1 || mm_skip "curl missing"
-tmp=$(mktemp -d)
-pids=""
-cleanup() {
-  for p in $pids; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+mm_scratch
 fails=0
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 "$tool" mkmodel --preset "$PRESET" --seed 3 --out "$tmp/m" >/dev/null

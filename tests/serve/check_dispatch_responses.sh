@@ -20,13 +20,7 @@ bin="$top_builddir/mmmambad"
 tool="$top_builddir/mmmamba"
 drive="$top_srcdir/tests/serve/dispatch_responses.py"
 command -v python3 >/dev/null 2>&1 || mm_skip "python3 missing"
-tmp=$(mktemp -d)
-pids=""
-cleanup() {
-  for p in $pids; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+mm_scratch
 fails=0
 "$tool" mkmodel --preset tiny-linear --seed 3 --out "$tmp/m" >/dev/null
 
