@@ -42,14 +42,14 @@ static uint64_t fmix64(uint64_t x)
 
 uint64_t mm_state_text_key(int32_t id) { return (uint64_t)(uint32_t)id; }
 
-/* 128 bits of a tile's pixels (two independent lanes over its bytes). */
-void mm_state_tile_digest(const float *tile, int64_t n_floats, uint64_t d[2])
+/* The tile digest's two lanes over len more bytes: whole 8-byte words, then
+ * single bytes (so a sequence of calls equals one call over their
+ * concatenation while every call but the last is whole words). */
+static void digest_bytes(uint64_t lane[2], const unsigned char *p, size_t len)
 {
-    uint64_t a = 0x243F6A8885A308D3ull, b = 0x13198A2E03707344ull;
-    const unsigned char *p = (const unsigned char *)tile;
-    const size_t bytes = (size_t)n_floats * sizeof(float);
+    uint64_t a = lane[0], b = lane[1];
     size_t i = 0;
-    for (; i + 8 <= bytes; i += 8) {
+    for (; i + 8 <= len; i += 8) {
         uint64_t w;
         memcpy(&w, p + i, 8);
         a = (a ^ w) * 0x9E3779B97F4A7C15ull;
@@ -57,12 +57,29 @@ void mm_state_tile_digest(const float *tile, int64_t n_floats, uint64_t d[2])
         b = (b + w) * 0xD6E8FEB86659FD93ull;
         b ^= b >> 31;
     }
-    for (; i < bytes; i++) {
+    for (; i < len; i++) {
         a = (a ^ p[i]) * 0x9E3779B97F4A7C15ull;
         b = (b + p[i]) * 0xD6E8FEB86659FD93ull;
     }
-    d[0] = fmix64(a ^ bytes);
-    d[1] = fmix64(b + bytes);
+    lane[0] = a;
+    lane[1] = b;
+}
+
+static const uint64_t digest_seed[2] = {0x243F6A8885A308D3ull, 0x13198A2E03707344ull};
+
+static void digest_end(const uint64_t lane[2], size_t bytes, uint64_t d[2])
+{
+    d[0] = fmix64(lane[0] ^ bytes);
+    d[1] = fmix64(lane[1] + bytes);
+}
+
+/* 128 bits of a tile's pixels (two independent lanes over its bytes). */
+void mm_state_tile_digest(const float *tile, int64_t n_floats, uint64_t d[2])
+{
+    uint64_t lane[2] = {digest_seed[0], digest_seed[1]};
+    const size_t bytes = (size_t)n_floats * sizeof(float);
+    digest_bytes(lane, (const unsigned char *)tile, bytes);
+    digest_end(lane, bytes, d);
 }
 
 void mm_state_tile_digest_pixels(const uint8_t *pixels, int64_t n_values, uint64_t d[2])
@@ -71,7 +88,7 @@ void mm_state_tile_digest_pixels(const uint8_t *pixels, int64_t n_values, uint64
      * made a block at a time (blocks of whole 8-byte words) */
     float lut[3][256], block[1024];
     mm_image_norm_lut(lut);
-    uint64_t a = 0x243F6A8885A308D3ull, b = 0x13198A2E03707344ull;
+    uint64_t lane[2] = {digest_seed[0], digest_seed[1]};
     const size_t n = (size_t)n_values, plane = n / 3, bytes = n * sizeof(float);
     size_t c = 0, next = plane; /* the channel of value at, where the next one starts */
     for (size_t at = 0; at < n; at += 1024) {
@@ -89,24 +106,9 @@ void mm_state_tile_digest_pixels(const uint8_t *pixels, int64_t n_values, uint64
                 block[i + k] = l[src[k]];
             i += run;
         }
-        const unsigned char *p = (const unsigned char *)block;
-        const size_t len = m * sizeof(float);
-        size_t i = 0;
-        for (; i + 8 <= len; i += 8) {
-            uint64_t w;
-            memcpy(&w, p + i, 8);
-            a = (a ^ w) * 0x9E3779B97F4A7C15ull;
-            a ^= a >> 29;
-            b = (b + w) * 0xD6E8FEB86659FD93ull;
-            b ^= b >> 31;
-        }
-        for (; i < len; i++) { /* the last block only (every other is whole words) */
-            a = (a ^ p[i]) * 0x9E3779B97F4A7C15ull;
-            b = (b + p[i]) * 0xD6E8FEB86659FD93ull;
-        }
+        digest_bytes(lane, (const unsigned char *)block, m * sizeof(float));
     }
-    d[0] = fmix64(a ^ bytes);
-    d[1] = fmix64(b + bytes);
+    digest_end(lane, bytes, d);
 }
 
 enum mm_status mm_state_keys(const int32_t *ids, int64_t n_ids, const float *tiles, int64_t n_tiles,
