@@ -2025,8 +2025,14 @@ enum mm_status mm_cuda_backend_create_on(int device, bool fp32, struct mm_backen
         c->scan_force = atoll(scan);
     const char *flash = getenv("MMMAMBA_CUDA_FLASH"); /* 0: never | N: from N rows */
     c->flash_min = 64;
-    if (flash && (strcmp(flash, "0") == 0 || atoll(flash) > 0))
+    if (flash && (strcmp(flash, "0") == 0 || atoll(flash) > 0)) {
         c->flash_min = atoll(flash) > 0 ? atoll(flash) : INT64_MAX;
+        if (c->flash_min == INT64_MAX)
+            MM_INFO("cuda backend: flash prefill attention off (MMMAMBA_CUDA_FLASH)");
+        else
+            MM_INFO("cuda backend: flash prefill attention from %lld rows (MMMAMBA_CUDA_FLASH)",
+                    (long long)c->flash_min);
+    }
     b->ops = &cuda_ops;
     b->ctx = c;
     return MM_OK;
