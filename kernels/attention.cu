@@ -73,7 +73,7 @@ static __device__ __forceinline__ float key_dot(const float *q, const T *k, int6
 template <typename T>
 __global__ void attend_k(const T *qkv, int64_t T_, const int32_t *tok_span,
                          const struct mm_kspan *spans, int64_t nh, int64_t kv, int64_t d,
-                         struct mm_kkv cache, int n_split, float *part)
+                         struct mm_kkv cache, int n_split, int64_t skip_n, float *part)
 {
     __shared__ float sq[ATT_WARPS][ATT_MAXD];
     const int w = threadIdx.x / 32, lane = threadIdx.x & 31;
@@ -84,6 +84,8 @@ __global__ void attend_k(const T *qkv, int64_t T_, const int32_t *tok_span,
     const int sidx = (int)(item % n_split);
     const int64_t groups = nh / kv, kvh = h / groups, kvd = kv * d;
     const struct mm_kspan sp = spans[tok_span[r]];
+    if (sp.n >= skip_n)
+        return; /* mm_k_flash_attend's row */
     const int64_t n_kv = sp.pos + (r - sp.row) + 1;
     const int64_t chunk = ((n_kv + n_split - 1) / n_split + 31) / 32 * 32;
     const int64_t k0 = sidx * chunk, k1 = k0 + chunk < n_kv ? k0 + chunk : n_kv;
@@ -139,12 +141,13 @@ __global__ void attend_k(const T *qkv, int64_t T_, const int32_t *tok_span,
 
 /* one warp per (row, head): merge the key ranges */
 template <typename T>
-__global__ void attend_merge_k(const float *part, int64_t T_, int64_t nh, int64_t d, int n_split,
-                               T *out)
+__global__ void attend_merge_k(const float *part, int64_t T_, const int32_t *tok_span,
+                               const struct mm_kspan *spans, int64_t nh, int64_t d, int n_split,
+                               int64_t skip_n, T *out)
 {
     const int64_t item = (int64_t)blockIdx.x * ATT_WARPS + threadIdx.x / 32;
     const int lane = threadIdx.x & 31;
-    if (item >= T_ * nh)
+    if (item >= T_ * nh || spans[tok_span[item / nh]].n >= skip_n)
         return;
     const float *p = part + item * n_split * (d + 2);
     float M = -INFINITY;
@@ -187,7 +190,7 @@ extern "C" cudaError_t mm_k_rope_kv(cudaStream_t s, bool f32, void *qkv, int64_t
 extern "C" cudaError_t mm_k_attend(cudaStream_t s, bool f32, const void *qkv, int64_t T,
                                    const int32_t *tok_span, const struct mm_kspan *spans,
                                    int64_t nh, int64_t kv, int64_t d, struct mm_kkv cache,
-                                   int n_split, float *part, void *out)
+                                   int n_split, int64_t skip_n, float *part, void *out)
 {
     if (T <= 0)
         return cudaSuccess;
@@ -197,12 +200,14 @@ extern "C" cudaError_t mm_k_attend(cudaStream_t s, bool f32, const void *qkv, in
     const unsigned g2 = mm_blocks(T * nh, ATT_WARPS);
     if (f32) {
         attend_k<<<g1, 32 * ATT_WARPS, 0, s>>>((const float *)qkv, T, tok_span, spans, nh, kv, d,
-                                               cache, n_split, part);
-        attend_merge_k<<<g2, 32 * ATT_WARPS, 0, s>>>(part, T, nh, d, n_split, (float *)out);
+                                               cache, n_split, skip_n, part);
+        attend_merge_k<<<g2, 32 * ATT_WARPS, 0, s>>>(part, T, tok_span, spans, nh, d, n_split,
+                                                     skip_n, (float *)out);
     } else {
         attend_k<<<g1, 32 * ATT_WARPS, 0, s>>>((const bf16 *)qkv, T, tok_span, spans, nh, kv, d,
-                                               cache, n_split, part);
-        attend_merge_k<<<g2, 32 * ATT_WARPS, 0, s>>>(part, T, nh, d, n_split, (bf16 *)out);
+                                               cache, n_split, skip_n, part);
+        attend_merge_k<<<g2, 32 * ATT_WARPS, 0, s>>>(part, T, tok_span, spans, nh, d, n_split,
+                                                     skip_n, (bf16 *)out);
     }
     return cudaGetLastError();
 }

@@ -142,11 +142,27 @@ cudaError_t mm_k_rope_kv(cudaStream_t s, bool f32, void *qkv, int64_t T, const i
                          const float *inv_freq, struct mm_kkv cache);
 /* Causal attention of every q head of every row against keys [0, pos] of its sequence in
  * the cache; keys split in n_split ranges (flash-decoding), partials in part
- * [T * nh * n_split * (d + 2)], merged into out [T][nh*d]. */
+ * [T * nh * n_split * (d + 2)], merged into out [T][nh*d]. Rows of spans of at
+ * least skip_n tokens are left alone (mm_k_flash_attend's; INT64_MAX: none). */
 cudaError_t mm_k_attend(cudaStream_t s, bool f32, const void *qkv, int64_t T,
                         const int32_t *tok_span, const struct mm_kspan *spans, int64_t nh,
-                        int64_t kv, int64_t d, struct mm_kkv cache, int n_split, float *part,
-                        void *out);
+                        int64_t kv, int64_t d, struct mm_kkv cache, int n_split, int64_t skip_n,
+                        float *part, void *out);
+
+/* ---- flash.cu: prefill attention on tensor cores (bf16 only) ----------------------- */
+
+/* Query rows per tile of mm_k_flash_attend. */
+#define MM_K_FLASH_ROWS 64
+
+/* mm_k_attend's result (same qkv, cache, out layouts; keys written by
+ * mm_k_rope_kv) for the rows of n_tiles tiles: tile i is rows
+ * [tiles[2i + 1], + MM_K_FLASH_ROWS) of span tiles[2i] (clipped to the span;
+ * tiles[2i + 1] a multiple of MM_K_FLASH_ROWS). bf16 operands, fp32
+ * accumulation and softmax. Head dims 64 and 128, nh a multiple of kv
+ * (else cudaErrorInvalidValue: use mm_k_attend). */
+cudaError_t mm_k_flash_attend(cudaStream_t s, const void *qkv, const struct mm_kspan *spans,
+                              const int32_t *tiles, int n_tiles, int64_t nh, int64_t kv, int64_t d,
+                              struct mm_kkv cache, void *out);
 
 /* ---- sample.cu: the sampler of backend.h `sample`, one block per request ---------- */
 

@@ -76,6 +76,11 @@ struct cu_meta {
     int64_t max_kv; /* longest sequence in keys (pos + n) */
     bool prepared;  /* built by step_begin from `prep` for the current step */
     const struct mm_span *prep;
+    /* tiles of mm_k_flash_attend: (span, first row) pairs of the spans of at
+     * least cu_ctx.flash_min rows, longest first within a span */
+    int32_t *h_ftile, *d_ftile; /* [2 * (max_tokens / MM_K_FLASH_ROWS + n_slots + 1)] */
+    int n_ftiles;
+    int64_t flash_rows; /* rows those spans cover */
 };
 
 struct cu_stack {
@@ -126,6 +131,10 @@ struct cu_ctx {
     int64_t scan_min;
     int64_t scan_force; /* 0: measure */
     bool ssd_ok;        /* the chunked kernels are ready (mm_k_ssd_prepare) */
+    /* attention prefill: in the bf16 mode, spans of at least flash_min rows
+     * of an eagerly run step take the tensor-core kernel (flash.cu) when the
+     * head dim is 64 or 128; MMMAMBA_CUDA_FLASH=0 never, =N from N rows */
+    int64_t flash_min;
     void *patch_w, *sh_w1, *sh_w2, *text_emb, *special_emb, *output;
     float *patch_b, *pos, *sh_b1, *sh_b2, *norm;
     int64_t n_special;
@@ -568,6 +577,7 @@ static bool alloc_meta(struct cu_ctx *c, struct cu_meta *m, int64_t bpt)
 {
     const int64_t T = max64(c->lim.max_tokens, 1), S = c->lim.n_slots + 1; /* + the pad slot */
     const int64_t blk_cap = bpt * S;
+    const int64_t F = T / MM_K_FLASH_ROWS + S; /* at most this many flash tiles */
     m->bpt = bpt;
     m->blk_cap = blk_cap;
     m->last = calloc((size_t)S, sizeof *m->last);
@@ -575,6 +585,8 @@ static bool alloc_meta(struct cu_ctx *c, struct cu_meta *m, int64_t bpt)
            cudaMallocHost((void **)&m->h_part, (size_t)S * sizeof *m->h_part) == 0 &&
            (m->d_part = dev_array(c, S, 1, sizeof *m->d_part)) &&
            cudaMallocHost((void **)&m->h_tok, (size_t)T * sizeof *m->h_tok) == 0 &&
+           cudaMallocHost((void **)&m->h_ftile, (size_t)(2 * F) * sizeof *m->h_ftile) == 0 &&
+           (m->d_ftile = dev_array(c, 2 * F, 1, sizeof *m->d_ftile)) &&
            cudaMallocHost((void **)&m->h_blk, (size_t)max64(blk_cap, 1) * sizeof *m->h_blk) == 0 &&
            (m->d_spans = dev_array(c, S, 1, sizeof *m->d_spans)) &&
            (m->d_tok = dev_array(c, T, 1, sizeof *m->d_tok)) &&
@@ -1012,6 +1024,7 @@ static void cu_destroy(void *vctx)
         cudaFreeHost(m->h_spans);
         cudaFreeHost(m->h_part);
         cudaFreeHost(m->h_tok);
+        cudaFreeHost(m->h_ftile);
         cudaFreeHost(m->h_blk);
         if (m->copied)
             cudaEventDestroy(m->copied);
@@ -1134,6 +1147,19 @@ static bool meta_fill(struct cu_ctx *c, struct cu_meta *m, const struct mm_span 
                 m->n_long += is_long;
             }
         }
+    /* the flash kernel's tiles, for eager steps only (the pads are decode rows: never) */
+    m->n_ftiles = 0;
+    m->flash_rows = 0;
+    for (int s = 0; s < n_spans && !c->f32 && c->gmode == G_EAGER; s++)
+        if (spans[s].n >= c->flash_min) {
+            for (int64_t r = (spans[s].n - 1) / MM_K_FLASH_ROWS * MM_K_FLASH_ROWS; r >= 0;
+                 r -= MM_K_FLASH_ROWS) {
+                m->h_ftile[2 * m->n_ftiles] = s;
+                m->h_ftile[2 * m->n_ftiles + 1] = (int32_t)r;
+                m->n_ftiles++;
+            }
+            m->flash_rows += spans[s].n;
+        }
     memcpy(m->last, spans, (size_t)n_spans * sizeof *spans);
     m->n_real = n_spans;
     m->n_spans = n_pad;
@@ -1157,7 +1183,12 @@ static bool meta_upload(struct cu_ctx *c, struct cu_meta *m)
         (m->T > 0 && cu_check(c,
                               cudaMemcpyAsync(m->d_tok, m->h_tok, (size_t)m->T * sizeof *m->h_tok,
                                               cudaMemcpyHostToDevice, st),
-                              "metadata")))
+                              "metadata")) ||
+        (m->n_ftiles > 0 && cu_check(c,
+                                     cudaMemcpyAsync(m->d_ftile, m->h_ftile,
+                                                     (size_t)(2 * m->n_ftiles) * sizeof *m->h_ftile,
+                                                     cudaMemcpyHostToDevice, st),
+                                     "metadata")))
         return false;
     m->pending = true;
     return true;
@@ -1574,13 +1605,28 @@ static void cu_attention(void *vctx, enum mm_stack stack, int layer, struct mm_a
                                    "rope"))
         return;
     prof_end(c, "rope + kv write");
-    prof_begin(c);
-    if (cu_check(c,
-                 mm_k_attend(s, c->f32, c->s_z, T, m->d_tok, m->d_spans, nh, kv, d, cache,
-                             (int)split, c->s_part, c->s_m),
-                 "attention"))
-        return;
-    prof_end(c, T == ns ? "attention (decode)" : "attention (prefill)");
+    /* prefill spans on tensor cores (flash.cu), the rest on the split kernel;
+     * graph steps never: their tile count would be baked into the graph */
+    const bool flash = m->n_ftiles > 0 && c->gmode == G_EAGER && (d == 64 || d == 128);
+    const int64_t skip_n = flash ? c->flash_min : INT64_MAX;
+    if (!flash || m->flash_rows < T) {
+        prof_begin(c);
+        if (cu_check(c,
+                     mm_k_attend(s, c->f32, c->s_z, T, m->d_tok, m->d_spans, nh, kv, d, cache,
+                                 (int)split, skip_n, c->s_part, c->s_m),
+                     "attention"))
+            return;
+        prof_end(c, T == ns ? "attention (decode)" : "attention (prefill)");
+    }
+    if (flash) {
+        prof_begin(c);
+        if (cu_check(c,
+                     mm_k_flash_attend(s, c->s_z, m->d_spans, m->d_ftile, m->n_ftiles, nh, kv, d,
+                                       cache, c->s_m),
+                     "flash attention"))
+            return;
+        prof_end(c, "attention (prefill, flash)");
+    }
     gemm(c, c->s_m, nh * d, T, nh * d, l->wo, H, x->data, H, true, false);
 }
 
@@ -1977,6 +2023,16 @@ enum mm_status mm_cuda_backend_create_on(int device, bool fp32, struct mm_backen
         c->scan_force = 1;
     else if (scan && atoll(scan) > 0)
         c->scan_force = atoll(scan);
+    const char *flash = getenv("MMMAMBA_CUDA_FLASH"); /* 0: never | N: from N rows */
+    c->flash_min = 64;
+    if (flash && (strcmp(flash, "0") == 0 || atoll(flash) > 0)) {
+        c->flash_min = atoll(flash) > 0 ? atoll(flash) : INT64_MAX;
+        if (c->flash_min == INT64_MAX)
+            MM_INFO("cuda backend: flash prefill attention off (MMMAMBA_CUDA_FLASH)");
+        else
+            MM_INFO("cuda backend: flash prefill attention from %lld rows (MMMAMBA_CUDA_FLASH)",
+                    (long long)c->flash_min);
+    }
     b->ops = &cuda_ops;
     b->ctx = c;
     return MM_OK;

@@ -13,7 +13,15 @@
  * chunked scan over pieces that do not align with its chunks); bf16 error
  * measured and bounded; batched == alone; prefill == stepping; decode steps
  * replayed from padded graph buckets == eager; slots sized from device
- * memory; slot copy / save / restore exact; the sticky status. */
+ * memory; slot copy / save / restore exact; the sticky status.
+ *
+ * Flash prefill attention (flash.cu, bf16 only), case "flash": every span on
+ * it (MMMAMBA_CUDA_FLASH=1) against the CPU and against the split CUDA-core
+ * kernel (MMMAMBA_CUDA_FLASH=0) on one ragged batch of lengths 1, 2, 63, 64,
+ * 65, 127, 128, 129, 1000 over histories 0, 1 and 500 already in the cache,
+ * reversed interleaved block tables, head dims 64 and 128, GQA ratios 1, 2,
+ * 4; whole hybrid and teacher models with the default threshold against
+ * the flash path turned off. */
 #include "engine/cuda_backend.h"
 
 #include <math.h>
@@ -575,8 +583,8 @@ END_TEST
 
 /* ---- whole model, through the engine -------------------------------------------- */
 
-static struct mm_engine *open_engine(int m, enum mm_backend_kind kind, int32_t seqs,
-                                     int64_t max_tokens)
+static struct mm_engine *open_engine_dir(const char *dir, enum mm_backend_kind kind, int32_t seqs,
+                                         int64_t max_tokens)
 {
     struct mm_engine_options o;
     mm_engine_options_default(&o);
@@ -588,8 +596,14 @@ static struct mm_engine *open_engine(int m, enum mm_backend_kind kind, int32_t s
     o.max_context = 2048;
     struct mm_engine *e;
     struct mm_err err;
-    ck_assert_msg(mm_engine_open(dirs[m], &o, &e, &err) == MM_OK, "%s", err.msg);
+    ck_assert_msg(mm_engine_open(dir, &o, &e, &err) == MM_OK, "%s", err.msg);
     return e;
+}
+
+static struct mm_engine *open_engine(int m, enum mm_backend_kind kind, int32_t seqs,
+                                     int64_t max_tokens)
+{
+    return open_engine_dir(dirs[m], kind, seqs, max_tokens);
 }
 
 static int32_t *make_prompt(const struct mm_config *cfg, int64_t n_text, int64_t tiles, int64_t *n,
@@ -936,6 +950,223 @@ START_TEST(test_memory_sizing)
 }
 END_TEST
 
+/* ---- flash prefill attention (flash.cu) --------------------------------------------- */
+
+/* Shapes for the tensor-core kernel: head dim, heads, kv heads (GQA ratio
+ * heads / kv), on a tiny preset's layout (both stacks; hidden = heads * d). */
+#define N_FLASH 8
+static const struct {
+    const char *preset;
+    int64_t d, nh, kv;
+} flash_cfg[N_FLASH] = {
+    {"tiny-teacher", 64, 4, 4},  {"tiny-teacher", 64, 8, 4},  {"tiny-teacher", 64, 8, 2},
+    {"tiny-teacher", 128, 2, 2}, {"tiny-teacher", 128, 4, 2}, {"tiny-teacher", 128, 4, 1},
+    {"tiny-hybrid", 128, 4, 2},  {"tiny-hybrid", 64, 8, 2},
+};
+static char flash_dirs[N_FLASH][256];
+
+static void make_flash_models(void)
+{
+    for (int m = 0; m < N_FLASH; m++) {
+        struct mm_config cfg;
+        struct mm_err err;
+        const struct mm_synthetic_options opt = {.seed = 11 + (uint64_t)m, .shards = 1};
+        mm_test_tmpdir(flash_dirs[m], sizeof flash_dirs[m]);
+        ck_assert_msg(mm_synthetic_preset(flash_cfg[m].preset, &cfg, &err) == MM_OK, "%s", err.msg);
+        for (int s = 0; s < 2; s++) {
+            struct mm_stack_config *sc = s ? &cfg.llm : &cfg.emb;
+            sc->heads = flash_cfg[m].nh, sc->kv_heads = flash_cfg[m].kv;
+            sc->head_dim = flash_cfg[m].d, sc->hidden = sc->heads * sc->head_dim;
+            sc->intermediate = 256;
+        }
+        ck_assert_msg(mm_synthetic_write(flash_dirs[m], &cfg, &opt, &err) == MM_OK, "%s", err.msg);
+    }
+}
+
+static void remove_flash_models(void)
+{
+    for (int m = 0; m < N_FLASH; m++)
+        mm_test_rmdir(flash_dirs[m]);
+}
+
+/* The ragged batch: 9 sequences (one slot each) of these lengths, over these histories. */
+enum { FL_SEQS = 9, FL_TOK = 1600, FL_CTX = 1600 };
+#define FL_BPT ((FL_CTX + MM_KV_BLOCK - 1) / MM_KV_BLOCK)
+static const int64_t flash_len[FL_SEQS] = {1, 2, 63, 64, 65, 127, 128, 129, 1000};
+static const int64_t flash_hist[3] = {0, 1, 500};
+
+/* kind 0: CPU; 1: CUDA bf16 with every span on flash.cu; 2: CUDA bf16 without it */
+static struct mm_backend open_flash_backend(const struct model *md, int kind)
+{
+    struct mm_backend b;
+    struct mm_err err;
+    struct mm_backend_limits lim = {.n_slots = FL_SEQS,
+                                    .max_tokens = FL_TOK,
+                                    .max_tiles = 1,
+                                    .max_context = FL_CTX,
+                                    .state_fp32 = true};
+    lim.n_kv_blocks[0] = lim.n_kv_blocks[1] = (int64_t)FL_SEQS * FL_BPT;
+    if (kind == 0) {
+        ck_assert_int_eq(mm_cpu_backend_create(2, &b, &err), MM_OK);
+    } else {
+        setenv("MMMAMBA_CUDA_FLASH", kind == 1 ? "1" : "0", 1);
+        ck_assert_msg(mm_cuda_backend_create(false, &b, &err) == MM_OK, "%s", err.msg);
+        unsetenv("MMMAMBA_CUDA_FLASH");
+    }
+    ck_assert_msg(b.ops->load(b.ctx, &md->cfg, &md->w, &lim, &err) == MM_OK, "%s", err.msg);
+    return b;
+}
+
+/* The first attention layer of each stack on the ragged batch, after a
+ * round that writes the histories (its spans of 1 and 500 rows also go
+ * through the kernel), all rows' logits. Tolerances, of the largest logit:
+ * 3e-2 against the CPU (every bf16 op's bound in this suite: bf16 weights
+ * and activations, 8 significant bits, through the q/k/v and o
+ * projections, RMSNorm and the LM head); 1e-2 against the split kernel,
+ * which shares every rounding but flash's own: P rounded to bf16 before
+ * P.V (relative 2^-9 per weight, averaging out over the keys) and the order
+ * of the fp32 sums. */
+START_TEST(test_flash_ops)
+{
+    const int m = _i;
+    struct model md;
+    struct mm_err err;
+    ck_assert_msg(mm_config_load(flash_dirs[m], &md.cfg, &err) == MM_OK &&
+                      mm_safetensors_open_dir(flash_dirs[m], &md.st, &err) == MM_OK &&
+                      mm_weights_bind(&md.cfg, md.st, &md.w, &err) == MM_OK,
+                  "%s", err.msg);
+    struct mm_backend be[3] = {open_flash_backend(&md, 0), open_flash_backend(&md, 1),
+                               open_flash_backend(&md, 2)};
+    const int64_t H = md.cfg.llm.hidden, V = md.cfg.vocab_size;
+    struct mm_act *x[3];
+    float *lg[3];
+    for (int k = 0; k < 3; k++) {
+        x[k] = be[k].ops->act_alloc(be[k].ctx, FL_TOK, H);
+        lg[k] = malloc((size_t)(FL_TOK * V) * sizeof *lg[k]);
+    }
+    int64_t *rows = malloc((size_t)FL_TOK * sizeof *rows);
+    for (int64_t i = 0; i < FL_TOK; i++)
+        rows[i] = i;
+    /* block tables back to front and interleaved across slots */
+    static int32_t tables[FL_SEQS][FL_BPT];
+    for (int sl = 0; sl < FL_SEQS; sl++)
+        for (int i = 0; i < FL_BPT; i++)
+            tables[sl][i] = (int32_t)((FL_BPT - 1 - i) * FL_SEQS + sl);
+    for (int k = 0; k < 3; k++)
+        for (int sl = 0; sl < FL_SEQS; sl++)
+            be[k].ops->slot_reset(be[k].ctx, sl);
+    double worst_cpu = 0, worst_split = 0;
+    for (int round = 0; round < 2; round++) {
+        struct mm_span spans[FL_SEQS];
+        int n = 0;
+        int64_t T = 0;
+        for (int i = 0; i < FL_SEQS; i++) {
+            const int64_t hist = flash_hist[i % 3];
+            const int64_t len = round == 0 ? hist : flash_len[i];
+            if (len == 0)
+                continue;
+            spans[n++] = (struct mm_span){i, T, len, round == 0 ? 0 : hist, tables[i]};
+            T += len;
+        }
+        int32_t *ids = malloc((size_t)T * sizeof *ids);
+        for (int64_t i = 0; i < T; i++)
+            ids[i] = (int32_t)((i * 7919 + round * 31) % md.cfg.llm_vocab_size);
+        for (int s = 0; s < 2; s++) {
+            const struct mm_stack_config *sc = s ? &md.cfg.llm : &md.cfg.emb;
+            int l = 0;
+            while (l < (int)sc->num_layers && sc->kinds[l] != MM_LAYER_MHA)
+                l++;
+            if (l == (int)sc->num_layers)
+                continue;
+            for (int k = 0; k < 3; k++) {
+                be[k].ops->embed_tokens(be[k].ctx, ids, T, x[k], 0);
+                be[k].ops->attention(be[k].ctx, (enum mm_stack)s, l, x[k], spans, n);
+                be[k].ops->logits(be[k].ctx, x[k], rows, (int)T, lg[k]);
+                check_status(&be[k]);
+            }
+            const double ec = rel_err(lg[0], lg[1], T * V), es = rel_err(lg[2], lg[1], T * V);
+            ck_assert_msg(ec <= 3e-2, "d %lld heads %lld/%lld round %d stack %d: vs CPU %.3g",
+                          (long long)flash_cfg[m].d, (long long)flash_cfg[m].nh,
+                          (long long)flash_cfg[m].kv, round, s, ec);
+            ck_assert_msg(es <= 1e-2, "d %lld heads %lld/%lld round %d stack %d: vs split %.3g",
+                          (long long)flash_cfg[m].d, (long long)flash_cfg[m].nh,
+                          (long long)flash_cfg[m].kv, round, s, es);
+            worst_cpu = fmax(worst_cpu, ec);
+            worst_split = fmax(worst_split, es);
+        }
+        free(ids);
+    }
+    printf("flash %s d=%lld heads %lld/%lld: bf16 op vs CPU %.2e, vs the split kernel %.2e of "
+           "the largest logit\n",
+           flash_cfg[m].preset, (long long)flash_cfg[m].d, (long long)flash_cfg[m].nh,
+           (long long)flash_cfg[m].kv, worst_cpu, worst_split);
+    for (int k = 0; k < 3; k++) {
+        free(lg[k]);
+        be[k].ops->destroy(be[k].ctx);
+    }
+    free(rows);
+    mm_safetensors_close(md.st);
+}
+END_TEST
+
+/* Whole model in bf16 through the engine, with the default threshold (spans
+ * of 64 rows and more on flash.cu) and with MMMAMBA_CUDA_FLASH=0: a 700-token
+ * prompt in one piece and in pieces of 150 (a history under each piece),
+ * then greedy decoding: logits within 2e-2 of the largest of each other
+ * (the two kernels' roundings above, compounded over the layers), greedy
+ * tokens equal until a step whose top-2 margin is inside twice that. */
+START_TEST(test_flash_model)
+{
+    const int m = _i == 0 ? 6 : _i == 1 ? 7 : 2; /* hybrid d=128, hybrid d=64, teacher d=64 */
+    struct mm_engine *on = open_engine_dir(flash_dirs[m], MM_BACKEND_CUDA, 2, 1200);
+    setenv("MMMAMBA_CUDA_FLASH", "0", 1);
+    struct mm_engine *off = open_engine_dir(flash_dirs[m], MM_BACKEND_CUDA, 2, 1200);
+    unsetenv("MMMAMBA_CUDA_FLASH");
+    const int64_t V = on->cfg.vocab_size;
+    float *la = malloc((size_t)((GEN + 1) * V) * sizeof *la);
+    float *lb = malloc((size_t)((GEN + 1) * V) * sizeof *lb);
+    int32_t ta[GEN], tb[GEN];
+    const double tol = 2e-2;
+    for (int variant = 0; variant < 2; variant++) {
+        int64_t n;
+        int32_t *ids = make_prompt(&on->cfg, 700, 0, &n, 901u + (uint32_t)variant);
+        run_greedy(on, ids, n, NULL, 0, variant ? 150 : 0, GEN, la, ta);
+        run_greedy(off, ids, n, NULL, 0, variant ? 150 : 0, GEN, lb, tb);
+        int agree = 0;
+        while (agree < GEN && ta[agree] == tb[agree])
+            agree++;
+        if (agree < GEN) {
+            const float *l = lb + agree * V;
+            float top = -INFINITY, second = -INFINITY, mx = 0;
+            for (int64_t i = 0; i < V; i++) {
+                mx = fmaxf(mx, fabsf(l[i]));
+                if (l[i] > top)
+                    second = top, top = l[i];
+                else if (l[i] > second)
+                    second = l[i];
+            }
+            ck_assert_msg((top - second) / mx <= 2 * tol,
+                          "%s d=%lld variant %d: token %d differs with a margin of %.3g",
+                          flash_cfg[m].preset, (long long)flash_cfg[m].d, variant, agree,
+                          (top - second) / mx);
+        }
+        /* the prompt's logits, and those of every step both fed the same tokens */
+        const double e = rel_err(lb, la, V);
+        const double eg = rel_err(lb, la, (int64_t)(agree < GEN ? agree + 1 : GEN + 1) * V);
+        printf("flash model %s d=%lld variant %d: prompt logits %.2e, all %.2e, %d/%d greedy "
+               "tokens agree (flash on vs off)\n",
+               flash_cfg[m].preset, (long long)flash_cfg[m].d, variant, e, eg, agree, GEN);
+        ck_assert_msg(e <= tol && eg <= tol, "%s d=%lld variant %d: %.3g, %.3g",
+                      flash_cfg[m].preset, (long long)flash_cfg[m].d, variant, e, eg);
+        free(ids);
+    }
+    free(la);
+    free(lb);
+    mm_engine_close(on);
+    mm_engine_close(off);
+}
+END_TEST
+
 int main(void)
 {
     if (!have_gpu()) {
@@ -943,8 +1174,9 @@ int main(void)
         return 77;
     }
     Suite *s = suite_create("cuda_backend");
-    /* two cases, so CK_RUN_CASE=ops|model can pick one (compute-sanitizer runs) */
-    TCase *ops = tcase_create("ops"), *model = tcase_create("model");
+    /* three cases, so CK_RUN_CASE=ops|model|flash can pick one (compute-sanitizer runs) */
+    TCase *ops = tcase_create("ops"), *model = tcase_create("model"),
+          *flash = tcase_create("flash");
     tcase_add_unchecked_fixture(ops, make_models, remove_models);
     tcase_add_unchecked_fixture(model, make_models, remove_models);
     tcase_set_timeout(ops, 600);
@@ -958,7 +1190,12 @@ int main(void)
     tcase_add_loop_test(model, test_batched_equals_alone, 0, N_MODELS);
     tcase_add_loop_test(model, test_graph_buckets, 0, N_MODELS);
     tcase_add_test(model, test_memory_sizing);
+    tcase_add_unchecked_fixture(flash, make_flash_models, remove_flash_models);
+    tcase_set_timeout(flash, 600);
+    tcase_add_loop_test(flash, test_flash_ops, 0, N_FLASH);
+    tcase_add_loop_test(flash, test_flash_model, 0, 3);
     suite_add_tcase(s, ops);
     suite_add_tcase(s, model);
+    suite_add_tcase(s, flash);
     return mm_test_run_nofork(s);
 }
