@@ -1110,58 +1110,76 @@ START_TEST(test_flash_ops)
 END_TEST
 
 /* Whole model in bf16 through the engine, with the default threshold (spans
- * of 64 rows and more on flash.cu) and with MMMAMBA_CUDA_FLASH=0: a 700-token
- * prompt in one piece and in pieces of 150 (a history under each piece),
- * then greedy decoding: logits within 2e-2 of the largest of each other
- * (the two kernels' roundings above, compounded over the layers), greedy
- * tokens equal until a step whose top-2 margin is inside twice that. */
+ * of 64 rows and more on flash.cu) and with MMMAMBA_CUDA_FLASH=0, both against
+ * the CPU backend (fp32): a 700-token prompt in one piece and in pieces of 150
+ * (a history under each piece), then greedy decoding. Random tiny models
+ * amplify bf16 rounding over their layers (flash rounds P to bf16 for the
+ * tensor cores, the split kernel keeps it fp32), so the bound is relative to
+ * the serving path without flash: flash's prompt logits within twice the split
+ * path's error against the CPU (or 2e-2 of the largest logit, whichever is
+ * larger), and its greedy tokens equal the CPU's until a step whose top-2
+ * margin is inside twice that bound. */
+static int first_diff(const int32_t *a, const int32_t *b)
+{
+    int i = 0;
+    while (i < GEN && a[i] == b[i])
+        i++;
+    return i;
+}
+
+static double top2_margin(const float *l, int64_t V)
+{
+    float top = -INFINITY, second = -INFINITY, mx = 0;
+    for (int64_t i = 0; i < V; i++) {
+        mx = fmaxf(mx, fabsf(l[i]));
+        if (l[i] > top)
+            second = top, top = l[i];
+        else if (l[i] > second)
+            second = l[i];
+    }
+    return (top - second) / mx;
+}
+
 START_TEST(test_flash_model)
 {
     const int m = _i == 0 ? 6 : _i == 1 ? 7 : 2; /* hybrid d=128, hybrid d=64, teacher d=64 */
+    struct mm_engine *cpu = open_engine_dir(flash_dirs[m], MM_BACKEND_CPU, 2, 1200);
     struct mm_engine *on = open_engine_dir(flash_dirs[m], MM_BACKEND_CUDA, 2, 1200);
     setenv("MMMAMBA_CUDA_FLASH", "0", 1);
     struct mm_engine *off = open_engine_dir(flash_dirs[m], MM_BACKEND_CUDA, 2, 1200);
     unsetenv("MMMAMBA_CUDA_FLASH");
     const int64_t V = on->cfg.vocab_size;
-    float *la = malloc((size_t)((GEN + 1) * V) * sizeof *la);
-    float *lb = malloc((size_t)((GEN + 1) * V) * sizeof *lb);
-    int32_t ta[GEN], tb[GEN];
-    const double tol = 2e-2;
+    float *lg[3];
+    int32_t tk[3][GEN];
+    for (int k = 0; k < 3; k++)
+        lg[k] = malloc((size_t)((GEN + 1) * V) * sizeof(float));
     for (int variant = 0; variant < 2; variant++) {
         int64_t n;
         int32_t *ids = make_prompt(&on->cfg, 700, 0, &n, 901u + (uint32_t)variant);
-        run_greedy(on, ids, n, NULL, 0, variant ? 150 : 0, GEN, la, ta);
-        run_greedy(off, ids, n, NULL, 0, variant ? 150 : 0, GEN, lb, tb);
-        int agree = 0;
-        while (agree < GEN && ta[agree] == tb[agree])
-            agree++;
-        if (agree < GEN) {
-            const float *l = lb + agree * V;
-            float top = -INFINITY, second = -INFINITY, mx = 0;
-            for (int64_t i = 0; i < V; i++) {
-                mx = fmaxf(mx, fabsf(l[i]));
-                if (l[i] > top)
-                    second = top, top = l[i];
-                else if (l[i] > second)
-                    second = l[i];
-            }
-            ck_assert_msg((top - second) / mx <= 2 * tol,
-                          "%s d=%lld variant %d: token %d differs with a margin of %.3g",
-                          flash_cfg[m].preset, (long long)flash_cfg[m].d, variant, agree,
-                          (top - second) / mx);
+        struct mm_engine *eng[3] = {cpu, on, off};
+        for (int k = 0; k < 3; k++)
+            run_greedy(eng[k], ids, n, NULL, 0, variant ? 150 : 0, GEN, lg[k], tk[k]);
+        const double e_on = rel_err(lg[0], lg[1], V), e_off = rel_err(lg[0], lg[2], V);
+        const double bound = fmax(2 * e_off, 2e-2);
+        const int a_on = first_diff(tk[0], tk[1]), a_off = first_diff(tk[0], tk[2]);
+        printf("flash model %s d=%lld variant %d: prompt logits vs CPU: flash %.2e, split %.2e; "
+               "greedy tokens equal to the CPU's: flash %d/%d, split %d/%d\n",
+               flash_cfg[m].preset, (long long)flash_cfg[m].d, variant, e_on, e_off, a_on, GEN,
+               a_off, GEN);
+        ck_assert_msg(e_on <= bound, "%s d=%lld variant %d: flash %.3g vs CPU, split %.3g",
+                      flash_cfg[m].preset, (long long)flash_cfg[m].d, variant, e_on, e_off);
+        if (a_on < GEN) {
+            const double margin = top2_margin(lg[0] + (int64_t)a_on * V, V);
+            ck_assert_msg(margin <= 2 * bound,
+                          "%s d=%lld variant %d: token %d differs from the CPU's with a margin of "
+                          "%.3g",
+                          flash_cfg[m].preset, (long long)flash_cfg[m].d, variant, a_on, margin);
         }
-        /* the prompt's logits, and those of every step both fed the same tokens */
-        const double e = rel_err(lb, la, V);
-        const double eg = rel_err(lb, la, (int64_t)(agree < GEN ? agree + 1 : GEN + 1) * V);
-        printf("flash model %s d=%lld variant %d: prompt logits %.2e, all %.2e, %d/%d greedy "
-               "tokens agree (flash on vs off)\n",
-               flash_cfg[m].preset, (long long)flash_cfg[m].d, variant, e, eg, agree, GEN);
-        ck_assert_msg(e <= tol && eg <= tol, "%s d=%lld variant %d: %.3g, %.3g",
-                      flash_cfg[m].preset, (long long)flash_cfg[m].d, variant, e, eg);
         free(ids);
     }
-    free(la);
-    free(lb);
+    for (int k = 0; k < 3; k++)
+        free(lg[k]);
+    mm_engine_close(cpu);
     mm_engine_close(on);
     mm_engine_close(off);
 }
