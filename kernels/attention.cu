@@ -16,6 +16,7 @@ template <typename T>
 __global__ void rope_kv_k(T *qkv, const int32_t *tok_span, const struct mm_kspan *spans, int64_t nh,
                           int64_t kv, int64_t d, const float *inv_freq, struct mm_kkv cache)
 {
+    after_previous();
     const int64_t r = blockIdx.x, groups = nh / kv, half = d / 2, kvd = kv * d;
     const struct mm_kspan sp = spans[tok_span[r]];
     const int64_t pos = sp.pos + (r - sp.row);
@@ -75,6 +76,7 @@ __global__ void attend_k(const T *qkv, int64_t T_, const int32_t *tok_span,
                          const struct mm_kspan *spans, int64_t nh, int64_t kv, int64_t d,
                          struct mm_kkv cache, int n_split, int64_t skip_n, float *part)
 {
+    after_previous();
     __shared__ float sq[ATT_WARPS][ATT_MAXD];
     const int w = threadIdx.x / 32, lane = threadIdx.x & 31;
     const int64_t item = (int64_t)blockIdx.x * ATT_WARPS + w;
@@ -145,6 +147,7 @@ __global__ void attend_merge_k(const float *part, int64_t T_, const int32_t *tok
                                const struct mm_kspan *spans, int64_t nh, int64_t d, int n_split,
                                int64_t skip_n, T *out)
 {
+    after_previous();
     const int64_t item = (int64_t)blockIdx.x * ATT_WARPS + threadIdx.x / 32;
     const int lane = threadIdx.x & 31;
     if (item >= T_ * nh || spans[tok_span[item / nh]].n >= skip_n)
@@ -179,10 +182,10 @@ extern "C" cudaError_t mm_k_rope_kv(cudaStream_t s, bool f32, void *qkv, int64_t
     if (T <= 0)
         return cudaSuccess;
     if (f32)
-        rope_kv_k<<<(unsigned)T, 128, 0, s>>>((float *)qkv, tok_span, spans, nh, kv, d, inv_freq,
+        launch(s, (unsigned)T, 128, 0, rope_kv_k<float>, (float *)qkv, tok_span, spans, nh, kv, d, inv_freq,
                                               cache);
     else
-        rope_kv_k<<<(unsigned)T, 128, 0, s>>>((bf16 *)qkv, tok_span, spans, nh, kv, d, inv_freq,
+        launch(s, (unsigned)T, 128, 0, rope_kv_k<bf16>, (bf16 *)qkv, tok_span, spans, nh, kv, d, inv_freq,
                                               cache);
     return cudaGetLastError();
 }
@@ -199,15 +202,15 @@ extern "C" cudaError_t mm_k_attend(cudaStream_t s, bool f32, const void *qkv, in
     const unsigned g1 = mm_blocks(T * nh * n_split, ATT_WARPS);
     const unsigned g2 = mm_blocks(T * nh, ATT_WARPS);
     if (f32) {
-        attend_k<<<g1, 32 * ATT_WARPS, 0, s>>>((const float *)qkv, T, tok_span, spans, nh, kv, d,
-                                               cache, n_split, skip_n, part);
-        attend_merge_k<<<g2, 32 * ATT_WARPS, 0, s>>>(part, T, tok_span, spans, nh, d, n_split,
-                                                     skip_n, (float *)out);
+        launch(s, g1, 32 * ATT_WARPS, 0, attend_k<float>, (const float *)qkv, T, tok_span, spans,
+               nh, kv, d, cache, n_split, skip_n, part);
+        launch(s, g2, 32 * ATT_WARPS, 0, attend_merge_k<float>, part, T, tok_span, spans, nh, d,
+               n_split, skip_n, (float *)out);
     } else {
-        attend_k<<<g1, 32 * ATT_WARPS, 0, s>>>((const bf16 *)qkv, T, tok_span, spans, nh, kv, d,
-                                               cache, n_split, skip_n, part);
-        attend_merge_k<<<g2, 32 * ATT_WARPS, 0, s>>>(part, T, tok_span, spans, nh, d, n_split,
-                                                     skip_n, (bf16 *)out);
+        launch(s, g1, 32 * ATT_WARPS, 0, attend_k<bf16>, (const bf16 *)qkv, T, tok_span, spans, nh,
+               kv, d, cache, n_split, skip_n, part);
+        launch(s, g2, 32 * ATT_WARPS, 0, attend_merge_k<bf16>, part, T, tok_span, spans, nh, d,
+               n_split, skip_n, (bf16 *)out);
     }
     return cudaGetLastError();
 }

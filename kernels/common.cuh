@@ -107,4 +107,53 @@ static __device__ __forceinline__ void st8(bf16 *p, const float v[8])
 
 static inline unsigned mm_blocks(int64_t n, int per) { return (unsigned)((n + per - 1) / per); }
 
+/* ---- launches that overlap (programmatic dependent launch, sm_90 and later) ----
+ * A kernel enqueued with launch() may be scheduled while the kernel before it
+ * in the stream is still running (when mm_k_set_overlap turned it on), so that
+ * its launch and ramp-up hide behind that kernel's tail. The contract: every
+ * kernel launched with launch() calls after_previous() before it reads
+ * anything an earlier kernel wrote or writes anything an earlier kernel reads;
+ * only data that no step writes (weights) may be touched before it. The call
+ * is a no-op in a plain launch and on older GPUs. */
+extern bool mm_k_overlap_on;
+
+static __device__ __forceinline__ void after_previous()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    /* wait for the previous kernel to finish and its writes to show, then let
+     * the next kernel of the stream launch (it waits in turn) */
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+/* Ask L2 to fetch bytes (a multiple of 16) from p (16-byte aligned): weights a
+ * kernel will read, fetched before after_previous(). No-op before sm_90. */
+static __device__ __forceinline__ void prefetch_l2(const void *p, uint32_t bytes)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#else
+    (void)p, (void)bytes;
+#endif
+}
+
+/* k<<<g, b, smem, s>>>(args...), with the overlap attribute when it is on. */
+template <typename... P, typename... A>
+static cudaError_t launch(cudaStream_t s, dim3 g, dim3 b, size_t smem, void (*k)(P...),
+                          A &&...args)
+{
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = g;
+    cfg.blockDim = b;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cfg.attrs = at;
+    cfg.numAttrs = mm_k_overlap_on ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, k, static_cast<A &&>(args)...);
+}
+
 #endif

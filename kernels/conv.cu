@@ -11,6 +11,7 @@ __global__ void conv2_k(const T *z, int64_t ldz, int64_t C, const float *w, cons
                         const struct mm_kspan *spans, const int32_t *tok_span, const SF *state,
                         int64_t slot_elems, int64_t off, float *out)
 {
+    after_previous();
     const int64_t r = blockIdx.x;
     const struct mm_kspan sp = spans[tok_span[r]];
     const bool first = r == sp.row;
@@ -30,6 +31,7 @@ __global__ void conv2v_k(const T *z, int64_t ldz, int64_t C, const float *w, con
                          const struct mm_kspan *spans, const int32_t *tok_span, const SF *state,
                          int64_t slot_elems, int64_t off, float *out)
 {
+    after_previous();
     const int64_t r = blockIdx.x;
     const int64_t c = ((int64_t)blockIdx.y * blockDim.x + threadIdx.x) * 8;
     if (c >= C)
@@ -58,6 +60,7 @@ template <typename T, typename SF>
 __global__ void conv2_state_k(const T *z, int64_t ldz, int64_t C, const struct mm_kspan *spans,
                               SF *state, int64_t slot_elems, int64_t off)
 {
+    after_previous();
     const struct mm_kspan sp = spans[blockIdx.y];
     if (sp.n <= 0)
         return;
@@ -74,19 +77,19 @@ static void conv2_run(cudaStream_t s, const T *z, int64_t ldz, int64_t T_, int64
     if (C % 8 == 0 && ldz % (16 / (int64_t)sizeof(T)) == 0) {
         const dim3 g((unsigned)T_, mm_blocks(C / 8, 256));
         if (st.f32)
-            conv2v_k<<<g, 256, 0, s>>>(z, ldz, C, w, b, spans, tok_span, (const float *)st.base,
+            launch(s, g, 256, 0, conv2v_k<T, float>, z, ldz, C, w, b, spans, tok_span, (const float *)st.base,
                                        st.slot_elems, st.off, out);
         else
-            conv2v_k<<<g, 256, 0, s>>>(z, ldz, C, w, b, spans, tok_span, (const bf16 *)st.base,
+            launch(s, g, 256, 0, conv2v_k<T, bf16>, z, ldz, C, w, b, spans, tok_span, (const bf16 *)st.base,
                                        st.slot_elems, st.off, out);
         return;
     }
     const dim3 g((unsigned)T_, mm_blocks(C, 256));
     if (st.f32)
-        conv2_k<<<g, 256, 0, s>>>(z, ldz, C, w, b, spans, tok_span, (const float *)st.base,
+        launch(s, g, 256, 0, conv2_k<T, float>, z, ldz, C, w, b, spans, tok_span, (const float *)st.base,
                                   st.slot_elems, st.off, out);
     else
-        conv2_k<<<g, 256, 0, s>>>(z, ldz, C, w, b, spans, tok_span, (const bf16 *)st.base,
+        launch(s, g, 256, 0, conv2_k<T, bf16>, z, ldz, C, w, b, spans, tok_span, (const bf16 *)st.base,
                                   st.slot_elems, st.off, out);
 }
 
@@ -112,16 +115,16 @@ extern "C" cudaError_t mm_k_conv2_state(cudaStream_t s, bool f32, const void *z,
         return cudaSuccess;
     const dim3 g(mm_blocks(C, 256), (unsigned)n_spans);
     if (f32 && st.f32)
-        conv2_state_k<<<g, 256, 0, s>>>((const float *)z, ldz, C, spans, (float *)st.base,
+        launch(s, g, 256, 0, conv2_state_k<float, float>, (const float *)z, ldz, C, spans, (float *)st.base,
                                         st.slot_elems, st.off);
     else if (f32)
-        conv2_state_k<<<g, 256, 0, s>>>((const float *)z, ldz, C, spans, (bf16 *)st.base,
+        launch(s, g, 256, 0, conv2_state_k<float, bf16>, (const float *)z, ldz, C, spans, (bf16 *)st.base,
                                         st.slot_elems, st.off);
     else if (st.f32)
-        conv2_state_k<<<g, 256, 0, s>>>((const bf16 *)z, ldz, C, spans, (float *)st.base,
+        launch(s, g, 256, 0, conv2_state_k<bf16, float>, (const bf16 *)z, ldz, C, spans, (float *)st.base,
                                         st.slot_elems, st.off);
     else
-        conv2_state_k<<<g, 256, 0, s>>>((const bf16 *)z, ldz, C, spans, (bf16 *)st.base,
+        launch(s, g, 256, 0, conv2_state_k<bf16, bf16>, (const bf16 *)z, ldz, C, spans, (bf16 *)st.base,
                                         st.slot_elems, st.off);
     return cudaGetLastError();
 }

@@ -8,6 +8,7 @@
 
 template <typename S, typename T> __global__ void convert_k(const S *src, T *dst, int64_t n)
 {
+    after_previous();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
         float v;
@@ -25,6 +26,7 @@ template <typename T>
 __global__ void embed_k(const int32_t *ids, const T *text, int64_t Ve, const T *special, int64_t H,
                         T *x)
 {
+    after_previous();
     const int64_t i = blockIdx.x;
     const int64_t id = ids[i];
     const T *src = id < Ve ? text + id * H : special + (id - Ve) * H;
@@ -36,6 +38,7 @@ __global__ void embed_k(const int32_t *ids, const T *text, int64_t Ve, const T *
 template <typename T>
 __global__ void im2col_k(const float *tiles, int64_t S, int64_t p, int64_t P, T *out)
 {
+    after_previous();
     const int64_t row = blockIdx.x, K = 3 * p * p;
     const int64_t n = row / (P * P), r = (row / P) % P, q = row % P;
     for (int64_t k = threadIdx.x; k < K; k += blockDim.x) {
@@ -53,6 +56,7 @@ template <typename T>
 __global__ void bias_act_k(T *x, int64_t rows, int64_t cols, const float *bias, const float *pos,
                            int64_t pos_rows, bool use_gelu)
 {
+    after_previous();
     const int64_t r = blockIdx.x;
     for (int64_t k = threadIdx.x; k < cols; k += blockDim.x) {
         float v = ldf(x + r * cols + k) + bias[k];
@@ -66,6 +70,7 @@ __global__ void bias_act_k(T *x, int64_t rows, int64_t cols, const float *bias, 
 /* out token t = R*P/2 + C of tile n <- [P(2R,2C), P(2R,2C+1), P(2R+1,2C), P(2R+1,2C+1)] */
 template <typename T> __global__ void shuffle_k(const T *in, int64_t P, int64_t H, T *out)
 {
+    after_previous();
     const int64_t P2 = P / 2, o = blockIdx.x;
     const int64_t n = o / (P2 * P2), R = (o / P2) % P2, Cc = o % P2;
     const int64_t base = n * P * P;
@@ -83,11 +88,11 @@ static void convert_from(cudaStream_t s, const void *src, enum mm_dtype t, T *ds
 {
     const unsigned g = (unsigned)(n < 65536 * 256 ? mm_blocks(n, 256) : 65536);
     if (t == MM_DTYPE_F32)
-        convert_k<<<g, 256, 0, s>>>((const float *)src, dst, n);
+        launch(s, g, 256, 0, convert_k<float, T>, (const float *)src, dst, n);
     else if (t == MM_DTYPE_F16)
-        convert_k<<<g, 256, 0, s>>>((const __half *)src, dst, n);
+        launch(s, g, 256, 0, convert_k<__half, T>, (const __half *)src, dst, n);
     else
-        convert_k<<<g, 256, 0, s>>>((const bf16 *)src, dst, n);
+        launch(s, g, 256, 0, convert_k<bf16, T>, (const bf16 *)src, dst, n);
 }
 
 extern "C" cudaError_t mm_k_convert(cudaStream_t s, const void *src, enum mm_dtype t, void *dst,
@@ -111,10 +116,10 @@ extern "C" cudaError_t mm_k_embed(cudaStream_t s, bool f32, const int32_t *ids, 
     if (n <= 0)
         return cudaSuccess;
     if (f32)
-        embed_k<<<(unsigned)n, 256, 0, s>>>(ids, (const float *)text, Ve, (const float *)special, H,
+        launch(s, (unsigned)n, 256, 0, embed_k<float>, ids, (const float *)text, Ve, (const float *)special, H,
                                             (float *)x);
     else
-        embed_k<<<(unsigned)n, 256, 0, s>>>(ids, (const bf16 *)text, Ve, (const bf16 *)special, H,
+        launch(s, (unsigned)n, 256, 0, embed_k<bf16>, ids, (const bf16 *)text, Ve, (const bf16 *)special, H,
                                             (bf16 *)x);
     return cudaGetLastError();
 }
@@ -126,9 +131,9 @@ extern "C" cudaError_t mm_k_im2col(cudaStream_t s, bool f32, const float *tiles,
     if (rows <= 0)
         return cudaSuccess;
     if (f32)
-        im2col_k<<<(unsigned)rows, 256, 0, s>>>(tiles, S, p, P, (float *)out);
+        launch(s, (unsigned)rows, 256, 0, im2col_k<float>, tiles, S, p, P, (float *)out);
     else
-        im2col_k<<<(unsigned)rows, 256, 0, s>>>(tiles, S, p, P, (bf16 *)out);
+        launch(s, (unsigned)rows, 256, 0, im2col_k<bf16>, tiles, S, p, P, (bf16 *)out);
     return cudaGetLastError();
 }
 
@@ -139,10 +144,10 @@ extern "C" cudaError_t mm_k_bias_act(cudaStream_t s, bool f32, void *x, int64_t 
     if (rows <= 0)
         return cudaSuccess;
     if (f32)
-        bias_act_k<<<(unsigned)rows, 256, 0, s>>>((float *)x, rows, cols, bias, pos, pos_rows,
+        launch(s, (unsigned)rows, 256, 0, bias_act_k<float>, (float *)x, rows, cols, bias, pos, pos_rows,
                                                   gelu);
     else
-        bias_act_k<<<(unsigned)rows, 256, 0, s>>>((bf16 *)x, rows, cols, bias, pos, pos_rows, gelu);
+        launch(s, (unsigned)rows, 256, 0, bias_act_k<bf16>, (bf16 *)x, rows, cols, bias, pos, pos_rows, gelu);
     return cudaGetLastError();
 }
 
@@ -153,8 +158,8 @@ extern "C" cudaError_t mm_k_shuffle_gather(cudaStream_t s, bool f32, const void 
     if (rows <= 0)
         return cudaSuccess;
     if (f32)
-        shuffle_k<<<(unsigned)rows, 256, 0, s>>>((const float *)in, P, H, (float *)out);
+        launch(s, (unsigned)rows, 256, 0, shuffle_k<float>, (const float *)in, P, H, (float *)out);
     else
-        shuffle_k<<<(unsigned)rows, 256, 0, s>>>((const bf16 *)in, P, H, (bf16 *)out);
+        launch(s, (unsigned)rows, 256, 0, shuffle_k<bf16>, (const bf16 *)in, P, H, (bf16 *)out);
     return cudaGetLastError();
 }

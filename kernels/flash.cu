@@ -103,6 +103,7 @@ __global__ void __launch_bounds__(FL_WARPS * 32)
     flash_k(const bf16 *qkv, const struct mm_kspan *spans, const int32_t *tiles, int64_t nh,
             int64_t kv, struct mm_kkv cache, bf16 *out)
 {
+    after_previous();
     __shared__ __align__(16) bf16 sk[FL_BN * (D + 8)];
     __shared__ __align__(16) bf16 sv[FL_BN * (D + 8)];
     const int w = threadIdx.x / 32, lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
@@ -270,11 +271,11 @@ extern "C" cudaError_t mm_k_flash_attend(cudaStream_t s, const void *qkv,
         return cudaErrorInvalidValue;
     const dim3 grid((unsigned)n_tiles, (unsigned)nh);
     if (d == 64)
-        flash_k<64><<<grid, FL_WARPS * 32, 0, s>>>((const bf16 *)qkv, spans, tiles, nh, kv, cache,
-                                                   (bf16 *)out);
+        launch(s, grid, FL_WARPS * 32, 0, flash_k<64>, (const bf16 *)qkv, spans, tiles, nh, kv,
+               cache, (bf16 *)out);
     else if (d == 128)
-        flash_k<128><<<grid, FL_WARPS * 32, 0, s>>>((const bf16 *)qkv, spans, tiles, nh, kv, cache,
-                                                    (bf16 *)out);
+        launch(s, grid, FL_WARPS * 32, 0, flash_k<128>, (const bf16 *)qkv, spans, tiles, nh, kv,
+               cache, (bf16 *)out);
     else
         return cudaErrorInvalidValue;
     return cudaGetLastError();

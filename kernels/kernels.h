@@ -45,6 +45,14 @@ struct mm_kstate {
     bool f32;
 };
 
+/* ---- launch.cu: how the launchers below enqueue ------------------------------------- */
+
+/* on: each kernel may start while the one before it in its stream ends (programmatic
+ * dependent launch; it waits for that kernel's writes before touching activations), so
+ * launch and ramp-up hide behind the previous kernel's tail. Needs sm_90 or later; returns
+ * whether it is in force. Process-wide; set it while no work is in flight. */
+bool mm_k_set_overlap(bool on);
+
 /* ---- embed.cu: conversion, gathers, vision front end ---------------------------- */
 
 /* dst[i] = (float or bf16) src[i], src of type t (F32, F16 or BF16). */

@@ -16,6 +16,7 @@ template <typename T, typename O>
 __global__ void rmsnorm_k(const T *x, const int64_t *rows, int64_t H, const float *w, float eps,
                           O *out)
 {
+    after_previous();
     __shared__ float sh[32];
     const int64_t i = blockIdx.x, r = rows ? rows[i] : i;
     const T *xr = x + r * H;
@@ -42,6 +43,7 @@ template <typename T, typename O>
 __global__ void rmsnorm8_k(const T *x, const int64_t *rows, int64_t H, const float *w, float eps,
                            O *out)
 {
+    after_previous();
     __shared__ float sh[32];
     const int64_t i = blockIdx.x, r = rows ? rows[i] : i;
     const T *xr = x + r * H;
@@ -74,6 +76,7 @@ __global__ void rmsnorm8_k(const T *x, const int64_t *rows, int64_t H, const flo
 
 template <typename T> __global__ void l2norm_k(T *x, int64_t H)
 {
+    after_previous();
     __shared__ float sh[32];
     T *xr = x + blockIdx.x * H;
     float ss = 0;
@@ -92,6 +95,7 @@ template <typename T>
 __global__ void gated_rmsnorm_k(const float *y, const T *z, int64_t ldz, int64_t g_off, int64_t T_,
                                 int64_t nh, int64_t d, const float *w, T *out)
 {
+    after_previous();
     const int64_t item = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32;
     const int lane = threadIdx.x & 31;
     if (item >= T_ * nh)
@@ -114,6 +118,7 @@ template <typename T>
 __global__ void gated_rmsnorm4_k(const float *y, const T *z, int64_t ldz, int64_t g_off,
                                  int64_t T_, int64_t nh, int64_t d, const float *w, T *out)
 {
+    after_previous();
     const int64_t item = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32;
     const int lane = threadIdx.x & 31;
     if (item >= T_ * nh)
@@ -139,6 +144,7 @@ __global__ void gated_rmsnorm4_k(const float *y, const T *z, int64_t ldz, int64_
 /* grid-stride over 8-element pieces of the output (F % 8 == 0) */
 template <typename T> __global__ void swiglu8_k(const T *h, int64_t F, int64_t n8, T *out)
 {
+    after_previous();
     const int64_t per_row = F / 8;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8;
          i += (int64_t)gridDim.x * blockDim.x) {
@@ -156,6 +162,7 @@ template <typename T> __global__ void swiglu8_k(const T *h, int64_t F, int64_t n
 /* one block per token row */
 template <typename T> __global__ void swiglu_k(const T *h, int64_t F, T *out)
 {
+    after_previous();
     const T *hr = h + blockIdx.x * 2 * F;
     T *o = out + blockIdx.x * F;
     for (int64_t j = threadIdx.x; j < F; j += blockDim.x)
@@ -177,19 +184,19 @@ extern "C" cudaError_t mm_k_rmsnorm(cudaStream_t s, bool f32, const void *x, con
         const int64_t v = H / 8;
         const unsigned bs = (unsigned)(v >= 256 ? 256 : (v + 31) / 32 * 32);
         if (f32)
-            rmsnorm8_k<<<g, bs, 0, s>>>((const float *)x, rows, H, w, eps, (float *)out);
+            launch(s, g, bs, 0, rmsnorm8_k<float, float>, (const float *)x, rows, H, w, eps, (float *)out);
         else if (out_f32)
-            rmsnorm8_k<<<g, bs, 0, s>>>((const bf16 *)x, rows, H, w, eps, (float *)out);
+            launch(s, g, bs, 0, rmsnorm8_k<bf16, float>, (const bf16 *)x, rows, H, w, eps, (float *)out);
         else
-            rmsnorm8_k<<<g, bs, 0, s>>>((const bf16 *)x, rows, H, w, eps, (bf16 *)out);
+            launch(s, g, bs, 0, rmsnorm8_k<bf16, bf16>, (const bf16 *)x, rows, H, w, eps, (bf16 *)out);
         return cudaGetLastError();
     }
     if (f32)
-        rmsnorm_k<<<g, 256, 0, s>>>((const float *)x, rows, H, w, eps, (float *)out);
+        launch(s, g, 256, 0, rmsnorm_k<float, float>, (const float *)x, rows, H, w, eps, (float *)out);
     else if (out_f32)
-        rmsnorm_k<<<g, 256, 0, s>>>((const bf16 *)x, rows, H, w, eps, (float *)out);
+        launch(s, g, 256, 0, rmsnorm_k<bf16, float>, (const bf16 *)x, rows, H, w, eps, (float *)out);
     else
-        rmsnorm_k<<<g, 256, 0, s>>>((const bf16 *)x, rows, H, w, eps, (bf16 *)out);
+        launch(s, g, 256, 0, rmsnorm_k<bf16, bf16>, (const bf16 *)x, rows, H, w, eps, (bf16 *)out);
     return cudaGetLastError();
 }
 
@@ -198,9 +205,9 @@ extern "C" cudaError_t mm_k_l2norm(cudaStream_t s, bool f32, void *x, int64_t n,
     if (n <= 0)
         return cudaSuccess;
     if (f32)
-        l2norm_k<<<(unsigned)n, 256, 0, s>>>((float *)x, H);
+        launch(s, (unsigned)n, 256, 0, l2norm_k<float>, (float *)x, H);
     else
-        l2norm_k<<<(unsigned)n, 256, 0, s>>>((bf16 *)x, H);
+        launch(s, (unsigned)n, 256, 0, l2norm_k<bf16>, (bf16 *)x, H);
     return cudaGetLastError();
 }
 
@@ -213,18 +220,18 @@ extern "C" cudaError_t mm_k_gated_rmsnorm(cudaStream_t s, bool f32, const float 
     const unsigned g = mm_blocks(T * nh, 8);
     if (d % 4 == 0 && ldz % 4 == 0 && g_off % 4 == 0) {
         if (f32)
-            gated_rmsnorm4_k<<<g, 256, 0, s>>>(y, (const float *)z, ldz, g_off, T, nh, d, w,
+            launch(s, g, 256, 0, gated_rmsnorm4_k<float>, y, (const float *)z, ldz, g_off, T, nh, d, w,
                                                (float *)out);
         else
-            gated_rmsnorm4_k<<<g, 256, 0, s>>>(y, (const bf16 *)z, ldz, g_off, T, nh, d, w,
+            launch(s, g, 256, 0, gated_rmsnorm4_k<bf16>, y, (const bf16 *)z, ldz, g_off, T, nh, d, w,
                                                (bf16 *)out);
         return cudaGetLastError();
     }
     if (f32)
-        gated_rmsnorm_k<<<g, 256, 0, s>>>(y, (const float *)z, ldz, g_off, T, nh, d, w,
+        launch(s, g, 256, 0, gated_rmsnorm_k<float>, y, (const float *)z, ldz, g_off, T, nh, d, w,
                                           (float *)out);
     else
-        gated_rmsnorm_k<<<g, 256, 0, s>>>(y, (const bf16 *)z, ldz, g_off, T, nh, d, w, (bf16 *)out);
+        launch(s, g, 256, 0, gated_rmsnorm_k<bf16>, y, (const bf16 *)z, ldz, g_off, T, nh, d, w, (bf16 *)out);
     return cudaGetLastError();
 }
 
@@ -237,15 +244,15 @@ extern "C" cudaError_t mm_k_swiglu(cudaStream_t s, bool f32, const void *h, int6
         const int64_t n8 = T * F / 8;
         const unsigned g8 = mm_blocks(n8, 256);
         if (f32)
-            swiglu8_k<<<g8, 256, 0, s>>>((const float *)h, F, n8, (float *)out);
+            launch(s, g8, 256, 0, swiglu8_k<float>, (const float *)h, F, n8, (float *)out);
         else
-            swiglu8_k<<<g8, 256, 0, s>>>((const bf16 *)h, F, n8, (bf16 *)out);
+            launch(s, g8, 256, 0, swiglu8_k<bf16>, (const bf16 *)h, F, n8, (bf16 *)out);
         return cudaGetLastError();
     }
     const unsigned g = (unsigned)T;
     if (f32)
-        swiglu_k<<<g, 512, 0, s>>>((const float *)h, F, (float *)out);
+        launch(s, g, 512, 0, swiglu_k<float>, (const float *)h, F, (float *)out);
     else
-        swiglu_k<<<g, 512, 0, s>>>((const bf16 *)h, F, (bf16 *)out);
+        launch(s, g, 512, 0, swiglu_k<bf16>, (const bf16 *)h, F, (bf16 *)out);
     return cudaGetLastError();
 }

@@ -137,6 +137,7 @@ __global__ void __launch_bounds__(SB)
              const struct mm_ksample *reqs, uint32_t *__restrict__ counts,
              struct mm_ksample_out *out)
 {
+    after_previous();
     __shared__ struct vi shv[SB / 32];
     __shared__ double shd[SB / 32];
     const struct mm_ksample r = reqs[blockIdx.x];
@@ -313,6 +314,7 @@ __global__ void __launch_bounds__(SB)
 
 __global__ void count_k(uint32_t *counts, int64_t V, const int32_t *ids, int64_t n, bool output)
 {
+    after_previous();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
         const int32_t id = ids[i];
@@ -338,7 +340,7 @@ extern "C" cudaError_t mm_k_sample(cudaStream_t s, const float *logits, float *w
 {
     if (n <= 0)
         return cudaSuccess;
-    sample_k<<<(unsigned)n, SB, 0, s>>>(logits, work, V, reqs, counts, out);
+    launch(s, (unsigned)n, SB, 0, sample_k, logits, work, V, reqs, counts, out);
     return cudaGetLastError();
 }
 
@@ -348,6 +350,6 @@ extern "C" cudaError_t mm_k_count(cudaStream_t s, uint32_t *counts, int64_t V, i
     if (n <= 0)
         return cudaSuccess;
     const unsigned g = (unsigned)(n < 4096 * 256 ? mm_blocks(n, 256) : 4096);
-    count_k<<<g, 256, 0, s>>>(counts + (int64_t)slot * V, V, ids, n, output);
+    launch(s, g, 256, 0, count_k, counts + (int64_t)slot * V, V, ids, n, output);
     return cudaGetLastError();
 }

@@ -28,6 +28,7 @@ __global__ void __launch_bounds__(64)
                const float *dt_bias, const float *A, SF *state, int64_t slot_elems, int64_t off,
                float *__restrict__ y)
 {
+    after_previous();
     constexpr int KQ = SCAN_KQ(D), NQ = D / KQ / 4; /* threads per row; chunks per thread */
     constexpr int PR = D < SCAN_PR ? D : SCAN_PR, NT = PR * KQ;
     constexpr int pb_per_head = D / PR;
@@ -135,10 +136,10 @@ static void scan_run(cudaStream_t s, const float *u, int64_t C, const T *z, int6
     constexpr int PR = D < SCAN_PR ? D : SCAN_PR, NT = PR * SCAN_KQ(D);
     const unsigned grid = (unsigned)(n_spans * nh * (D / PR));
     if (st.f32)
-        ssm_scan_k<D><<<grid, NT, 0, s>>>(u, C, z, ldz, dt_off, spans, nh, kvh, d, dt_bias, A,
+        launch(s, grid, NT, 0, ssm_scan_k<D, T, float>, u, C, z, ldz, dt_off, spans, nh, kvh, d, dt_bias, A,
                                           (float *)st.base, st.slot_elems, st.off, y);
     else
-        ssm_scan_k<D><<<grid, NT, 0, s>>>(u, C, z, ldz, dt_off, spans, nh, kvh, d, dt_bias, A,
+        launch(s, grid, NT, 0, ssm_scan_k<D, T, bf16>, u, C, z, ldz, dt_off, spans, nh, kvh, d, dt_bias, A,
                                           (bf16 *)st.base, st.slot_elems, st.off, y);
 }
 
@@ -178,6 +179,7 @@ __global__ void __launch_bounds__(D)
                  const float *dt_bias, const float *A, const float *gnorm, SF *state,
                  int64_t slot_elems, int64_t off, T *out)
 {
+    after_previous();
     constexpr int E = D / 8; /* columns per lane */
     __shared__ __align__(16) float sB[D], sC[D], sx[D], sy[D];
     __shared__ float sh[32];
@@ -237,10 +239,10 @@ static void decode_run(cudaStream_t s, const T *z, int64_t ldz, int64_t C, const
 {
     const unsigned grid = (unsigned)(n_spans * nh);
     if (st.f32)
-        ssm_decode_k<D><<<grid, D, 0, s>>>(z, ldz, C, cw, cb, spans, nh, kvh, dt_bias, A, gnorm,
+        launch(s, grid, D, 0, ssm_decode_k<D, T, float>, z, ldz, C, cw, cb, spans, nh, kvh, dt_bias, A, gnorm,
                                            (float *)st.base, st.slot_elems, st.off, out);
     else
-        ssm_decode_k<D><<<grid, D, 0, s>>>(z, ldz, C, cw, cb, spans, nh, kvh, dt_bias, A, gnorm,
+        launch(s, grid, D, 0, ssm_decode_k<D, T, bf16>, z, ldz, C, cw, cb, spans, nh, kvh, dt_bias, A, gnorm,
                                            (bf16 *)st.base, st.slot_elems, st.off, out);
 }
 

@@ -33,22 +33,42 @@ __global__ void __launch_bounds__(32 * SK_WARPS)
     const int64_t item = (int64_t)blockIdx.x * SK_WARPS + threadIdx.x / 32;
     /* plain: rows 2*item, 2*item + 1; swiglu: rows item (w1) and N + item (w3) */
     const int64_t r0 = swiglu ? item : 2 * item, r1 = swiglu ? N + item : 2 * item + 1;
-    if (swiglu ? item >= N : r0 >= N)
-        return;
+    const bool live = swiglu ? item < N : r0 < N;
     const bool has1 = swiglu || r1 < N;
-    const bf16 *w0 = W + r0 * K, *w1 = W + (has1 ? r1 : r0) * K;
+    const bf16 *w0 = W + (live ? r0 : 0) * K, *w1 = W + (live && has1 ? r1 : live ? r0 : 0) * K;
+    constexpr int64_t PASS = 256 * SK_UNROLL; /* elements of K a warp reads per pass */
+    /* The weights depend on no earlier kernel: the first pass comes into
+     * registers and the rest of both rows into L2 while the kernel before
+     * this one ends (common.cuh, launch()). */
+    uint4 wv0[SK_UNROLL], wv1[SK_UNROLL];
+#pragma unroll
+    for (int u = 0; u < SK_UNROLL; u++) {
+        const int64_t k = (int64_t)lane * 8 + 256 * u;
+        if (live && k < K) {
+            wv0[u] = __ldcs((const uint4 *)(w0 + k));
+            wv1[u] = __ldcs((const uint4 *)(w1 + k));
+        }
+    }
+    if (live && lane == 0 && K > PASS) {
+        prefetch_l2(w0 + PASS, (uint32_t)((K - PASS) * 2));
+        if (has1)
+            prefetch_l2(w1 + PASS, (uint32_t)((K - PASS) * 2));
+    }
+    after_previous();
+    if (!live)
+        return;
     float a0[M], a1[M];
 #pragma unroll
     for (int m = 0; m < M; m++)
         a0[m] = a1[m] = 0;
-    for (int64_t k0 = (int64_t)lane * 8; k0 < K; k0 += 256 * SK_UNROLL) {
-        uint4 wv0[SK_UNROLL], wv1[SK_UNROLL];
+    for (int64_t k0 = (int64_t)lane * 8; k0 < K; k0 += PASS) {
+        uint4 nv0[SK_UNROLL], nv1[SK_UNROLL]; /* the next pass, loading during this one */
 #pragma unroll
         for (int u = 0; u < SK_UNROLL; u++) {
-            const int64_t k = k0 + 256 * u;
+            const int64_t k = k0 + PASS + 256 * u;
             if (k < K) {
-                wv0[u] = __ldcs((const uint4 *)(w0 + k));
-                wv1[u] = __ldcs((const uint4 *)(w1 + k));
+                nv0[u] = __ldcs((const uint4 *)(w0 + k));
+                nv1[u] = __ldcs((const uint4 *)(w1 + k));
             }
         }
 #pragma unroll
@@ -65,6 +85,9 @@ __global__ void __launch_bounds__(32 * SK_WARPS)
                 fma8(a1[m], wv1[u], xv);
             }
         }
+#pragma unroll
+        for (int u = 0; u < SK_UNROLL; u++)
+            wv0[u] = nv0[u], wv1[u] = nv1[u];
     }
 #pragma unroll
     for (int m = 0; m < M; m++) {
@@ -92,13 +115,13 @@ static void skinny_run(cudaStream_t s, const bf16 *x, int64_t ldx, int64_t M, co
     const unsigned g = mm_blocks(items, SK_WARPS), b = 32 * SK_WARPS;
     const int m = (int)M;
     if (M <= 1)
-        skinny_k<1><<<g, b, 0, s>>>(x, ldx, m, W, N, K, y, ldy, acc, swiglu);
+        launch(s, g, b, 0, skinny_k<1, O>, x, ldx, m, W, N, K, y, ldy, acc, swiglu);
     else if (M <= 2)
-        skinny_k<2><<<g, b, 0, s>>>(x, ldx, m, W, N, K, y, ldy, acc, swiglu);
+        launch(s, g, b, 0, skinny_k<2, O>, x, ldx, m, W, N, K, y, ldy, acc, swiglu);
     else if (M <= 4)
-        skinny_k<4><<<g, b, 0, s>>>(x, ldx, m, W, N, K, y, ldy, acc, swiglu);
+        launch(s, g, b, 0, skinny_k<4, O>, x, ldx, m, W, N, K, y, ldy, acc, swiglu);
     else
-        skinny_k<8><<<g, b, 0, s>>>(x, ldx, m, W, N, K, y, ldy, acc, swiglu);
+        launch(s, g, b, 0, skinny_k<8, O>, x, ldx, m, W, N, K, y, ldy, acc, swiglu);
 }
 
 extern "C" cudaError_t mm_k_skinny(cudaStream_t s, const void *x, int64_t ldx, int64_t M,

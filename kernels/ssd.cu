@@ -135,6 +135,7 @@ __global__ void __launch_bounds__(SSD_NT, 1)
           const float *dt_bias, const float *A, SF *state, int64_t slot_elems, int64_t off,
           float *__restrict__ y)
 {
+    after_previous();
     typedef ssd_smem<D, OT> SM;
     typedef typename ssd_mma<OT>::acc acc_t;
     constexpr int L = SSD_L, P = SSD_P, NT = SSD_NT, NW = SSD_NW, NPB = D / P;
@@ -363,10 +364,10 @@ static void ssd_run(cudaStream_t s, const float *u, int64_t ldu, const T *z, int
     const unsigned grid = (unsigned)(n_spans * nh * (D / SSD_P));
     const size_t smem = ssd_smem<D, OT>::bytes;
     if (st.f32)
-        ssd_k<D, OT><<<grid, SSD_NT, smem, s>>>(u, ldu, z, ldz, dt_off, spans, nh, kvh, dt_bias, A,
+        launch(s, grid, SSD_NT, smem, ssd_k<D, OT, T, float>, u, ldu, z, ldz, dt_off, spans, nh, kvh, dt_bias, A,
                                                 (float *)st.base, st.slot_elems, st.off, y);
     else
-        ssd_k<D, OT><<<grid, SSD_NT, smem, s>>>(u, ldu, z, ldz, dt_off, spans, nh, kvh, dt_bias, A,
+        launch(s, grid, SSD_NT, smem, ssd_k<D, OT, T, bf16>, u, ldu, z, ldz, dt_off, spans, nh, kvh, dt_bias, A,
                                                 (bf16 *)st.base, st.slot_elems, st.off, y);
 }
 

@@ -98,8 +98,13 @@ struct gemm_plan {
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t a, b, c;
     cublasLtMatmulAlgo_t algo;
+    /* cuBLASLt's first candidates; tune_plan times them and keeps the fastest in algo */
+    cublasLtMatmulAlgo_t cand[8];
+    int n_cand;
+    bool tuned;
 };
-#define GEMM_PLANS 512
+#define GEMM_PLANS 1024
+#define GEMM_PROBES 8 /* slots a shape may take, from its hash on */
 
 /* Skinny kernel or cuBLASLt, per weight shape and M bucket (1, 2, <=4, <=8),
  * chosen at load by timing both (bf16 only). */
@@ -171,6 +176,9 @@ struct cu_ctx {
      * padded batch's (g_exact) replays only for its exact n */
     enum { G_EAGER, G_CAPTURE, G_REPLAY } gmode;
     bool graphs_on, g_launched, g_exact;
+    bool overlap; /* kernels launch overlapping their predecessor (kernels.h) */
+    int skinny_force; /* -1: skinny vs cuBLASLt timed per shape; 0/1: never/always */
+    bool tune;        /* time cuBLASLt's candidates per decode size (choose_shape) */
     int n_real, n_pad; /* sequences of the current graph step, and its bucket */
     struct {
         int n, exact; /* bucket; exact n or -1 */
@@ -404,10 +412,17 @@ static struct gemm_plan *plan_for(struct cu_ctx *c, int64_t n, int64_t N, int64_
 {
     uint64_t h = (uint64_t)n * 1000003u ^ (uint64_t)N * 7919u ^ (uint64_t)K * 131u ^
                  (uint64_t)ldx * 31u ^ (uint64_t)ldy * 17u ^ (uint64_t)acc * 3u ^ (uint64_t)y_f32;
-    struct gemm_plan *p = &c->plans[h % GEMM_PLANS];
-    if (p->used && p->n == n && p->N == N && p->K == K && p->ldx == ldx && p->ldy == ldy &&
-        p->acc == acc && p->y_f32 == y_f32)
-        return p;
+    struct gemm_plan *p = NULL;
+    for (int i = 0; i < GEMM_PROBES; i++) {
+        struct gemm_plan *q = &c->plans[(h + (uint64_t)i) % GEMM_PLANS];
+        if (q->used && q->n == n && q->N == N && q->K == K && q->ldx == ldx && q->ldy == ldy &&
+            q->acc == acc && q->y_f32 == y_f32)
+            return q;
+        if (!q->used && !p)
+            p = q;
+    }
+    if (!p) /* all taken: the shape's first slot goes */
+        p = &c->plans[h % GEMM_PLANS];
     if (p->used) { /* evict */
         cublasLtMatmulDescDestroy(p->op);
         cublasLtMatrixLayoutDestroy(p->a);
@@ -433,18 +448,23 @@ static struct gemm_plan *plan_for(struct cu_ctx *c, int64_t n, int64_t N, int64_
         return NULL;
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                          &c->lt_ws_bytes, sizeof c->lt_ws_bytes);
-    cublasLtMatmulHeuristicResult_t res;
+    cublasLtMatmulHeuristicResult_t res[8];
     int found = 0;
-    const cublasStatus_t s =
-        cublasLtMatmulAlgoGetHeuristic(c->lt, p->op, p->a, p->b, p->c, p->c, pref, 1, &res, &found);
+    const cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(c->lt, p->op, p->a, p->b, p->c, p->c,
+                                                            pref, 8, res, &found);
     cublasLtMatmulPreferenceDestroy(pref);
     if (lt_check(c, s, "gemm heuristic"))
         return NULL;
-    if (found < 1) {
+    p->n_cand = 0;
+    for (int i = 0; i < found; i++)
+        if (res[i].state == CUBLAS_STATUS_SUCCESS)
+            p->cand[p->n_cand++] = res[i].algo;
+    if (p->n_cand < 1) {
         fail_msg(c, "gemm", "cuBLASLt has no algorithm for this shape");
         return NULL;
     }
-    p->algo = res.algo;
+    p->algo = p->cand[0]; /* the heuristic's first, until tune_plan times them */
+    p->tuned = false;
     p->used = true;
     p->n = n, p->N = N, p->K = K, p->ldx = ldx, p->ldy = ldy, p->acc = acc, p->y_f32 = y_f32;
     return p;
@@ -594,11 +614,52 @@ static bool alloc_meta(struct cu_ctx *c, struct cu_meta *m, int64_t bpt)
            cudaEventCreateWithFlags(&m->copied, cudaEventDisableTiming) == 0;
 }
 
+static int graph_bucket(int n, int cap);
+
+/* Times the first candidates cuBLASLt offers for plan p (x: K columns of
+ * scratch, weights rotated over ws[0..nw) so they come from HBM as in a step)
+ * and keeps the fastest; returns its time in us per call, or 0. */
+static double tune_plan(struct cu_ctx *c, struct gemm_plan *p, void *const *ws, int nw,
+                        cudaEvent_t e0, cudaEvent_t e1)
+{
+    if (p->tuned || p->n_cand < 2 || c->st != MM_OK)
+        return 0;
+    const void *x = p->K <= 4 * c->cfg.llm.hidden ? c->s_u : c->s_m;
+    void *y = p->y_f32 ? (void *)c->s_logits : c->s_z;
+    const float alpha = 1.0f, beta = p->acc ? 1.0f : 0.0f;
+    const int reps = 6;
+    float best = INFINITY;
+    for (int a = 0; a < p->n_cand; a++) {
+        bool ok = true;
+        for (int r = 0; r < reps + 1 && ok; r++) {
+            if (r == 1)
+                cudaEventRecord(e0, c->stream);
+            ok = cublasLtMatmul(c->lt, p->op, &alpha, ws[r % nw], p->a, x, p->b, &beta, y, p->c, y,
+                                p->c, &p->cand[a], c->lt_ws, c->lt_ws_bytes,
+                                c->stream) == CUBLAS_STATUS_SUCCESS;
+        }
+        float t = 0;
+        cudaEventRecord(e1, c->stream);
+        if (cudaEventSynchronize(e1) != cudaSuccess || cudaEventElapsedTime(&t, e0, e1) != cudaSuccess)
+            ok = false;
+        if (ok && t < best) {
+            best = t;
+            p->algo = p->cand[a];
+        }
+    }
+    (void)cudaGetLastError(); /* a candidate that cannot run is skipped, not an error */
+    p->tuned = true;
+    return isinf(best) ? 0 : best * 1e3 / reps;
+}
+
 /* Times the skinny kernel against cuBLASLt for one weight shape at M = 1, 2,
  * 4, 8 rows, rotating over the layers' matrices (ws[0..nw)) so they come
- * from HBM as in a step, and records the faster. */
+ * from HBM as in a step, and records the faster; then, unless
+ * MMMAMBA_CUDA_TUNE=0, times cuBLASLt's candidates at every decode-step size
+ * the graphs use where cuBLASLt serves (acc, ldx and ldy as the layer calls
+ * it) and keeps the fastest per size. */
 static void choose_shape(struct cu_ctx *c, void *const *ws, int nw, int64_t N, int64_t K,
-                         bool swiglu, bool y_f32, const char *label)
+                         bool swiglu, bool acc, bool y_f32, const char *label)
 {
     if (c->n_choices == GEMM_CHOICES || nw == 0)
         return;
@@ -632,7 +693,7 @@ static void choose_shape(struct cu_ctx *c, void *const *ws, int nw, int64_t N, i
             cudaEventSynchronize(e1);
             cudaEventElapsedTime(&t[impl], e0, e1);
         }
-        g->skinny[b] = t[0] <= t[1];
+        g->skinny[b] = c->skinny_force >= 0 ? c->skinny_force == 1 : t[0] <= t[1];
         const double bytes = (double)(swiglu ? 2 * N : N) * (double)K * 2;
         at +=
             snprintf(line + at, sizeof line - (size_t)(at < (int)sizeof line ? at : 0),
@@ -642,6 +703,32 @@ static void choose_shape(struct cu_ctx *c, void *const *ws, int nw, int64_t N, i
             at = (int)sizeof line - 1;
     }
     MM_INFO("cuda backend: %s (skinny/cuBLASLt, best's bandwidth)", line);
+    if (c->tune) {
+        /* decode steps' rows: graph buckets up to the slots (cu_step_begin) */
+        const int64_t slots = c->lim.n_slots < c->lim.max_tokens ? c->lim.n_slots
+                                                                 : c->lim.max_tokens;
+        const int64_t tcap = slots < cap ? slots : cap;
+        at = snprintf(line, sizeof line, "gemm %s tuned:", label);
+        int last = 0;
+        for (int m = 1; m <= tcap; m++) {
+            const int b = graph_bucket(m, (int)tcap);
+            if (b == last)
+                continue;
+            last = b;
+            if (use_skinny(c, b, N, K, swiglu, y_f32))
+                continue;
+            struct gemm_plan *p = swiglu ? plan_for(c, b, 2 * N, K, K, 2 * N, false, false)
+                                         : plan_for(c, b, N, K, K, N, acc, y_f32);
+            if (!p)
+                break;
+            const double us = tune_plan(c, p, ws, nw, e0, e1);
+            if (us > 0 && memcmp(&p->cand[0], &p->algo, sizeof p->algo) != 0 &&
+                at < (int)sizeof line)
+                at += snprintf(line + at, sizeof line - (size_t)at, " M=%d %.1f us", b, us);
+        }
+        MM_INFO("cuda backend: %s (sizes where cuBLASLt's first candidate was not the fastest)",
+                line);
+    }
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
 }
@@ -664,21 +751,21 @@ static void choose_gemms(struct cu_ctx *c)
         if ((int)L[i].kind == (want) || (want) < 0)                                                \
             ws[n++] = L[i].field;
     COLLECT((int)MM_LAYER_MAMBA2, wz);
-    choose_shape(c, ws, n, Z, H, false, false, "in_proj");
+    choose_shape(c, ws, n, Z, H, false, false, false, "in_proj");
     COLLECT((int)MM_LAYER_MAMBA2, o_proj);
-    choose_shape(c, ws, n, H, nh * d, false, false, "o_proj");
+    choose_shape(c, ws, n, H, nh * d, false, true, false, "o_proj");
     COLLECT((int)MM_LAYER_MHA, wqkv);
-    choose_shape(c, ws, n, (nh + 2 * kv) * d, H, false, false, "wqkv");
+    choose_shape(c, ws, n, (nh + 2 * kv) * d, H, false, false, false, "wqkv");
     COLLECT((int)MM_LAYER_MHA, wo);
     if (nh * d != H || n == 0 || !use_skinny(c, 1, H, nh * d, false, false))
-        choose_shape(c, ws, n, H, nh * d, false, false, "wo");
+        choose_shape(c, ws, n, H, nh * d, false, true, false, "wo");
     COLLECT(-1, w13);
-    choose_shape(c, ws, n, F, H, true, false, "w1+w3+swiglu");
+    choose_shape(c, ws, n, F, H, true, false, false, "w1+w3+swiglu");
     COLLECT(-1, w2);
-    choose_shape(c, ws, n, H, F, false, false, "w2");
+    choose_shape(c, ws, n, H, F, false, true, false, "w2");
 #undef COLLECT
     ws[0] = c->output;
-    choose_shape(c, ws, 1, c->cfg.vocab_size, H, false, true, "lm_head");
+    choose_shape(c, ws, 1, c->cfg.vocab_size, H, false, false, true, "lm_head");
     (void)cudaGetLastError();
 }
 
@@ -987,12 +1074,12 @@ static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const str
     size_t free2 = 0;
     cudaMemGetInfo(&free2, &total);
     MM_INFO("cuda backend: %s, weights %.2f GB, state %.1f MB/slot x %d slots (%s), KV %lld+%lld "
-            "blocks, scratch+state %.2f GB; %.1f GB of %.1f GB free",
+            "blocks, scratch+state %.2f GB; %.1f GB of %.1f GB free; launches %s",
             c->f32 ? "fp32" : "bf16", (double)(free0 - free1) / 1e9,
             (double)c->state_elems * (double)c->state_esz / 1e6, c->lim.n_slots,
             lim->state_fp32 ? "fp32" : "bf16", (long long)c->lim.n_kv_blocks[0],
             (long long)c->lim.n_kv_blocks[1], (double)(free1 - free2) / 1e9, (double)free2 / 1e9,
-            (double)total / 1e9);
+            (double)total / 1e9, c->overlap ? "overlapped" : "serial");
     return cu_check(c, cudaDeviceSynchronize(), "load")
                ? mm_err_set(err, MM_ERR_BACKEND, "%s", c->msg)
                : MM_OK;
@@ -2016,6 +2103,12 @@ enum mm_status mm_cuda_backend_create_on(int device, bool fp32, struct mm_backen
               cudaEventCreate(&c->pe1) == cudaSuccess;
     const char *graphs = getenv("MMMAMBA_CUDA_GRAPHS"); /* 0: every step eager */
     c->graphs_on = !c->prof && !(graphs && graphs[0] == '0');
+    const char *skinny = getenv("MMMAMBA_CUDA_SKINNY"); /* 0 | 1: never | always; else timed */
+    c->skinny_force = skinny && (skinny[0] == '0' || skinny[0] == '1') ? skinny[0] - '0' : -1;
+    const char *tune = getenv("MMMAMBA_CUDA_TUNE"); /* 0: cuBLASLt's first candidate */
+    c->tune = !(tune && tune[0] == '0');
+    const char *overlap = getenv("MMMAMBA_CUDA_OVERLAP"); /* 0: no overlapping launches */
+    c->overlap = mm_k_set_overlap(!c->prof && !(overlap && overlap[0] == '0'));
     const char *scan = getenv("MMMAMBA_CUDA_SCAN"); /* seq | chunked | N; else measured */
     if (scan && strcmp(scan, "seq") == 0)
         c->scan_force = INT64_MAX;

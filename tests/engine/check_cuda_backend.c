@@ -884,6 +884,84 @@ START_TEST(test_graph_buckets)
 }
 END_TEST
 
+/* Overlapping launches (kernels.h mm_k_set_overlap: each kernel may start
+ * before the previous one ends and waits for its writes) change when kernels
+ * run, never what they compute: a prefill and decode steps of 6, 1, 4, 6, 2
+ * sequences (graph-replayed), with overlap on and then off, give bit-identical
+ * logits, in both modes; the scan and GEMM choices are pinned (no timing) and
+ * in bf16 the skinny GEMMs (which read weights before that wait) are forced on. */
+START_TEST(test_overlap)
+{
+    const int m = _i / 2;
+    const bool f32 = _i % 2;
+    enum { NS = 6, STEPS = 5 };
+    const int sizes[STEPS] = {6, 1, 4, 6, 2};
+    float *lg[2] = {NULL, NULL};
+    int64_t V = 0, rows = 0;
+    setenv("MMMAMBA_CUDA_SCAN", "chunked", 1);
+    setenv("MMMAMBA_CUDA_SKINNY", "1", 1);
+    setenv("MMMAMBA_CUDA_TUNE", "0", 1);
+    for (int k = 0; k < 2; k++) {
+        if (k == 1)
+            setenv("MMMAMBA_CUDA_OVERLAP", "0", 1);
+        struct mm_engine *e = open_engine(m, f32 ? MM_BACKEND_CUDA_FP32 : MM_BACKEND_CUDA, NS, 1024);
+        V = e->cfg.vocab_size;
+        lg[k] = malloc((size_t)((STEPS + 1) * NS * V) * sizeof(float));
+        int32_t *prompts[NS], slots[NS], next[NS];
+        int64_t lens[NS];
+        struct mm_seq_step st[NS];
+        struct mm_err err;
+        float *tiles = make_tiles(&e->cfg, 1); /* sequence 2 has a picture */
+        for (int i = 0; i < NS; i++) {
+            prompts[i] = make_prompt(&e->cfg, 3 + 7 * i, i == 2, &lens[i], 700u + (uint32_t)i);
+            ck_assert_int_eq(mm_engine_slot_acquire(e, &slots[i], &err), MM_OK);
+            st[i] = (struct mm_seq_step){.slot = slots[i],
+                                         .ids = prompts[i],
+                                         .n = lens[i],
+                                         .tiles = i == 2 ? tiles : NULL,
+                                         .n_tiles = i == 2,
+                                         .want_logits = true};
+        }
+        ck_assert_msg(mm_engine_forward(e, st, NS, lg[k], &err) == MM_OK, "%s", err.msg);
+        free(tiles);
+        int64_t at = NS * V;
+        for (int i = 0; i < NS; i++)
+            next[i] = argmax(lg[k] + i * V, V);
+        for (int step = 0; step < STEPS; step++) {
+            const int n = sizes[step];
+            for (int i = 0; i < n; i++)
+                st[i] = (struct mm_seq_step){.slot = slots[i],
+                                             .ids = &next[i],
+                                             .n = 1,
+                                             .want_logits = true,
+                                             .text_only = true};
+            ck_assert_msg(mm_engine_forward(e, st, n, lg[k] + at, &err) == MM_OK, "%s",
+                          err.msg);
+            for (int i = 0; i < n; i++)
+                next[i] = argmax(lg[k] + at + i * V, V);
+            at += n * V;
+        }
+        rows = at / V;
+        for (int i = 0; i < NS; i++)
+            free(prompts[i]);
+        mm_engine_close(e);
+    }
+    unsetenv("MMMAMBA_CUDA_OVERLAP");
+    unsetenv("MMMAMBA_CUDA_SKINNY");
+    unsetenv("MMMAMBA_CUDA_TUNE");
+    unsetenv("MMMAMBA_CUDA_SCAN");
+    int64_t diff = 0;
+    for (int64_t i = 0; i < rows * V; i++)
+        diff += memcmp(&lg[0][i], &lg[1][i], sizeof(float)) != 0;
+    ck_assert_msg(diff == 0, "%s %s: %lld of %lld logits differ with overlap on vs off", names[m],
+                  f32 ? "fp32" : "bf16", (long long)diff, (long long)(rows * V));
+    printf("%s %s: overlap on vs off: %lld logits over %lld rows bit-identical\n", names[m],
+           f32 ? "fp32" : "bf16", (long long)(rows * V), (long long)rows);
+    free(lg[0]);
+    free(lg[1]);
+}
+END_TEST
+
 /* Slots sized from device memory (mem_fraction): a sliver of the free memory
  * holds a few tiny-linear slots (at least 1, fewer than asked), every one
  * usable and no more; a large share gives all that were asked; the
@@ -1207,6 +1285,7 @@ int main(void)
     tcase_add_loop_test(model, test_model_vs_cpu, 0, N_MODELS);
     tcase_add_loop_test(model, test_batched_equals_alone, 0, N_MODELS);
     tcase_add_loop_test(model, test_graph_buckets, 0, N_MODELS);
+    tcase_add_loop_test(model, test_overlap, 0, 2 * N_MODELS);
     tcase_add_test(model, test_memory_sizing);
     tcase_add_unchecked_fixture(flash, make_flash_models, remove_flash_models);
     tcase_set_timeout(flash, 600);
