@@ -105,6 +105,19 @@ static __device__ __forceinline__ void st8(bf16 *p, const float v[8])
     *(uint4 *)p = raw;
 }
 
+/* c (16x8 fp32) += a (16x16 bf16, row) . b (16x8 bf16, col), one warp (sm_80+).
+ * Fragments, g = lane / 4, t = lane % 4: a[0] rows g, k 2t..2t+1; a[1] row g + 8,
+ * same k; a[2], a[3] as a[0], a[1] at k + 8; b0 k 2t..2t+1 of column g, b1 at
+ * k + 8; c[0..1] row g, columns 2t, 2t + 1; c[2..3] row g + 8. */
+static __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0,
+                                                uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
 static inline unsigned mm_blocks(int64_t n, int per) { return (unsigned)((n + per - 1) / per); }
 
 /* ---- launches that overlap (programmatic dependent launch, sm_90 and later) ----

@@ -29,16 +29,6 @@ static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
     return *(uint32_t *)&v;
 }
 
-/* c (16x8 fp32) += a (16x16 bf16, row) . b (16x8 bf16, col) */
-static __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0,
-                                                uint32_t b1)
-{
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 /* four 8x8 bf16 matrices; lane l gives the address of row l % 8 of matrix l / 8 */
 static __device__ __forceinline__ void ldsm_x4(uint32_t r[4], const bf16 *p)
 {

@@ -220,6 +220,16 @@ cudaError_t mm_k_skinny(cudaStream_t s, const void *x, int64_t ldx, int64_t M, c
                         int64_t N, int64_t K, void *y, int64_t ldy, bool acc, bool y_f32,
                         bool swiglu);
 
+/* Most rows of x the tensor-core skinny kernels take. */
+#define MM_K_SKINNY_TC_MAX_M 64
+
+/* As mm_k_skinny, on tensor cores (mma.sync, fp32 accumulation) for M <= 64: 16 rows
+ * of W (8 of w1 over 8 of w3 for swiglu) per warp against all M rows of x, K split
+ * over up to 8 warps when the matrix is small. */
+cudaError_t mm_k_skinny_tc(cudaStream_t s, const void *x, int64_t ldx, int64_t M, const void *W,
+                           int64_t N, int64_t K, void *y, int64_t ldy, bool acc, bool y_f32,
+                           bool swiglu);
+
 /* ---- bench.cu: the device's ceilings, measured by `mmmamba bench` --------------------- */
 
 /* Reads n16 16-byte words (a streaming read; the sum goes to *sink). */

@@ -106,12 +106,15 @@ struct gemm_plan {
 #define GEMM_PLANS 1024
 #define GEMM_PROBES 8 /* slots a shape may take, from its hash on */
 
-/* Skinny kernel or cuBLASLt, per weight shape and M bucket (1, 2, <=4, <=8),
- * chosen at load by timing both (bf16 only). */
+/* Who computes a decode-sized GEMM: cuBLASLt, the skinny kernel on CUDA cores
+ * (M <= 8) or on tensor cores (M <= 64), per weight shape and M bucket (1, 2,
+ * <=4, <=8, <=16, <=32, <=64), chosen at load by timing them (bf16 only). */
+enum gemm_impl { GEMM_LT, GEMM_SKINNY, GEMM_TC };
+#define GEMM_BUCKETS 7
 struct gemm_choice {
     int64_t N, K;
     bool swiglu, y_f32;
-    bool skinny[4];
+    uint8_t impl[GEMM_BUCKETS]; /* enum gemm_impl */
 };
 #define GEMM_CHOICES 16
 
@@ -177,7 +180,7 @@ struct cu_ctx {
     enum { G_EAGER, G_CAPTURE, G_REPLAY } gmode;
     bool graphs_on, g_launched, g_exact;
     bool overlap; /* kernels launch overlapping their predecessor (kernels.h) */
-    int skinny_force; /* -1: skinny vs cuBLASLt timed per shape; 0/1: never/always */
+    int skinny_force; /* -1: timed per shape; 0: cuBLASLt; 1: skinny (M <= 8); 2: tensor-core */
     bool tune;        /* time cuBLASLt's candidates per decode size (choose_shape) */
     int n_real, n_pad; /* sequences of the current graph step, and its bucket */
     struct {
@@ -470,20 +473,28 @@ static struct gemm_plan *plan_for(struct cu_ctx *c, int64_t n, int64_t N, int64_
     return p;
 }
 
-static int m_bucket(int64_t n) { return n <= 1 ? 0 : n <= 2 ? 1 : n <= 4 ? 2 : 3; }
-
-/* Whether the skinny kernel serves this shape at n rows. */
-static bool use_skinny(const struct cu_ctx *c, int64_t n, int64_t N, int64_t K, bool swiglu,
-                       bool y_f32)
+/* The M bucket of n rows (gemm_choice), -1 past the last. */
+static int m_bucket(int64_t n)
 {
-    if (c->f32 || n > MM_K_SKINNY_MAX_M)
-        return false;
+    int b = 0;
+    while (b < GEMM_BUCKETS && n > ((int64_t)1 << b))
+        b++;
+    return b < GEMM_BUCKETS ? b : -1;
+}
+
+/* Who serves this shape at n rows. */
+static enum gemm_impl gemm_impl_for(const struct cu_ctx *c, int64_t n, int64_t N, int64_t K,
+                                    bool swiglu, bool y_f32)
+{
+    const int b = m_bucket(n);
+    if (c->f32 || b < 0)
+        return GEMM_LT;
     for (int i = 0; i < c->n_choices; i++) {
         const struct gemm_choice *g = &c->choices[i];
         if (g->N == N && g->K == K && g->swiglu == swiglu && g->y_f32 == y_f32)
-            return g->skinny[m_bucket(n)];
+            return (enum gemm_impl)g->impl[b];
     }
-    return false;
+    return GEMM_LT;
 }
 
 static void gemm_lt(struct cu_ctx *c, const void *x, int64_t ldx, int64_t n, int64_t K,
@@ -495,11 +506,15 @@ static void gemm(struct cu_ctx *c, const void *x, int64_t ldx, int64_t n, int64_
 {
     if (n <= 0 || c->st != MM_OK)
         return;
-    if (use_skinny(c, n, N, K, false, y_f32)) {
+    const enum gemm_impl im = gemm_impl_for(c, n, N, K, false, y_f32);
+    if (im == GEMM_SKINNY || im == GEMM_TC) {
         prof_begin(c);
-        cu_check(c, mm_k_skinny(c->stream, x, ldx, n, W, N, K, y, ldy, acc, y_f32, false),
+        cu_check(c,
+                 (im == GEMM_TC ? mm_k_skinny_tc : mm_k_skinny)(c->stream, x, ldx, n, W, N, K, y,
+                                                                ldy, acc, y_f32, false),
                  "skinny gemm");
-        prof_end(c, y_f32 ? "skinny head" : "skinny gemm");
+        prof_end(c, y_f32 ? "skinny head" : im == GEMM_TC ? "skinny gemm (tensor cores)"
+                                                          : "skinny gemm");
         return;
     }
     gemm_lt(c, x, ldx, n, K, W, N, y, ldy, acc, y_f32);
@@ -511,9 +526,12 @@ static void gemm_swiglu(struct cu_ctx *c, const void *u, int64_t n, int64_t K, c
 {
     if (n <= 0 || c->st != MM_OK)
         return;
-    if (use_skinny(c, n, F, K, true, false)) {
+    const enum gemm_impl im = gemm_impl_for(c, n, F, K, true, false);
+    if (im == GEMM_SKINNY || im == GEMM_TC) {
         prof_begin(c);
-        cu_check(c, mm_k_skinny(c->stream, u, K, n, w13, F, K, h, F, false, false, true),
+        cu_check(c,
+                 (im == GEMM_TC ? mm_k_skinny_tc : mm_k_skinny)(c->stream, u, K, n, w13, F, K, h,
+                                                                F, false, false, true),
                  "skinny swiglu");
         prof_end(c, "skinny w13 + swiglu");
         return;
@@ -652,12 +670,13 @@ static double tune_plan(struct cu_ctx *c, struct gemm_plan *p, void *const *ws, 
     return isinf(best) ? 0 : best * 1e3 / reps;
 }
 
-/* Times the skinny kernel against cuBLASLt for one weight shape at M = 1, 2,
- * 4, 8 rows, rotating over the layers' matrices (ws[0..nw)) so they come
- * from HBM as in a step, and records the faster; then, unless
- * MMMAMBA_CUDA_TUNE=0, times cuBLASLt's candidates at every decode-step size
- * the graphs use where cuBLASLt serves (acc, ldx and ldy as the layer calls
- * it) and keeps the fastest per size. */
+/* Times the skinny kernels (CUDA cores up to M = 8, tensor cores up to 64)
+ * against cuBLASLt for one weight shape at M = 1, 2, 4, ..., 64 rows, rotating
+ * over the layers' matrices (ws[0..nw)) so they come from HBM as in a step,
+ * and records the fastest per M bucket (cuBLASLt with its candidates timed
+ * first); then, unless MMMAMBA_CUDA_TUNE=0, times cuBLASLt's candidates at
+ * every other decode-step size the graphs use where cuBLASLt serves (acc, ldx
+ * and ldy as the layer calls it) and keeps the fastest per size. */
 static void choose_shape(struct cu_ctx *c, void *const *ws, int nw, int64_t N, int64_t K,
                          bool swiglu, bool acc, bool y_f32, const char *label)
 {
@@ -668,41 +687,59 @@ static void choose_shape(struct cu_ctx *c, void *const *ws, int nw, int64_t N, i
     cudaEvent_t e0, e1;
     if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess)
         return;
-    const int ms[4] = {1, 2, 4, 8}, reps = 12;
-    char line[256];
+    const int reps = 12;
+    char line[640];
     int at = snprintf(line, sizeof line, "gemm %s %lldx%lld:", label, (long long)N, (long long)K);
     /* rows the scratch holds: the token budget; the LM head's: logit_rows */
     const int64_t cap = y_f32 ? c->logit_rows : c->lim.max_tokens;
-    for (int b = 0; b < 4; b++) {
-        float t[2] = {0, 0};
-        if (ms[b] > cap)
+    for (int b = 0; b < GEMM_BUCKETS; b++) {
+        const int m = 1 << b;
+        float t[3] = {INFINITY, INFINITY, INFINITY}; /* by enum gemm_impl */
+        if (m > cap)
             break;
-        for (int impl = 0; impl < 2; impl++) {
-            g->skinny[b] = impl == 0;
+        if (c->tune) {
+            struct gemm_plan *p = swiglu ? plan_for(c, m, 2 * N, K, K, 2 * N, false, false)
+                                         : plan_for(c, m, N, K, K, N, acc, y_f32);
+            if (p)
+                tune_plan(c, p, ws, nw, e0, e1);
+        }
+        for (int im = GEMM_LT; im <= GEMM_TC; im++) {
+            if (im == GEMM_SKINNY && m > MM_K_SKINNY_MAX_M)
+                continue;
+            g->impl[b] = (uint8_t)im;
             for (int r = 0; r < reps + 2; r++) {
                 if (r == 2)
                     cudaEventRecord(e0, c->stream);
                 void *W = ws[r % nw];
                 if (swiglu)
-                    gemm_swiglu(c, c->s_u, ms[b], K, W, N, c->s_z, c->s_m);
+                    gemm_swiglu(c, c->s_u, m, K, W, N, c->s_z, c->s_m);
                 else
-                    gemm(c, c->s_u, K, ms[b], K, W, N, y_f32 ? (void *)c->s_logits : c->s_z, N,
-                         !y_f32, y_f32);
+                    gemm(c, c->s_u, K, m, K, W, N, y_f32 ? (void *)c->s_logits : c->s_z, N, acc,
+                         y_f32);
             }
             cudaEventRecord(e1, c->stream);
             cudaEventSynchronize(e1);
-            cudaEventElapsedTime(&t[impl], e0, e1);
+            cudaEventElapsedTime(&t[im], e0, e1);
         }
-        g->skinny[b] = c->skinny_force >= 0 ? c->skinny_force == 1 : t[0] <= t[1];
+        int best = GEMM_LT;
+        for (int im = GEMM_SKINNY; im <= GEMM_TC; im++)
+            if (t[im] < t[best])
+                best = im;
+        if (c->skinny_force == 0 || (c->skinny_force == 1 && m > MM_K_SKINNY_MAX_M))
+            best = GEMM_LT;
+        else if (c->skinny_force == 1)
+            best = GEMM_SKINNY;
+        else if (c->skinny_force == 2)
+            best = GEMM_TC;
+        g->impl[b] = (uint8_t)best;
         const double bytes = (double)(swiglu ? 2 * N : N) * (double)K * 2;
-        at +=
-            snprintf(line + at, sizeof line - (size_t)(at < (int)sizeof line ? at : 0),
-                     " M=%d %.1f/%.1f us (%.2f TB/s)", ms[b], t[0] * 1e3 / reps, t[1] * 1e3 / reps,
-                     bytes / ((g->skinny[b] ? t[0] : t[1]) * 1e-3 / reps) / 1e12);
-        if (at >= (int)sizeof line)
-            at = (int)sizeof line - 1;
+        if (at < (int)sizeof line)
+            at += snprintf(line + at, sizeof line - (size_t)at,
+                           " M=%d %.1f/%.1f/%.1f us (%.2f TB/s)", m, t[GEMM_SKINNY] * 1e3 / reps,
+                           t[GEMM_TC] * 1e3 / reps, t[GEMM_LT] * 1e3 / reps,
+                           bytes / (t[best] * 1e-3 / reps) / 1e12);
     }
-    MM_INFO("cuda backend: %s (skinny/cuBLASLt, best's bandwidth)", line);
+    MM_INFO("cuda backend: %s (skinny/tensor-core skinny/cuBLASLt, best's bandwidth)", line);
     if (c->tune) {
         /* decode steps' rows: graph buckets up to the slots (cu_step_begin) */
         const int64_t slots = c->lim.n_slots < c->lim.max_tokens ? c->lim.n_slots
@@ -715,7 +752,7 @@ static void choose_shape(struct cu_ctx *c, void *const *ws, int nw, int64_t N, i
             if (b == last)
                 continue;
             last = b;
-            if (use_skinny(c, b, N, K, swiglu, y_f32))
+            if (gemm_impl_for(c, b, N, K, swiglu, y_f32) != GEMM_LT)
                 continue;
             struct gemm_plan *p = swiglu ? plan_for(c, b, 2 * N, K, K, 2 * N, false, false)
                                          : plan_for(c, b, N, K, K, N, acc, y_f32);
@@ -757,7 +794,7 @@ static void choose_gemms(struct cu_ctx *c)
     COLLECT((int)MM_LAYER_MHA, wqkv);
     choose_shape(c, ws, n, (nh + 2 * kv) * d, H, false, false, false, "wqkv");
     COLLECT((int)MM_LAYER_MHA, wo);
-    if (nh * d != H || n == 0 || !use_skinny(c, 1, H, nh * d, false, false))
+    if (nh * d != H || n == 0 || gemm_impl_for(c, 1, H, nh * d, false, false) == GEMM_LT)
         choose_shape(c, ws, n, H, nh * d, false, true, false, "wo");
     COLLECT(-1, w13);
     choose_shape(c, ws, n, F, H, true, false, false, "w1+w3+swiglu");
@@ -2103,8 +2140,9 @@ enum mm_status mm_cuda_backend_create_on(int device, bool fp32, struct mm_backen
               cudaEventCreate(&c->pe1) == cudaSuccess;
     const char *graphs = getenv("MMMAMBA_CUDA_GRAPHS"); /* 0: every step eager */
     c->graphs_on = !c->prof && !(graphs && graphs[0] == '0');
-    const char *skinny = getenv("MMMAMBA_CUDA_SKINNY"); /* 0 | 1: never | always; else timed */
-    c->skinny_force = skinny && (skinny[0] == '0' || skinny[0] == '1') ? skinny[0] - '0' : -1;
+    /* 0: cuBLASLt; 1: the skinny kernel up to M = 8; 2: the tensor-core one; else timed */
+    const char *skinny = getenv("MMMAMBA_CUDA_SKINNY");
+    c->skinny_force = skinny && skinny[0] >= '0' && skinny[0] <= '2' ? skinny[0] - '0' : -1;
     const char *tune = getenv("MMMAMBA_CUDA_TUNE"); /* 0: cuBLASLt's first candidate */
     c->tune = !(tune && tune[0] == '0');
     const char *overlap = getenv("MMMAMBA_CUDA_OVERLAP"); /* 0: no overlapping launches */

@@ -116,9 +116,10 @@ static void model_open(int m, struct model *md)
 enum { SLOTS = 8, MAXTOK = 1400, CTX = 3000 };
 #define BPT ((CTX + MM_KV_BLOCK - 1) / MM_KV_BLOCK)
 
-static void limits(const struct model *md, bool state_fp32, struct mm_backend_limits *lim)
+static void limits_n(const struct model *md, bool state_fp32, int32_t slots,
+                     struct mm_backend_limits *lim)
 {
-    *lim = (struct mm_backend_limits){.n_slots = SLOTS,
+    *lim = (struct mm_backend_limits){.n_slots = slots,
                                       .max_tokens = MAXTOK,
                                       .max_tiles = 1,
                                       .max_context = CTX,
@@ -128,22 +129,28 @@ static void limits(const struct model *md, bool state_fp32, struct mm_backend_li
         bool mha = false;
         for (int64_t i = 0; i < sc->num_layers; i++)
             mha = mha || sc->kinds[i] == MM_LAYER_MHA;
-        lim->n_kv_blocks[s] = mha ? (int64_t)SLOTS * BPT : 0;
+        lim->n_kv_blocks[s] = mha ? (int64_t)slots * BPT : 0;
     }
 }
 
-static struct mm_backend open_backend(const struct model *md, int kind, bool state_fp32)
+static struct mm_backend open_backend_n(const struct model *md, int kind, bool state_fp32,
+                                        int32_t slots)
 {
     struct mm_backend b;
     struct mm_err err;
     struct mm_backend_limits lim;
-    limits(md, state_fp32, &lim);
+    limits_n(md, state_fp32, slots, &lim);
     if (kind == 0)
         ck_assert_int_eq(mm_cpu_backend_create(2, &b, &err), MM_OK);
     else
         ck_assert_msg(mm_cuda_backend_create(kind == 1, &b, &err) == MM_OK, "%s", err.msg);
     ck_assert_msg(b.ops->load(b.ctx, &md->cfg, &md->w, &lim, &err) == MM_OK, "%s", err.msg);
     return b;
+}
+
+static struct mm_backend open_backend(const struct model *md, int kind, bool state_fp32)
+{
+    return open_backend_n(md, kind, state_fp32, SLOTS);
 }
 
 /* Which Mamba-2 scan the CUDA backends created from now on use
@@ -319,36 +326,47 @@ START_TEST(test_ops_vs_cpu)
 }
 END_TEST
 
-/* Decode-sized batches in bf16 (the skinny GEMMs, the 1-token scan and the
- * split attention): each op's output against the CPU within bf16 rounding. */
+/* Decode-sized batches in bf16 (the GEMMs of decode sizes, the 1-token scan
+ * and the split attention), once per GEMM path (MMMAMBA_CUDA_SKINNY: 0
+ * cuBLASLt, 1 the skinny kernel up to 8 rows, 2 the tensor-core one up to 64):
+ * steps of 1, 3, 8, 13, 40 and 64 sequences, each op's output against the
+ * CPU within bf16 rounding; the LM head runs at those sizes too. */
+enum { DSLOTS = 64 };
 START_TEST(test_decode_ops_bf16)
 {
-    const int m = _i;
+    const int m = _i / 3, path = _i % 3;
+    const char *const path_names[3] = {"cuBLASLt", "skinny", "tensor-core skinny"};
     struct model md;
     model_open(m, &md);
-    struct mm_backend cpu = open_backend(&md, 0, true), gpu = open_backend(&md, 2, true);
+    char force[2] = {(char)('0' + path), 0};
+    setenv("MMMAMBA_CUDA_SKINNY", force, 1);
+    struct mm_backend cpu = open_backend_n(&md, 0, true, DSLOTS),
+                      gpu = open_backend_n(&md, 2, true, DSLOTS);
+    unsetenv("MMMAMBA_CUDA_SKINNY");
     struct mm_backend *b[2] = {&cpu, &gpu};
     const int64_t H = md.cfg.llm.hidden, V = md.cfg.vocab_size;
     struct mm_act *x[2] = {cpu.ops->act_alloc(cpu.ctx, MAXTOK, H),
                            gpu.ops->act_alloc(gpu.ctx, MAXTOK, H)};
-    float *lc = malloc((size_t)(8 * V) * sizeof *lc), *lg = malloc((size_t)(8 * V) * sizeof *lg);
-    static int32_t tables[SLOTS][BPT];
-    for (int sl = 0; sl < SLOTS; sl++)
+    float *lc = malloc((size_t)(DSLOTS * V) * sizeof *lc),
+          *lg = malloc((size_t)(DSLOTS * V) * sizeof *lg);
+    static int32_t tables[DSLOTS][BPT];
+    for (int sl = 0; sl < DSLOTS; sl++)
         for (int i = 0; i < BPT; i++)
             tables[sl][i] =
-                (int32_t)(((int64_t)i * SLOTS + (SLOTS - 1 - sl)) % ((int64_t)SLOTS * BPT));
+                (int32_t)(((int64_t)i * DSLOTS + (DSLOTS - 1 - sl)) % ((int64_t)DSLOTS * BPT));
     for (int k = 0; k < 2; k++)
-        for (int sl = 0; sl < SLOTS; sl++)
+        for (int sl = 0; sl < DSLOTS; sl++)
             b[k]->ops->slot_reset(b[k]->ctx, sl);
-    const int sizes[3] = {1, 3, 8};
+    enum { STEPS = 6 };
+    const int sizes[STEPS] = {1, 3, 8, 13, 40, 64};
     double worst = 0;
-    for (int step = 0; step < 3; step++) {
+    for (int step = 0; step < STEPS; step++) {
         const int n = sizes[step];
-        struct mm_span spans[8];
-        int32_t ids[8];
+        struct mm_span spans[DSLOTS];
+        int32_t ids[DSLOTS];
         for (int i = 0; i < n; i++) {
             spans[i] = (struct mm_span){i, i, 1, step, tables[i]};
-            ids[i] = 7 + 31 * i + step;
+            ids[i] = (int32_t)((7 + 31 * i + step) % V);
         }
         for (int s = 0; s < 2; s++) {
             const struct mm_stack_config *sc = s ? &md.cfg.llm : &md.cfg.emb;
@@ -366,13 +384,14 @@ START_TEST(test_decode_ops_bf16)
                             b[k]->ops->mamba2(b[k]->ctx, (enum mm_stack)s, l, x[k], spans, n);
                     }
                     const double e = compare_rows(&md, b, x, n, lc, lg);
-                    ck_assert_msg(e <= 3e-2, "%s n=%d stack %d layer %d op %d: %.3g", names[m], n,
-                                  s, l, op, e);
+                    ck_assert_msg(e <= 3e-2, "%s %s n=%d stack %d layer %d op %d: %.3g", names[m],
+                                  path_names[path], n, s, l, op, e);
                     worst = fmax(worst, e);
                 }
         }
     }
-    printf("%s bf16 decode-sized ops: worst %.2e of the largest logit\n", names[m], worst);
+    printf("%s bf16 decode-sized ops (%s GEMMs): worst %.2e of the largest logit\n", names[m],
+           path_names[path], worst);
     free(lc);
     free(lg);
     cpu.ops->destroy(cpu.ctx);
@@ -899,7 +918,7 @@ START_TEST(test_overlap)
     float *lg[2] = {NULL, NULL};
     int64_t V = 0, rows = 0;
     setenv("MMMAMBA_CUDA_SCAN", "chunked", 1);
-    setenv("MMMAMBA_CUDA_SKINNY", "1", 1);
+    setenv("MMMAMBA_CUDA_SKINNY", m % 2 ? "2" : "1", 1); /* CUDA-core or tensor-core skinny */
     setenv("MMMAMBA_CUDA_TUNE", "0", 1);
     for (int k = 0; k < 2; k++) {
         if (k == 1)
@@ -1278,7 +1297,7 @@ int main(void)
     tcase_set_timeout(ops, 600);
     tcase_set_timeout(model, 600);
     tcase_add_loop_test(ops, test_ops_vs_cpu, 0, N_MODELS * N_SCANS);
-    tcase_add_loop_test(ops, test_decode_ops_bf16, 0, N_MODELS);
+    tcase_add_loop_test(ops, test_decode_ops_bf16, 0, 3 * N_MODELS);
     tcase_add_loop_test(ops, test_prefill_ops_bf16, 0, N_MODELS);
     tcase_add_test(ops, test_slots_and_status);
     tcase_add_test(ops, test_sample_vs_cpu);
