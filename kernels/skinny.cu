@@ -1,13 +1,14 @@
-/* skinny.cu: GEMMs for decode-sized batches (M <= 8 rows), bf16 weights
+/* skinny.cu: GEMMs for decode-sized batches (M <= 64 rows), bf16 weights
  * streamed once at close to the read bandwidth, where cuBLAS leaves much of
  * it unused on our shapes (PERFORMANCE.md). The backend times these against
- * cuBLASLt per shape at load and keeps the faster.
+ * cuBLASLt per shape and M at load and keeps the fastest.
  *
- * Design: one warp per two rows of W (for the fused w1+w3, the pair w1[j],
- * w3[j], with the SwiGLU in the epilogue); lanes walk K with 16-byte loads,
- * several in flight; x (M rows) comes through L1, shared by all warps of an
- * SM. fp32 accumulation, a warp reduction per output. CPU twin: mm_cpu_matmul
- * (and the SwiGLU loop of cpu_mlp). */
+ * On CUDA cores (M <= 8): one warp per two rows of W (for the fused w1+w3,
+ * the pair w1[j], w3[j], with the SwiGLU in the epilogue); lanes walk K with
+ * 16-byte loads, several in flight; x (M rows) comes through L1, shared by
+ * all warps of an SM; a warp reduction per output. On tensor cores (M <= 64):
+ * see skinny_tc_k. fp32 accumulation in both. CPU twin: mm_cpu_matmul (and
+ * the SwiGLU loop of cpu_mlp). */
 #include "common.cuh"
 
 #define SK_WARPS 8

@@ -12,6 +12,9 @@
  * synchronisation point, and per-stack span metadata rebuilt when a stack's
  * layer 0 runs (every step starts there) and reused by its other layers.
  *
+ * Files (cuda_internal.h): this one (memory, load, the ops), cuda_gemm.c (the
+ * GEMM paths and the load-time choice), cuda_steps.c (span metadata, graphs).
+ *
  * Memory: per slot one contiguous block of recurrent state, the same layout
  * as the CPU backend (every mamba2 layer: conv [C] then ssm [heads][d][d]),
  * float or bf16 (state_fp32); KV blocks per stack in the CPU layout; scratch
@@ -30,192 +33,18 @@
 #include "base/dtype.h"
 #include "base/log.h"
 #include "engine/cpu_kernels.h"
+#include "engine/cuda_internal.h"
 #include "kernels.h"
 
 _Static_assert(MM_K_KV_BLOCK == MM_KV_BLOCK, "kernels.h and backend.h disagree on the KV block");
 
-struct mm_act {
-    void *data; /* device, [rows, cols] of the backend's element type */
-    int64_t rows, cols;
-    struct mm_act *next;
-};
-
-struct cu_layer {
-    enum mm_layer_kind kind;
-    float *attn_norm, *ffn_norm; /* [H] */
-    void *w13, *w2;              /* [2F, H] (w1 rows then w3 rows), [H, F] */
-    /* mamba2 */
-    void *wz;               /* [Z, H] */
-    float *conv_w, *conv_b; /* [C, 2], [C] */
-    float *dt_bias, *A;     /* [heads]; A = -exp(A_log) */
-    float *gnorm;           /* [d] */
-    void *o_proj;           /* [H, heads*d] */
-    int64_t state_off;
-    /* mha */
-    void *wqkv, *wo;
-    int64_t kv_off;
-};
-
-/* Span metadata of one stack for the current step (device copies + staging).
- * A decode step replayed from a graph is padded to its bucket with 1-token
- * spans on the pad slot (index n_slots, whose table is the pad KV block). */
-struct cu_meta {
-    struct mm_span *last; /* host copy of the spans it was built from */
-    int n_real;           /* spans given (last); n_spans - n_real are pads */
-    int n_spans;
-    int64_t T;
-    struct mm_kspan *h_spans, *d_spans; /* [n_slots + 1] */
-    struct mm_kspan *h_part, *d_part;   /* the same spans, those for the chunked scan first */
-    int n_long;                         /* spans for the chunked scan (cu_ctx.scan_min) */
-    int32_t *h_tok, *d_tok;             /* [max_tokens] row -> span */
-    int32_t *h_blk, *d_blk;             /* flat block tables */
-    int64_t blk_cap;
-    int64_t bpt; /* block-table entries per slot: h_blk/d_blk mirror [n_slots + 1][bpt] */
-    cudaEvent_t copied; /* the last upload from the host buffers */
-    bool pending;
-    int64_t max_kv; /* longest sequence in keys (pos + n) */
-    bool prepared;  /* built by step_begin from `prep` for the current step */
-    const struct mm_span *prep;
-    /* tiles of mm_k_flash_attend: (span, first row) pairs of the spans of at
-     * least cu_ctx.flash_min rows, longest first within a span */
-    int32_t *h_ftile, *d_ftile; /* [2 * (max_tokens / MM_K_FLASH_ROWS + n_slots + 1)] */
-    int n_ftiles;
-    int64_t flash_rows; /* rows those spans cover */
-};
-
-struct cu_stack {
-    const struct mm_stack_config *cfg;
-    struct cu_layer layers[MM_MAX_LAYERS];
-    float *inv_freq; /* [d/2] RoPE frequencies, computed as the CPU does */
-    struct cu_meta meta;
-};
-
-/* One cached cuBLASLt plan: y[n, N] (+)= x[n, K] W[N, K]^T. */
-struct gemm_plan {
-    bool used;
-    int64_t n, N, K, ldx, ldy;
-    bool acc, y_f32;
-    cublasLtMatmulDesc_t op;
-    cublasLtMatrixLayout_t a, b, c;
-    cublasLtMatmulAlgo_t algo;
-    /* cuBLASLt's first candidates; tune_plan times them and keeps the fastest in algo */
-    cublasLtMatmulAlgo_t cand[8];
-    int n_cand;
-    bool tuned;
-};
-#define GEMM_PLANS 1024
-#define GEMM_PROBES 8 /* slots a shape may take, from its hash on */
-
-/* Who computes a decode-sized GEMM: cuBLASLt, the skinny kernel on CUDA cores
- * (M <= 8) or on tensor cores (M <= 64), per weight shape and M bucket (1, 2,
- * <=4, <=8, <=16, <=32, <=64), chosen at load by timing them (bf16 only). */
-enum gemm_impl { GEMM_LT, GEMM_SKINNY, GEMM_TC };
-#define GEMM_BUCKETS 7
-struct gemm_choice {
-    int64_t N, K;
-    bool swiglu, y_f32;
-    uint8_t impl[GEMM_BUCKETS]; /* enum gemm_impl */
-};
-#define GEMM_CHOICES 16
-
-struct cu_ctx {
-    int device; /* made current by create, load, destroy and mm_cuda_backend_use */
-    struct mm_config cfg;
-    bool f32;   /* element type: float, else bf16 */
-    size_t esz; /* its size */
-    cudaStream_t stream;
-    cublasLtHandle_t lt;
-    void *lt_ws;
-    size_t lt_ws_bytes;
-    struct gemm_plan plans[GEMM_PLANS];
-    struct gemm_choice choices[GEMM_CHOICES];
-    int n_choices;
-
-    struct cu_stack stacks[2];
-    /* Mamba-2 prefill: spans of at least scan_min tokens take the chunked
-     * scan (ssd.cu), shorter ones the token-sequential one (scan.cu); the
-     * crossover is measured at load unless MMMAMBA_CUDA_SCAN sets it: seq
-     * (never chunked), chunked (always), or a token count */
-    int64_t scan_min;
-    int64_t scan_force; /* 0: measure */
-    bool ssd_ok;        /* the chunked kernels are ready (mm_k_ssd_prepare) */
-    /* attention prefill: in the bf16 mode, spans of at least flash_min rows
-     * of an eagerly run step take the tensor-core kernel (flash.cu) when the
-     * head dim is 64 or 128; MMMAMBA_CUDA_FLASH=0 never, =N from N rows */
-    int64_t flash_min;
-    void *patch_w, *sh_w1, *sh_w2, *text_emb, *special_emb, *output;
-    float *patch_b, *pos, *sh_b1, *sh_b2, *norm;
-    int64_t n_special;
-    void **allocs; /* every device allocation, for destroy */
-    int n_allocs, cap_allocs;
-    struct mm_act *acts;
-
-    struct mm_backend_limits lim;
-    int64_t state_elems; /* per slot */
-    size_t state_esz;
-    void *state;
-    int64_t block_elems[2];
-    void *kv[2];
-    uint32_t *counts; /* [n_slots][vocab] token counts for the penalties (cpu_sample.h) */
-
-    /* scratch (device) */
-    void *s_u, *s_z, *s_m, *s_patch, *s_stage;
-    float *s_conv, *s_y, *s_part, *s_logits, *s_work;
-    struct mm_ksample *h_req, *d_req;     /* [logit_rows] */
-    struct mm_ksample_out *h_out, *d_out; /* [logit_rows] */
-    int64_t part_items, logit_rows, stage_bytes;
-    /* host <-> device staging arena */
-    uint8_t *h_arena, *d_arena;
-    size_t arena_cap, arena_used;
-    float *h_tmp; /* slot_read conversion buffer */
-
-    /* sticky status */
-    enum mm_status st;
-    char msg[256];
-
-    /* decode steps as CUDA graphs, one per batch-size bucket (graph_bucket:
-     * a step of n sequences runs padded to its bucket), recorded by
-     * step_begin/step_end; a capture that saw an op whose size is not the
-     * padded batch's (g_exact) replays only for its exact n */
-    enum { G_EAGER, G_CAPTURE, G_REPLAY } gmode;
-    bool graphs_on, g_launched, g_exact;
-    bool overlap; /* kernels launch overlapping their predecessor (kernels.h) */
-    int skinny_force; /* -1: timed per shape; 0: cuBLASLt; 1: skinny (M <= 8); 2: tensor-core */
-    bool tune;        /* time cuBLASLt's candidates per decode size (choose_shape) */
-    int n_real, n_pad; /* sequences of the current graph step, and its bucket */
-    struct {
-        int n, exact; /* bucket; exact n or -1 */
-        cudaGraphExec_t exec;
-        uint64_t used;
-    } graphs[64];
-    int n_graphs, g_cur;
-    uint64_t g_clock;
-    cudaEvent_t g_done;
-    /* embeddings of a graph step wait here until the first mixer (fixed buffers) */
-    int32_t *h_ids, *d_ids; /* [n_slots], zeroed: pad rows embed id 0 */
-    bool pend;
-    struct mm_act *pend_x;
-    int64_t pend_row0, pend_n;
-
-    /* MMMAMBA_CUDA_PROFILE=1: GPU time per kernel group (synchronises after
-     * each; a diagnosis tool for `mmmamba bench`, printed at destroy) */
-    bool prof;
-    cudaEvent_t pe0, pe1;
-    struct {
-        char name[48];
-        double ms;
-        int64_t calls;
-    } prof_tab[64];
-    int n_prof;
-};
-
-static void prof_begin(struct cu_ctx *c)
+void mm_cuda_prof_begin(struct cu_ctx *c)
 {
     if (c->prof)
         cudaEventRecord(c->pe0, c->stream);
 }
 
-static void prof_end(struct cu_ctx *c, const char *name)
+void mm_cuda_prof_end(struct cu_ctx *c, const char *name)
 {
     if (!c->prof)
         return;
@@ -250,7 +79,7 @@ static void prof_print(const struct cu_ctx *c)
 
 /* ---- errors -------------------------------------------------------------------------- */
 
-static void fail_msg(struct cu_ctx *c, const char *what, const char *why)
+void mm_cuda_fail(struct cu_ctx *c, const char *what, const char *why)
 {
     if (c->st != MM_OK)
         return;
@@ -259,21 +88,21 @@ static void fail_msg(struct cu_ctx *c, const char *what, const char *why)
 }
 
 /* Records the first CUDA failure; true when e is a failure. */
-static bool cu_check(struct cu_ctx *c, cudaError_t e, const char *what)
+bool mm_cuda_check(struct cu_ctx *c, cudaError_t e, const char *what)
 {
     if (e == cudaSuccess)
         return false;
-    fail_msg(c, what, cudaGetErrorName(e));
+    mm_cuda_fail(c, what, cudaGetErrorName(e));
     return true;
 }
 
-static bool lt_check(struct cu_ctx *c, cublasStatus_t s, const char *what)
+bool mm_cuda_lt_check(struct cu_ctx *c, cublasStatus_t s, const char *what)
 {
     if (s == CUBLAS_STATUS_SUCCESS)
         return false;
     char why[64];
     snprintf(why, sizeof why, "cuBLASLt status %d", (int)s);
-    fail_msg(c, what, why);
+    mm_cuda_fail(c, what, why);
     return true;
 }
 
@@ -383,18 +212,19 @@ static void *stage(struct cu_ctx *c, const void *h, size_t bytes)
 {
     const size_t need = (bytes + 255) & ~(size_t)255;
     if (need > c->arena_cap) {
-        fail_msg(c, "staging", "upload larger than the staging arena");
+        mm_cuda_fail(c, "staging", "upload larger than the staging arena");
         return NULL;
     }
     if (c->arena_used + need > c->arena_cap) { /* rewind once the copies are done */
-        if (cu_check(c, cudaStreamSynchronize(c->stream), "staging sync"))
+        if (mm_cuda_check(c, cudaStreamSynchronize(c->stream), "staging sync"))
             return NULL;
         c->arena_used = 0;
     }
     uint8_t *hp = c->h_arena + c->arena_used, *dp = c->d_arena + c->arena_used;
     c->arena_used += need;
     memcpy(hp, h, bytes);
-    if (cu_check(c, cudaMemcpyAsync(dp, hp, bytes, cudaMemcpyHostToDevice, c->stream), "upload"))
+    if (mm_cuda_check(c, cudaMemcpyAsync(dp, hp, bytes, cudaMemcpyHostToDevice, c->stream),
+                      "upload"))
         return NULL;
     return dp;
 }
@@ -402,168 +232,10 @@ static void *stage(struct cu_ctx *c, const void *h, size_t bytes)
 /* Waits for the stream; everything staged is consumed, so the arena rewinds. */
 static bool sync_stream(struct cu_ctx *c, const char *what)
 {
-    if (cu_check(c, cudaStreamSynchronize(c->stream), what))
+    if (mm_cuda_check(c, cudaStreamSynchronize(c->stream), what))
         return false;
     c->arena_used = 0;
     return true;
-}
-
-/* ---- GEMM ---------------------------------------------------------------------------- */
-
-static struct gemm_plan *plan_for(struct cu_ctx *c, int64_t n, int64_t N, int64_t K, int64_t ldx,
-                                  int64_t ldy, bool acc, bool y_f32)
-{
-    uint64_t h = (uint64_t)n * 1000003u ^ (uint64_t)N * 7919u ^ (uint64_t)K * 131u ^
-                 (uint64_t)ldx * 31u ^ (uint64_t)ldy * 17u ^ (uint64_t)acc * 3u ^ (uint64_t)y_f32;
-    struct gemm_plan *p = NULL;
-    for (int i = 0; i < GEMM_PROBES; i++) {
-        struct gemm_plan *q = &c->plans[(h + (uint64_t)i) % GEMM_PLANS];
-        if (q->used && q->n == n && q->N == N && q->K == K && q->ldx == ldx && q->ldy == ldy &&
-            q->acc == acc && q->y_f32 == y_f32)
-            return q;
-        if (!q->used && !p)
-            p = q;
-    }
-    if (!p) /* all taken: the shape's first slot goes */
-        p = &c->plans[h % GEMM_PLANS];
-    if (p->used) { /* evict */
-        cublasLtMatmulDescDestroy(p->op);
-        cublasLtMatrixLayoutDestroy(p->a);
-        cublasLtMatrixLayoutDestroy(p->b);
-        cublasLtMatrixLayoutDestroy(p->c);
-        p->used = false;
-    }
-    const cudaDataType_t et = c->f32 ? CUDA_R_32F : CUDA_R_16BF;
-    const cudaDataType_t yt = y_f32 ? CUDA_R_32F : et;
-    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    if (lt_check(c, cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "gemm desc"))
-        return NULL;
-    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
-    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
-    /* column-major view: y^T [N, n] = W [K, N]^T x^T [K, n] */
-    if (lt_check(c, cublasLtMatrixLayoutCreate(&p->a, et, (uint64_t)K, (uint64_t)N, K), "gemm A") ||
-        lt_check(c, cublasLtMatrixLayoutCreate(&p->b, et, (uint64_t)K, (uint64_t)n, ldx),
-                 "gemm B") ||
-        lt_check(c, cublasLtMatrixLayoutCreate(&p->c, yt, (uint64_t)N, (uint64_t)n, ldy), "gemm C"))
-        return NULL;
-    cublasLtMatmulPreference_t pref;
-    if (lt_check(c, cublasLtMatmulPreferenceCreate(&pref), "gemm preference"))
-        return NULL;
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                         &c->lt_ws_bytes, sizeof c->lt_ws_bytes);
-    cublasLtMatmulHeuristicResult_t res[8];
-    int found = 0;
-    const cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(c->lt, p->op, p->a, p->b, p->c, p->c,
-                                                            pref, 8, res, &found);
-    cublasLtMatmulPreferenceDestroy(pref);
-    if (lt_check(c, s, "gemm heuristic"))
-        return NULL;
-    p->n_cand = 0;
-    for (int i = 0; i < found; i++)
-        if (res[i].state == CUBLAS_STATUS_SUCCESS)
-            p->cand[p->n_cand++] = res[i].algo;
-    if (p->n_cand < 1) {
-        fail_msg(c, "gemm", "cuBLASLt has no algorithm for this shape");
-        return NULL;
-    }
-    p->algo = p->cand[0]; /* the heuristic's first, until tune_plan times them */
-    p->tuned = false;
-    p->used = true;
-    p->n = n, p->N = N, p->K = K, p->ldx = ldx, p->ldy = ldy, p->acc = acc, p->y_f32 = y_f32;
-    return p;
-}
-
-/* The M bucket of n rows (gemm_choice), -1 past the last. */
-static int m_bucket(int64_t n)
-{
-    int b = 0;
-    while (b < GEMM_BUCKETS && n > ((int64_t)1 << b))
-        b++;
-    return b < GEMM_BUCKETS ? b : -1;
-}
-
-/* Who serves this shape at n rows. */
-static enum gemm_impl gemm_impl_for(const struct cu_ctx *c, int64_t n, int64_t N, int64_t K,
-                                    bool swiglu, bool y_f32)
-{
-    const int b = m_bucket(n);
-    if (c->f32 || b < 0)
-        return GEMM_LT;
-    for (int i = 0; i < c->n_choices; i++) {
-        const struct gemm_choice *g = &c->choices[i];
-        if (g->N == N && g->K == K && g->swiglu == swiglu && g->y_f32 == y_f32)
-            return (enum gemm_impl)g->impl[b];
-    }
-    return GEMM_LT;
-}
-
-static void gemm_lt(struct cu_ctx *c, const void *x, int64_t ldx, int64_t n, int64_t K,
-                    const void *W, int64_t N, void *y, int64_t ldy, bool acc, bool y_f32);
-
-/* y[n, N] (+)= x[n, K] . W[N, K]^T; x, W of the element type, y too unless y_f32. */
-static void gemm(struct cu_ctx *c, const void *x, int64_t ldx, int64_t n, int64_t K, const void *W,
-                 int64_t N, void *y, int64_t ldy, bool acc, bool y_f32)
-{
-    if (n <= 0 || c->st != MM_OK)
-        return;
-    const enum gemm_impl im = gemm_impl_for(c, n, N, K, false, y_f32);
-    if (im == GEMM_SKINNY || im == GEMM_TC) {
-        prof_begin(c);
-        cu_check(c,
-                 (im == GEMM_TC ? mm_k_skinny_tc : mm_k_skinny)(c->stream, x, ldx, n, W, N, K, y,
-                                                                ldy, acc, y_f32, false),
-                 "skinny gemm");
-        prof_end(c, y_f32 ? "skinny head" : im == GEMM_TC ? "skinny gemm (tensor cores)"
-                                                          : "skinny gemm");
-        return;
-    }
-    gemm_lt(c, x, ldx, n, K, W, N, y, ldy, acc, y_f32);
-}
-
-/* h[n, F] = SiLU(u w1^T) * (u w3^T), w13 = [w1; w3] ([2F, K]); h13: scratch [n, 2F]. */
-static void gemm_swiglu(struct cu_ctx *c, const void *u, int64_t n, int64_t K, const void *w13,
-                        int64_t F, void *h13, void *h)
-{
-    if (n <= 0 || c->st != MM_OK)
-        return;
-    const enum gemm_impl im = gemm_impl_for(c, n, F, K, true, false);
-    if (im == GEMM_SKINNY || im == GEMM_TC) {
-        prof_begin(c);
-        cu_check(c,
-                 (im == GEMM_TC ? mm_k_skinny_tc : mm_k_skinny)(c->stream, u, K, n, w13, F, K, h,
-                                                                F, false, false, true),
-                 "skinny swiglu");
-        prof_end(c, "skinny w13 + swiglu");
-        return;
-    }
-    gemm_lt(c, u, K, n, K, w13, 2 * F, h13, 2 * F, false, false);
-    prof_begin(c);
-    if (c->st == MM_OK)
-        cu_check(c, mm_k_swiglu(c->stream, c->f32, h13, n, F, h), "swiglu");
-    prof_end(c, "swiglu");
-}
-
-static void gemm_lt(struct cu_ctx *c, const void *x, int64_t ldx, int64_t n, int64_t K,
-                    const void *W, int64_t N, void *y, int64_t ldy, bool acc, bool y_f32)
-{
-    struct gemm_plan *p = plan_for(c, n, N, K, ldx, ldy, acc, y_f32);
-    if (!p)
-        return;
-    const float alpha = 1.0f, beta = acc ? 1.0f : 0.0f;
-    char name[48];
-    if (c->prof)
-        snprintf(name, sizeof name, "gemm %lldx%lld M%s", (long long)N, (long long)K,
-                 n == 1     ? "=1"
-                 : n <= 8   ? "<=8"
-                 : n <= 64  ? "<=64"
-                 : n <= 256 ? "<=256"
-                            : ">256");
-    prof_begin(c);
-    lt_check(c,
-             cublasLtMatmul(c->lt, p->op, &alpha, W, p->a, x, p->b, &beta, y, p->c, y, p->c,
-                            &p->algo, c->lt_ws, c->lt_ws_bytes, c->stream),
-             "gemm");
-    prof_end(c, name);
 }
 
 /* ---- load ---------------------------------------------------------------------------- */
@@ -632,180 +304,6 @@ static bool alloc_meta(struct cu_ctx *c, struct cu_meta *m, int64_t bpt)
            cudaEventCreateWithFlags(&m->copied, cudaEventDisableTiming) == 0;
 }
 
-static int graph_bucket(int n, int cap);
-
-/* Times the first candidates cuBLASLt offers for plan p (x: K columns of
- * scratch, weights rotated over ws[0..nw) so they come from HBM as in a step)
- * and keeps the fastest; returns its time in us per call, or 0. */
-static double tune_plan(struct cu_ctx *c, struct gemm_plan *p, void *const *ws, int nw,
-                        cudaEvent_t e0, cudaEvent_t e1)
-{
-    if (p->tuned || p->n_cand < 2 || c->st != MM_OK)
-        return 0;
-    const void *x = p->K <= 4 * c->cfg.llm.hidden ? c->s_u : c->s_m;
-    void *y = p->y_f32 ? (void *)c->s_logits : c->s_z;
-    const float alpha = 1.0f, beta = p->acc ? 1.0f : 0.0f;
-    const int reps = 6;
-    float best = INFINITY;
-    for (int a = 0; a < p->n_cand; a++) {
-        bool ok = true;
-        for (int r = 0; r < reps + 1 && ok; r++) {
-            if (r == 1)
-                cudaEventRecord(e0, c->stream);
-            ok = cublasLtMatmul(c->lt, p->op, &alpha, ws[r % nw], p->a, x, p->b, &beta, y, p->c, y,
-                                p->c, &p->cand[a], c->lt_ws, c->lt_ws_bytes,
-                                c->stream) == CUBLAS_STATUS_SUCCESS;
-        }
-        float t = 0;
-        cudaEventRecord(e1, c->stream);
-        if (cudaEventSynchronize(e1) != cudaSuccess || cudaEventElapsedTime(&t, e0, e1) != cudaSuccess)
-            ok = false;
-        if (ok && t < best) {
-            best = t;
-            p->algo = p->cand[a];
-        }
-    }
-    (void)cudaGetLastError(); /* a candidate that cannot run is skipped, not an error */
-    p->tuned = true;
-    return isinf(best) ? 0 : best * 1e3 / reps;
-}
-
-/* Times the skinny kernels (CUDA cores up to M = 8, tensor cores up to 64)
- * against cuBLASLt for one weight shape at M = 1, 2, 4, ..., 64 rows, rotating
- * over the layers' matrices (ws[0..nw)) so they come from HBM as in a step,
- * and records the fastest per M bucket (cuBLASLt with its candidates timed
- * first); then, unless MMMAMBA_CUDA_TUNE=0, times cuBLASLt's candidates at
- * every other decode-step size the graphs use where cuBLASLt serves (acc, ldx
- * and ldy as the layer calls it) and keeps the fastest per size. */
-static void choose_shape(struct cu_ctx *c, void *const *ws, int nw, int64_t N, int64_t K,
-                         bool swiglu, bool acc, bool y_f32, const char *label)
-{
-    if (c->n_choices == GEMM_CHOICES || nw == 0)
-        return;
-    struct gemm_choice *g = &c->choices[c->n_choices++];
-    *g = (struct gemm_choice){.N = N, .K = K, .swiglu = swiglu, .y_f32 = y_f32};
-    cudaEvent_t e0, e1;
-    if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess)
-        return;
-    const int reps = 12;
-    char line[640];
-    int at = snprintf(line, sizeof line, "gemm %s %lldx%lld:", label, (long long)N, (long long)K);
-    /* rows the scratch holds: the token budget; the LM head's: logit_rows */
-    const int64_t cap = y_f32 ? c->logit_rows : c->lim.max_tokens;
-    for (int b = 0; b < GEMM_BUCKETS; b++) {
-        const int m = 1 << b;
-        float t[3] = {INFINITY, INFINITY, INFINITY}; /* by enum gemm_impl */
-        if (m > cap)
-            break;
-        if (c->tune) {
-            struct gemm_plan *p = swiglu ? plan_for(c, m, 2 * N, K, K, 2 * N, false, false)
-                                         : plan_for(c, m, N, K, K, N, acc, y_f32);
-            if (p)
-                tune_plan(c, p, ws, nw, e0, e1);
-        }
-        for (int im = GEMM_LT; im <= GEMM_TC; im++) {
-            if (im == GEMM_SKINNY && m > MM_K_SKINNY_MAX_M)
-                continue;
-            g->impl[b] = (uint8_t)im;
-            for (int r = 0; r < reps + 2; r++) {
-                if (r == 2)
-                    cudaEventRecord(e0, c->stream);
-                void *W = ws[r % nw];
-                if (swiglu)
-                    gemm_swiglu(c, c->s_u, m, K, W, N, c->s_z, c->s_m);
-                else
-                    gemm(c, c->s_u, K, m, K, W, N, y_f32 ? (void *)c->s_logits : c->s_z, N, acc,
-                         y_f32);
-            }
-            cudaEventRecord(e1, c->stream);
-            cudaEventSynchronize(e1);
-            cudaEventElapsedTime(&t[im], e0, e1);
-        }
-        int best = GEMM_LT;
-        for (int im = GEMM_SKINNY; im <= GEMM_TC; im++)
-            if (t[im] < t[best])
-                best = im;
-        if (c->skinny_force == 0 || (c->skinny_force == 1 && m > MM_K_SKINNY_MAX_M))
-            best = GEMM_LT;
-        else if (c->skinny_force == 1)
-            best = GEMM_SKINNY;
-        else if (c->skinny_force == 2)
-            best = GEMM_TC;
-        g->impl[b] = (uint8_t)best;
-        const double bytes = (double)(swiglu ? 2 * N : N) * (double)K * 2;
-        if (at < (int)sizeof line)
-            at += snprintf(line + at, sizeof line - (size_t)at,
-                           " M=%d %.1f/%.1f/%.1f us (%.2f TB/s)", m, t[GEMM_SKINNY] * 1e3 / reps,
-                           t[GEMM_TC] * 1e3 / reps, t[GEMM_LT] * 1e3 / reps,
-                           bytes / (t[best] * 1e-3 / reps) / 1e12);
-    }
-    MM_INFO("cuda backend: %s (skinny/tensor-core skinny/cuBLASLt, best's bandwidth)", line);
-    if (c->tune) {
-        /* decode steps' rows: graph buckets up to the slots (cu_step_begin) */
-        const int64_t slots = c->lim.n_slots < c->lim.max_tokens ? c->lim.n_slots
-                                                                 : c->lim.max_tokens;
-        const int64_t tcap = slots < cap ? slots : cap;
-        at = snprintf(line, sizeof line, "gemm %s tuned:", label);
-        int last = 0;
-        for (int m = 1; m <= tcap; m++) {
-            const int b = graph_bucket(m, (int)tcap);
-            if (b == last)
-                continue;
-            last = b;
-            if (gemm_impl_for(c, b, N, K, swiglu, y_f32) != GEMM_LT)
-                continue;
-            struct gemm_plan *p = swiglu ? plan_for(c, b, 2 * N, K, K, 2 * N, false, false)
-                                         : plan_for(c, b, N, K, K, N, acc, y_f32);
-            if (!p)
-                break;
-            const double us = tune_plan(c, p, ws, nw, e0, e1);
-            if (us > 0 && memcmp(&p->cand[0], &p->algo, sizeof p->algo) != 0 &&
-                at < (int)sizeof line)
-                at += snprintf(line + at, sizeof line - (size_t)at, " M=%d %.1f us", b, us);
-        }
-        MM_INFO("cuda backend: %s (sizes where cuBLASLt's first candidate was not the fastest)",
-                line);
-    }
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-}
-
-static void choose_gemms(struct cu_ctx *c)
-{
-    void *ws[MM_MAX_LAYERS];
-    const int64_t n_u = max64(c->lim.max_tokens, 1) * 4 * c->cfg.llm.hidden;
-    if (c->f32 ||
-        mm_k_fill_random(c->stream, c->s_u, n_u < 16 * 16384 ? n_u : 16 * 16384, 7) != cudaSuccess)
-        return;
-    const struct mm_stack_config *sc = &c->cfg.llm;
-    const struct cu_layer *L = c->stacks[MM_STACK_LLM].layers;
-    const int64_t H = sc->hidden, d = sc->head_dim, nh = sc->heads, kv = sc->kv_heads;
-    const int64_t C = 2 * kv * d + nh * d, Z = C + nh * d + nh, F = sc->intermediate;
-    int n;
-#define COLLECT(want, field)                                                                       \
-    n = 0;                                                                                         \
-    for (int64_t i = 0; i < sc->num_layers; i++)                                                   \
-        if ((int)L[i].kind == (want) || (want) < 0)                                                \
-            ws[n++] = L[i].field;
-    COLLECT((int)MM_LAYER_MAMBA2, wz);
-    choose_shape(c, ws, n, Z, H, false, false, false, "in_proj");
-    COLLECT((int)MM_LAYER_MAMBA2, o_proj);
-    choose_shape(c, ws, n, H, nh * d, false, true, false, "o_proj");
-    COLLECT((int)MM_LAYER_MHA, wqkv);
-    choose_shape(c, ws, n, (nh + 2 * kv) * d, H, false, false, false, "wqkv");
-    COLLECT((int)MM_LAYER_MHA, wo);
-    if (nh * d != H || n == 0 || gemm_impl_for(c, 1, H, nh * d, false, false) == GEMM_LT)
-        choose_shape(c, ws, n, H, nh * d, false, true, false, "wo");
-    COLLECT(-1, w13);
-    choose_shape(c, ws, n, F, H, true, false, false, "w1+w3+swiglu");
-    COLLECT(-1, w2);
-    choose_shape(c, ws, n, H, F, false, true, false, "w2");
-#undef COLLECT
-    ws[0] = c->output;
-    choose_shape(c, ws, 1, c->cfg.vocab_size, H, false, false, true, "lm_head");
-    (void)cudaGetLastError();
-}
-
 /* Times the token-sequential scan against the chunked one on one sequence of
  * n tokens with the model's heads (inputs as they are: the time does not
  * depend on the values) and sets scan_min to the shortest n from which the
@@ -864,14 +362,14 @@ static void choose_scan(struct cu_ctx *c)
             for (int r = 0; r < reps + 1; r++) {
                 if (r == 1)
                     cudaEventRecord(e0, c->stream);
-                cu_check(c,
-                         impl == 0 ? mm_k_ssm_scan(c->stream, c->s_conv, C, c->s_z, c->f32, Z,
-                                                   C + nh * d, dks, 1, nh, kvh, d, l->dt_bias,
-                                                   l->A, st, c->s_y)
-                                   : mm_k_ssd_scan(c->stream, c->s_conv, C, c->s_z, c->f32, Z,
-                                                   C + nh * d, dks, 1, nh, kvh, d, l->dt_bias,
-                                                   l->A, st, c->s_y),
-                         "scan choice");
+                mm_cuda_check(
+                    c,
+                    impl == 0
+                        ? mm_k_ssm_scan(c->stream, c->s_conv, C, c->s_z, c->f32, Z, C + nh * d, dks,
+                                        1, nh, kvh, d, l->dt_bias, l->A, st, c->s_y)
+                        : mm_k_ssd_scan(c->stream, c->s_conv, C, c->s_z, c->f32, Z, C + nh * d, dks,
+                                        1, nh, kvh, d, l->dt_bias, l->A, st, c->s_y),
+                    "scan choice");
             }
             cudaEventRecord(e1, c->stream);
             cudaEventSynchronize(e1);
@@ -879,9 +377,9 @@ static void choose_scan(struct cu_ctx *c)
         }
         wins[i] = t[1] < t[0];
         measured = i + 1;
-        at += snprintf(line + at, sizeof line - (size_t)(at < (int)sizeof line ? at : 0),
-                       " %lld: %.1f/%.1f", (long long)lens[i], t[0] * 1e3 / reps,
-                       t[1] * 1e3 / reps);
+        at +=
+            snprintf(line + at, sizeof line - (size_t)(at < (int)sizeof line ? at : 0),
+                     " %lld: %.1f/%.1f", (long long)lens[i], t[0] * 1e3 / reps, t[1] * 1e3 / reps);
         if (at >= (int)sizeof line)
             at = (int)sizeof line - 1;
     }
@@ -889,9 +387,9 @@ static void choose_scan(struct cu_ctx *c)
         c->scan_min = lens[i];
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
-    cu_check(c, cudaMemsetAsync(c->state, 0, (size_t)c->state_elems * c->state_esz, c->stream),
-             "scan choice");
-    cu_check(c, cudaStreamSynchronize(c->stream), "scan choice");
+    mm_cuda_check(c, cudaMemsetAsync(c->state, 0, (size_t)c->state_elems * c->state_esz, c->stream),
+                  "scan choice");
+    mm_cuda_check(c, cudaStreamSynchronize(c->stream), "scan choice");
     if (c->scan_min == INT64_MAX)
         MM_INFO("cuda backend: %s; chunked for no span", line);
     else
@@ -909,8 +407,8 @@ static size_t slot_device_bytes(const struct cu_ctx *c)
     for (int s = 0; s < 2; s++) {
         b += 2 * sizeof(struct mm_kspan);
         if (c->lim.n_kv_blocks[s] > 0 && c->block_elems[s] > 0)
-            b += (size_t)bpt * sizeof(int32_t) + (size_t)c->lim.kv_blocks_per_slot[s] *
-                                                     (size_t)c->block_elems[s] * c->esz;
+            b += (size_t)bpt * sizeof(int32_t) +
+                 (size_t)c->lim.kv_blocks_per_slot[s] * (size_t)c->block_elems[s] * c->esz;
     }
     return b;
 }
@@ -1103,7 +601,7 @@ static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const str
                           S, (long long)c->lim.n_kv_blocks[0], (long long)c->lim.n_kv_blocks[1],
                           (long long)lim->max_tokens);
     }
-    choose_gemms(c);
+    mm_cuda_choose_gemms(c);
     if (c->st == MM_OK)
         choose_scan(c);
     if (c->st != MM_OK)
@@ -1117,7 +615,7 @@ static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const str
             lim->state_fp32 ? "fp32" : "bf16", (long long)c->lim.n_kv_blocks[0],
             (long long)c->lim.n_kv_blocks[1], (double)(free1 - free2) / 1e9, (double)free2 / 1e9,
             (double)total / 1e9, c->overlap ? "overlapped" : "serial");
-    return cu_check(c, cudaDeviceSynchronize(), "load")
+    return mm_cuda_check(c, cudaDeviceSynchronize(), "load")
                ? mm_err_set(err, MM_ERR_BACKEND, "%s", c->msg)
                : MM_OK;
 }
@@ -1135,13 +633,7 @@ static void cu_destroy(void *vctx)
         cudaEventDestroy(c->pe0);
         cudaEventDestroy(c->pe1);
     }
-    for (int i = 0; i < GEMM_PLANS; i++)
-        if (c->plans[i].used) {
-            cublasLtMatmulDescDestroy(c->plans[i].op);
-            cublasLtMatrixLayoutDestroy(c->plans[i].a);
-            cublasLtMatrixLayoutDestroy(c->plans[i].b);
-            cublasLtMatrixLayoutDestroy(c->plans[i].c);
-        }
+    mm_cuda_gemm_free(c);
     for (int s = 0; s < 2; s++) {
         struct cu_meta *m = &c->stacks[s].meta;
         free(m->last);
@@ -1196,297 +688,9 @@ static struct mm_act *cu_act_alloc(void *vctx, int64_t rows, int64_t cols)
     return a;
 }
 
-static void *row_ptr(const struct cu_ctx *c, const struct mm_act *a, int64_t row)
+void *mm_cuda_row_ptr(const struct cu_ctx *c, const struct mm_act *a, int64_t row)
 {
     return (char *)a->data + (size_t)(row * a->cols) * c->esz;
-}
-
-/* ---- span metadata ---------------------------------------------------------------------- */
-
-/* Fills a stack's host metadata from its spans, padded with 1-token spans on
- * the pad slot up to n_pad (and uploads the block-table entries that changed
- * to the device mirror, slot s's table at s * bpt). */
-static bool meta_fill(struct cu_ctx *c, struct cu_meta *m, const struct mm_span *spans, int n_spans,
-                      int n_pad)
-{
-    if (n_spans < 1 || n_spans > c->lim.n_slots) {
-        fail_msg(c, "spans", "span count out of range");
-        return false;
-    }
-    if (m->pending && cu_check(c, cudaEventSynchronize(m->copied), "metadata"))
-        return false;
-    m->pending = false;
-    int64_t row = 0, max_kv = 0;
-    for (int s = 0; s < n_spans; s++) {
-        const struct mm_span *sp = &spans[s];
-        if (sp->row != row || sp->n < 0 || row + sp->n > c->lim.max_tokens || sp->slot < 0 ||
-            sp->slot >= c->lim.n_slots || sp->pos < 0) {
-            fail_msg(c, "spans", "spans must be contiguous from row 0, within the limits");
-            return false;
-        }
-        const int64_t nb = (sp->pos + sp->n + MM_KV_BLOCK - 1) / MM_KV_BLOCK;
-        m->h_spans[s] =
-            (struct mm_kspan){sp->row, sp->n, sp->pos, (int64_t)sp->slot * m->bpt, sp->slot, 0};
-        for (int64_t t = 0; t < sp->n; t++)
-            m->h_tok[row + t] = s;
-        if (sp->blocks && m->blk_cap > 0) {
-            if (nb > m->bpt) {
-                fail_msg(c, "spans", "a block table is longer than the context limit");
-                return false;
-            }
-            int32_t *mir = m->h_blk + (int64_t)sp->slot * m->bpt;
-            int64_t i0 = 0;
-            while (i0 < nb && mir[i0] == sp->blocks[i0])
-                i0++;
-            if (i0 < nb) {
-                memcpy(mir + i0, sp->blocks + i0, (size_t)(nb - i0) * sizeof *mir);
-                if (cu_check(c,
-                             cudaMemcpyAsync(m->d_blk + (int64_t)sp->slot * m->bpt + i0, mir + i0,
-                                             (size_t)(nb - i0) * sizeof *mir,
-                                             cudaMemcpyHostToDevice, c->stream),
-                             "metadata"))
-                    return false;
-                m->pending = true;
-            }
-        }
-        max_kv = max64(max_kv, sp->pos + sp->n);
-        row += sp->n;
-    }
-    for (int s = n_spans; s < n_pad; s++) {
-        const int32_t pad = c->lim.n_slots;
-        m->h_spans[s] = (struct mm_kspan){row, 1, 0, (int64_t)pad * m->bpt, pad, 0};
-        m->h_tok[row++] = s;
-        max_kv = max64(max_kv, 1);
-    }
-    /* the chunked scan's spans first (order kept within each kind); an
-     * empty span counts as 1 token, so the padded decode steps that share
-     * a graph split alike */
-    int k = 0;
-    m->n_long = 0;
-    for (int pass = 0; pass < 2; pass++)
-        for (int s = 0; s < n_pad; s++) {
-            const bool is_long = (m->h_spans[s].n > 1 ? m->h_spans[s].n : 1) >= c->scan_min;
-            if (is_long == (pass == 0)) {
-                m->h_part[k++] = m->h_spans[s];
-                m->n_long += is_long;
-            }
-        }
-    /* the flash kernel's tiles, for eager steps only (the pads are decode rows: never) */
-    m->n_ftiles = 0;
-    m->flash_rows = 0;
-    for (int s = 0; s < n_spans && !c->f32 && c->gmode == G_EAGER; s++)
-        if (spans[s].n >= c->flash_min) {
-            for (int64_t r = (spans[s].n - 1) / MM_K_FLASH_ROWS * MM_K_FLASH_ROWS; r >= 0;
-                 r -= MM_K_FLASH_ROWS) {
-                m->h_ftile[2 * m->n_ftiles] = s;
-                m->h_ftile[2 * m->n_ftiles + 1] = (int32_t)r;
-                m->n_ftiles++;
-            }
-            m->flash_rows += spans[s].n;
-        }
-    memcpy(m->last, spans, (size_t)n_spans * sizeof *spans);
-    m->n_real = n_spans;
-    m->n_spans = n_pad;
-    m->T = row;
-    m->max_kv = max_kv;
-    return true;
-}
-
-/* Enqueues the copies of spans and the row -> span map (captured in a graph step). */
-static bool meta_upload(struct cu_ctx *c, struct cu_meta *m)
-{
-    cudaStream_t st = c->stream;
-    if (cu_check(c,
-                 cudaMemcpyAsync(m->d_spans, m->h_spans, (size_t)m->n_spans * sizeof *m->h_spans,
-                                 cudaMemcpyHostToDevice, st),
-                 "metadata") ||
-        cu_check(c,
-                 cudaMemcpyAsync(m->d_part, m->h_part, (size_t)m->n_spans * sizeof *m->h_part,
-                                 cudaMemcpyHostToDevice, st),
-                 "metadata") ||
-        (m->T > 0 && cu_check(c,
-                              cudaMemcpyAsync(m->d_tok, m->h_tok, (size_t)m->T * sizeof *m->h_tok,
-                                              cudaMemcpyHostToDevice, st),
-                              "metadata")) ||
-        (m->n_ftiles > 0 && cu_check(c,
-                                     cudaMemcpyAsync(m->d_ftile, m->h_ftile,
-                                                     (size_t)(2 * m->n_ftiles) * sizeof *m->h_ftile,
-                                                     cudaMemcpyHostToDevice, st),
-                                     "metadata")))
-        return false;
-    m->pending = true;
-    return true;
-}
-
-/* The device metadata of a stack's spans: the step's (step_begin), or, for
- * ops called outside a step, rebuilt when layer 0 runs or the spans differ
- * from the last ones. NULL (failure recorded) on bad spans. */
-static struct cu_meta *meta_for(struct cu_ctx *c, enum mm_stack stack, int layer,
-                                const struct mm_span *spans, int n_spans)
-{
-    struct cu_meta *m = &c->stacks[stack].meta;
-    if (m->prepared && m->prep == spans && m->n_real == n_spans)
-        return m;
-    if (layer != 0 && n_spans == m->n_spans && n_spans == m->n_real &&
-        memcmp(spans, m->last, (size_t)n_spans * sizeof *spans) == 0)
-        return m;
-    if (!meta_fill(c, m, spans, n_spans, n_spans) || !meta_upload(c, m) ||
-        cu_check(c, cudaEventRecord(m->copied, c->stream), "metadata"))
-        return NULL;
-    return m;
-}
-
-/* ---- graph steps ---------------------------------------------------------------------- */
-
-static void embed_flush(struct cu_ctx *c)
-{
-    if (!c->pend)
-        return;
-    c->pend = false;
-    if (c->gmode != G_EAGER) { /* a graph step: the decode rows [0, n_real), padded */
-        if (c->pend_row0 == 0 && c->pend_n == c->n_real) {
-            memset(c->h_ids + c->pend_n, 0, (size_t)(c->n_pad - c->pend_n) * sizeof *c->h_ids);
-            c->pend_n = c->n_pad;
-        } else {
-            c->g_exact = true;
-        }
-    }
-    if (c->gmode == G_REPLAY || c->st != MM_OK) /* the graph copies h_ids itself */
-        return;
-    if (!cu_check(c,
-                  cudaMemcpyAsync(c->d_ids, c->h_ids, (size_t)c->pend_n * sizeof *c->h_ids,
-                                  cudaMemcpyHostToDevice, c->stream),
-                  "embed"))
-        cu_check(c,
-                 mm_k_embed(c->stream, c->f32, c->d_ids, c->pend_n, c->text_emb,
-                            c->cfg.llm_vocab_size, c->special_emb, c->cfg.llm.hidden,
-                            row_ptr(c, c->pend_x, c->pend_row0)),
-                 "embed");
-}
-
-/* Every op but embed_tokens starts here: false when it must enqueue nothing
- * (a failure is pending, or a recorded graph replays this step). */
-static bool op_begin(struct cu_ctx *c)
-{
-    embed_flush(c);
-    return c->st == MM_OK && c->gmode != G_REPLAY;
-}
-
-/* Rows an op over the first n rows covers: in a captured step, the padded
- * batch when n is the step's batch (else the graph is kept for this exact n). */
-static int64_t op_rows(struct cu_ctx *c, int64_t n)
-{
-    if (c->gmode != G_CAPTURE || c->n_pad == c->n_real)
-        return n;
-    if (n == c->n_real)
-        return c->n_pad;
-    c->g_exact = true;
-    return n;
-}
-
-/* Graph bucket of a decode step of n sequences: n up to 4, then 4 buckets per
- * doubling (5..8, 10..16 by 2, 20..32 by 4, ...: at most 25 % padded rows),
- * at most cap (the slots; the rows the scratch holds). */
-static int graph_bucket(int n, int cap)
-{
-    int b = n;
-    if (n > 4) {
-        int p = 4;
-        while (2 * p < n)
-            p *= 2; /* p < n <= 2p */
-        const int step = p / 4;
-        b = p + (n - p + step - 1) / step * step;
-    }
-    return b < cap ? b : cap;
-}
-
-static void cu_step_begin(void *vctx, const struct mm_span *emb, const struct mm_span *llm,
-                          int n_spans, bool decode)
-{
-    struct cu_ctx *c = vctx;
-    c->gmode = G_EAGER;
-    int n_pad = n_spans;
-    if (c->st != MM_OK)
-        return;
-    if (c->graphs_on && decode) {
-        /* the last graph step has finished reading the fixed host buffers */
-        if (c->g_launched && cu_check(c, cudaEventSynchronize(c->g_done), "graph"))
-            return;
-        const int64_t cap = c->lim.n_slots < c->lim.max_tokens ? c->lim.n_slots : c->lim.max_tokens;
-        n_pad = graph_bucket(n_spans, (int)cap);
-        c->g_cur = -1;
-        for (int i = 0; i < c->n_graphs; i++)
-            if (c->graphs[i].n == n_pad && (c->graphs[i].exact < 0 || c->graphs[i].exact == n_spans))
-                c->g_cur = i;
-        c->gmode = c->g_cur >= 0 ? G_REPLAY : G_CAPTURE;
-    }
-    c->n_real = n_spans;
-    c->n_pad = n_pad;
-    c->g_exact = false;
-    const struct mm_span *sp[2] = {emb, llm};
-    for (int s = 0; s < 2; s++) {
-        struct cu_meta *m = &c->stacks[s].meta;
-        if (!meta_fill(c, m, sp[s], n_spans, n_pad)) {
-            c->gmode = G_EAGER;
-            return;
-        }
-        m->prepared = true;
-        m->prep = sp[s];
-    }
-    if (c->gmode == G_CAPTURE &&
-        cu_check(c, cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal),
-                 "graph capture")) {
-        c->gmode = G_EAGER;
-        return;
-    }
-    for (int s = 0; s < 2 && c->gmode != G_REPLAY; s++)
-        if (!meta_upload(c, &c->stacks[s].meta))
-            return;
-    for (int s = 0; s < 2 && c->gmode == G_EAGER; s++)
-        cu_check(c, cudaEventRecord(c->stacks[s].meta.copied, c->stream), "metadata");
-}
-
-static void cu_step_end(void *vctx)
-{
-    struct cu_ctx *c = vctx;
-    embed_flush(c);
-    if (c->gmode == G_CAPTURE) {
-        cudaGraph_t g = NULL;
-        const cudaError_t e = cudaStreamEndCapture(c->stream, &g);
-        cudaGraphExec_t exec = NULL;
-        if (!cu_check(c, e, "graph capture") && c->st == MM_OK &&
-            !cu_check(c, cudaGraphInstantiate(&exec, g, 0), "graph instantiate")) {
-            int i = c->n_graphs;
-            if (i == 64) { /* evict the least recently used */
-                i = 0;
-                for (int k = 1; k < 64; k++)
-                    if (c->graphs[k].used < c->graphs[i].used)
-                        i = k;
-                cudaGraphExecDestroy(c->graphs[i].exec);
-            } else {
-                c->n_graphs++;
-            }
-            c->graphs[i].n = c->n_pad;
-            c->graphs[i].exact = c->g_exact ? c->n_real : -1;
-            c->graphs[i].exec = exec;
-            c->g_cur = i;
-        }
-        if (g)
-            cudaGraphDestroy(g);
-        if (c->st != MM_OK)
-            c->graphs_on = false; /* go on eagerly; this step failed */
-    }
-    if (c->gmode != G_EAGER && c->st == MM_OK) {
-        c->graphs[c->g_cur].used = ++c->g_clock;
-        if (!cu_check(c, cudaGraphLaunch(c->graphs[c->g_cur].exec, c->stream), "graph launch") &&
-            !cu_check(c, cudaEventRecord(c->g_done, c->stream), "graph"))
-            c->g_launched = true;
-        for (int s = 0; s < 2; s++)
-            cu_check(c, cudaEventRecord(c->stacks[s].meta.copied, c->stream), "metadata");
-    }
-    for (int s = 0; s < 2; s++)
-        c->stacks[s].meta.prepared = false;
-    c->gmode = G_EAGER;
 }
 
 /* ---- front end ------------------------------------------------------------------------ */
@@ -1499,7 +703,7 @@ static void cu_embed_tokens(void *vctx, const int32_t *ids, int64_t n, struct mm
         return;
     if (c->gmode != G_EAGER) { /* fixed buffers, embedded at the first mixer */
         if (c->pend && (x != c->pend_x || row0 != c->pend_row0 + c->pend_n))
-            embed_flush(c);
+            mm_cuda_embed_flush(c);
         if (!c->pend) {
             c->pend = true;
             c->pend_x = x;
@@ -1507,7 +711,7 @@ static void cu_embed_tokens(void *vctx, const int32_t *ids, int64_t n, struct mm
             c->pend_n = 0;
         }
         if (c->pend_n + n > c->lim.n_slots) {
-            fail_msg(c, "embed", "a decode step holds more rows than slots");
+            mm_cuda_fail(c, "embed", "a decode step holds more rows than slots");
             return;
         }
         memcpy(c->h_ids + c->pend_n, ids, (size_t)n * sizeof *ids);
@@ -1516,88 +720,91 @@ static void cu_embed_tokens(void *vctx, const int32_t *ids, int64_t n, struct mm
     }
     const int32_t *d_ids = stage(c, ids, (size_t)n * sizeof *ids);
     if (d_ids)
-        cu_check(c,
-                 mm_k_embed(c->stream, c->f32, d_ids, n, c->text_emb, c->cfg.llm_vocab_size,
-                            c->special_emb, c->cfg.llm.hidden, row_ptr(c, x, row0)),
-                 "embed");
+        mm_cuda_check(c,
+                      mm_k_embed(c->stream, c->f32, d_ids, n, c->text_emb, c->cfg.llm_vocab_size,
+                                 c->special_emb, c->cfg.llm.hidden, mm_cuda_row_ptr(c, x, row0)),
+                      "embed");
 }
 
 static void cu_vision_embed(void *vctx, const float *tiles, int64_t n_tiles, struct mm_act *out)
 {
     struct cu_ctx *c = vctx;
-    if (n_tiles <= 0 || !op_begin(c))
+    if (n_tiles <= 0 || !mm_cuda_op_begin(c))
         return;
     c->g_exact = c->g_exact || c->gmode == G_CAPTURE; /* never in a decode step, as it is */
     const int64_t H = c->cfg.llm.hidden, p = c->cfg.patch_size, P = c->cfg.patches_per_side;
     const int64_t S = c->cfg.force_image_size, K = 3 * p * p, rows = n_tiles * P * P;
     const float *d_tiles = stage(c, tiles, (size_t)(n_tiles * 3 * S * S) * sizeof(float));
     if (!d_tiles ||
-        cu_check(c, mm_k_im2col(c->stream, c->f32, d_tiles, n_tiles, S, p, c->s_patch), "im2col"))
+        mm_cuda_check(c, mm_k_im2col(c->stream, c->f32, d_tiles, n_tiles, S, p, c->s_patch),
+                      "im2col"))
         return;
     /* Conv2d(k=p, stride=p) as a GEMM, then + bias + position embedding */
-    gemm(c, c->s_patch, K, rows, K, c->patch_w, H, out->data, H, false, false);
-    cu_check(c,
-             mm_k_bias_act(c->stream, c->f32, out->data, rows, H, c->patch_b, c->pos, P * P, false),
-             "patch bias");
+    mm_cuda_gemm(c, c->s_patch, K, rows, K, c->patch_w, H, out->data, H, false, false);
+    mm_cuda_check(
+        c, mm_k_bias_act(c->stream, c->f32, out->data, rows, H, c->patch_b, c->pos, P * P, false),
+        "patch bias");
 }
 
 static void cu_pixel_shuffle(void *vctx, const struct mm_act *in, int64_t in_row0, int64_t n_tiles,
                              struct mm_act *out, int64_t out_row0)
 {
     struct cu_ctx *c = vctx;
-    if (n_tiles <= 0 || !op_begin(c))
+    if (n_tiles <= 0 || !mm_cuda_op_begin(c))
         return;
     c->g_exact = c->g_exact || c->gmode == G_CAPTURE;
     const int64_t H = c->cfg.llm.hidden, P = c->cfg.patches_per_side;
     const int64_t n_out = n_tiles * (P / 2) * (P / 2);
-    if (cu_check(
-            c,
-            mm_k_shuffle_gather(c->stream, c->f32, row_ptr(c, in, in_row0), n_tiles, P, H, c->s_u),
-            "pixel shuffle"))
+    if (mm_cuda_check(c,
+                      mm_k_shuffle_gather(c->stream, c->f32, mm_cuda_row_ptr(c, in, in_row0),
+                                          n_tiles, P, H, c->s_u),
+                      "pixel shuffle"))
         return;
     /* Linear(4H -> H) -> GELU (erf) -> Linear(H -> H) */
-    gemm(c, c->s_u, 4 * H, n_out, 4 * H, c->sh_w1, H, c->s_m, H, false, false);
-    cu_check(c, mm_k_bias_act(c->stream, c->f32, c->s_m, n_out, H, c->sh_b1, NULL, 1, true),
-             "shuffle gelu");
-    void *dst = row_ptr(c, out, out_row0);
-    gemm(c, c->s_m, H, n_out, H, c->sh_w2, H, dst, H, false, false);
-    cu_check(c, mm_k_bias_act(c->stream, c->f32, dst, n_out, H, c->sh_b2, NULL, 1, false),
-             "shuffle bias");
+    mm_cuda_gemm(c, c->s_u, 4 * H, n_out, 4 * H, c->sh_w1, H, c->s_m, H, false, false);
+    mm_cuda_check(c, mm_k_bias_act(c->stream, c->f32, c->s_m, n_out, H, c->sh_b1, NULL, 1, true),
+                  "shuffle gelu");
+    void *dst = mm_cuda_row_ptr(c, out, out_row0);
+    mm_cuda_gemm(c, c->s_m, H, n_out, H, c->sh_w2, H, dst, H, false, false);
+    mm_cuda_check(c, mm_k_bias_act(c->stream, c->f32, dst, n_out, H, c->sh_b2, NULL, 1, false),
+                  "shuffle bias");
 }
 
 static void cu_copy_rows(void *vctx, const struct mm_act *src, int64_t src_row, struct mm_act *dst,
                          int64_t dst_row, int64_t n)
 {
     struct cu_ctx *c = vctx;
-    if (n <= 0 || !op_begin(c))
+    if (n <= 0 || !mm_cuda_op_begin(c))
         return;
     /* per-sequence copies ("post" models) cover only the sequences at capture */
     c->g_exact = c->g_exact || (c->gmode == G_CAPTURE && c->n_pad != c->n_real);
     const size_t bytes = (size_t)(n * src->cols) * c->esz;
-    const void *s = row_ptr(c, src, src_row);
-    void *d = row_ptr(c, dst, dst_row);
+    const void *s = mm_cuda_row_ptr(c, src, src_row);
+    void *d = mm_cuda_row_ptr(c, dst, dst_row);
     const bool overlap =
         src == dst && (char *)s < (char *)d + bytes && (char *)d < (char *)s + bytes;
     if (overlap) { /* memmove through scratch */
-        if (!cu_check(c, cudaMemcpyAsync(c->s_z, s, bytes, cudaMemcpyDeviceToDevice, c->stream),
-                      "copy rows"))
-            cu_check(c, cudaMemcpyAsync(d, c->s_z, bytes, cudaMemcpyDeviceToDevice, c->stream),
-                     "copy rows");
+        if (!mm_cuda_check(c,
+                           cudaMemcpyAsync(c->s_z, s, bytes, cudaMemcpyDeviceToDevice, c->stream),
+                           "copy rows"))
+            mm_cuda_check(c, cudaMemcpyAsync(d, c->s_z, bytes, cudaMemcpyDeviceToDevice, c->stream),
+                          "copy rows");
         return;
     }
-    cu_check(c, cudaMemcpyAsync(d, s, bytes, cudaMemcpyDeviceToDevice, c->stream), "copy rows");
+    mm_cuda_check(c, cudaMemcpyAsync(d, s, bytes, cudaMemcpyDeviceToDevice, c->stream),
+                  "copy rows");
 }
 
 static void cu_l2_normalize(void *vctx, struct mm_act *x, int64_t n)
 {
     struct cu_ctx *c = vctx;
-    if (!op_begin(c))
+    if (!mm_cuda_op_begin(c))
         return;
-    n = op_rows(c, n);
+    n = mm_cuda_op_rows(c, n);
     if (n > x->rows)
-        fail_msg(c, "l2 normalize", "more rows than the activation holds");
+        mm_cuda_fail(c, "l2 normalize", "more rows than the activation holds");
     else
-        cu_check(c, mm_k_l2norm(c->stream, c->f32, x->data, n, x->cols), "l2 normalize");
+        mm_cuda_check(c, mm_k_l2norm(c->stream, c->f32, x->data, n, x->cols), "l2 normalize");
 }
 
 /* ---- mixers and MLP ------------------------------------------------------------------ */
@@ -1606,113 +813,114 @@ static void cu_mamba2(void *vctx, enum mm_stack stack, int layer, struct mm_act 
                       const struct mm_span *spans, int n_spans)
 {
     struct cu_ctx *c = vctx;
-    if (!op_begin(c))
+    if (!mm_cuda_op_begin(c))
         return;
     const struct mm_stack_config *sc = c->stacks[stack].cfg;
     const struct cu_layer *l = &c->stacks[stack].layers[layer];
     const int64_t H = sc->hidden, d = sc->head_dim, nh = sc->heads, kvh = sc->kv_heads;
     const int64_t C = 2 * kvh * d + nh * d, Z = C + nh * d + nh;
-    const struct cu_meta *m = meta_for(c, stack, layer, spans, n_spans);
+    const struct cu_meta *m = mm_cuda_meta_for(c, stack, layer, spans, n_spans);
     if (!m || m->T == 0)
         return;
     const int64_t T = m->T;
     const int ns = m->n_spans; /* with a graph step's pads */
     if (T > x->rows) {
-        fail_msg(c, "spans", "more rows than the activation holds");
+        mm_cuda_fail(c, "spans", "more rows than the activation holds");
         return;
     }
     const struct mm_kstate st = {c->state, c->state_elems, l->state_off, c->lim.state_fp32};
     cudaStream_t s = c->stream;
     /* u = RMSNorm(x); z = u W^T = [vkq | g | dt] */
-    prof_begin(c);
-    if (cu_check(c,
-                 mm_k_rmsnorm(s, c->f32, x->data, NULL, T, H, l->attn_norm, (float)sc->rms_norm_eps,
-                              c->s_u, false),
-                 "rmsnorm"))
+    mm_cuda_prof_begin(c);
+    if (mm_cuda_check(c,
+                      mm_k_rmsnorm(s, c->f32, x->data, NULL, T, H, l->attn_norm,
+                                   (float)sc->rms_norm_eps, c->s_u, false),
+                      "rmsnorm"))
         return;
-    prof_end(c, "rmsnorm");
-    gemm(c, c->s_u, H, T, H, l->wz, Z, c->s_z, Z, false, false);
+    mm_cuda_prof_end(c, "rmsnorm");
+    mm_cuda_gemm(c, c->s_u, H, T, H, l->wz, Z, c->s_z, Z, false, false);
     /* decode (one token per span, head dim 64/128): conv + update + gated
      * norm in one launch, then the conv states */
     if (T == ns && (d == 128 || d == 64) && c->st == MM_OK) {
-        prof_begin(c);
-        if (cu_check(c,
-                     mm_k_ssm_decode(s, c->f32, c->s_z, Z, C, l->conv_w, l->conv_b, m->d_spans,
-                                     ns, nh, kvh, d, l->dt_bias, l->A, l->gnorm, st, c->s_m),
-                     "decode scan") ||
-            cu_check(c, mm_k_conv2_state(s, c->f32, c->s_z, Z, C, m->d_spans, ns, st),
-                     "conv state"))
+        mm_cuda_prof_begin(c);
+        if (mm_cuda_check(c,
+                          mm_k_ssm_decode(s, c->f32, c->s_z, Z, C, l->conv_w, l->conv_b, m->d_spans,
+                                          ns, nh, kvh, d, l->dt_bias, l->A, l->gnorm, st, c->s_m),
+                          "decode scan") ||
+            mm_cuda_check(c, mm_k_conv2_state(s, c->f32, c->s_z, Z, C, m->d_spans, ns, st),
+                          "conv state"))
             return;
-        prof_end(c, "decode conv+scan+gated norm");
-        gemm(c, c->s_m, nh * d, T, nh * d, l->o_proj, H, x->data, H, true, false);
+        mm_cuda_prof_end(c, "decode conv+scan+gated norm");
+        mm_cuda_gemm(c, c->s_m, nh * d, T, nh * d, l->o_proj, H, x->data, H, true, false);
         return;
     }
     /* causal conv + SiLU (state read, then written), scan, gated norm */
-    prof_begin(c);
+    mm_cuda_prof_begin(c);
     if (c->st != MM_OK ||
-        cu_check(c,
-                 mm_k_conv2(s, c->f32, c->s_z, Z, T, C, l->conv_w, l->conv_b, m->d_spans, m->d_tok,
-                            st, c->s_conv),
-                 "conv") ||
-        cu_check(c, mm_k_conv2_state(s, c->f32, c->s_z, Z, C, m->d_spans, ns, st),
-                 "conv state"))
+        mm_cuda_check(c,
+                      mm_k_conv2(s, c->f32, c->s_z, Z, T, C, l->conv_w, l->conv_b, m->d_spans,
+                                 m->d_tok, st, c->s_conv),
+                      "conv") ||
+        mm_cuda_check(c, mm_k_conv2_state(s, c->f32, c->s_z, Z, C, m->d_spans, ns, st),
+                      "conv state"))
         return;
-    prof_end(c, "conv");
+    mm_cuda_prof_end(c, "conv");
     const int n_long = c->ssd_ok ? m->n_long : 0;
-    prof_begin(c);
-    if (n_long > 0 && cu_check(c,
-                               mm_k_ssd_scan(s, c->s_conv, C, c->s_z, c->f32, Z, C + nh * d,
-                                             m->d_part, n_long, nh, kvh, d, l->dt_bias, l->A, st,
-                                             c->s_y),
-                               "chunked scan"))
+    mm_cuda_prof_begin(c);
+    if (n_long > 0 &&
+        mm_cuda_check(c,
+                      mm_k_ssd_scan(s, c->s_conv, C, c->s_z, c->f32, Z, C + nh * d, m->d_part,
+                                    n_long, nh, kvh, d, l->dt_bias, l->A, st, c->s_y),
+                      "chunked scan"))
         return;
-    if (ns > n_long &&
-        cu_check(c,
-                 mm_k_ssm_scan(s, c->s_conv, C, c->s_z, c->f32, Z, C + nh * d, m->d_part + n_long,
-                               ns - n_long, nh, kvh, d, l->dt_bias, l->A, st, c->s_y),
-                 "scan"))
+    if (ns > n_long && mm_cuda_check(c,
+                                     mm_k_ssm_scan(s, c->s_conv, C, c->s_z, c->f32, Z, C + nh * d,
+                                                   m->d_part + n_long, ns - n_long, nh, kvh, d,
+                                                   l->dt_bias, l->A, st, c->s_y),
+                                     "scan"))
         return;
-    prof_end(c, n_long == 0 ? "scan" : n_long == ns ? "chunked scan" : "scan, both kinds");
-    prof_begin(c);
-    if (cu_check(c, mm_k_gated_rmsnorm(s, c->f32, c->s_y, c->s_z, Z, C, T, nh, d, l->gnorm, c->s_m),
-                 "gated rmsnorm"))
+    mm_cuda_prof_end(c, n_long == 0 ? "scan" : n_long == ns ? "chunked scan" : "scan, both kinds");
+    mm_cuda_prof_begin(c);
+    if (mm_cuda_check(
+            c, mm_k_gated_rmsnorm(s, c->f32, c->s_y, c->s_z, Z, C, T, nh, d, l->gnorm, c->s_m),
+            "gated rmsnorm"))
         return;
-    prof_end(c, "gated rmsnorm");
+    mm_cuda_prof_end(c, "gated rmsnorm");
     /* x += o_proj(y) */
-    gemm(c, c->s_m, nh * d, T, nh * d, l->o_proj, H, x->data, H, true, false);
+    mm_cuda_gemm(c, c->s_m, nh * d, T, nh * d, l->o_proj, H, x->data, H, true, false);
 }
 
 static void cu_attention(void *vctx, enum mm_stack stack, int layer, struct mm_act *x,
                          const struct mm_span *spans, int n_spans)
 {
     struct cu_ctx *c = vctx;
-    if (!op_begin(c))
+    if (!mm_cuda_op_begin(c))
         return;
     const struct mm_stack_config *sc = c->stacks[stack].cfg;
     const struct cu_layer *l = &c->stacks[stack].layers[layer];
     const int64_t H = sc->hidden, d = sc->head_dim, nh = sc->heads, kv = sc->kv_heads;
     const int64_t QKV = (nh + 2 * kv) * d;
-    const struct cu_meta *m = meta_for(c, stack, layer, spans, n_spans);
+    const struct cu_meta *m = mm_cuda_meta_for(c, stack, layer, spans, n_spans);
     if (!m || m->T == 0)
         return;
     if (!c->kv[stack]) {
-        fail_msg(c, "attention", "no KV blocks for this stack");
+        mm_cuda_fail(c, "attention", "no KV blocks for this stack");
         return;
     }
     const int64_t T = m->T;
     const int ns = m->n_spans; /* with a graph step's pads */
     if (T > x->rows) {
-        fail_msg(c, "spans", "more rows than the activation holds");
+        mm_cuda_fail(c, "spans", "more rows than the activation holds");
         return;
     }
     cudaStream_t s = c->stream;
     const struct mm_kkv cache = {c->kv[stack], c->block_elems[stack], l->kv_off, m->d_blk};
-    if (cu_check(c,
-                 mm_k_rmsnorm(s, c->f32, x->data, NULL, T, H, l->attn_norm, (float)sc->rms_norm_eps,
-                              c->s_u, false),
-                 "rmsnorm"))
+    if (mm_cuda_check(c,
+                      mm_k_rmsnorm(s, c->f32, x->data, NULL, T, H, l->attn_norm,
+                                   (float)sc->rms_norm_eps, c->s_u, false),
+                      "rmsnorm"))
         return;
-    gemm(c, c->s_u, H, T, H, l->wqkv, QKV, c->s_z, QKV, false, false);
+    mm_cuda_gemm(c, c->s_u, H, T, H, l->wqkv, QKV, c->s_z, QKV, false, false);
     /* split the keys so that about 16 warps per SM have work (flash-decoding) */
     const int64_t kv_bound =
         c->gmode == G_EAGER ? m->max_kv : c->lim.max_context; /* graphs: fixed */
@@ -1722,61 +930,61 @@ static void cu_attention(void *vctx, enum mm_stack stack, int layer, struct mm_a
         split = c->part_items / (T * nh);
     if (split < 1)
         split = 1;
-    prof_begin(c);
-    if (c->st != MM_OK || cu_check(c,
-                                   mm_k_rope_kv(s, c->f32, c->s_z, T, m->d_tok, m->d_spans, nh, kv,
-                                                d, c->stacks[stack].inv_freq, cache),
-                                   "rope"))
+    mm_cuda_prof_begin(c);
+    if (c->st != MM_OK || mm_cuda_check(c,
+                                        mm_k_rope_kv(s, c->f32, c->s_z, T, m->d_tok, m->d_spans, nh,
+                                                     kv, d, c->stacks[stack].inv_freq, cache),
+                                        "rope"))
         return;
-    prof_end(c, "rope + kv write");
+    mm_cuda_prof_end(c, "rope + kv write");
     /* prefill spans on tensor cores (flash.cu), the rest on the split kernel;
      * graph steps never: their tile count would be baked into the graph */
     const bool flash = m->n_ftiles > 0 && c->gmode == G_EAGER && (d == 64 || d == 128);
     const int64_t skip_n = flash ? c->flash_min : INT64_MAX;
     if (!flash || m->flash_rows < T) {
-        prof_begin(c);
-        if (cu_check(c,
-                     mm_k_attend(s, c->f32, c->s_z, T, m->d_tok, m->d_spans, nh, kv, d, cache,
-                                 (int)split, skip_n, c->s_part, c->s_m),
-                     "attention"))
+        mm_cuda_prof_begin(c);
+        if (mm_cuda_check(c,
+                          mm_k_attend(s, c->f32, c->s_z, T, m->d_tok, m->d_spans, nh, kv, d, cache,
+                                      (int)split, skip_n, c->s_part, c->s_m),
+                          "attention"))
             return;
-        prof_end(c, T == ns ? "attention (decode)" : "attention (prefill)");
+        mm_cuda_prof_end(c, T == ns ? "attention (decode)" : "attention (prefill)");
     }
     if (flash) {
-        prof_begin(c);
-        if (cu_check(c,
-                     mm_k_flash_attend(s, c->s_z, m->d_spans, m->d_ftile, m->n_ftiles, nh, kv, d,
-                                       cache, c->s_m),
-                     "flash attention"))
+        mm_cuda_prof_begin(c);
+        if (mm_cuda_check(c,
+                          mm_k_flash_attend(s, c->s_z, m->d_spans, m->d_ftile, m->n_ftiles, nh, kv,
+                                            d, cache, c->s_m),
+                          "flash attention"))
             return;
-        prof_end(c, "attention (prefill, flash)");
+        mm_cuda_prof_end(c, "attention (prefill, flash)");
     }
-    gemm(c, c->s_m, nh * d, T, nh * d, l->wo, H, x->data, H, true, false);
+    mm_cuda_gemm(c, c->s_m, nh * d, T, nh * d, l->wo, H, x->data, H, true, false);
 }
 
 static void cu_mlp(void *vctx, enum mm_stack stack, int layer, struct mm_act *x, int64_t n)
 {
     struct cu_ctx *c = vctx;
-    if (!op_begin(c) || n <= 0)
+    if (!mm_cuda_op_begin(c) || n <= 0)
         return;
     const struct mm_stack_config *sc = c->stacks[stack].cfg;
     const struct cu_layer *l = &c->stacks[stack].layers[layer];
     const int64_t H = sc->hidden, F = sc->intermediate;
-    n = op_rows(c, n);
+    n = mm_cuda_op_rows(c, n);
     if (n > x->rows) {
-        fail_msg(c, "mlp", "more rows than the activation holds");
+        mm_cuda_fail(c, "mlp", "more rows than the activation holds");
         return;
     }
     /* x += w2( SiLU(w1 u) * (w3 u) ), u = RMSNorm(x) */
-    prof_begin(c);
-    if (cu_check(c,
-                 mm_k_rmsnorm(c->stream, c->f32, x->data, NULL, n, H, l->ffn_norm,
-                              (float)sc->rms_norm_eps, c->s_u, false),
-                 "rmsnorm"))
+    mm_cuda_prof_begin(c);
+    if (mm_cuda_check(c,
+                      mm_k_rmsnorm(c->stream, c->f32, x->data, NULL, n, H, l->ffn_norm,
+                                   (float)sc->rms_norm_eps, c->s_u, false),
+                      "rmsnorm"))
         return;
-    prof_end(c, "rmsnorm");
-    gemm_swiglu(c, c->s_u, n, H, l->w13, F, c->s_z, c->s_m);
-    gemm(c, c->s_m, F, n, F, l->w2, H, x->data, H, true, false);
+    mm_cuda_prof_end(c, "rmsnorm");
+    mm_cuda_gemm_swiglu(c, c->s_u, n, H, l->w13, F, c->s_z, c->s_m);
+    mm_cuda_gemm(c, c->s_m, F, n, F, l->w2, H, x->data, H, true, false);
 }
 
 /* ---- head ------------------------------------------------------------------------------ */
@@ -1786,12 +994,12 @@ static bool head(struct cu_ctx *c, const struct mm_act *x, const int64_t *rows, 
 {
     const int64_t H = c->cfg.llm.hidden, V = c->cfg.vocab_size;
     const int64_t *d_rows = stage(c, rows, (size_t)k * sizeof *rows);
-    if (!d_rows || cu_check(c,
-                            mm_k_rmsnorm(c->stream, c->f32, x->data, d_rows, k, H, c->norm,
-                                         (float)c->cfg.llm.rms_norm_eps, c->s_u, false),
-                            "final norm"))
+    if (!d_rows || mm_cuda_check(c,
+                                 mm_k_rmsnorm(c->stream, c->f32, x->data, d_rows, k, H, c->norm,
+                                              (float)c->cfg.llm.rms_norm_eps, c->s_u, false),
+                                 "final norm"))
         return false;
-    gemm(c, c->s_u, H, k, H, c->output, V, c->s_logits, V, false, true);
+    mm_cuda_gemm(c, c->s_u, H, k, H, c->output, V, c->s_logits, V, false, true);
     return c->st == MM_OK;
 }
 
@@ -1802,11 +1010,11 @@ static void cu_logits(void *vctx, const struct mm_act *x, const int64_t *rows, i
     for (int i0 = 0; i0 < n && c->st == MM_OK; i0 += (int)c->logit_rows) {
         const int k = n - i0 < c->logit_rows ? n - i0 : (int)c->logit_rows;
         if (!head(c, x, rows + i0, k) ||
-            cu_check(c,
-                     cudaMemcpyAsync(out + (int64_t)i0 * V, c->s_logits,
-                                     (size_t)(k * V) * sizeof(float), cudaMemcpyDeviceToHost,
-                                     c->stream),
-                     "logits"))
+            mm_cuda_check(c,
+                          cudaMemcpyAsync(out + (int64_t)i0 * V, c->s_logits,
+                                          (size_t)(k * V) * sizeof(float), cudaMemcpyDeviceToHost,
+                                          c->stream),
+                          "logits"))
             return;
         sync_stream(c, "logits");
     }
@@ -1839,20 +1047,20 @@ static void cu_sample(void *vctx, const struct mm_act *x, const struct mm_sample
             };
         }
         if (!head(c, x, rows, k) ||
-            cu_check(c,
-                     cudaMemcpyAsync(c->d_req, c->h_req, (size_t)k * sizeof *c->h_req,
-                                     cudaMemcpyHostToDevice, c->stream),
-                     "sample") ||
-            (prof_begin(c), false) ||
-            cu_check(
+            mm_cuda_check(c,
+                          cudaMemcpyAsync(c->d_req, c->h_req, (size_t)k * sizeof *c->h_req,
+                                          cudaMemcpyHostToDevice, c->stream),
+                          "sample") ||
+            (mm_cuda_prof_begin(c), false) ||
+            mm_cuda_check(
                 c,
                 mm_k_sample(c->stream, c->s_logits, c->s_work, V, c->d_req, k, c->counts, c->d_out),
                 "sample") ||
-            (prof_end(c, "sample"), false) ||
-            cu_check(c,
-                     cudaMemcpyAsync(c->h_out, c->d_out, (size_t)k * sizeof *c->h_out,
-                                     cudaMemcpyDeviceToHost, c->stream),
-                     "sample") ||
+            (mm_cuda_prof_end(c, "sample"), false) ||
+            mm_cuda_check(c,
+                          cudaMemcpyAsync(c->h_out, c->d_out, (size_t)k * sizeof *c->h_out,
+                                          cudaMemcpyDeviceToHost, c->stream),
+                          "sample") ||
             !sync_stream(c, "sample"))
             return;
         for (int i = 0; i < k; i++) {
@@ -1876,8 +1084,9 @@ static void cu_slot_count(void *vctx, int32_t slot, const int32_t *ids, int64_t 
         return;
     const int32_t *d_ids = stage(c, ids, (size_t)n * sizeof *ids);
     if (d_ids)
-        cu_check(c, mm_k_count(c->stream, c->counts, c->cfg.vocab_size, slot, d_ids, n, output),
-                 "slot count");
+        mm_cuda_check(c,
+                      mm_k_count(c->stream, c->counts, c->cfg.vocab_size, slot, d_ids, n, output),
+                      "slot count");
 }
 
 /* ---- slots ----------------------------------------------------------------------------- */
@@ -1905,24 +1114,24 @@ static uint32_t *slot_counts(const struct cu_ctx *c, int32_t slot)
 static void cu_slot_reset(void *vctx, int32_t slot)
 {
     struct cu_ctx *c = vctx;
-    if (!cu_check(c, cudaMemsetAsync(slot_ptr(c, slot), 0, slot_state_bytes(c), c->stream),
-                  "slot reset"))
-        cu_check(c, cudaMemsetAsync(slot_counts(c, slot), 0, counts_bytes(c), c->stream),
-                 "slot reset");
+    if (!mm_cuda_check(c, cudaMemsetAsync(slot_ptr(c, slot), 0, slot_state_bytes(c), c->stream),
+                       "slot reset"))
+        mm_cuda_check(c, cudaMemsetAsync(slot_counts(c, slot), 0, counts_bytes(c), c->stream),
+                      "slot reset");
 }
 
 static void cu_slot_copy(void *vctx, int32_t src, int32_t dst)
 {
     struct cu_ctx *c = vctx;
     if (src != dst &&
-        !cu_check(c,
-                  cudaMemcpyAsync(slot_ptr(c, dst), slot_ptr(c, src), slot_state_bytes(c),
-                                  cudaMemcpyDeviceToDevice, c->stream),
-                  "slot copy"))
-        cu_check(c,
-                 cudaMemcpyAsync(slot_counts(c, dst), slot_counts(c, src), counts_bytes(c),
-                                 cudaMemcpyDeviceToDevice, c->stream),
-                 "slot copy");
+        !mm_cuda_check(c,
+                       cudaMemcpyAsync(slot_ptr(c, dst), slot_ptr(c, src), slot_state_bytes(c),
+                                       cudaMemcpyDeviceToDevice, c->stream),
+                       "slot copy"))
+        mm_cuda_check(c,
+                      cudaMemcpyAsync(slot_counts(c, dst), slot_counts(c, src), counts_bytes(c),
+                                      cudaMemcpyDeviceToDevice, c->stream),
+                      "slot copy");
 }
 
 /* A saved slot: the state in its own dtype, then the counts (vocab words). */
@@ -1932,13 +1141,13 @@ static void cu_slot_save(void *vctx, int32_t slot, void *host)
 {
     struct cu_ctx *c = vctx;
     const size_t sb = slot_state_bytes(c);
-    if (!cu_check(c,
-                  cudaMemcpyAsync(host, slot_ptr(c, slot), sb, cudaMemcpyDeviceToHost, c->stream),
-                  "slot save") &&
-        !cu_check(c,
-                  cudaMemcpyAsync((char *)host + sb, slot_counts(c, slot), counts_bytes(c),
-                                  cudaMemcpyDeviceToHost, c->stream),
-                  "slot save"))
+    if (!mm_cuda_check(
+            c, cudaMemcpyAsync(host, slot_ptr(c, slot), sb, cudaMemcpyDeviceToHost, c->stream),
+            "slot save") &&
+        !mm_cuda_check(c,
+                       cudaMemcpyAsync((char *)host + sb, slot_counts(c, slot), counts_bytes(c),
+                                       cudaMemcpyDeviceToHost, c->stream),
+                       "slot save"))
         sync_stream(c, "slot save");
 }
 
@@ -1946,13 +1155,13 @@ static void cu_slot_restore(void *vctx, int32_t slot, const void *host)
 {
     struct cu_ctx *c = vctx;
     const size_t sb = slot_state_bytes(c);
-    if (!cu_check(c,
-                  cudaMemcpyAsync(slot_ptr(c, slot), host, sb, cudaMemcpyHostToDevice, c->stream),
-                  "slot restore") &&
-        !cu_check(c,
-                  cudaMemcpyAsync(slot_counts(c, slot), (const char *)host + sb, counts_bytes(c),
-                                  cudaMemcpyHostToDevice, c->stream),
-                  "slot restore"))
+    if (!mm_cuda_check(
+            c, cudaMemcpyAsync(slot_ptr(c, slot), host, sb, cudaMemcpyHostToDevice, c->stream),
+            "slot restore") &&
+        !mm_cuda_check(c,
+                       cudaMemcpyAsync(slot_counts(c, slot), (const char *)host + sb,
+                                       counts_bytes(c), cudaMemcpyHostToDevice, c->stream),
+                       "slot restore"))
         sync_stream(c, "slot restore"); /* the host buffer is the caller's after return */
 }
 
@@ -1964,19 +1173,19 @@ static void cu_kv_copy(void *vctx, enum mm_stack stack, const int32_t *src, cons
         return;
     const size_t bytes = (size_t)c->block_elems[stack] * c->esz;
     for (int64_t i = 0; i < n; i++)
-        if (cu_check(c,
-                     cudaMemcpyAsync((char *)c->kv[stack] + (size_t)dst[i] * bytes,
-                                     (char *)c->kv[stack] + (size_t)src[i] * bytes, bytes,
-                                     cudaMemcpyDeviceToDevice, c->stream),
-                     "kv copy"))
+        if (mm_cuda_check(c,
+                          cudaMemcpyAsync((char *)c->kv[stack] + (size_t)dst[i] * bytes,
+                                          (char *)c->kv[stack] + (size_t)src[i] * bytes, bytes,
+                                          cudaMemcpyDeviceToDevice, c->stream),
+                          "kv copy"))
             return;
 }
 
 static void cu_slot_clear_counts(void *vctx, int32_t slot)
 {
     struct cu_ctx *c = vctx;
-    cu_check(c, cudaMemsetAsync(slot_counts(c, slot), 0, counts_bytes(c), c->stream),
-             "slot clear counts");
+    mm_cuda_check(c, cudaMemsetAsync(slot_counts(c, slot), 0, counts_bytes(c), c->stream),
+                  "slot clear counts");
 }
 
 static size_t cu_kv_block_bytes(void *vctx, enum mm_stack stack)
@@ -1995,10 +1204,10 @@ static void kv_host_copy(struct cu_ctx *c, enum mm_stack stack, const int32_t *b
     for (int64_t i = 0; i < n; i++) {
         char *dev = (char *)c->kv[stack] + (size_t)blocks[i] * bytes;
         char *h = host + (size_t)i * bytes;
-        if (cu_check(c,
-                     save ? cudaMemcpyAsync(h, dev, bytes, cudaMemcpyDeviceToHost, c->stream)
-                          : cudaMemcpyAsync(dev, h, bytes, cudaMemcpyHostToDevice, c->stream),
-                     save ? "kv save" : "kv restore"))
+        if (mm_cuda_check(c,
+                          save ? cudaMemcpyAsync(h, dev, bytes, cudaMemcpyDeviceToHost, c->stream)
+                               : cudaMemcpyAsync(dev, h, bytes, cudaMemcpyHostToDevice, c->stream),
+                          save ? "kv save" : "kv restore"))
             return;
     }
     sync_stream(c, save ? "kv save" : "kv restore");
@@ -2020,10 +1229,10 @@ static void cu_slot_read(void *vctx, int32_t slot, float *out)
 {
     struct cu_ctx *c = vctx;
     void *dst = c->lim.state_fp32 ? (void *)out : (void *)c->h_tmp;
-    if (cu_check(c,
-                 cudaMemcpyAsync(dst, slot_ptr(c, slot), slot_state_bytes(c),
-                                 cudaMemcpyDeviceToHost, c->stream),
-                 "slot read") ||
+    if (mm_cuda_check(c,
+                      cudaMemcpyAsync(dst, slot_ptr(c, slot), slot_state_bytes(c),
+                                      cudaMemcpyDeviceToHost, c->stream),
+                      "slot read") ||
         !sync_stream(c, "slot read"))
         return;
     if (!c->lim.state_fp32) {
@@ -2040,7 +1249,7 @@ static enum mm_status cu_status(void *vctx, struct mm_err *err)
         /* an asynchronous fault shows up here without waiting for the GPU */
         const cudaError_t e = cudaPeekAtLastError();
         if (e != cudaSuccess && e != cudaErrorNotReady)
-            cu_check(c, e, "device");
+            mm_cuda_check(c, e, "device");
     }
     const enum mm_status st = c->st;
     if (st != MM_OK)
@@ -2060,8 +1269,8 @@ static const struct mm_backend_ops cuda_ops = {
     .pixel_shuffle = cu_pixel_shuffle,
     .copy_rows = cu_copy_rows,
     .l2_normalize = cu_l2_normalize,
-    .step_begin = cu_step_begin,
-    .step_end = cu_step_end,
+    .step_begin = mm_cuda_step_begin,
+    .step_end = mm_cuda_step_end,
     .mamba2 = cu_mamba2,
     .attention = cu_attention,
     .mlp = cu_mlp,
