@@ -172,6 +172,139 @@ __global__ void attend_merge_k(const float *part, int64_t T_, const int32_t *tok
     }
 }
 
+/* Decode rows (one token per span) in bf16: a block of DEC_WARPS warps per
+ * (row, kv head, key range) scores every q head of the group at once, so K
+ * and V cross the memory system once per group, not once per q head. The
+ * warps take the range's KV blocks (16 keys) in turn: two lanes per key
+ * split its D elements (16-byte loads), then each lane keeps D/32 output
+ * dims of every head (V rows read whole by the warp). Warps merge in shared
+ * memory and write one partial per (row, q head, range) in attend_k's layout,
+ * which attend_merge_k merges across ranges. Scores and softmax in fp32. */
+#define DEC_WARPS 4
+#define DEC_MAXG 8
+
+template <int D>
+__global__ void __launch_bounds__(32 * DEC_WARPS, 4)
+    attend_dec_k(const bf16 *qkv, const struct mm_kspan *spans, int64_t nh, int64_t kv,
+                 struct mm_kkv cache, int n_split, float *part)
+{
+    after_previous();
+    constexpr int KL = D / 2, KV4 = KL / 8, VL = D / 32;
+    __shared__ float sq[DEC_MAXG][D];
+    __shared__ float sacc[DEC_WARPS][DEC_MAXG][D];
+    __shared__ float sml[DEC_WARPS][DEC_MAXG][2];
+    const int w = threadIdx.x / 32, lane = threadIdx.x & 31, key = lane / 2, half = lane % 2;
+    const int sidx = blockIdx.x, kvh = blockIdx.y;
+    const int64_t r = blockIdx.z, kvd = kv * D;
+    const int G = (int)(nh / kv);
+    const struct mm_kspan sp = spans[r]; /* decode: row r is span r */
+    const int64_t n_kv = sp.pos + 1, nblk = (n_kv + MM_K_KV_BLOCK - 1) / MM_K_KV_BLOCK;
+    const int64_t per = (nblk + n_split - 1) / n_split, b0 = sidx * per;
+    const int64_t b1 = b0 + per < nblk ? b0 + per : nblk;
+    const bf16 *qrow = qkv + r * (nh + 2 * kv) * D + kvh * (G + 2) * D; /* the group's q heads */
+    const float scale = 1.0f / sqrtf((float)D);
+    for (int i = threadIdx.x; i < G * D; i += blockDim.x)
+        sq[i / D][i % D] = __bfloat162float(qrow[i]) * scale;
+    __syncthreads();
+    float m[DEC_MAXG], l[DEC_MAXG], acc[DEC_MAXG][VL];
+#pragma unroll
+    for (int g = 0; g < DEC_MAXG; g++) {
+        m[g] = -INFINITY, l[g] = 0;
+#pragma unroll
+        for (int e = 0; e < VL; e++)
+            acc[g][e] = 0;
+    }
+    const bf16 *base = (const bf16 *)cache.base + cache.off + kvh * D;
+    const int32_t *tab = cache.blocks + sp.blk;
+    for (int64_t b = b0 + w; b < b1; b += DEC_WARPS) {
+        const bf16 *blk = base + (int64_t)tab[b] * cache.block_elems;
+        const bool valid = b * MM_K_KV_BLOCK + key < n_kv;
+        uint4 kr[KV4];
+        const bf16 *krow = blk + key * kvd + half * KL;
+#pragma unroll
+        for (int i = 0; i < KV4; i++)
+            kr[i] = valid ? *(const uint4 *)(krow + 8 * i) : make_uint4(0, 0, 0, 0);
+        /* scores of every head, then the softmax update, then V once for all heads */
+        float p[DEC_MAXG];
+#pragma unroll
+        for (int g = 0; g < DEC_MAXG; g++) {
+            p[g] = 0;
+            if (g >= G)
+                continue;
+            float dot = 0;
+            const float *q = sq[g] + half * KL;
+#pragma unroll
+            for (int i = 0; i < KV4; i++) {
+                const __nv_bfloat162 *h2 = (const __nv_bfloat162 *)&kr[i];
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const float2 f = __bfloat1622float2(h2[e]);
+                    dot += q[8 * i + 2 * e] * f.x + q[8 * i + 2 * e + 1] * f.y;
+                }
+            }
+            dot += __shfl_xor_sync(0xffffffffu, dot, 1);
+            const float sc = valid ? dot : -INFINITY;
+            const float mn = fmaxf(m[g], warp_max(sc)); /* finite: key 0 of the block is valid */
+            const float corr = expf(m[g] - mn);
+            p[g] = valid ? expf(sc - mn) : 0.0f;
+            l[g] = l[g] * corr + warp_sum(half == 0 ? p[g] : 0.0f);
+            m[g] = mn;
+#pragma unroll
+            for (int e = 0; e < VL; e++)
+                acc[g][e] *= corr;
+        }
+#pragma unroll
+        for (int j = 0; j < MM_K_KV_BLOCK; j++) {
+            if (b * MM_K_KV_BLOCK + j >= n_kv) /* warp-uniform */
+                break;
+            const uint32_t *vrow = (const uint32_t *)(blk + (MM_K_KV_BLOCK + j) * kvd + lane * VL);
+            float v[VL];
+#pragma unroll
+            for (int e = 0; e < VL / 2; e++) {
+                const float2 f = __bfloat1622float2(*(const __nv_bfloat162 *)&vrow[e]);
+                v[2 * e] = f.x, v[2 * e + 1] = f.y;
+            }
+#pragma unroll
+            for (int g = 0; g < DEC_MAXG; g++) {
+                if (g >= G)
+                    break;
+                const float pj = __shfl_sync(0xffffffffu, p[g], 2 * j);
+#pragma unroll
+                for (int e = 0; e < VL; e++)
+                    acc[g][e] += pj * v[e];
+            }
+        }
+    }
+#pragma unroll
+    for (int g = 0; g < DEC_MAXG; g++) {
+        if (g >= G)
+            break;
+#pragma unroll
+        for (int e = 0; e < VL; e++)
+            sacc[w][g][lane * VL + e] = acc[g][e];
+        if (lane == 0)
+            sml[w][g][0] = m[g], sml[w][g][1] = l[g];
+    }
+    __syncthreads();
+    /* thread t: dims of every head, merged over the warps */
+    for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+        const int g = i / D, dim = i % D;
+        float M = -INFINITY;
+        for (int v = 0; v < DEC_WARPS; v++)
+            M = fmaxf(M, sml[v][g][0]);
+        float a = 0, L = 0;
+        for (int v = 0; v < DEC_WARPS; v++) {
+            const float f = sml[v][g][0] == -INFINITY ? 0.0f : expf(sml[v][g][0] - M);
+            a += f * sacc[v][g][dim];
+            L += f * sml[v][g][1];
+        }
+        float *o = part + ((r * nh + kvh * G + g) * n_split + sidx) * (D + 2);
+        o[dim] = a;
+        if (dim == 0)
+            o[D] = M, o[D + 1] = L;
+    }
+}
+
 /* ---- launchers -------------------------------------------------------------------- */
 
 extern "C" cudaError_t mm_k_rope_kv(cudaStream_t s, bool f32, void *qkv, int64_t T,
@@ -182,11 +315,11 @@ extern "C" cudaError_t mm_k_rope_kv(cudaStream_t s, bool f32, void *qkv, int64_t
     if (T <= 0)
         return cudaSuccess;
     if (f32)
-        launch(s, (unsigned)T, 128, 0, rope_kv_k<float>, (float *)qkv, tok_span, spans, nh, kv, d, inv_freq,
-                                              cache);
+        launch(s, (unsigned)T, 128, 0, rope_kv_k<float>, (float *)qkv, tok_span, spans, nh, kv, d,
+               inv_freq, cache);
     else
-        launch(s, (unsigned)T, 128, 0, rope_kv_k<bf16>, (bf16 *)qkv, tok_span, spans, nh, kv, d, inv_freq,
-                                              cache);
+        launch(s, (unsigned)T, 128, 0, rope_kv_k<bf16>, (bf16 *)qkv, tok_span, spans, nh, kv, d,
+               inv_freq, cache);
     return cudaGetLastError();
 }
 
@@ -212,5 +345,27 @@ extern "C" cudaError_t mm_k_attend(cudaStream_t s, bool f32, const void *qkv, in
         launch(s, g2, 32 * ATT_WARPS, 0, attend_merge_k<bf16>, part, T, tok_span, spans, nh, d,
                n_split, skip_n, (bf16 *)out);
     }
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t mm_k_attend_decode(cudaStream_t s, const void *qkv, int64_t T,
+                                          const int32_t *tok_span, const struct mm_kspan *spans,
+                                          int64_t nh, int64_t kv, int64_t d, struct mm_kkv cache,
+                                          int n_split, float *part, void *out)
+{
+    if (T <= 0)
+        return cudaSuccess;
+    if ((d != 64 && d != 128) || kv <= 0 || nh % kv != 0 || nh / kv > DEC_MAXG || n_split < 1 ||
+        kv > 65535 || T > 65535)
+        return cudaErrorInvalidValue;
+    const dim3 g1((unsigned)n_split, (unsigned)kv, (unsigned)T);
+    if (d == 64)
+        launch(s, g1, 32 * DEC_WARPS, 0, attend_dec_k<64>, (const bf16 *)qkv, spans, nh, kv, cache,
+               n_split, part);
+    else
+        launch(s, g1, 32 * DEC_WARPS, 0, attend_dec_k<128>, (const bf16 *)qkv, spans, nh, kv, cache,
+               n_split, part);
+    launch(s, mm_blocks(T * nh, ATT_WARPS), 32 * ATT_WARPS, 0, attend_merge_k<bf16>, part, T,
+           tok_span, spans, nh, d, n_split, (int64_t)INT64_MAX, (bf16 *)out);
     return cudaGetLastError();
 }

@@ -128,7 +128,7 @@ static inline unsigned mm_blocks(int64_t n, int per) { return (unsigned)((n + pe
  * anything an earlier kernel wrote or writes anything an earlier kernel reads;
  * only data that no step writes (weights) may be touched before it. The call
  * is a no-op in a plain launch and on older GPUs. */
-extern bool mm_k_overlap_on;
+extern int mm_k_overlap_mode; /* enum mm_k_overlap */
 
 static __device__ __forceinline__ void after_previous()
 {
@@ -151,10 +151,10 @@ static __device__ __forceinline__ void prefetch_l2(const void *p, uint32_t bytes
 #endif
 }
 
-/* k<<<g, b, smem, s>>>(args...), with the overlap attribute when it is on. */
-template <typename... P, typename... A>
-static cudaError_t launch(cudaStream_t s, dim3 g, dim3 b, size_t smem, void (*k)(P...),
-                          A &&...args)
+/* k<<<g, b, smem, s>>>(args...), with the overlap attribute when the mode covers
+ * the kernel (streaming: a GEMM that reads weights before after_previous). */
+template <bool streaming = false, typename... P, typename... A>
+static cudaError_t launch(cudaStream_t s, dim3 g, dim3 b, size_t smem, void (*k)(P...), A &&...args)
 {
     cudaLaunchAttribute at[1];
     at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -165,7 +165,10 @@ static cudaError_t launch(cudaStream_t s, dim3 g, dim3 b, size_t smem, void (*k)
     cfg.dynamicSmemBytes = smem;
     cfg.stream = s;
     cfg.attrs = at;
-    cfg.numAttrs = mm_k_overlap_on ? 1 : 0;
+    cfg.numAttrs = mm_k_overlap_mode == MM_K_OVERLAP_ALL ||
+                           (streaming && mm_k_overlap_mode == MM_K_OVERLAP_GEMM)
+                       ? 1
+                       : 0;
     return cudaLaunchKernelEx(&cfg, k, static_cast<A &&>(args)...);
 }
 

@@ -47,11 +47,14 @@ struct mm_kstate {
 
 /* ---- launch.cu: how the launchers below enqueue ------------------------------------- */
 
-/* on: each kernel may start while the one before it in its stream ends (programmatic
- * dependent launch; it waits for that kernel's writes before touching activations), so
- * launch and ramp-up hide behind the previous kernel's tail. Needs sm_90 or later; returns
- * whether it is in force. Process-wide; set it while no work is in flight. */
-bool mm_k_set_overlap(bool on);
+/* Which kernels may start while the one before them in their stream ends (programmatic
+ * dependent launch; each waits for that kernel's writes before touching activations), so
+ * their launch and ramp-up hide behind the previous kernel's tail: none, the GEMMs that
+ * stream weights (they fetch their first weights before that wait), or every kernel.
+ * Needs sm_90 or later; returns the mode in force. Process-wide; set it while no work is
+ * in flight. */
+enum mm_k_overlap { MM_K_OVERLAP_NONE, MM_K_OVERLAP_GEMM, MM_K_OVERLAP_ALL };
+enum mm_k_overlap mm_k_set_overlap(enum mm_k_overlap mode);
 
 /* ---- embed.cu: conversion, gathers, vision front end ---------------------------- */
 
@@ -156,6 +159,14 @@ cudaError_t mm_k_attend(cudaStream_t s, bool f32, const void *qkv, int64_t T,
                         const int32_t *tok_span, const struct mm_kspan *spans, int64_t nh,
                         int64_t kv, int64_t d, struct mm_kkv cache, int n_split, int64_t skip_n,
                         float *part, void *out);
+
+/* mm_k_attend for a batch of decode rows (row i is span i, one token each) in bf16:
+ * every q head of a kv group scored from one read of its keys and values. Head dims
+ * 64 and 128, nh / kv at most 8 (else cudaErrorInvalidValue: use mm_k_attend). */
+cudaError_t mm_k_attend_decode(cudaStream_t s, const void *qkv, int64_t T,
+                               const int32_t *tok_span, const struct mm_kspan *spans, int64_t nh,
+                               int64_t kv, int64_t d, struct mm_kkv cache, int n_split,
+                               float *part, void *out);
 
 /* ---- flash.cu: prefill attention on tensor cores (bf16 only) ----------------------- */
 

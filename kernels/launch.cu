@@ -4,15 +4,16 @@
  * of one kind here. */
 #include "common.cuh"
 
-bool mm_k_overlap_on = false;
+int mm_k_overlap_mode = MM_K_OVERLAP_NONE;
 
-extern "C" bool mm_k_set_overlap(bool on)
+extern "C" enum mm_k_overlap mm_k_set_overlap(enum mm_k_overlap mode)
 {
     int dev = 0, major = 0;
-    if (on && (cudaGetDevice(&dev) != cudaSuccess ||
-               cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) !=
-                   cudaSuccess))
-        on = false;
-    mm_k_overlap_on = on && major >= 9;
-    return mm_k_overlap_on;
+    if (mode != MM_K_OVERLAP_NONE &&
+        (cudaGetDevice(&dev) != cudaSuccess ||
+         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+         major < 9))
+        mode = MM_K_OVERLAP_NONE;
+    mm_k_overlap_mode = mode;
+    return mode;
 }

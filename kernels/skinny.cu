@@ -118,8 +118,8 @@ __global__ void __launch_bounds__(32 * SK_WARPS)
  * in one thread's accumulators. A block's 8 warps take 8/KS tiles, KS warps
  * per tile splitting K, summed through shared memory; KS is chosen so that
  * a decode-sized matrix still puts enough loads in flight. */
-#define TC_U 4                  /* 32-k chunks a warp has in flight per pass */
-#define TC_PASS (32 * TC_U)     /* k per pass */
+#define TC_U 4              /* 32-k chunks a warp has in flight per pass */
+#define TC_PASS (32 * TC_U) /* k per pass */
 
 template <int NT, typename O>
 __global__ void __launch_bounds__(32 * SK_WARPS, 2)
@@ -250,13 +250,13 @@ static void skinny_tc_run(cudaStream_t s, const bf16 *x, int64_t ldx, int64_t M,
     const unsigned g = (unsigned)((tiles + SK_WARPS / ks - 1) / (SK_WARPS / ks)), b = 32 * SK_WARPS;
     const int m = (int)M;
     if (M <= 8)
-        launch(s, g, b, 0, skinny_tc_k<1, O>, x, ldx, m, W, N, K, ks, y, ldy, acc, swiglu);
+        launch<true>(s, g, b, 0, skinny_tc_k<1, O>, x, ldx, m, W, N, K, ks, y, ldy, acc, swiglu);
     else if (M <= 16)
-        launch(s, g, b, 0, skinny_tc_k<2, O>, x, ldx, m, W, N, K, ks, y, ldy, acc, swiglu);
+        launch<true>(s, g, b, 0, skinny_tc_k<2, O>, x, ldx, m, W, N, K, ks, y, ldy, acc, swiglu);
     else if (M <= 32)
-        launch(s, g, b, 0, skinny_tc_k<4, O>, x, ldx, m, W, N, K, ks, y, ldy, acc, swiglu);
+        launch<true>(s, g, b, 0, skinny_tc_k<4, O>, x, ldx, m, W, N, K, ks, y, ldy, acc, swiglu);
     else
-        launch(s, g, b, 0, skinny_tc_k<8, O>, x, ldx, m, W, N, K, ks, y, ldy, acc, swiglu);
+        launch<true>(s, g, b, 0, skinny_tc_k<8, O>, x, ldx, m, W, N, K, ks, y, ldy, acc, swiglu);
 }
 
 template <typename O>
@@ -267,13 +267,13 @@ static void skinny_run(cudaStream_t s, const bf16 *x, int64_t ldx, int64_t M, co
     const unsigned g = mm_blocks(items, SK_WARPS), b = 32 * SK_WARPS;
     const int m = (int)M;
     if (M <= 1)
-        launch(s, g, b, 0, skinny_k<1, O>, x, ldx, m, W, N, K, y, ldy, acc, swiglu);
+        launch<true>(s, g, b, 0, skinny_k<1, O>, x, ldx, m, W, N, K, y, ldy, acc, swiglu);
     else if (M <= 2)
-        launch(s, g, b, 0, skinny_k<2, O>, x, ldx, m, W, N, K, y, ldy, acc, swiglu);
+        launch<true>(s, g, b, 0, skinny_k<2, O>, x, ldx, m, W, N, K, y, ldy, acc, swiglu);
     else if (M <= 4)
-        launch(s, g, b, 0, skinny_k<4, O>, x, ldx, m, W, N, K, y, ldy, acc, swiglu);
+        launch<true>(s, g, b, 0, skinny_k<4, O>, x, ldx, m, W, N, K, y, ldy, acc, swiglu);
     else
-        launch(s, g, b, 0, skinny_k<8, O>, x, ldx, m, W, N, K, y, ldy, acc, swiglu);
+        launch<true>(s, g, b, 0, skinny_k<8, O>, x, ldx, m, W, N, K, y, ldy, acc, swiglu);
 }
 
 extern "C" cudaError_t mm_k_skinny(cudaStream_t s, const void *x, int64_t ldx, int64_t M,

@@ -614,7 +614,10 @@ static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const str
             (double)c->state_elems * (double)c->state_esz / 1e6, c->lim.n_slots,
             lim->state_fp32 ? "fp32" : "bf16", (long long)c->lim.n_kv_blocks[0],
             (long long)c->lim.n_kv_blocks[1], (double)(free1 - free2) / 1e9, (double)free2 / 1e9,
-            (double)total / 1e9, c->overlap ? "overlapped" : "serial");
+            (double)total / 1e9,
+            c->overlap == MM_K_OVERLAP_ALL    ? "overlapped"
+            : c->overlap == MM_K_OVERLAP_GEMM ? "overlapped for GEMMs"
+                                              : "serial");
     return mm_cuda_check(c, cudaDeviceSynchronize(), "load")
                ? mm_err_set(err, MM_ERR_BACKEND, "%s", c->msg)
                : MM_OK;
@@ -924,7 +927,7 @@ static void cu_attention(void *vctx, enum mm_stack stack, int layer, struct mm_a
     /* split the keys so that about 16 warps per SM have work (flash-decoding) */
     const int64_t kv_bound =
         c->gmode == G_EAGER ? m->max_kv : c->lim.max_context; /* graphs: fixed */
-    int64_t split = (132 * 16 + T * nh - 1) / (T * nh);       /* ranges of at least 64 keys */
+    int64_t split = (c->sms * 16 + T * nh - 1) / (T * nh);    /* ranges of at least 64 keys */
     split = split < (kv_bound + 63) / 64 ? split : (kv_bound + 63) / 64;
     if (split * T * nh > c->part_items)
         split = c->part_items / (T * nh);
@@ -937,6 +940,26 @@ static void cu_attention(void *vctx, enum mm_stack stack, int layer, struct mm_a
                                         "rope"))
         return;
     mm_cuda_prof_end(c, "rope + kv write");
+    /* a batch of decode rows: every q head of a kv group from one read of its
+     * keys (bf16; MMMAMBA_CUDA_FLASH=0 keeps the split kernel for comparison),
+     * key ranges for about 4 blocks of 4 warps per SM */
+    if (T == ns && !c->f32 && (d == 64 || d == 128) && nh % kv == 0 && nh / kv <= 8 &&
+        c->flash_min != INT64_MAX) {
+        int64_t dsplit = (c->sms * 4 + T * kv - 1) / (T * kv);
+        const int64_t blocks = (kv_bound + MM_KV_BLOCK - 1) / MM_KV_BLOCK;
+        dsplit = dsplit < blocks ? dsplit : blocks;
+        if (dsplit * T * nh > c->part_items)
+            dsplit = c->part_items / (T * nh);
+        mm_cuda_prof_begin(c);
+        if (mm_cuda_check(c,
+                          mm_k_attend_decode(s, c->s_z, T, m->d_tok, m->d_spans, nh, kv, d, cache,
+                                             (int)(dsplit > 1 ? dsplit : 1), c->s_part, c->s_m),
+                          "attention"))
+            return;
+        mm_cuda_prof_end(c, "attention (decode, grouped)");
+        mm_cuda_gemm(c, c->s_m, nh * d, T, nh * d, l->wo, H, x->data, H, true, false);
+        return;
+    }
     /* prefill spans on tensor cores (flash.cu), the rest on the split kernel;
      * graph steps never: their tile count would be baked into the graph */
     const bool flash = m->n_ftiles > 0 && c->gmode == G_EAGER && (d == 64 || d == 128);
@@ -1334,6 +1357,9 @@ enum mm_status mm_cuda_backend_create_on(int device, bool fp32, struct mm_backen
     if (!c)
         return mm_err_set(err, MM_ERR_NOMEM, "out of memory");
     c->device = device;
+    if (cudaDeviceGetAttribute(&c->sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+        c->sms < 1)
+        c->sms = 132;
     c->f32 = fp32;
     c->esz = fp32 ? sizeof(float) : 2;
     c->lt_ws_bytes = (size_t)32 << 20;
@@ -1355,7 +1381,11 @@ enum mm_status mm_cuda_backend_create_on(int device, bool fp32, struct mm_backen
     const char *tune = getenv("MMMAMBA_CUDA_TUNE"); /* 0: cuBLASLt's first candidate */
     c->tune = !(tune && tune[0] == '0');
     const char *overlap = getenv("MMMAMBA_CUDA_OVERLAP"); /* 0: no overlapping launches */
-    c->overlap = mm_k_set_overlap(!c->prof && !(overlap && overlap[0] == '0'));
+    /* 0: none; all: every kernel; else (default) the weight-streaming GEMMs: measured
+     * on the H200, every kernel overlapped made batch-1 decode 1.6x slower than none */
+    c->overlap = mm_k_set_overlap(c->prof || (overlap && overlap[0] == '0') ? MM_K_OVERLAP_NONE
+                                  : overlap && strcmp(overlap, "all") == 0  ? MM_K_OVERLAP_ALL
+                                                                            : MM_K_OVERLAP_GEMM);
     const char *scan = getenv("MMMAMBA_CUDA_SCAN"); /* seq | chunked | N; else measured */
     if (scan && strcmp(scan, "seq") == 0)
         c->scan_force = INT64_MAX;

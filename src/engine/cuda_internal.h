@@ -107,6 +107,7 @@ struct gemm_choice {
 
 struct cu_ctx {
     int device; /* made current by create, load, destroy and mm_cuda_backend_use */
+    int sms;    /* its multiprocessors */
     struct mm_config cfg;
     bool f32;   /* element type: float, else bf16 */
     size_t esz; /* its size */
@@ -166,7 +167,7 @@ struct cu_ctx {
      * padded batch's (g_exact) replays only for its exact n */
     enum { G_EAGER, G_CAPTURE, G_REPLAY } gmode;
     bool graphs_on, g_launched, g_exact;
-    bool overlap;      /* kernels launch overlapping their predecessor (kernels.h) */
+    enum mm_k_overlap overlap; /* which kernels launch overlapping their predecessor */
     int skinny_force;  /* -1: timed per shape; 0: cuBLASLt; 1: skinny (M <= 8); 2: tensor-core */
     bool tune;         /* time cuBLASLt's candidates per decode size (choose_shape) */
     int n_real, n_pad; /* sequences of the current graph step, and its bucket */

@@ -281,8 +281,8 @@ START_TEST(test_ops_vs_cpu)
         }
         e = compare_states(&md, b, slots, 6);
         ck_assert_msg(e <= 1e-4, "%s (scan %s) round %d: states %.3g", names[m], scan, round, e);
-        printf("%s (scan %s) round %d: ops within 1e-4 (last logits %.2e), states %.2e\n",
-               names[m], scan, round, compare_rows(&md, b, x, T, lc, lg), e);
+        printf("%s (scan %s) round %d: ops within 1e-4 (last logits %.2e), states %.2e\n", names[m],
+               scan, round, compare_rows(&md, b, x, T, lc, lg), e);
         for (int i = 0; i < 6; i++)
             pos[i] += len[round][i];
     }
@@ -906,24 +906,26 @@ END_TEST
 /* Overlapping launches (kernels.h mm_k_set_overlap: each kernel may start
  * before the previous one ends and waits for its writes) change when kernels
  * run, never what they compute: a prefill and decode steps of 6, 1, 4, 6, 2
- * sequences (graph-replayed), with overlap on and then off, give bit-identical
- * logits, in both modes; the scan and GEMM choices are pinned (no timing) and
- * in bf16 the skinny GEMMs (which read weights before that wait) are forced on. */
+ * sequences (graph-replayed), with every kernel overlapped, only the GEMMs
+ * (the default) and none, give bit-identical logits, in both modes; the scan
+ * and GEMM choices are pinned (no timing) and in bf16 the skinny GEMMs (which
+ * read weights before that wait) are forced on. */
 START_TEST(test_overlap)
 {
     const int m = _i / 2;
     const bool f32 = _i % 2;
     enum { NS = 6, STEPS = 5 };
     const int sizes[STEPS] = {6, 1, 4, 6, 2};
-    float *lg[2] = {NULL, NULL};
+    const char *const modes[3] = {"all", "gemm", "0"};
+    float *lg[3] = {NULL, NULL, NULL};
     int64_t V = 0, rows = 0;
     setenv("MMMAMBA_CUDA_SCAN", "chunked", 1);
     setenv("MMMAMBA_CUDA_SKINNY", m % 2 ? "2" : "1", 1); /* CUDA-core or tensor-core skinny */
     setenv("MMMAMBA_CUDA_TUNE", "0", 1);
-    for (int k = 0; k < 2; k++) {
-        if (k == 1)
-            setenv("MMMAMBA_CUDA_OVERLAP", "0", 1);
-        struct mm_engine *e = open_engine(m, f32 ? MM_BACKEND_CUDA_FP32 : MM_BACKEND_CUDA, NS, 1024);
+    for (int k = 0; k < 3; k++) {
+        setenv("MMMAMBA_CUDA_OVERLAP", modes[k], 1);
+        struct mm_engine *e =
+            open_engine(m, f32 ? MM_BACKEND_CUDA_FP32 : MM_BACKEND_CUDA, NS, 1024);
         V = e->cfg.vocab_size;
         lg[k] = malloc((size_t)((STEPS + 1) * NS * V) * sizeof(float));
         int32_t *prompts[NS], slots[NS], next[NS];
@@ -954,8 +956,7 @@ START_TEST(test_overlap)
                                              .n = 1,
                                              .want_logits = true,
                                              .text_only = true};
-            ck_assert_msg(mm_engine_forward(e, st, n, lg[k] + at, &err) == MM_OK, "%s",
-                          err.msg);
+            ck_assert_msg(mm_engine_forward(e, st, n, lg[k] + at, &err) == MM_OK, "%s", err.msg);
             for (int i = 0; i < n; i++)
                 next[i] = argmax(lg[k] + at + i * V, V);
             at += n * V;
@@ -969,15 +970,17 @@ START_TEST(test_overlap)
     unsetenv("MMMAMBA_CUDA_SKINNY");
     unsetenv("MMMAMBA_CUDA_TUNE");
     unsetenv("MMMAMBA_CUDA_SCAN");
-    int64_t diff = 0;
-    for (int64_t i = 0; i < rows * V; i++)
-        diff += memcmp(&lg[0][i], &lg[1][i], sizeof(float)) != 0;
-    ck_assert_msg(diff == 0, "%s %s: %lld of %lld logits differ with overlap on vs off", names[m],
-                  f32 ? "fp32" : "bf16", (long long)diff, (long long)(rows * V));
-    printf("%s %s: overlap on vs off: %lld logits over %lld rows bit-identical\n", names[m],
-           f32 ? "fp32" : "bf16", (long long)(rows * V), (long long)rows);
-    free(lg[0]);
-    free(lg[1]);
+    for (int k = 0; k < 2; k++) {
+        int64_t diff = 0;
+        for (int64_t i = 0; i < rows * V; i++)
+            diff += memcmp(&lg[k][i], &lg[2][i], sizeof(float)) != 0;
+        ck_assert_msg(diff == 0, "%s %s: %lld of %lld logits differ, overlap %s vs none", names[m],
+                      f32 ? "fp32" : "bf16", (long long)diff, (long long)(rows * V), modes[k]);
+    }
+    printf("%s %s: overlap all, GEMMs only and none: %lld logits over %lld rows bit-identical\n",
+           names[m], f32 ? "fp32" : "bf16", (long long)(rows * V), (long long)rows);
+    for (int k = 0; k < 3; k++)
+        free(lg[k]);
 }
 END_TEST
 
@@ -1116,7 +1119,9 @@ static struct mm_backend open_flash_backend(const struct model *md, int kind)
 
 /* The first attention layer of each stack on the ragged batch, after a
  * round that writes the histories (its spans of 1 and 500 rows also go
- * through the kernel), all rows' logits. Tolerances, of the largest logit:
+ * through the kernel), all rows' logits; then a decode step of every
+ * sequence (one token each over 2 to 1,501 keys: mm_k_attend_decode with
+ * flash on, the split kernel with it off). Tolerances, of the largest logit:
  * 3e-2 against the CPU (every bf16 op's bound in this suite: bf16 weights
  * and activations, 8 significant bits, through the q/k/v and o
  * projections, RMSNorm and the LM head); 1e-2 against the split kernel,
@@ -1153,16 +1158,18 @@ START_TEST(test_flash_ops)
         for (int sl = 0; sl < FL_SEQS; sl++)
             be[k].ops->slot_reset(be[k].ctx, sl);
     double worst_cpu = 0, worst_split = 0;
-    for (int round = 0; round < 2; round++) {
+    for (int round = 0; round < 3; round++) {
         struct mm_span spans[FL_SEQS];
         int n = 0;
         int64_t T = 0;
         for (int i = 0; i < FL_SEQS; i++) {
             const int64_t hist = flash_hist[i % 3];
-            const int64_t len = round == 0 ? hist : flash_len[i];
+            /* round 2: one decode token per sequence after both */
+            const int64_t len = round == 0 ? hist : round == 1 ? flash_len[i] : 1;
+            const int64_t pos = round == 0 ? 0 : round == 1 ? hist : hist + flash_len[i];
             if (len == 0)
                 continue;
-            spans[n++] = (struct mm_span){i, T, len, round == 0 ? 0 : hist, tables[i]};
+            spans[n++] = (struct mm_span){i, T, len, pos, tables[i]};
             T += len;
         }
         int32_t *ids = malloc((size_t)T * sizeof *ids);
