@@ -1,9 +1,10 @@
 /* attention.cu: softmax attention for the hybrid/teacher layers over the
  * paged KV cache: RoPE + KV write, then a flash-decoding style attention
  * (online softmax, never a T×T matrix) where each warp takes one (row, q
- * head, key range) and a second launch merges the key ranges. Prefill rows
- * and decode rows share the kernels; a long sequence at small batch is split
- * along its keys so the whole GPU works on it.
+ * head, key range) and a second launch merges the key ranges; a long
+ * sequence at small batch is split along its keys so the whole GPU works on
+ * it. A batch of decode rows in bf16 takes attend_dec_k instead (one read of
+ * a kv group's keys for all its q heads), merged by the same second launch.
  * CPU twins: mm_cpu_rope, mm_cpu_attend (via cpu_attention). */
 #include "common.cuh"
 
