@@ -114,6 +114,19 @@ static enum gemm_impl gemm_impl_for(const struct cu_ctx *c, int64_t n, int64_t N
 static void gemm_lt(struct cu_ctx *c, const void *x, int64_t ldx, int64_t n, int64_t K,
                     const void *W, int64_t N, void *y, int64_t ldy, bool acc, bool y_f32);
 
+/* One of our decode-size kernels (im: GEMM_SKINNY or GEMM_TC), timed as `name`. */
+static void skinny(struct cu_ctx *c, enum gemm_impl im, const void *x, int64_t ldx, int64_t n,
+                   int64_t K, const void *W, int64_t N, void *y, int64_t ldy, bool acc, bool y_f32,
+                   bool swiglu, const char *name)
+{
+    mm_cuda_prof_begin(c);
+    mm_cuda_check(c,
+                  (im == GEMM_TC ? mm_k_skinny_tc : mm_k_skinny)(c->stream, x, ldx, n, W, N, K, y,
+                                                                 ldy, acc, y_f32, swiglu),
+                  name);
+    mm_cuda_prof_end(c, name);
+}
+
 /* y[n, N] (+)= x[n, K] . W[N, K]^T; x, W of the element type, y too unless y_f32. */
 void mm_cuda_gemm(struct cu_ctx *c, const void *x, int64_t ldx, int64_t n, int64_t K, const void *W,
                   int64_t N, void *y, int64_t ldy, bool acc, bool y_f32)
@@ -122,14 +135,10 @@ void mm_cuda_gemm(struct cu_ctx *c, const void *x, int64_t ldx, int64_t n, int64
         return;
     const enum gemm_impl im = gemm_impl_for(c, n, N, K, false, y_f32);
     if (im == GEMM_SKINNY || im == GEMM_TC) {
-        mm_cuda_prof_begin(c);
-        mm_cuda_check(c,
-                      (im == GEMM_TC ? mm_k_skinny_tc : mm_k_skinny)(c->stream, x, ldx, n, W, N, K,
-                                                                     y, ldy, acc, y_f32, false),
-                      "skinny gemm");
-        mm_cuda_prof_end(c, y_f32           ? "skinny head"
-                            : im == GEMM_TC ? "skinny gemm (tensor cores)"
-                                            : "skinny gemm");
+        skinny(c, im, x, ldx, n, K, W, N, y, ldy, acc, y_f32, false,
+               y_f32           ? "skinny head"
+               : im == GEMM_TC ? "skinny gemm (tensor cores)"
+                               : "skinny gemm");
         return;
     }
     gemm_lt(c, x, ldx, n, K, W, N, y, ldy, acc, y_f32);
@@ -143,12 +152,7 @@ void mm_cuda_gemm_swiglu(struct cu_ctx *c, const void *u, int64_t n, int64_t K, 
         return;
     const enum gemm_impl im = gemm_impl_for(c, n, F, K, true, false);
     if (im == GEMM_SKINNY || im == GEMM_TC) {
-        mm_cuda_prof_begin(c);
-        mm_cuda_check(c,
-                      (im == GEMM_TC ? mm_k_skinny_tc : mm_k_skinny)(c->stream, u, K, n, w13, F, K,
-                                                                     h, F, false, false, true),
-                      "skinny swiglu");
-        mm_cuda_prof_end(c, "skinny w13 + swiglu");
+        skinny(c, im, u, K, n, K, w13, F, h, F, false, false, true, "skinny w13 + swiglu");
         return;
     }
     gemm_lt(c, u, K, n, K, w13, 2 * F, h13, 2 * F, false, false);

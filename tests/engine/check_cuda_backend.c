@@ -655,6 +655,31 @@ static float *make_tiles(const struct mm_config *cfg, int64_t tiles)
     return t;
 }
 
+enum { GEN = 8 }; /* greedy tokens of the whole-model checks */
+
+/* Index of the first greedy token where a and b differ (GEN: none). */
+static int first_diff(const int32_t *a, const int32_t *b)
+{
+    int i = 0;
+    while (i < GEN && a[i] == b[i])
+        i++;
+    return i;
+}
+
+/* (top - second) / the largest |logit|: how far a greedy choice is from a tie. */
+static double top2_margin(const float *l, int64_t V)
+{
+    float top = -INFINITY, second = -INFINITY, mx = 0;
+    for (int64_t i = 0; i < V; i++) {
+        mx = fmaxf(mx, fabsf(l[i]));
+        if (l[i] > top)
+            second = top, top = l[i];
+        else if (l[i] > second)
+            second = l[i];
+    }
+    return (top - second) / mx;
+}
+
 /* Prefill (in chunks of `chunk` text tokens when > 0; images only when 0) then
  * n_gen greedy tokens; logits [(1 + n_gen) * V], tokens [n_gen]. */
 static void run_greedy(struct mm_engine *e, const int32_t *ids, int64_t n, const float *tiles,
@@ -684,8 +709,6 @@ static void run_greedy(struct mm_engine *e, const int32_t *ids, int64_t n, const
     }
     mm_engine_slot_release(e, slot);
 }
-
-enum { GEN = 8 };
 
 START_TEST(test_model_vs_cpu)
 {
@@ -724,25 +747,11 @@ START_TEST(test_model_vs_cpu)
         run_greedy(g16, ids, n, t, tiles, chunk, GEN, lg, tg);
         const double tol = 1e-1;
         const double e = rel_err(lc, lg, V);
-        int agree = 0;
-        for (int g = 0; g < GEN; g++) {
-            if (tc[g] != tg[g]) {
-                const float *l = lc + g * V;
-                float top = -INFINITY, second = -INFINITY, mx = 0;
-                for (int64_t i = 0; i < V; i++) {
-                    mx = fmaxf(mx, fabsf(l[i]));
-                    if (l[i] > top)
-                        second = top, top = l[i];
-                    else if (l[i] > second)
-                        second = l[i];
-                }
-                ck_assert_msg((top - second) / mx <= 2 * tol,
-                              "%s variant %d bf16: token %d differs with a margin of %.3g",
-                              names[m], variant, g, (top - second) / mx);
-                break;
-            }
-            agree++;
-        }
+        const int agree = first_diff(tc, tg);
+        if (agree < GEN)
+            ck_assert_msg(top2_margin(lc + agree * V, V) <= 2 * tol,
+                          "%s variant %d bf16: token %d differs with a margin of %.3g", names[m],
+                          variant, agree, top2_margin(lc + agree * V, V));
         printf("%s variant %d: fp32 logits %.2e (tokens equal); bf16 logits %.2e, %d/%d greedy "
                "tokens agree\n",
                names[m], variant, e32, e, agree, GEN);
@@ -1223,27 +1232,6 @@ END_TEST
  * path's error against the CPU (or 2e-2 of the largest logit, whichever is
  * larger), and its greedy tokens equal the CPU's until a step whose top-2
  * margin is inside twice that bound. */
-static int first_diff(const int32_t *a, const int32_t *b)
-{
-    int i = 0;
-    while (i < GEN && a[i] == b[i])
-        i++;
-    return i;
-}
-
-static double top2_margin(const float *l, int64_t V)
-{
-    float top = -INFINITY, second = -INFINITY, mx = 0;
-    for (int64_t i = 0; i < V; i++) {
-        mx = fmaxf(mx, fabsf(l[i]));
-        if (l[i] > top)
-            second = top, top = l[i];
-        else if (l[i] > second)
-            second = l[i];
-    }
-    return (top - second) / mx;
-}
-
 START_TEST(test_flash_model)
 {
     const int m = _i == 0 ? 6 : _i == 1 ? 7 : 2; /* hybrid d=128, hybrid d=64, teacher d=64 */
