@@ -946,8 +946,9 @@ static void cu_attention(void *vctx, enum mm_stack stack, int layer, struct mm_a
     if (T == ns && !c->f32 && (d == 64 || d == 128) && nh % kv == 0 && nh / kv <= 8 &&
         c->flash_min != INT64_MAX) {
         int64_t dsplit = (c->sms * 4 + T * kv - 1) / (T * kv);
-        const int64_t blocks = (kv_bound + MM_KV_BLOCK - 1) / MM_KV_BLOCK;
-        dsplit = dsplit < blocks ? dsplit : blocks;
+        /* at least a KV block for each of a range's 4 warps */
+        const int64_t ranges = (kv_bound + 4 * MM_KV_BLOCK - 1) / (4 * MM_KV_BLOCK);
+        dsplit = dsplit < ranges ? dsplit : ranges;
         if (dsplit * T * nh > c->part_items)
             dsplit = c->part_items / (T * nh);
         mm_cuda_prof_begin(c);
