@@ -606,6 +606,7 @@ static enum mm_status cu_load(void *vctx, const struct mm_config *cfg, const str
         choose_scan(c);
     if (c->st != MM_OK)
         return mm_err_set(err, MM_ERR_BACKEND, "%s", c->msg);
+    c->n_prof = 0; /* the profile covers the steps, not the load-time measurements */
     size_t free2 = 0;
     cudaMemGetInfo(&free2, &total);
     MM_INFO("cuda backend: %s, weights %.2f GB, state %.1f MB/slot x %d slots (%s), KV %lld+%lld "
