@@ -28,54 +28,57 @@ static __device__ __forceinline__ void fma8(float &acc, uint4 w, uint4 x)
 template <int M, typename O>
 __global__ void __launch_bounds__(32 * SK_WARPS)
     skinny_k(const bf16 *__restrict__ x, int64_t ldx, int mrows, const bf16 *__restrict__ W,
-             int64_t N, int64_t K, O *y, int64_t ldy, bool acc, bool swiglu)
+             int64_t N, int64_t K, int ks, O *y, int64_t ldy, bool acc, bool swiglu)
 {
-    const int lane = threadIdx.x & 31;
-    const int64_t item = (int64_t)blockIdx.x * SK_WARPS + threadIdx.x / 32;
+    __shared__ float red[SK_WARPS][M][2];
+    const int w = threadIdx.x / 32, lane = threadIdx.x & 31, slice = w % ks;
+    const int64_t item = (int64_t)blockIdx.x * (SK_WARPS / ks) + w / ks;
     /* plain: rows 2*item, 2*item + 1; swiglu: rows item (w1) and N + item (w3) */
     const int64_t r0 = swiglu ? item : 2 * item, r1 = swiglu ? N + item : 2 * item + 1;
     const bool live = swiglu ? item < N : r0 < N;
     const bool has1 = swiglu || r1 < N;
     const bf16 *w0 = W + (live ? r0 : 0) * K, *w1 = W + (live && has1 ? r1 : live ? r0 : 0) * K;
+    /* this warp's slice of K (ks warps of the block share the two rows) */
+    const int64_t klen = (K / 8 + ks - 1) / ks * 8, k_lo = slice * klen;
+    const int64_t k_hi = k_lo + klen < K ? k_lo + klen : K;
     constexpr int64_t PASS = 256 * SK_UNROLL; /* elements of K a warp reads per pass */
     /* The weights depend on no earlier kernel: the first pass comes into
-     * registers and the rest of both rows into L2 while the kernel before
-     * this one ends (common.cuh, launch()). */
+     * registers and the rest of the slice of both rows into L2 while the
+     * kernel before this one ends (common.cuh, launch()). */
     uint4 wv0[SK_UNROLL], wv1[SK_UNROLL];
 #pragma unroll
     for (int u = 0; u < SK_UNROLL; u++) {
-        const int64_t k = (int64_t)lane * 8 + 256 * u;
-        if (live && k < K) {
+        const int64_t k = k_lo + (int64_t)lane * 8 + 256 * u;
+        if (live && k < k_hi) {
             wv0[u] = __ldcs((const uint4 *)(w0 + k));
             wv1[u] = __ldcs((const uint4 *)(w1 + k));
         }
     }
-    if (live && lane == 0 && K > PASS) {
-        prefetch_l2(w0 + PASS, (uint32_t)((K - PASS) * 2));
+    if (live && lane == 0 && k_hi - k_lo > PASS) {
+        prefetch_l2(w0 + k_lo + PASS, (uint32_t)((k_hi - k_lo - PASS) * 2));
         if (has1)
-            prefetch_l2(w1 + PASS, (uint32_t)((K - PASS) * 2));
+            prefetch_l2(w1 + k_lo + PASS, (uint32_t)((k_hi - k_lo - PASS) * 2));
     }
     after_previous();
-    if (!live)
-        return;
     float a0[M], a1[M];
 #pragma unroll
     for (int m = 0; m < M; m++)
         a0[m] = a1[m] = 0;
-    for (int64_t k0 = (int64_t)lane * 8; k0 < K; k0 += PASS) {
-        uint4 nv0[SK_UNROLL], nv1[SK_UNROLL]; /* the next pass, loading during this one */
+    for (int64_t k0 = k_lo + (int64_t)lane * 8; live && k0 < k_hi; k0 += PASS) {
+        if (k0 >= k_lo + PASS) {
 #pragma unroll
-        for (int u = 0; u < SK_UNROLL; u++) {
-            const int64_t k = k0 + PASS + 256 * u;
-            if (k < K) {
-                nv0[u] = __ldcs((const uint4 *)(w0 + k));
-                nv1[u] = __ldcs((const uint4 *)(w1 + k));
+            for (int u = 0; u < SK_UNROLL; u++) {
+                const int64_t k = k0 + 256 * u;
+                if (k < k_hi) {
+                    wv0[u] = __ldcs((const uint4 *)(w0 + k));
+                    wv1[u] = __ldcs((const uint4 *)(w1 + k));
+                }
             }
         }
 #pragma unroll
         for (int u = 0; u < SK_UNROLL; u++) {
             const int64_t k = k0 + 256 * u;
-            if (k >= K)
+            if (k >= k_hi)
                 break;
 #pragma unroll
             for (int m = 0; m < M; m++) {
@@ -86,25 +89,39 @@ __global__ void __launch_bounds__(32 * SK_WARPS)
                 fma8(a1[m], wv1[u], xv);
             }
         }
-#pragma unroll
-        for (int u = 0; u < SK_UNROLL; u++)
-            wv0[u] = nv0[u], wv1[u] = nv1[u];
     }
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+        a0[m] = warp_sum(a0[m]);
+        a1[m] = warp_sum(a1[m]);
+    }
+    if (ks > 1) { /* the slices of a row pair meet in shared memory */
+        if (lane == 0)
+#pragma unroll
+            for (int m = 0; m < M; m++)
+                red[w][m][0] = a0[m], red[w][m][1] = a1[m];
+        __syncthreads();
+        if (slice != 0)
+            return;
+        for (int o = 1; o < ks; o++)
+#pragma unroll
+            for (int m = 0; m < M; m++)
+                a0[m] += red[w + o][m][0], a1[m] += red[w + o][m][1];
+    }
+    if (!live || lane != 0)
+        return;
 #pragma unroll
     for (int m = 0; m < M; m++) {
         if (m >= mrows)
             break;
-        const float s0 = warp_sum(a0[m]), s1 = warp_sum(a1[m]);
-        if (lane != 0)
-            continue;
         if (swiglu) {
-            stf(y + m * ldy + item, silu(s0) * s1);
+            stf(y + m * ldy + item, silu(a0[m]) * a1[m]);
             continue;
         }
         O *y0 = y + m * ldy + r0;
-        stf(y0, acc ? ldf(y0) + s0 : s0);
+        stf(y0, acc ? ldf(y0) + a0[m] : a0[m]);
         if (has1)
-            stf(y0 + 1, acc ? ldf(y0 + 1) + s1 : s1);
+            stf(y0 + 1, acc ? ldf(y0 + 1) + a1[m] : a1[m]);
     }
 }
 
@@ -231,9 +248,9 @@ __global__ void __launch_bounds__(32 * SK_WARPS, 2)
         }
 }
 
-template <typename O>
-static void skinny_tc_run(cudaStream_t s, const bf16 *x, int64_t ldx, int64_t M, const bf16 *W,
-                          int64_t N, int64_t K, O *y, int64_t ldy, bool acc, bool swiglu)
+/* Warps per SM the skinny launchers aim to keep busy, and the SM count (cached). */
+#define SK_TARGET_WARPS 24
+static int sk_sms(void)
 {
     static int sms = 0;
     if (sms == 0) {
@@ -242,11 +259,26 @@ static void skinny_tc_run(cudaStream_t s, const bf16 *x, int64_t ldx, int64_t M,
             cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
             sms = 132;
     }
-    const int64_t tiles = swiglu ? (N + 7) / 8 : (N + 15) / 16;
-    /* split K until about 24 warps per SM have a slice of at least one pass */
+    return sms;
+}
+
+/* K split over ks warps (a power of two up to a block) while items * ks warps
+ * stay within the target and every slice keeps at least `pass` elements. */
+static int sk_split(int64_t items, int64_t K, int64_t pass)
+{
     int ks = 1;
-    while (ks < SK_WARPS && tiles * ks * 2 <= (int64_t)sms * 24 && K / (ks * 2) >= TC_PASS)
+    while (ks < SK_WARPS && items * ks * 2 <= (int64_t)sk_sms() * SK_TARGET_WARPS &&
+           K / (ks * 2) >= pass)
         ks *= 2;
+    return ks;
+}
+
+template <typename O>
+static void skinny_tc_run(cudaStream_t s, const bf16 *x, int64_t ldx, int64_t M, const bf16 *W,
+                          int64_t N, int64_t K, O *y, int64_t ldy, bool acc, bool swiglu)
+{
+    const int64_t tiles = swiglu ? (N + 7) / 8 : (N + 15) / 16;
+    const int ks = sk_split(tiles, K, TC_PASS);
     const unsigned g = (unsigned)((tiles + SK_WARPS / ks - 1) / (SK_WARPS / ks)), b = 32 * SK_WARPS;
     const int m = (int)M;
     if (M <= 8)
@@ -264,16 +296,17 @@ static void skinny_run(cudaStream_t s, const bf16 *x, int64_t ldx, int64_t M, co
                        int64_t N, int64_t K, O *y, int64_t ldy, bool acc, bool swiglu)
 {
     const int64_t items = swiglu ? N : (N + 1) / 2;
-    const unsigned g = mm_blocks(items, SK_WARPS), b = 32 * SK_WARPS;
+    const int ks = sk_split(items, K, 256 * SK_UNROLL);
+    const unsigned g = (unsigned)((items + SK_WARPS / ks - 1) / (SK_WARPS / ks)), b = 32 * SK_WARPS;
     const int m = (int)M;
     if (M <= 1)
-        launch<true>(s, g, b, 0, skinny_k<1, O>, x, ldx, m, W, N, K, y, ldy, acc, swiglu);
+        launch<true>(s, g, b, 0, skinny_k<1, O>, x, ldx, m, W, N, K, ks, y, ldy, acc, swiglu);
     else if (M <= 2)
-        launch<true>(s, g, b, 0, skinny_k<2, O>, x, ldx, m, W, N, K, y, ldy, acc, swiglu);
+        launch<true>(s, g, b, 0, skinny_k<2, O>, x, ldx, m, W, N, K, ks, y, ldy, acc, swiglu);
     else if (M <= 4)
-        launch<true>(s, g, b, 0, skinny_k<4, O>, x, ldx, m, W, N, K, y, ldy, acc, swiglu);
+        launch<true>(s, g, b, 0, skinny_k<4, O>, x, ldx, m, W, N, K, ks, y, ldy, acc, swiglu);
     else
-        launch<true>(s, g, b, 0, skinny_k<8, O>, x, ldx, m, W, N, K, y, ldy, acc, swiglu);
+        launch<true>(s, g, b, 0, skinny_k<8, O>, x, ldx, m, W, N, K, ks, y, ldy, acc, swiglu);
 }
 
 extern "C" cudaError_t mm_k_skinny(cudaStream_t s, const void *x, int64_t ldx, int64_t M,
