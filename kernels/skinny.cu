@@ -14,6 +14,15 @@
 #define SK_WARPS 8
 #define SK_UNROLL 4
 
+/* Slice `slice` of ks of [0, K) in whole 8-element chunks: [lo, hi). */
+static __device__ __forceinline__ void k_slice(int64_t K, int ks, int slice, int64_t &lo,
+                                               int64_t &hi)
+{
+    const int64_t len = (K / 8 + ks - 1) / ks * 8;
+    lo = slice * len;
+    hi = lo + len < K ? lo + len : K;
+}
+
 static __device__ __forceinline__ void fma8(float &acc, uint4 w, uint4 x)
 {
     const __nv_bfloat162 *wh = (const __nv_bfloat162 *)&w, *xh = (const __nv_bfloat162 *)&x;
@@ -38,9 +47,8 @@ __global__ void __launch_bounds__(32 * SK_WARPS)
     const bool live = swiglu ? item < N : r0 < N;
     const bool has1 = swiglu || r1 < N;
     const bf16 *w0 = W + (live ? r0 : 0) * K, *w1 = W + (live && has1 ? r1 : live ? r0 : 0) * K;
-    /* this warp's slice of K (ks warps of the block share the two rows) */
-    const int64_t klen = (K / 8 + ks - 1) / ks * 8, k_lo = slice * klen;
-    const int64_t k_hi = k_lo + klen < K ? k_lo + klen : K;
+    int64_t k_lo, k_hi; /* this warp's slice of K (ks warps of the block share the two rows) */
+    k_slice(K, ks, slice, k_lo, k_hi);
     constexpr int64_t PASS = 256 * SK_UNROLL; /* elements of K a warp reads per pass */
     /* The weights depend on no earlier kernel: the first pass comes into
      * registers and the rest of the slice of both rows into L2 while the
@@ -158,8 +166,8 @@ __global__ void __launch_bounds__(32 * SK_WARPS, 2)
         ra = f0 + g < N ? f0 + g : N - 1;
         rb = f0 + g + 8 < N ? f0 + g + 8 : N - 1;
     }
-    const int64_t klen = (K / 8 + ks - 1) / ks * 8, k_lo = slice * klen;
-    const int64_t k_hi = k_lo + klen < K ? k_lo + klen : K;
+    int64_t k_lo, k_hi;
+    k_slice(K, ks, slice, k_lo, k_hi);
     const bf16 *wa = W + ra * K, *wb = W + rb * K;
     /* the first pass of weights before the previous kernel ends (common.cuh);
      * the rest of the slice of the warp's 16 rows asked of L2 */
@@ -279,7 +287,7 @@ static void skinny_tc_run(cudaStream_t s, const bf16 *x, int64_t ldx, int64_t M,
 {
     const int64_t tiles = swiglu ? (N + 7) / 8 : (N + 15) / 16;
     const int ks = sk_split(tiles, K, TC_PASS);
-    const unsigned g = (unsigned)((tiles + SK_WARPS / ks - 1) / (SK_WARPS / ks)), b = 32 * SK_WARPS;
+    const unsigned g = mm_blocks(tiles, SK_WARPS / ks), b = 32 * SK_WARPS;
     const int m = (int)M;
     if (M <= 8)
         launch<true>(s, g, b, 0, skinny_tc_k<1, O>, x, ldx, m, W, N, K, ks, y, ldy, acc, swiglu);
@@ -297,7 +305,7 @@ static void skinny_run(cudaStream_t s, const bf16 *x, int64_t ldx, int64_t M, co
 {
     const int64_t items = swiglu ? N : (N + 1) / 2;
     const int ks = sk_split(items, K, 256 * SK_UNROLL);
-    const unsigned g = (unsigned)((items + SK_WARPS / ks - 1) / (SK_WARPS / ks)), b = 32 * SK_WARPS;
+    const unsigned g = mm_blocks(items, SK_WARPS / ks), b = 32 * SK_WARPS;
     const int m = (int)M;
     if (M <= 1)
         launch<true>(s, g, b, 0, skinny_k<1, O>, x, ldx, m, W, N, K, ks, y, ldy, acc, swiglu);

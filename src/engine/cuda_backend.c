@@ -894,6 +894,21 @@ static void cu_mamba2(void *vctx, enum mm_stack stack, int layer, struct mm_act 
     mm_cuda_gemm(c, c->s_m, nh * d, T, nh * d, l->o_proj, H, x->data, H, true, false);
 }
 
+/* Key ranges for flash-decoding attention: `warps` ranges (warps a launch
+ * wants in flight) over `items` (row, head) items, each of at least 64 keys of
+ * kv_bound, and no more partials than the scratch holds for `rows` (row, q
+ * head) outputs; at least 1. */
+static int key_split(const struct cu_ctx *c, int64_t warps, int64_t items, int64_t rows,
+                     int64_t kv_bound)
+{
+    int64_t split = (warps + items - 1) / items;
+    const int64_t ranges = (kv_bound + 63) / 64;
+    split = split < ranges ? split : ranges;
+    if (split * rows > c->part_items)
+        split = c->part_items / rows;
+    return split < 1 ? 1 : (int)split;
+}
+
 static void cu_attention(void *vctx, enum mm_stack stack, int layer, struct mm_act *x,
                          const struct mm_span *spans, int n_spans)
 {
@@ -925,15 +940,8 @@ static void cu_attention(void *vctx, enum mm_stack stack, int layer, struct mm_a
                       "rmsnorm"))
         return;
     mm_cuda_gemm(c, c->s_u, H, T, H, l->wqkv, QKV, c->s_z, QKV, false, false);
-    /* split the keys so that about 16 warps per SM have work (flash-decoding) */
     const int64_t kv_bound =
         c->gmode == G_EAGER ? m->max_kv : c->lim.max_context; /* graphs: fixed */
-    int64_t split = (c->sms * 16 + T * nh - 1) / (T * nh);    /* ranges of at least 64 keys */
-    split = split < (kv_bound + 63) / 64 ? split : (kv_bound + 63) / 64;
-    if (split * T * nh > c->part_items)
-        split = c->part_items / (T * nh);
-    if (split < 1)
-        split = 1;
     mm_cuda_prof_begin(c);
     if (c->st != MM_OK || mm_cuda_check(c,
                                         mm_k_rope_kv(s, c->f32, c->s_z, T, m->d_tok, m->d_spans, nh,
@@ -943,34 +951,27 @@ static void cu_attention(void *vctx, enum mm_stack stack, int layer, struct mm_a
     mm_cuda_prof_end(c, "rope + kv write");
     /* a batch of decode rows: every q head of a kv group from one read of its
      * keys (bf16; MMMAMBA_CUDA_FLASH=0 keeps the split kernel for comparison),
-     * key ranges for about 4 blocks of 4 warps per SM */
-    if (T == ns && !c->f32 && (d == 64 || d == 128) && nh % kv == 0 && nh / kv <= 8 &&
-        c->flash_min != INT64_MAX) {
-        int64_t dsplit = (c->sms * 4 + T * kv - 1) / (T * kv);
-        /* at least a KV block for each of a range's 4 warps */
-        const int64_t ranges = (kv_bound + 4 * MM_KV_BLOCK - 1) / (4 * MM_KV_BLOCK);
-        dsplit = dsplit < ranges ? dsplit : ranges;
-        if (dsplit * T * nh > c->part_items)
-            dsplit = c->part_items / (T * nh);
+     * about 4 blocks of 4 warps per SM; otherwise prefill spans on tensor cores
+     * (flash.cu) and the rest on the split kernel, about 16 warps per SM.
+     * Graph steps never take flash.cu: its tile count would be baked in. */
+    const bool grouped = T == ns && !c->f32 && (d == 64 || d == 128) && nh % kv == 0 &&
+                         nh / kv <= 8 && c->flash_min != INT64_MAX;
+    const bool flash = !grouped && m->n_ftiles > 0 && c->gmode == G_EAGER && (d == 64 || d == 128);
+    if (grouped) {
         mm_cuda_prof_begin(c);
         if (mm_cuda_check(c,
                           mm_k_attend_decode(s, c->s_z, T, m->d_tok, m->d_spans, nh, kv, d, cache,
-                                             (int)(dsplit > 1 ? dsplit : 1), c->s_part, c->s_m),
+                                             key_split(c, c->sms * 4, T * kv, T * nh, kv_bound),
+                                             c->s_part, c->s_m),
                           "attention"))
             return;
         mm_cuda_prof_end(c, "attention (decode, grouped)");
-        mm_cuda_gemm(c, c->s_m, nh * d, T, nh * d, l->wo, H, x->data, H, true, false);
-        return;
-    }
-    /* prefill spans on tensor cores (flash.cu), the rest on the split kernel;
-     * graph steps never: their tile count would be baked into the graph */
-    const bool flash = m->n_ftiles > 0 && c->gmode == G_EAGER && (d == 64 || d == 128);
-    const int64_t skip_n = flash ? c->flash_min : INT64_MAX;
-    if (!flash || m->flash_rows < T) {
+    } else if (!flash || m->flash_rows < T) {
         mm_cuda_prof_begin(c);
         if (mm_cuda_check(c,
                           mm_k_attend(s, c->f32, c->s_z, T, m->d_tok, m->d_spans, nh, kv, d, cache,
-                                      (int)split, skip_n, c->s_part, c->s_m),
+                                      key_split(c, c->sms * 16, T * nh, T * nh, kv_bound),
+                                      flash ? c->flash_min : INT64_MAX, c->s_part, c->s_m),
                           "attention"))
             return;
         mm_cuda_prof_end(c, T == ns ? "attention (decode)" : "attention (prefill)");

@@ -224,6 +224,15 @@ static double tune_plan(struct cu_ctx *c, struct gemm_plan *p, void *const *ws, 
     return isinf(best) ? 0 : best * 1e3 / reps;
 }
 
+/* The cuBLASLt plan a layer's GEMM of this shape uses at m rows: as
+ * mm_cuda_gemm calls it, or for swiglu as mm_cuda_gemm_swiglu's w1+w3 GEMM. */
+static struct gemm_plan *shape_plan(struct cu_ctx *c, int64_t m, int64_t N, int64_t K, bool swiglu,
+                                    bool acc, bool y_f32)
+{
+    return swiglu ? plan_for(c, m, 2 * N, K, K, 2 * N, false, false)
+                  : plan_for(c, m, N, K, K, N, acc, y_f32);
+}
+
 /* Times the skinny kernels (CUDA cores up to M = 8, tensor cores up to 64)
  * against cuBLASLt for one weight shape at M = 1, 2, 4, ..., 64 rows, rotating
  * over the layers' matrices (ws[0..nw)) so they come from HBM as in a step,
@@ -252,8 +261,7 @@ static void choose_shape(struct cu_ctx *c, void *const *ws, int nw, int64_t N, i
         if (m > cap)
             break;
         if (c->tune) {
-            struct gemm_plan *p = swiglu ? plan_for(c, m, 2 * N, K, K, 2 * N, false, false)
-                                         : plan_for(c, m, N, K, K, N, acc, y_f32);
+            struct gemm_plan *p = shape_plan(c, m, N, K, swiglu, acc, y_f32);
             if (p)
                 tune_plan(c, p, ws, nw, e0, e1);
         }
@@ -308,8 +316,7 @@ static void choose_shape(struct cu_ctx *c, void *const *ws, int nw, int64_t N, i
             last = b;
             if (gemm_impl_for(c, b, N, K, swiglu, y_f32) != GEMM_LT)
                 continue;
-            struct gemm_plan *p = swiglu ? plan_for(c, b, 2 * N, K, K, 2 * N, false, false)
-                                         : plan_for(c, b, N, K, K, N, acc, y_f32);
+            struct gemm_plan *p = shape_plan(c, b, N, K, swiglu, acc, y_f32);
             if (!p)
                 break;
             const double us = tune_plan(c, p, ws, nw, e0, e1);
